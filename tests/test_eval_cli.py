@@ -1,0 +1,84 @@
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from quantconf.cli import main
+from quantconf.predictions import accuracy, read_prediction_dir
+from conftest import write_jsonl
+
+
+def _task_file(tmp_path, n=10):
+    rows = [{"query": f"Question: item {i}?\nAnswer:", "choices": ["yes", "no thanks", "maybe so"], "gold": i % 3}
+            for i in range(n)]
+    return write_jsonl(tmp_path / "mini.jsonl", rows)
+
+
+def test_eval_writes_parquet_manifest_and_reuses(tiny_model_dir, tmp_path, capsys):
+    f = _task_file(tmp_path)
+    out = tmp_path / "out"
+    args = ["eval", str(tiny_model_dir), "--tasks", f"file:{f},arithmetic", "--limit", "9", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "file_mini" not in printed and "arithmetic" in printed
+    preds = read_prediction_dir(out)
+    df = preds[f"file:{f}"]
+    assert len(df) == 9 and set(df.columns) >= {"doc_id", "task", "gold", "choices", "loglik", "n_tokens",
+                                                "n_chars", "n_bytes", "is_greedy"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["sha256"] and manifest["packages"]["torch"].startswith("2.13")
+    assert manifest["tasks"]["arithmetic"]["source"] == "generated:seed=1234"
+    mtime = (out / "arithmetic.parquet").stat().st_mtime_ns
+    assert main(args) == 0
+    assert "reusing" in capsys.readouterr().out
+    assert (out / "arithmetic.parquet").stat().st_mtime_ns == mtime
+    assert main(args + ["--overwrite"]) == 0
+    assert (out / "arithmetic.parquet").stat().st_mtime_ns != mtime
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+
+
+def test_accuracy_matches_hand_computation():
+    df = pd.DataFrame({
+        "loglik": [[-1.0, -2.0], [-3.0, -2.5], [-10.0, -12.0]],
+        "n_chars": [[1, 10], [10, 1], [1, 100]],
+        "gold": [0, 0, 1],
+    })
+    # acc: argmax -> 0, 1, 0 vs gold 0,0,1 -> 1/3; acc_norm: ll/len -> [-1,-.2]->1, [-.3,-2.5]->0, [-10,-.12]->1
+    assert accuracy(df) == {"acc": pytest.approx(1 / 3), "acc_norm": pytest.approx(2 / 3)}
+    mc2 = pd.DataFrame({"loglik": [[0.0, 0.0, float(-pytest.importorskip("numpy").log(2))]],
+                        "n_chars": [[1, 1, 1]], "gold": [[0, 1]]})
+    assert accuracy(mc2)["acc"] == pytest.approx(2 / 2.5)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tasks", "nope"], "unknown task"),
+    (["--tasks", "piqa", "--data-dir", "/nonexistent/dir"], "does not exist"),
+])
+def test_cli_errors_are_one_line(tiny_model_dir, tmp_path, capsys, extra, message):
+    rc = main(["eval", str(tiny_model_dir), "--out", str(tmp_path / "o"), "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_limit_must_be_positive(tiny_model_dir, tmp_path, capsys):
+    for bad in ("0", "-1"):
+        with pytest.raises(SystemExit) as e:
+            main(["eval", str(tiny_model_dir), "--tasks", "arithmetic", "--out", str(tmp_path), "--limit", bad])
+        assert e.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; permission test needs a normal user")
+def test_unwritable_out_dir(tiny_model_dir, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    assert main(["eval", str(tiny_model_dir), "--tasks", "arithmetic", "--out", str(ro / "x"), "--quiet"]) == 2
+    assert "cannot write to output dir" in capsys.readouterr().err
+
+
+def test_out_path_is_a_file(tiny_model_dir, tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["eval", str(tiny_model_dir), "--tasks", "arithmetic", "--out", str(f / "sub"), "--quiet"]) == 2
+    assert "cannot write to output dir" in capsys.readouterr().err

@@ -1,0 +1,55 @@
+import shutil
+
+import pytest
+
+from quantconf import QuantconfError
+from quantconf.models import check_safetensors, load_model
+
+
+def test_loads_local_safetensors_dir(tiny_lm, tiny_model_dir):
+    assert tiny_lm.info["kind"] == "local" and len(tiny_lm.info["sha256"]) == 64
+    assert tiny_lm.info["n_params"] > 0
+
+
+def test_truncated_safetensors_is_refused(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model_dir, bad)
+    f = bad / "model.safetensors"
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) - 100])
+    with pytest.raises(QuantconfError, match="corrupt or truncated"):
+        load_model(str(bad))
+    f.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{bad}")
+    with pytest.raises(QuantconfError, match="corrupt or truncated"):
+        check_safetensors(f)
+
+
+def test_pickle_weights_refused_unless_allowed(tmp_path):
+    d = tmp_path / "pickled"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "pytorch_model.bin").write_bytes(b"not really")
+    with pytest.raises(QuantconfError, match="--allow-pickle"):
+        load_model(str(d))
+
+
+def test_corrupt_gguf_and_missing_paths(tmp_path):
+    g = tmp_path / "m.gguf"
+    g.write_bytes(b"GGUF\x03\x00\x00\x00garbage")
+    with pytest.raises(QuantconfError, match="not a readable GGUF"):
+        load_model(str(g))
+    with pytest.raises(QuantconfError, match="not found"):
+        load_model(str(tmp_path / "none.gguf"))
+    with pytest.raises(QuantconfError, match="neither a .gguf file nor a model directory"):
+        load_model(str(tmp_path / "nothing-here"))
+
+
+def test_unknown_hub_id_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(QuantconfError, match="cannot load model 'no-such-org/no-such-model'"):
+        load_model("no-such-org/no-such-model")
+
+
+def test_bad_dtype_and_device():
+    with pytest.raises(QuantconfError, match="--dtype"):
+        load_model("default", dtype="int3")

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from quantconf.evaluate import evaluate_task, task_requests
+from quantconf.scoring import encode_pair, score_requests
+from quantconf.tasks import load_task
+from conftest import write_jsonl
+
+
+def reference_loglik(model, ctx, cont):
+    """Unbatched, unpadded: one forward over ctx+cont, sum log-probs of cont tokens."""
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+    positions = range(len(ctx) - 1, len(ctx) + len(cont) - 1)
+    ll = sum(logp[p, t].item() for p, t in zip(positions, cont))
+    greedy = all(logp[p].argmax().item() == t for p, t in zip(positions, cont))
+    return ll, greedy
+
+
+def test_encode_pair_moves_trailing_space_into_continuation(tiny_lm):
+    tok = tiny_lm.tokenizer
+    ctx, cont = encode_pair(tok, "Answer: ", "yes")
+    ctx2, cont2 = encode_pair(tok, "Answer:", " yes")
+    assert (ctx, cont) == (ctx2, cont2)
+    whole = tok("Answer: yes", add_special_tokens=False)["input_ids"]
+    assert ctx + cont == whole[: len(ctx)] + whole[len(ctx):]
+    # empty context -> BOS/EOS prefix; add_bos prepends BOS
+    assert encode_pair(tok, "", "yes")[0] == [tok.bos_token_id]
+    assert encode_pair(tok, "Hi", " yes", add_bos=True)[0][0] == tok.bos_token_id
+
+
+def _questions_file(tmp_path):
+    rows = [{"query": f"Question: which {i}?\nAnswer:", "choices": ["the quick fox", "a lazy dog" * (i % 3 + 1), "no"],
+             "gold": i % 3} for i in range(12)]
+    return f"file:{write_jsonl(tmp_path / 'q.jsonl', rows)}"
+
+
+def test_loglik_matches_unbatched_reference_and_batch_size_invariant(tiny_lm, tmp_path):
+    loaded = load_task(_questions_file(tmp_path))
+    reqs = task_requests(tiny_lm.tokenizer, loaded, add_bos=False)
+    b1 = score_requests(tiny_lm.model, reqs, batch_size=1)
+    b16 = score_requests(tiny_lm.model, reqs, batch_size=16)
+    for (ctx, cont), s1, s16 in zip(reqs, b1, b16):
+        ref_ll, ref_greedy = reference_loglik(tiny_lm.model, ctx, cont)
+        assert s1.loglik == pytest.approx(ref_ll, abs=1e-4)
+        assert abs(s1.loglik - s16.loglik) < 1e-5
+        assert s1.is_greedy == s16.is_greedy == ref_greedy
+        assert s1.n_tokens == len(cont)
+
+
+def test_is_greedy_true_for_greedy_continuation(tiny_lm):
+    ctx = tiny_lm.tokenizer("The quick brown", add_special_tokens=False)["input_ids"]
+    ids = list(ctx)
+    with torch.no_grad():
+        for _ in range(3):
+            ids.append(int(tiny_lm.model(torch.tensor([ids])).logits[0, -1].argmax()))
+    greedy_cont = ids[len(ctx):]
+    other = [(greedy_cont[0] + 1) % tiny_lm.model.config.vocab_size] + greedy_cont[1:]
+    s = score_requests(tiny_lm.model, [(ctx, greedy_cont), (ctx, other)], batch_size=2)
+    assert s[0].is_greedy and not s[1].is_greedy
+    assert s[0].loglik > s[1].loglik
+
+
+def test_left_truncation_to_window(tiny_lm):
+    window = tiny_lm.model.config.max_position_embeddings
+    ctx = list(range(5, 5 + window + 40))
+    cont = [7, 8]
+    (s,) = score_requests(tiny_lm.model, [(ctx, cont)])
+    ll, _ = reference_loglik(tiny_lm.model, (ctx + cont)[-(window + 1):][:-2], cont)
+    assert s.loglik == pytest.approx(ll, abs=1e-4)
+
+
+def test_evaluate_task_rows(tiny_lm, tmp_path):
+    loaded = load_task(_questions_file(tmp_path))
+    df = evaluate_task(tiny_lm, loaded, batch_size=4)
+    assert len(df) == 12 and list(df["doc_id"]) == list(range(12))
+    row = df.iloc[1]
+    assert row["n_chars"] == [len(c) for c in row["choices"]]
+    assert row["n_bytes"] == [len(c.encode()) for c in row["choices"]]
+    assert all(np.isfinite(row["loglik"])) and all(x < 0 for x in row["loglik"])
