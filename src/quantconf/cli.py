@@ -48,6 +48,34 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_metrics(args) -> int:
+    from quantconf.metrics import task_metrics
+    from quantconf.predictions import read_prediction_dir
+
+    preds = read_prediction_dir(Path(args.pred_dir))
+    results = {}
+    for task, df in preds.items():
+        try:
+            results[task] = task_metrics(df, n_bins=args.bins, n_boot=args.bootstrap, normalize=args.normalize,
+                                         seed=args.seed, compat=args.compat)
+        except ValueError as e:
+            raise QuantconfError(f"{args.pred_dir}/{task}: {e}") from None
+    if args.json:
+        print(json.dumps(results, indent=2, default=float))
+        return 0
+    cols = ["acc", "acc_norm", "nll", "brier", "entropy", "conf", "conf_true", "ece", "ace", "mce", "sce", "rmsce"]
+    print(f"{'task':<16} {'n':>6} " + " ".join(f"{c:>9}" for c in cols))
+    for task, m in results.items():
+        vals = " ".join(f"{m.get(c, float('nan')):>9.4f}" for c in cols)
+        print(f"{task:<16} {m['n']:>6} {vals}")
+        if "ci" in m and args.bootstrap:
+            ci = " ".join(f"{'[%.3f,%.3f]' % tuple(m['ci'][c]) if c in m['ci'] else '':>9}" for c in cols)
+            print(f"{'  95% CI':<16} {'':>6} {ci}")
+        if "note" in m:
+            print(f"{'':<16} note: {m['note']} (mc2 = {m['mc2']:.4f})")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from quantconf.tasks import get_task, task_names
 
@@ -74,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("metrics", help="calibration metrics with bootstrap CIs for a predictions dir")
+    p.add_argument("pred_dir")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--bins", type=_positive_int, default=15)
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for 95%% CIs (0: none)")
+    p.add_argument("--normalize", default="none", choices=["none", "tokens", "chars", "bytes"],
+                   help="divide log-likelihoods by this length before the softmax (chars = lm-eval acc_norm)")
+    p.add_argument("--compat", default=None, choices=["proskurina2024"],
+                   help="also report the seed paper's (non-standard) definitions")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)
