@@ -76,6 +76,41 @@ def cmd_metrics(args) -> int:
     return 0
 
 
+def quant_config_from_args(args):
+    from quantconf.quantize import QuantConfig
+
+    return QuantConfig(method=args.method, bits=args.bits, group_size=args.group_size, sym=args.sym,
+                       desc_act=args.desc_act, damp=args.damp, calib=args.calib, n_samples=args.n_samples,
+                       seq_len=args.seq_len, seed=args.seed)
+
+
+def cmd_quantize(args) -> int:
+    from quantconf.quantize import run_quantize
+
+    record = run_quantize(args.model, quant_config_from_args(args), Path(args.out), overwrite=args.overwrite,
+                          threads=args.threads, data_dir=args.data_dir)
+    mb = lambda b: f"{b / 2**20:.1f} MiB" if b else "?"  # noqa: E731
+    print(f"{record['label']}: {record['seconds']}s, size {mb(record['size_before_bytes'])} -> "
+          f"{mb(record['size_after_bytes'])}, calibration {record['calibration']['name']} "
+          f"{record['calibration'].get('sha256', '')[:12]}")
+    return 0
+
+
+def add_quant_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="gptq", help="gptq | rtn")
+    p.add_argument("--bits", type=int, default=4, help="2, 3, 4 or 8")
+    p.add_argument("--group-size", type=int, default=128, help="-1 (per channel), 32, 64 or 128")
+    p.add_argument("--sym", dest="sym", action="store_true", default=True, help="symmetric (default)")
+    p.add_argument("--asym", dest="sym", action="store_false", help="asymmetric, with zero points")
+    p.add_argument("--desc-act", action="store_true", help="GPTQ act-order (off in the seed config)")
+    p.add_argument("--damp", type=float, default=0.01, help="GPTQ dampening, fraction of mean diag(H)")
+    p.add_argument("--calib", default="c4", help="c4[:PATH] | wikitext2[:PATH] | pydoc | punct | random | "
+                   "task:<name> | file:PATH")
+    p.add_argument("--n-samples", type=_positive_int, default=128)
+    p.add_argument("--seq-len", type=_positive_int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+
+
 def cmd_tasks(args) -> int:
     from quantconf.tasks import get_task, task_names
 
@@ -114,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report the seed paper's (non-standard) definitions")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("quantize", help="quantize a model (GPTQ or RTN) with a chosen calibration set")
+    p.add_argument("model")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--data-dir", default=None, help="for --calib task:<name> offline")
+    add_quant_args(p)
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)

@@ -159,11 +159,11 @@ def hash_files(files: list[Path]) -> str:
 # Loading
 
 
-def _dequantized_default_dir() -> Path:
-    """Float copy of the default GGUF as safetensors, made once (atomically) under the cache."""
-    gguf_path = default_gguf_path()
+def dequantized_gguf_dir(gguf_path: Path) -> Path:
+    """Float copy of a GGUF model as safetensors, made once (atomically) under the cache."""
+    check_gguf(gguf_path)
     digest = sha256_file(gguf_path)
-    target = cache_dir() / f"smollm2-135m-instruct-dequantized-{digest[:16]}"
+    target = cache_dir() / f"{gguf_path.stem.lower()}-dequantized-{digest[:16]}"
     if (target / "quantconf-complete").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -220,7 +220,7 @@ def load_model(
 
     if spec == "default":
         gguf_path = default_gguf_path()
-        path = _dequantized_default_dir()
+        path = dequantized_gguf_dir(gguf_path)
         info.update(kind="default", model_id="HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)",
                     path=str(gguf_path), sha256=sha256_file(gguf_path))
         dir_weights(path, allow_pickle=False)
@@ -286,3 +286,17 @@ def model_fingerprint(spec: str, allow_pickle: bool = False) -> str:
     if path.is_dir():
         return hash_files(dir_weights(path, allow_pickle))
     return f"hub:{spec}"
+
+
+def local_model_dir(spec: str) -> Path | str:
+    """A directory (or hub id) that libraries such as GPTQModel can load `spec` from."""
+    if spec == "default":
+        return dequantized_gguf_dir(default_gguf_path())
+    if spec.endswith(".gguf"):
+        if not Path(spec).is_file():
+            raise QuantconfError(f"GGUF file {spec} not found")
+        return dequantized_gguf_dir(Path(spec))
+    if Path(spec).is_dir():
+        dir_weights(Path(spec), allow_pickle=False)
+        return Path(spec)
+    return spec

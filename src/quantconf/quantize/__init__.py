@@ -1,0 +1,170 @@
+"""Post-training weight quantization behind one small interface.
+
+A method is one file in this package that registers a `Quantizer`:
+    quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict of extra facts
+It writes a checkpoint into `out_dir` that `load_quantized` (and transformers or the library)
+reloads. `run_quantize` validates everything before any work, builds the calibration set,
+quantizes into a temporary directory and renames it into place, so an interrupted run leaves
+no half checkpoint; `quantize.json` records method, bits, group size, calibration set + hash,
+seed, library versions, wall time, per-layer error, and size before/after.
+
+Methods: `gptq` (GPTQModel 7.6, GPTQ v1 checkpoint) and `rtn` (round-to-nearest baseline).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pkgutil
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from quantconf import QuantconfError
+
+VALID_BITS = (2, 3, 4, 8)
+VALID_GROUPS = (-1, 32, 64, 128)
+QUANTIZE_JSON = "quantize.json"
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    method: str = "gptq"
+    bits: int = 4
+    group_size: int = 128
+    sym: bool = True
+    desc_act: bool = False
+    damp: float = 0.01
+    calib: str = "c4"
+    n_samples: int = 128
+    seq_len: int = 512
+    seed: int = 0
+
+    def validate(self) -> None:
+        _load_methods()
+        if self.method not in QUANTIZERS:
+            raise QuantconfError(f"unknown --method {self.method!r}; choose from {', '.join(sorted(QUANTIZERS))}")
+        if self.bits not in VALID_BITS:
+            raise QuantconfError(f"--bits must be one of {VALID_BITS}, got {self.bits}")
+        if self.group_size not in VALID_GROUPS:
+            raise QuantconfError(f"--group-size must be one of {VALID_GROUPS}, got {self.group_size}")
+        if not 0 < self.damp < 1:
+            raise QuantconfError(f"--damp must be in (0, 1), got {self.damp}")
+        if self.n_samples < 1 or self.seq_len < 8:
+            raise QuantconfError("--n-samples must be >= 1 and --seq-len >= 8")
+        if self.desc_act and self.method != "gptq":
+            raise QuantconfError("--desc-act only applies to --method gptq")
+
+    def label(self) -> str:
+        g = "pc" if self.group_size == -1 else f"g{self.group_size}"
+        calib = self.calib.replace(":", "_").replace("/", "_")
+        return f"{self.method}-w{self.bits}{g}" + (f"-{calib}-s{self.seed}" if self.method != "rtn" else "")
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    name: str
+    quantize: Callable  # (model_src, tokenizer, calib_samples, config, out_dir) -> dict
+    check_model: Callable  # (hf_config, config) -> None; raise QuantconfError before any work
+    needs_calibration: bool = True
+
+
+QUANTIZERS: dict[str, Quantizer] = {}
+
+
+def register_quantizer(q: Quantizer) -> Quantizer:
+    QUANTIZERS[q.name] = q
+    return q
+
+
+def _load_methods() -> None:
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name != "calibration":
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def linear_in_features(hf_config) -> list[int]:
+    """Input widths of the decoder's linear layers (hidden and MLP intermediate sizes)."""
+    return [v for v in (getattr(hf_config, "hidden_size", None), getattr(hf_config, "intermediate_size", None)) if v]
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+
+
+def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = False, threads: int | None = None,
+                 data_dir: str | None = None, log=print) -> dict:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from quantconf.models import local_model_dir, model_fingerprint, set_threads
+    from quantconf.predictions import atomic_write_json, package_versions
+    from quantconf.quantize.calibration import build_calibration
+
+    config.validate()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise QuantconfError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    set_threads(threads)
+    src = local_model_dir(model)
+    hf_config = AutoConfig.from_pretrained(str(src))
+    quantizer = QUANTIZERS[config.method]
+    quantizer.check_model(hf_config, config)
+    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    calib = (build_calibration(config.calib, tokenizer, config.n_samples, config.seq_len, config.seed,
+                               data_dir=data_dir) if quantizer.needs_calibration else None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        t0 = time.perf_counter()
+        extra = quantizer.quantize(src, tokenizer, calib.samples if calib else [], config, tmp)
+        seconds = time.perf_counter() - t0
+        tokenizer.save_pretrained(tmp)
+        record = {
+            "method": config.method, "config": asdict(config), "label": config.label(),
+            "model_spec": model, "model_fingerprint": model_fingerprint(model),
+            "calibration": calib.record() if calib else {"name": "none", "note": f"{config.method} uses no data"},
+            "seconds": round(seconds, 2),
+            "size_before_bytes": dir_size(Path(src)) if Path(src).is_dir() else None,
+            "size_after_bytes": dir_size(tmp), "packages": package_versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
+        }
+        atomic_write_json(tmp / QUANTIZE_JSON, record)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log(f"quantized {model} with {config.label()} in {seconds:.1f}s -> {out}")
+    return record
+
+
+def read_quantize_record(path: Path) -> dict:
+    f = Path(path) / QUANTIZE_JSON
+    if not f.is_file():
+        return {}
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError:
+        raise QuantconfError(f"{f} is corrupt; re-run quantconf quantize") from None
+
+
+def load_quantized(path: Path, dtype, device: str):
+    """A quantized checkpoint as a model that runs here. On CPU, GPTQ layers are dequantized to dense
+    weights once (same numbers as the library's torch kernel, much faster per forward)."""
+    record = read_quantize_record(path)
+    cfg = json.loads((Path(path) / "config.json").read_text()).get("quantization_config") or {}
+    info = {"quantization": record.get("config") or cfg, "calibration": record.get("calibration")}
+    if cfg.get("quant_method") == "gptq" or record.get("method") == "gptq":
+        from quantconf.quantize.gptq import load_gptq
+
+        return load_gptq(Path(path), dtype, device), info
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True).to(device)
+    return model, info
