@@ -111,6 +111,64 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def cmd_compare(args) -> int:
+    from quantconf.compare import compare_dirs
+
+    res = compare_dirs(Path(args.full_dir), Path(args.quant_dir), n_bins=args.bins, n_conf_bins=args.conf_bins,
+                       n_boot=args.bootstrap)
+    if args.json:
+        print(json.dumps(res, indent=2, default=float))
+        return 0
+    for task, c in res.items():
+        print(f"== {task} (n={c['n']})")
+        if "note" in c:
+            print(f"  {c['note']}: delta_mc2 {c['delta_mc2']:+.4f}, JS mean {c['js_mean']:.4f}")
+            continue
+        for m in ("acc", "nll", "ece", "ace", "conf_true"):
+            ci = c.get("ci", {}).get(f"delta_{m}")
+            ci_s = f"  95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
+            print(f"  {m:<10} full {c[f'full_{m}']:.4f}  quant {c[f'quant_{m}']:.4f}  delta {c[f'delta_{m}']:+.4f}{ci_s}")
+        print(f"  JS mean {c['js_mean']:.4f} median {c['js_median']:.4f}; flips correct->wrong "
+              f"{c['flips_correct_to_wrong']}, wrong->correct {c['flips_wrong_to_correct']}; p McNemar "
+              f"{c['p_mcnemar']:.3g}, p t-test {c['p_ttest']:.3g}, p Wilcoxon {c['p_wilcoxon']:.3g}")
+        print("  by full-model confidence:  conf range      n  mean|dp(gold)|  JS mean  flip rate")
+        for b in c["by_confidence_bin"]:
+            print(f"  {'':<26}{b['conf_lo']:.2f}-{b['conf_hi']:.2f} {b['n']:>6}  {b['mean_abs_delta_conf_true']:>14.4f}"
+                  f"  {b['js_mean']:>7.4f}  {b['flip_rate']:>9.3f}")
+    return 0
+
+
+def cmd_study(args) -> int:
+    from quantconf.study import load_study, run_study
+
+    report = run_study(load_study(Path(args.config)), Path(args.out), dry_run=args.dry_run)
+    if report:
+        print(f"report: {report}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from quantconf.study import demo_study, run_study
+
+    report = run_study(demo_study(args.data_dir), Path(args.out), dry_run=args.dry_run)
+    if report:
+        print(f"\nOpen the report: {report.resolve()}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from quantconf.report import write_report
+    from quantconf.study import load_study, plan
+
+    study_dir = Path(args.study_dir)
+    cfg = study_dir / "study.yaml"
+    if not cfg.is_file():
+        raise QuantconfError(f"{cfg} not found; is {study_dir} a study directory?")
+    study = load_study(cfg)
+    print(f"report: {write_report(study, study_dir, plan(study, study_dir))}")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from quantconf.tasks import get_task, task_names
 
@@ -158,6 +216,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="for --calib task:<name> offline")
     add_quant_args(p)
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("compare", help="per-sample comparison of full vs quantized predictions")
+    p.add_argument("full_dir")
+    p.add_argument("quant_dir")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--bins", type=_positive_int, default=15)
+    p.add_argument("--conf-bins", type=_positive_int, default=5, help="equal-mass bins of full-model confidence")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("study", help="run a study from a YAML config (resumable), write the report")
+    p.add_argument("config")
+    p.add_argument("--out", required=True, help="study directory")
+    p.add_argument("--dry-run", action="store_true", help="list the steps and whether they are done")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("demo", help="the built-in study on the embedded default model")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("report", help="re-write the HTML report of a study directory")
+    p.add_argument("study_dir")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)

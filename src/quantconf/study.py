@@ -1,0 +1,197 @@
+"""Studies: models x quantization variants x tasks, content-addressed and resumable.
+
+Config (YAML):
+    name: demo
+    models: [default]                 # several sizes of one family give a scale trend
+    variants:                         # each field may be a list: the cross product is run
+      - {method: gptq, bits: 4, group_size: 128, calib: [pydoc, random], n_samples: 16, seed: 0}
+      - {method: rtn, bits: 4, group_size: 64}
+    tasks: [piqa, arc_easy]
+    limit: 100                        # questions per task (null: all)
+    data_dir: ../shared/data          # null: $QUANTCONF_DATA_DIR, else the hub
+    batch_size: 16
+    threads: null
+    seed: 1234                        # data seed (generated tasks)
+
+Layout of STUDY_DIR: `steps/quant-<key>/` (checkpoints), `steps/eval-<key>/` (predictions), and
+the report files. A step's key hashes everything that determines its output (model weights hash,
+quantization config, calibration set, tasks' data, code version), so re-running a killed study
+recomputes only missing steps, and editing the config reuses what still applies.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from quantconf import QuantconfError, __version__
+from quantconf.quantize import QuantConfig
+
+STUDY_KEYS = {"name", "models", "variants", "tasks", "limit", "data_dir", "batch_size", "threads", "seed", "dtype",
+              "bootstrap", "bins"}
+
+
+@dataclass
+class Study:
+    name: str
+    models: list[str]
+    variants: list[QuantConfig]
+    tasks: list[str]
+    limit: int | None = 100
+    data_dir: str | None = None
+    batch_size: int = 16
+    threads: int | None = None
+    seed: int = 1234
+    dtype: str = "float32"
+    bootstrap: int = 1000
+    bins: int = 15
+
+
+def expand_variant(spec: dict) -> list[QuantConfig]:
+    allowed = {f.name for f in fields(QuantConfig)}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise QuantconfError(f"unknown variant field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    keys = list(spec)
+    values = [v if isinstance(v, list) else [v] for v in spec.values()]
+    out = []
+    for combo in itertools.product(*values):
+        cfg = QuantConfig(**dict(zip(keys, combo)))
+        cfg.validate()
+        out.append(cfg)
+    return out
+
+
+def load_study(path: Path | None = None, data: dict | None = None) -> Study:
+    if data is None:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise QuantconfError(f"study config {path} not found") from None
+        except yaml.YAMLError as e:
+            raise QuantconfError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise QuantconfError("study config must be a mapping with models, variants and tasks")
+    unknown = set(data) - STUDY_KEYS
+    if unknown:
+        raise QuantconfError(f"unknown study field(s) {sorted(unknown)}; allowed: {sorted(STUDY_KEYS)}")
+    for key in ("models", "variants", "tasks"):
+        if not isinstance(data.get(key), list) or not data[key]:
+            raise QuantconfError(f"study config needs a non-empty list `{key}`")
+    from quantconf.tasks import get_task
+
+    for t in data["tasks"]:
+        get_task(t)
+    variants = [v for spec in data["variants"] for v in expand_variant(spec)]
+    limit = data.get("limit", 100)
+    if limit is not None and (not isinstance(limit, int) or limit <= 0):
+        raise QuantconfError(f"study limit must be a positive integer or null, got {limit!r}")
+    return Study(name=str(data.get("name", "study")), models=[str(m) for m in data["models"]], variants=variants,
+                 tasks=list(data["tasks"]), limit=limit, data_dir=data.get("data_dir"),
+                 batch_size=int(data.get("batch_size", 16)), threads=data.get("threads"),
+                 seed=int(data.get("seed", 1234)), dtype=data.get("dtype", "float32"),
+                 bootstrap=int(data.get("bootstrap", 1000)), bins=int(data.get("bins", 15)))
+
+
+@dataclass
+class Step:
+    kind: str  # "quantize" | "eval"
+    model: str  # base model spec
+    variant: QuantConfig | None
+    path: Path
+
+    def done(self) -> bool:
+        if self.kind == "quantize":
+            return (self.path / "quantize.json").is_file()
+        from quantconf.predictions import read_manifest
+
+        return bool(self.path.is_dir() and read_manifest(self.path).get("tasks"))
+
+    def describe(self) -> str:
+        what = self.variant.label() if self.variant else "full"
+        return f"{self.kind:<8} {self.model} {what} -> {self.path}"
+
+
+def plan(study: Study, study_dir: Path) -> list[Step]:
+    from quantconf.models import model_fingerprint
+    from quantconf.predictions import stable_hash
+
+    steps = []
+    for model in study.models:
+        fp = model_fingerprint(model)
+        eval_common = [study.tasks, study.limit, study.data_dir, study.seed, study.dtype, __version__]
+        steps.append(Step("eval", model, None, study_dir / "steps" / f"eval-{stable_hash([fp, eval_common])[:16]}"))
+        for v in study.variants:
+            qkey = stable_hash([fp, asdict(v), study.data_dir, __version__])[:16]
+            qpath = study_dir / "steps" / f"quant-{qkey}"
+            steps.append(Step("quantize", model, v, qpath))
+            steps.append(Step("eval", model, v, study_dir / "steps" / f"eval-{stable_hash([qkey, eval_common])[:16]}"))
+    return steps
+
+
+def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print) -> Path | None:
+    from quantconf.quantize import run_quantize
+    from quantconf.run_eval import ensure_writable_dir, run_eval
+
+    study_dir = ensure_writable_dir(Path(study_dir))
+    steps = plan(study, study_dir)
+    if not dry_run:
+        from quantconf.predictions import atomic_write_bytes
+
+        data = {**asdict(study), "variants": [asdict(v) for v in study.variants]}
+        atomic_write_bytes(study_dir / "study.yaml", yaml.safe_dump(data, sort_keys=False).encode())
+    if dry_run:
+        for s in steps:
+            log(f"[{'done' if s.done() else 'todo'}] {s.describe()}")
+        return None
+    quant_paths = {}
+    for i, s in enumerate(steps, 1):
+        label = s.variant.label() if s.variant else "full"
+        if s.kind == "quantize":
+            quant_paths[(s.model, label)] = s.path
+            if s.done():
+                log(f"[{i}/{len(steps)}] quantize {s.model} {label}: done, reusing")
+                continue
+            log(f"[{i}/{len(steps)}] quantize {s.model} {label}")
+            run_quantize(s.model, s.variant, s.path, overwrite=True, threads=study.threads, data_dir=study.data_dir,
+                         log=log)
+        else:
+            target = str(quant_paths[(s.model, label)]) if s.variant else s.model
+            log(f"[{i}/{len(steps)}] eval {s.model} {label}")
+            run_eval(target, study.tasks, s.path, data_dir=study.data_dir, limit=study.limit,
+                     batch_size=study.batch_size, dtype=study.dtype, threads=study.threads, seed=study.seed,
+                     progress=False, log=lambda m: log(f"    {m}"))
+    from quantconf.report import write_report
+
+    return write_report(study, study_dir, steps, log=log)
+
+
+DEMO_TASKS = ["piqa", "arc_easy", "hellaswag", "openbookqa"]
+
+
+def demo_study(data_dir: str | None = None) -> Study:
+    """The built-in study: the default model, GPTQ 4-bit g128 and RTN 4-bit, 4 tasks."""
+    import os
+
+    from quantconf.tasks import resolve_data_dir
+
+    found = resolve_data_dir(data_dir) if (data_dir or os.environ.get("QUANTCONF_DATA_DIR")) else None
+    if found is None:
+        beside = Path(__file__).resolve().parents[3] / "shared" / "data"
+        found = beside if beside.is_dir() else None
+    tasks = DEMO_TASKS if found else ["arithmetic"]
+    if not found and os.environ.get("HF_HUB_OFFLINE") != "1":
+        tasks = DEMO_TASKS  # online: the hub datasets
+    return load_study(data={
+        "name": "demo: SmolLM2-135M-Instruct, GPTQ vs RTN 4-bit",
+        "models": ["default"],
+        "variants": [
+            {"method": "gptq", "bits": 4, "group_size": 128, "calib": "pydoc", "n_samples": 16, "seq_len": 512},
+            {"method": "rtn", "bits": 4, "group_size": 64},
+        ],
+        "tasks": tasks, "limit": 100, "data_dir": str(found) if found else None,
+        "batch_size": 16, "bootstrap": 1000,
+    })

@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+
+from quantconf import QuantconfError
+from quantconf.quantize import QuantConfig, run_quantize
+from quantconf.quantize.calibration import build_calibration
+from quantconf.quantize.rtn import rtn_quantize_weight
+
+
+def test_rtn_weight_levels_and_error():
+    torch.manual_seed(0)
+    w = torch.randn(8, 64)
+    for bits in (2, 3, 4, 8):
+        for sym in (True, False):
+            q = rtn_quantize_weight(w, bits, 32, sym)
+            for g in range(2):  # each group holds at most 2^bits distinct values
+                assert len(torch.unique(q[0, g * 32:(g + 1) * 32])) <= 2**bits
+    e = [((w - rtn_quantize_weight(w, b, 32, False)).norm() / w.norm()).item() for b in (2, 3, 4, 8)]
+    assert e == sorted(e, reverse=True) and e[-1] < 0.01
+    # asymmetric 2-bit of a hand example: group [0, 1, 2, 3] -> scale 1, exact
+    assert rtn_quantize_weight(torch.tensor([[0.0, 1.0, 2.0, 3.0]]), 2, -1, False).tolist() == [[0, 1, 2, 3]]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"bits": 5}, "--bits must be one of"),
+    ({"group_size": 48}, "--group-size must be one of"),
+    ({"method": "awq9"}, "unknown --method"),
+    ({"damp": 2.0}, "--damp"),
+    ({"method": "rtn", "desc_act": True}, "--desc-act only applies"),
+])
+def test_invalid_configs_fail_before_work(kwargs, message, tmp_path):
+    with pytest.raises(QuantconfError, match=message):
+        run_quantize("no-such-model", QuantConfig(**kwargs), tmp_path / "q")
+
+
+def test_calibration_sets(tiny_lm, tmp_path):
+    tok = tiny_lm.tokenizer
+    a = build_calibration("pydoc", tok, 4, 64, seed=1)
+    assert a.samples == build_calibration("pydoc", tok, 4, 64, seed=1).samples
+    assert a.samples != build_calibration("pydoc", tok, 4, 64, seed=2).samples
+    assert all(len(s) == 64 for s in a.samples) and len(a.record()["sha256"]) == 64
+    r = build_calibration("random", tok, 3, 16, seed=0)
+    assert max(max(s) for s in r.samples) < len(tok)
+    p = build_calibration("punct", tok, 2, 16, seed=0)
+    assert set(tok.decode(p.samples[0])) <= set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ ")
+    assert build_calibration("task:arithmetic", tok, 2, 32, seed=0).n_text_tokens > 32
+    f = tmp_path / "c.txt"
+    f.write_text("short")
+    with pytest.raises(QuantconfError, match="only .* tokens"):
+        build_calibration(f"file:{f}", tok, 2, 64, seed=0)
+    with pytest.raises(QuantconfError, match="not found"):
+        build_calibration(f"file:{tmp_path}/none.txt", tok, 2, 64, seed=0)
+    with pytest.raises(QuantconfError, match="unknown calibration set"):
+        build_calibration("nonsense", tok, 2, 64, seed=0)
+
+
+def test_rtn_checkpoint_roundtrip_and_out_dir_guard(tiny_model_dir, tmp_path):
+    from quantconf.models import load_model
+
+    out = tmp_path / "rtn"
+    rec = run_quantize(str(tiny_model_dir), QuantConfig(method="rtn", bits=4, group_size=32), out, log=lambda m: None)
+    assert json.loads((out / "quantize.json").read_text())["config"]["bits"] == 4
+    assert rec["layer_error"]["layers"]
+    lm = load_model(str(out))
+    w = lm.model.model.layers[0].mlp.up_proj.weight
+    assert len(torch.unique(w[0, :32])) <= 16
+    with pytest.raises(QuantconfError, match="already exists"):
+        run_quantize(str(tiny_model_dir), QuantConfig(method="rtn"), out)
+    with pytest.raises(QuantconfError, match="does not divide layer width"):
+        run_quantize(str(tiny_model_dir), QuantConfig(method="rtn", group_size=128), tmp_path / "x")
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.tmp-*"))
+
+
+def test_interrupted_quantization_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    import quantconf.quantize.rtn as rtn
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rtn, "rtn_quantize_weight", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run_quantize(str(tiny_model_dir), QuantConfig(method="rtn", group_size=32), tmp_path / "q", log=lambda m: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gptq_on_tiny_model_reloads(tiny_model_dir, tmp_path):
+    from quantconf.evaluate import evaluate_task
+    from quantconf.models import load_model
+    from quantconf.tasks import load_task
+
+    out = tmp_path / "gptq"
+    cfg = QuantConfig(method="gptq", bits=4, group_size=32, calib="pydoc", n_samples=4, seq_len=64)
+    rec = run_quantize(str(tiny_model_dir), cfg, out, log=lambda m: None)
+    assert rec["calibration"]["n_samples"] == 4 and "gptqmodel" in rec["library"]
+    q = load_model(str(out))
+    full = load_model(str(tiny_model_dir))
+    wq = q.model.model.layers[0].self_attn.q_proj.weight
+    wf = full.model.model.layers[0].self_attn.q_proj.weight
+    rel = ((wq - wf).norm() / wf.norm()).item()
+    assert 0 < rel < 0.3  # quantized, yet close
+    loaded = load_task("arithmetic", limit=5)
+    assert len(evaluate_task(q, loaded)) == 5
