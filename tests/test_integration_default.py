@@ -24,3 +24,42 @@ def test_default_model_is_clearly_above_chance(default_preds):
     # measured independently (see ../shared/README.md): piqa .66, arc_easy .46 on these 100 items
     assert summary["piqa"]["acc"] > 0.58  # chance .5
     assert summary["arc_easy"]["acc"] > 0.36  # chance .25
+
+
+@pytest.fixture(scope="module")
+def full_piqa200(tmp_path_factory):
+    from conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"integration data {SHARED_DATA} absent (it lives in ../shared/data beside the project)")
+    out = tmp_path_factory.mktemp("full-piqa200")
+    run_eval("default", ["piqa"], out, data_dir=str(SHARED_DATA), limit=200, threads=2, progress=False,
+             log=lambda *a: None)
+    return out
+
+
+def _quantize_and_eval(tmp_path, config):
+    from conftest import SHARED_DATA
+    from quantconf.quantize import run_quantize
+
+    ckpt = tmp_path / config.label()
+    run_quantize("default", config, ckpt, threads=2, log=lambda *a: None)
+    out = tmp_path / f"eval-{config.label()}"
+    return out, run_eval(str(ckpt), ["piqa"], out, data_dir=str(SHARED_DATA), limit=200, threads=2,
+                         progress=False, log=lambda *a: None)["piqa"]["acc"]
+
+
+def test_gptq4_g128_keeps_accuracy_and_rtn2_degrades(full_piqa200, tmp_path):
+    from quantconf.compare import compare_dirs
+    from quantconf.predictions import accuracy, read_prediction_dir
+    from quantconf.quantize import QuantConfig
+
+    full_acc = accuracy(read_prediction_dir(full_piqa200)["piqa"])["acc"]
+    gptq_out, gptq_acc = _quantize_and_eval(
+        tmp_path, QuantConfig(method="gptq", bits=4, group_size=128, calib="pydoc", n_samples=8, seq_len=512))
+    rtn_out, rtn_acc = _quantize_and_eval(tmp_path, QuantConfig(method="rtn", bits=2, group_size=64))
+    assert abs(gptq_acc - full_acc) <= 0.05
+    assert rtn_acc < full_acc - 0.05
+    js_gptq = compare_dirs(full_piqa200, gptq_out, n_boot=0)["piqa"]["js_mean"]
+    js_rtn = compare_dirs(full_piqa200, rtn_out, n_boot=0)["piqa"]["js_mean"]
+    assert 0 < js_gptq < js_rtn

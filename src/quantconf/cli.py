@@ -169,6 +169,36 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_outliers(args) -> int:
+    from quantconf.outliers import run_outliers
+
+    summary = run_outliers(args.model, _csv(args.calib), Path(args.out), n_samples=args.n_samples,
+                           seq_len=args.seq_len, seed=args.seed, threshold=args.threshold, top_k=args.top_k,
+                           threads=args.threads, data_dir=args.data_dir)
+    for spec, s in summary["per_set"].items():
+        print(f"{spec:<16} max|x| {s['max_abs']:9.2f}  mean kurtosis {s['mean_kurtosis']:9.2f}  "
+              f"outlier channels {s['outlier_channels']}")
+    for o in summary["overlap"]:
+        print(f"top-channel Jaccard {o['set_a']} vs {o['set_b']}: {o['mean_jaccard_top_channels']:.3f}")
+    print(f"tables and plots: {args.out}")
+    return 0
+
+
+def cmd_ppl(args) -> int:
+    from quantconf.models import load_model, set_threads
+    from quantconf.outliers import perplexity
+    from quantconf.quantize.calibration import calibration_text
+
+    set_threads(args.threads)
+    lm = load_model(args.model, dtype=args.dtype)
+    text, source = calibration_text(args.text, args.seed, args.data_dir)
+    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"][: args.max_tokens]
+    ppl = perplexity(lm.model, ids, window=args.window, stride=args.stride)
+    print(json.dumps({"model": args.model, "text": args.text, "source": source, "tokens": len(ids),
+                      "window": args.window, "stride": args.stride, "perplexity": ppl}))
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from quantconf.tasks import get_task, task_names
 
@@ -241,6 +271,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-write the HTML report of a study directory")
     p.add_argument("study_dir")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("outliers", help="per-layer activation-outlier statistics over calibration sets")
+    p.add_argument("model")
+    p.add_argument("--calib", default="pydoc,random,punct", help="comma-separated calibration sets")
+    p.add_argument("--out", default="runs/outliers")
+    p.add_argument("--n-samples", type=_positive_int, default=16)
+    p.add_argument("--seq-len", type=_positive_int, default=512)
+    p.add_argument("--threshold", type=float, default=6.0, help="outlier channel: max |x| above this")
+    p.add_argument("--top-k", type=_positive_int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_outliers)
+
+    p = sub.add_parser("ppl", help="held-out sliding-window perplexity on a text set")
+    p.add_argument("model")
+    p.add_argument("--text", default="pydoc", help="any calibration-set name (pydoc, file:PATH, c4:PATH, ...)")
+    p.add_argument("--window", type=_positive_int, default=512)
+    p.add_argument("--stride", type=_positive_int, default=256)
+    p.add_argument("--max-tokens", type=_positive_int, default=16 * 512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    add_model_args(p)
+    p.set_defaults(func=cmd_ppl)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)

@@ -1,0 +1,203 @@
+"""Activation-outlier statistics per decoder layer and module, streamed over calibration samples.
+
+Forward pre-hooks capture the inputs of every decoder layer (the residual stream) and of its
+attention and MLP projections (`q_proj` input = normed attention input, `o_proj` input, `gate_proj`
+input = normed MLP input, `down_proj` input). Nothing is stored per token: for each (layer, module)
+we keep running moments (for kurtosis), the running per-channel max |x|, and a fixed-size random
+reservoir of |x| values (for percentiles and the median), so memory is bounded by
+channels + reservoir size whatever the number of samples.
+
+Per (layer, module): max_abs, p99, p99_9, median_abs, max_to_median = max_abs / median_abs,
+kurtosis (Pearson, = 3 for a Gaussian), n_outlier_channels / outlier_share (channels whose max |x|
+exceeds `threshold`, 6 by default as in LLM.int8), and the top-k channel ids by max |x|
+(Jaccard overlap of those ids across calibration sets says whether the sets light up the same
+features).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MODULES = ("residual", "self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj")
+
+
+@dataclass
+class StreamingStats:
+    channels: int
+    reservoir_size: int = 20000
+    seed: int = 0
+    n: int = 0
+    moments: np.ndarray = field(default_factory=lambda: np.zeros(4))  # sum x, x^2, x^3, x^4
+    channel_max: np.ndarray | None = None
+    reservoir: np.ndarray | None = None
+    seen: int = 0
+
+    def update(self, x: np.ndarray) -> None:
+        """x: (tokens, channels) activations of one batch."""
+        x = x.reshape(-1, self.channels).astype(np.float64)
+        self.n += x.size
+        self.moments += [x.sum(), (x**2).sum(), (x**3).sum(), (x**4).sum()]
+        cmax = np.abs(x).max(axis=0)
+        self.channel_max = cmax if self.channel_max is None else np.maximum(self.channel_max, cmax)
+        flat = np.abs(x).ravel()
+        rng = np.random.default_rng(self.seed + self.seen)
+        take = rng.choice(flat.size, size=min(flat.size, self.reservoir_size), replace=False)
+        sample = flat[take]
+        if self.reservoir is None:
+            self.reservoir = sample
+        else:  # keep a uniform sample of everything seen, weighting by counts
+            keep_old = int(round(self.reservoir_size * self.seen / (self.seen + flat.size)))
+            old = rng.permutation(self.reservoir)[:keep_old]
+            new = sample[: self.reservoir_size - len(old)]
+            self.reservoir = np.concatenate([old, new])
+        self.seen += flat.size
+
+    def summary(self, threshold: float = 6.0, top_k: int = 10) -> dict:
+        s1, s2, s3, s4 = self.moments / self.n
+        var = s2 - s1**2
+        m4 = s4 - 4 * s1 * s3 + 6 * s1**2 * s2 - 3 * s1**4
+        med = float(np.median(self.reservoir))
+        top = np.argsort(-self.channel_max)[:top_k]
+        outliers = self.channel_max > threshold
+        return {
+            "max_abs": float(self.channel_max.max()), "p99": float(np.quantile(self.reservoir, 0.99)),
+            "p99_9": float(np.quantile(self.reservoir, 0.999)), "median_abs": med,
+            "max_to_median": float(self.channel_max.max() / med) if med > 0 else float("inf"),
+            "kurtosis": float(m4 / var**2) if var > 0 else float("nan"),
+            "n_outlier_channels": int(outliers.sum()), "outlier_share": float(outliers.mean()),
+            "top_channels": [int(c) for c in top],
+        }
+
+
+def collect_outlier_stats(model, samples: list[list[int]], threshold: float = 6.0, top_k: int = 10,
+                          progress: bool = False) -> list[dict]:
+    """Run `samples` through `model` with hooks; one dict per (layer, module)."""
+    import torch
+
+    layers = model.model.layers
+    stats: dict[tuple[int, str], StreamingStats] = {}
+    handles = []
+
+    def hook_for(key):
+        def hook(module, args, kwargs=None):
+            x = args[0] if args else (kwargs or {}).get("hidden_states")
+            arr = x.detach().float().cpu().numpy()
+            if key not in stats:
+                stats[key] = StreamingStats(arr.shape[-1], seed=hash(key) % 2**16)
+            stats[key].update(arr)
+        return hook
+
+    for i, layer in enumerate(layers):
+        handles.append(layer.register_forward_pre_hook(hook_for((i, "residual")), with_kwargs=True))
+        for name in MODULES[1:]:
+            handles.append(layer.get_submodule(name).register_forward_pre_hook(hook_for((i, name))))
+    bar = samples
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(samples, desc="outliers", unit="sample", leave=False)
+    try:
+        with torch.inference_mode():
+            device = next(model.parameters()).device
+            for s in bar:
+                model(input_ids=torch.tensor([s], device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return [{"layer": i, "module": m, **st.summary(threshold, top_k)} for (i, m), st in sorted(stats.items())]
+
+
+def jaccard(a, b) -> float:
+    a, b = set(a), set(b)
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def run_outliers(model_spec: str, calib_sets: list[str], out, n_samples: int = 16, seq_len: int = 512,
+                 seed: int = 0, threshold: float = 6.0, top_k: int = 10, threads=None, data_dir=None,
+                 log=print) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from quantconf.models import load_model, set_threads
+    from quantconf.predictions import atomic_write_bytes, atomic_write_json, package_versions
+    from quantconf.quantize.calibration import build_calibration
+    from quantconf.run_eval import ensure_writable_dir
+
+    out = ensure_writable_dir(out)
+    set_threads(threads)
+    lm = load_model(model_spec)
+    tables, records = {}, {}
+    for spec in calib_sets:
+        calib = build_calibration(spec, lm.tokenizer, n_samples, seq_len, seed, data_dir=data_dir)
+        rows = collect_outlier_stats(lm.model, calib.samples, threshold, top_k, progress=True)
+        df = pd.DataFrame(rows)
+        name = spec.replace(":", "_").replace("/", "_")
+        import io
+
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        atomic_write_bytes(out / f"outliers_{name}.parquet", buf.getvalue())
+        tables[spec], records[spec] = df, calib.record()
+        fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+        for ax, col in zip(axes, ("max_abs", "n_outlier_channels")):
+            grid = df.pivot(index="layer", columns="module", values=col)[list(MODULES)]
+            im = ax.imshow(np.log10(grid.values + 1) if col == "max_abs" else grid.values, aspect="auto", cmap="viridis")
+            ax.set(xticks=range(len(MODULES)), yticks=range(0, len(grid), max(1, len(grid) // 10)),
+                   title=f"{spec}: {'log10(1+max |x|)' if col == 'max_abs' else 'outlier channels (>%g)' % threshold}",
+                   ylabel="layer")
+            ax.set_xticklabels(MODULES, rotation=45, ha="right", fontsize=7)
+            fig.colorbar(im, ax=ax)
+        fig.savefig(out / f"heatmap_{name}.png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        log(f"{spec}: max |x| {df['max_abs'].max():.1f}, outlier channels {int(df['n_outlier_channels'].sum())}")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for spec, df in tables.items():
+        res = df[df["module"] == "residual"]
+        axes[0].plot(res["layer"], res["max_abs"], "o-", ms=3, label=spec)
+        axes[1].plot(res["layer"], res["kurtosis"], "o-", ms=3, label=spec)
+    axes[0].set(yscale="log", xlabel="layer", ylabel="residual max |x|")
+    axes[1].set(yscale="log", xlabel="layer", ylabel="residual kurtosis")
+    axes[0].legend(fontsize=7)
+    fig.savefig(out / "compare_sets.png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    overlap = []
+    specs = list(tables)
+    for i, a in enumerate(specs):
+        for b in specs[i + 1:]:
+            ta, tb = tables[a], tables[b]
+            j = [jaccard(x, y) for x, y in zip(ta["top_channels"], tb["top_channels"])]
+            overlap.append({"set_a": a, "set_b": b, "mean_jaccard_top_channels": float(np.mean(j))})
+    summary = {"model": lm.info, "calibration": records, "threshold": threshold, "top_k": top_k,
+               "overlap": overlap, "packages": package_versions(),
+               "per_set": {s: {"max_abs": float(t["max_abs"].max()), "mean_kurtosis": float(t["kurtosis"].mean()),
+                               "outlier_channels": int(t["n_outlier_channels"].sum())} for s, t in tables.items()}}
+    atomic_write_json(out / "outliers.json", summary)
+    return summary
+
+
+def perplexity(model, ids: list[int], window: int = 512, stride: int = 256) -> float:
+    """Sliding-window perplexity (Hugging Face's recipe): windows of `window` tokens moved by
+    `stride`; each window scores only the tokens not scored by the previous one, with the rest
+    as context. stride = window gives disjoint chunks."""
+    import torch
+
+    nll, count, prev_end = 0.0, 0, 0
+    with torch.inference_mode():
+        for begin in range(0, len(ids), stride):
+            end = min(begin + window, len(ids))
+            target_len = end - prev_end
+            x = torch.tensor([ids[begin:end]])
+            logits = model(input_ids=x).logits[0, :-1].float()
+            logp = torch.log_softmax(logits, -1).gather(-1, x[0, 1:, None])[:, 0]
+            scored = logp[-target_len:] if target_len < len(logp) else logp
+            nll -= scored.sum().item()
+            count += len(scored)
+            prev_end = end
+            if end == len(ids):
+                break
+    return float(np.exp(nll / count))
