@@ -80,3 +80,32 @@ def test_evaluate_task_rows(tiny_lm, tmp_path):
     assert row["n_chars"] == [len(c) for c in row["choices"]]
     assert row["n_bytes"] == [len(c.encode()) for c in row["choices"]]
     assert all(np.isfinite(row["loglik"])) and all(x < 0 for x in row["loglik"])
+
+
+def test_packed_scorer_matches_naive_and_reference(tiny_lm, tmp_path):
+    from quantconf.scoring import score_questions
+
+    loaded = load_task(_questions_file(tmp_path))
+    naive = evaluate_task(tiny_lm, loaded, batch_size=5, scorer="naive")
+    for bs in (1, 3, 16):
+        packed = evaluate_task(tiny_lm, loaded, batch_size=bs, scorer="packed")
+        for a, b in zip(naive["loglik"], packed["loglik"]):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+        assert list(naive["is_greedy"]) == list(packed["is_greedy"])
+        assert list(naive["n_tokens"]) == list(packed["n_tokens"])
+    # a question longer than the window falls back to per-choice left truncation
+    window = tiny_lm.model.config.max_position_embeddings
+    ctx = list(range(5, 5 + window))
+    (res,) = score_questions(tiny_lm.model, [(ctx, [[7, 8], [9]])])
+    ref = score_requests(tiny_lm.model, [(ctx, [7, 8]), (ctx, [9])])
+    assert [r.loglik for r in res] == pytest.approx([r.loglik for r in ref], abs=1e-6)
+
+
+def test_bfloat16_is_close_but_not_identical(tiny_model_dir, tmp_path):
+    from quantconf.models import load_model
+
+    loaded = load_task(_questions_file(tmp_path))
+    f32 = evaluate_task(load_model(str(tiny_model_dir)), loaded)
+    bf16 = evaluate_task(load_model(str(tiny_model_dir), dtype="bfloat16"), loaded)
+    diff = np.abs(np.concatenate(f32["loglik"]) - np.concatenate(bf16["loglik"]))
+    assert 0 < diff.max() < 0.5

@@ -39,7 +39,7 @@ def cmd_eval(args) -> int:
         args.model, _csv(args.tasks), Path(args.out), data_dir=args.data_dir, limit=args.limit,
         batch_size=args.batch_size, dtype=args.dtype, device=args.device, threads=args.threads,
         seed=args.seed, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
-        trust_remote_code=args.trust_remote_code, progress=not args.quiet,
+        trust_remote_code=args.trust_remote_code, progress=not args.quiet, scorer=args.scorer,
     )
     print(f"{'task':<18} {'n':>6} {'acc':>8} {'acc_norm':>9}")
     for task, s in summary.items():
@@ -199,6 +199,15 @@ def cmd_ppl(args) -> int:
     return 0
 
 
+def cmd_import_lm_eval(args) -> int:
+    from quantconf.lmeval_import import import_lm_eval
+
+    for task, n in import_lm_eval([Path(p) for p in args.paths], Path(args.out), args.data_dir).items():
+        print(f"{task}: {n} questions")
+    print(f"predictions: {args.out}")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from quantconf.tasks import get_task, task_names
 
@@ -223,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--overwrite", action="store_true", help="recompute even finished tasks")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--scorer", default="packed", choices=["packed", "naive"],
+                   help="packed: each question's context once (default); naive: one sequence per choice")
     add_model_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -295,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     add_model_args(p)
     p.set_defaults(func=cmd_ppl)
+
+    p = sub.add_parser("import-lm-eval", help="convert lm-eval --log_samples / --write_out files to predictions")
+    p.add_argument("paths", nargs="+", help="files or directories")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-dir", default=None, help="task data, to match old write_out 'truth' texts to choices")
+    p.set_defaults(func=cmd_import_lm_eval)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
     p.set_defaults(func=cmd_tasks)

@@ -82,6 +82,8 @@ def probs_from_predictions(df, normalize: str = "none") -> tuple[np.ndarray, np.
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     lengths = None if normalize == "none" else list(df[f"n_{normalize}"])
+    if normalize == "tokens" and any(0 in list(x) for x in lengths):
+        raise ValueError("token counts are unknown (imported lm-eval samples); use --normalize chars or bytes")
     return choice_probs(list(df["loglik"]), lengths)
 
 

@@ -81,7 +81,16 @@ def collect(study, study_dir: Path, steps) -> dict:
             frame = per_sample_frame(full[task], quant[task], task)
             frame["model"], frame["variant"] = s.model, label
             samples.append(frame)
-    return {"metrics": pd.DataFrame(rows), "comparisons": comparisons,
+    ppl = {}
+    for s in steps:
+        if s.kind == "ppl" and s.path.is_file():
+            ppl[(s.model, s.variant.label() if s.variant else "full")] = json.loads(s.path.read_text())["perplexity"]
+    metrics = pd.DataFrame(rows)
+    if ppl and not metrics.empty:
+        metrics["ppl"] = [ppl.get((m, v), np.nan) for m, v in zip(metrics["model"], metrics["variant"])]
+    outliers = {s.model: json.loads((s.path / "outliers.json").read_text())
+                for s in steps if s.kind == "outliers" and (s.path / "outliers.json").is_file()}
+    return {"metrics": metrics, "comparisons": comparisons, "outliers": outliers,
             "samples": pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(), "preds": preds,
             "full_dirs": full_dirs}
 
@@ -156,11 +165,45 @@ def calib_spread(metrics: pd.DataFrame) -> pd.DataFrame:
         if g["calib"].nunique() < 2:
             continue
         row = {"model": model, "method": method, "bits": bits, "task": task, "n_sets": g["calib"].nunique()}
-        for m in ("acc", "nll", "ece"):
-            row[f"{m}_range"] = float(g[m].max() - g[m].min())
-            row[f"{m}_std"] = float(g[m].std(ddof=0))
+        for m in ("acc", "nll", "ece", "ppl"):
+            if m in g:
+                row[f"{m}_range"] = float(g[m].max() - g[m].min())
+                row[f"{m}_std"] = float(g[m].std(ddof=0))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def outliers_vs_loss(metrics: pd.DataFrame, comparisons, outliers: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per calibration set: its activation-outlier statistics (full model) next to the quantization
+    loss of the variants calibrated on it, and Spearman correlations across sets."""
+    from scipy.stats import spearmanr
+
+    rows = []
+    cdf = pd.DataFrame([{k: c.get(k, np.nan) for k in ("model", "variant", "delta_acc", "delta_nll", "delta_ece")}
+                        for c in comparisons])
+    variants = metrics[metrics["calib"] != ""].drop_duplicates(["model", "variant"])
+    for _, v in variants.iterrows():
+        stats = outliers.get(v["model"], {}).get("per_set", {}).get(v["calib"])
+        if not stats:
+            continue
+        loss = cdf[(cdf["model"] == v["model"]) & (cdf["variant"] == v["variant"])]
+        row = {"model": v["model"], "calib": v["calib"], "variant": v["variant"], **stats,
+               "mean_delta_acc": float(loss["delta_acc"].mean()), "mean_delta_nll": float(loss["delta_nll"].mean()),
+               "mean_delta_ece": float(loss["delta_ece"].mean())}
+        if "ppl" in metrics:
+            full = metrics[(metrics["model"] == v["model"]) & (metrics["variant"] == "full")]["ppl"]
+            row["delta_ppl"] = float(v["ppl"] - full.iloc[0]) if len(full) else np.nan
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    corr = []
+    if len(table) >= 3:
+        for stat in ("max_abs", "mean_kurtosis", "outlier_channels"):
+            for loss in ("mean_delta_acc", "mean_delta_nll", "mean_delta_ece", "delta_ppl"):
+                if loss in table and table[stat].nunique() > 1 and table[loss].nunique() > 1:
+                    r = spearmanr(table[stat], table[loss])
+                    corr.append({"outlier statistic": stat, "quantization loss": loss, "spearman rho": float(r.statistic),
+                                 "p": float(r.pvalue), "n sets": len(table)})
+    return table, pd.DataFrame(corr)
 
 
 def write_report(study, study_dir: Path, steps, log=print) -> Path:
@@ -195,11 +238,20 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
         if f"{m}_lo" in show:
             show[f"{m} CI"] = [f"[{a:.3f}, {b:.3f}]" if pd.notna(a) else "" for a, b in zip(show[f"{m}_lo"], show[f"{m}_hi"])]
     cols = [c for c in ["model", "variant", "task", "n", "acc", "acc CI", "acc_norm", "nll", "nll CI", "brier", "ece",
-                        "ece CI", "ace", "mce", "conf", "conf_true", "entropy", "mc2"] if c in show]
+                        "ece CI", "ace", "mce", "conf", "conf_true", "entropy", "mc2", "ppl"] if c in show]
     parts.append(_table(show[cols]))
     spread = calib_spread(metrics)
     if not spread.empty:
-        parts.append("<h2>Calibration-set sensitivity</h2>" + _table(spread))
+        parts.append("<h2>Calibration-set sensitivity</h2><p>Spread across calibration sets of the same method and "
+                     "bit width (range = max − min; std over sets).</p>" + _table(spread))
+        atomic_write_bytes(study_dir / "calib_spread.csv", spread.to_csv(index=False).encode())
+    if data["outliers"]:
+        table, corr = outliers_vs_loss(metrics, comparisons, data["outliers"])
+        parts.append("<h2>Do a calibration set's activation outliers predict its quantization loss?</h2>"
+                     "<p>Outlier statistics of each set on the full model (max |x|, mean kurtosis, channels above "
+                     "the threshold, summed over layers and modules) next to the loss of the variant calibrated on it; "
+                     "Spearman correlation across sets (few sets: read as a hint, not a test).</p>"
+                     + _table(table) + _table(corr))
     for model in study.models:
         for task in study.tasks:
             name = task if not task.startswith("file:") else task

@@ -17,7 +17,7 @@ from quantconf.predictions import (
 )
 from quantconf.tasks import load_task
 
-SCORER_VERSION = "1"
+SCORER_VERSION = "2"
 
 
 def ensure_writable_dir(out: Path) -> Path:
@@ -47,6 +47,7 @@ def run_eval(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     progress: bool = True,
+    scorer: str = "packed",
     log=print,
 ) -> dict:
     """Evaluate and return {task: {"acc", "acc_norm", "n", "reused"}}."""
@@ -85,7 +86,7 @@ def run_eval(
         from quantconf.evaluate import evaluate_task
 
         t0 = time.perf_counter()
-        df = evaluate_task(lm, loaded, batch_size=batch_size, progress=progress)
+        df = evaluate_task(lm, loaded, batch_size=batch_size, progress=progress, scorer=scorer)
         seconds = time.perf_counter() - t0
         write_predictions(df, path)
         acc = accuracy(df)
@@ -96,7 +97,7 @@ def run_eval(
         }
         manifest.update({
             "model_spec": model, "model_fingerprint": fingerprint, "model": lm.info, "dtype": dtype,
-            "device": device, "threads": n_threads, "batch_size": batch_size, "seed": seed,
+            "device": device, "threads": n_threads, "batch_size": batch_size, "seed": seed, "scorer": scorer,
             "scorer_version": SCORER_VERSION, "packages": package_versions(),
             "model_load_seconds": round(load_seconds, 3),
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tasks": done,

@@ -12,6 +12,10 @@ Config (YAML):
     batch_size: 16
     threads: null
     seed: 1234                        # data seed (generated tasks)
+    ppl_text: null                    # e.g. pydoc or file:PATH: held-out perplexity of every model/variant
+    ppl_tokens: 4096                  #   tokens of that text (windows of 512, stride 256)
+    outliers: false                   # true: activation-outlier stats of each calibration set (full model)
+    outlier_samples: 8
 
 Layout of STUDY_DIR: `steps/quant-<key>/` (checkpoints), `steps/eval-<key>/` (predictions), and
 the report files. A step's key hashes everything that determines its output (model weights hash,
@@ -31,7 +35,7 @@ from quantconf import QuantconfError, __version__
 from quantconf.quantize import QuantConfig
 
 STUDY_KEYS = {"name", "models", "variants", "tasks", "limit", "data_dir", "batch_size", "threads", "seed", "dtype",
-              "bootstrap", "bins"}
+              "bootstrap", "bins", "ppl_text", "ppl_tokens", "outliers", "outlier_samples"}
 
 
 @dataclass
@@ -48,6 +52,10 @@ class Study:
     dtype: str = "float32"
     bootstrap: int = 1000
     bins: int = 15
+    ppl_text: str | None = None
+    ppl_tokens: int = 4096
+    outliers: bool = False
+    outlier_samples: int = 8
 
 
 def expand_variant(spec: dict) -> list[QuantConfig]:
@@ -93,12 +101,14 @@ def load_study(path: Path | None = None, data: dict | None = None) -> Study:
                  tasks=list(data["tasks"]), limit=limit, data_dir=data.get("data_dir"),
                  batch_size=int(data.get("batch_size", 16)), threads=data.get("threads"),
                  seed=int(data.get("seed", 1234)), dtype=data.get("dtype", "float32"),
-                 bootstrap=int(data.get("bootstrap", 1000)), bins=int(data.get("bins", 15)))
+                 bootstrap=int(data.get("bootstrap", 1000)), bins=int(data.get("bins", 15)),
+                 ppl_text=data.get("ppl_text"), ppl_tokens=int(data.get("ppl_tokens", 4096)),
+                 outliers=bool(data.get("outliers", False)), outlier_samples=int(data.get("outlier_samples", 8)))
 
 
 @dataclass
 class Step:
-    kind: str  # "quantize" | "eval"
+    kind: str  # "quantize" | "eval" | "ppl" | "outliers"
     model: str  # base model spec
     variant: QuantConfig | None
     path: Path
@@ -106,6 +116,10 @@ class Step:
     def done(self) -> bool:
         if self.kind == "quantize":
             return (self.path / "quantize.json").is_file()
+        if self.kind == "ppl":
+            return self.path.is_file()
+        if self.kind == "outliers":
+            return (self.path / "outliers.json").is_file()
         from quantconf.predictions import read_manifest
 
         return bool(self.path.is_dir() and read_manifest(self.path).get("tasks"))
@@ -129,7 +143,32 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
             qpath = study_dir / "steps" / f"quant-{qkey}"
             steps.append(Step("quantize", model, v, qpath))
             steps.append(Step("eval", model, v, study_dir / "steps" / f"eval-{stable_hash([qkey, eval_common])[:16]}"))
+            if study.ppl_text:
+                pkey = stable_hash([qkey, study.ppl_text, study.ppl_tokens, __version__])[:16]
+                steps.append(Step("ppl", model, v, study_dir / "steps" / f"ppl-{pkey}.json"))
+        if study.ppl_text:
+            pkey = stable_hash([fp, study.ppl_text, study.ppl_tokens, __version__])[:16]
+            steps.append(Step("ppl", model, None, study_dir / "steps" / f"ppl-{pkey}.json"))
+        if study.outliers:
+            sets = sorted({v.calib for v in study.variants if v.method != "rtn"})
+            okey = stable_hash([fp, sets, study.outlier_samples, study.data_dir, __version__])[:16]
+            steps.append(Step("outliers", model, None, study_dir / "steps" / f"outliers-{okey}"))
     return steps
+
+
+def perplexity_step(target: str, study: Study, path: Path) -> None:
+    from quantconf.models import load_model, set_threads
+    from quantconf.outliers import perplexity
+    from quantconf.predictions import atomic_write_json
+    from quantconf.quantize.calibration import calibration_text
+
+    set_threads(study.threads)
+    lm = load_model(target, dtype=study.dtype)
+    text, source = calibration_text(study.ppl_text, study.seed, study.data_dir)
+    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"][: study.ppl_tokens]
+    ppl = perplexity(lm.model, ids, window=512, stride=256)
+    atomic_write_json(path, {"text": study.ppl_text, "source": source, "tokens": len(ids), "window": 512,
+                             "stride": 256, "perplexity": ppl})
 
 
 def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print) -> Path | None:
@@ -157,7 +196,20 @@ def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print) -
                 continue
             log(f"[{i}/{len(steps)}] quantize {s.model} {label}")
             run_quantize(s.model, s.variant, s.path, overwrite=True, threads=study.threads, data_dir=study.data_dir,
-                         log=log)
+                         quiet=True, log=lambda m: log(f"    {m}"))
+        elif s.kind in ("ppl", "outliers"):
+            if s.done():
+                log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}: done, reusing")
+                continue
+            log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}")
+            if s.kind == "ppl":
+                perplexity_step(str(quant_paths[(s.model, label)]) if s.variant else s.model, study, s.path)
+            else:
+                from quantconf.outliers import run_outliers
+
+                sets = sorted({v.calib for v in study.variants if v.method != "rtn"})
+                run_outliers(s.model, sets, s.path, n_samples=study.outlier_samples, threads=study.threads,
+                             data_dir=study.data_dir, log=lambda m: log(f"    {m}"))
         else:
             target = str(quant_paths[(s.model, label)]) if s.variant else s.model
             log(f"[{i}/{len(steps)}] eval {s.model} {label}")

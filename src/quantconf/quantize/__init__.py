@@ -13,6 +13,7 @@ Methods: `gptq` (GPTQModel 7.6, GPTQ v1 checkpoint) and `rtn` (round-to-nearest 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -97,8 +98,34 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
 
 
+@contextlib.contextmanager
+def library_output_to(path: Path | None):
+    """Send everything written to fds 1/2 (the libraries' progress bars) to `path`; None: leave it."""
+    if path is None:
+        yield
+        return
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
 def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = False, threads: int | None = None,
-                 data_dir: str | None = None, log=print) -> dict:
+                 data_dir: str | None = None, quiet: bool = False, log=print) -> dict:
+    """Quantize `model` into `out`. quiet=True sends the library's own output to `out/library.log`."""
     from transformers import AutoConfig, AutoTokenizer
 
     from quantconf.models import local_model_dir, model_fingerprint, set_threads
@@ -121,7 +148,8 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         t0 = time.perf_counter()
-        extra = quantizer.quantize(src, tokenizer, calib.samples if calib else [], config, tmp)
+        with library_output_to(tmp / "library.log" if quiet else None):
+            extra = quantizer.quantize(src, tokenizer, calib.samples if calib else [], config, tmp)
         seconds = time.perf_counter() - t0
         tokenizer.save_pretrained(tmp)
         record = {

@@ -35,7 +35,7 @@ register_task(Task(
 
 register_task(Task(
     name="piqa", version="1.0",
-    hub_path="piqa", split="validation", local_folder="piqa",
+    hub_path="baber/piqa", split="validation", local_folder="piqa",
     doc_to_text=lambda d: f"Question: {d['goal']}\nAnswer:",
     doc_to_choices=lambda d: [d["sol1"], d["sol2"]],
     doc_to_gold=lambda d: int(d["label"]),
@@ -44,7 +44,7 @@ register_task(Task(
 
 register_task(Task(
     name="boolq", version="2.0",
-    hub_path="super_glue", hub_name="boolq", split="validation", local_folder="boolq",
+    hub_path="aps/super_glue", hub_name="boolq", split="validation", local_folder="boolq",
     doc_to_text=lambda d: f"{d['passage']}\nQuestion: {d['question']}?\nAnswer:",
     doc_to_choices=lambda d: ["no", "yes"],
     doc_to_gold=lambda d: int(d["label"]),
@@ -107,7 +107,7 @@ def _truthfulqa_text(doc: dict) -> str:
 
 register_task(Task(
     name="truthfulqa_mc1", version="2.0",
-    hub_path="truthful_qa", hub_name="multiple_choice", split="validation", local_folder="truthful_qa",
+    hub_path="truthfulqa/truthful_qa", hub_name="multiple_choice", split="validation", local_folder="truthful_qa",
     doc_to_text=_truthfulqa_text,
     doc_to_choices=lambda d: list(d["mc1_targets"]["choices"]),
     doc_to_gold=lambda d: 0,  # lm-eval: doc_to_target: 0 (the one true answer comes first)
@@ -116,7 +116,7 @@ register_task(Task(
 
 register_task(Task(
     name="truthfulqa_mc2", version="2.0",
-    hub_path="truthful_qa", hub_name="multiple_choice", split="validation", local_folder="truthful_qa",
+    hub_path="truthfulqa/truthful_qa", hub_name="multiple_choice", split="validation", local_folder="truthful_qa",
     doc_to_text=_truthfulqa_text,
     doc_to_choices=lambda d: list(d["mc2_targets"]["choices"]),
     doc_to_gold=lambda d: [i for i, label in enumerate(d["mc2_targets"]["labels"]) if label == 1],

@@ -1,0 +1,74 @@
+"""quantconf vs lm-evaluation-harness (HF backend) on the same model, items and threads.
+
+Each tool runs in its own child process of this script (same process tree), float32, 2 threads,
+on the first N items of each task from ../shared/data. Prints items/s of each, the speed ratio,
+peak RSS, and the largest per-choice log-likelihood difference between the two.
+Usage: .venv/bin/python benchmarks/vs_lm_eval.py [--limit 100] [--tasks hellaswag,piqa] [--batch-size 16]
+"""
+
+import argparse
+import json
+import tempfile
+
+import numpy as np
+
+from _common import SHARED_DATA, run_child
+
+LM_EVAL = """
+import json, sys, time, torch
+sys.path.insert(0, "tests")
+torch.set_num_threads({threads})
+from test_lm_eval_agreement import write_lm_eval_tasks
+from pathlib import Path
+import lm_eval
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+from quantconf.models import load_model
+lm = load_model("default")
+folder = Path("{tmp}")
+write_lm_eval_tasks(folder, Path("{data}"))
+hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size={batch}, device="cpu")
+t = time.perf_counter()
+res = lm_eval.simple_evaluate(model=hflm, tasks=["qc_{task}"], limit={limit}, log_samples=True,
+                              task_manager=TaskManager(include_path=str(folder)), bootstrap_iters=0)
+s = time.perf_counter() - t
+ll = [[float(r[0]) for r in x["filtered_resps"]] for x in sorted(res["samples"]["qc_{task}"], key=lambda x: x["doc_id"])]
+emit({{"seconds": s, "loglik": ll}})
+"""
+
+QUANTCONF = """
+import json, time
+from quantconf.models import load_model, set_threads
+from quantconf.tasks import load_task
+from quantconf.evaluate import evaluate_task
+set_threads({threads})
+lm = load_model("default")
+t = time.perf_counter()
+df = evaluate_task(lm, load_task("{task}", data_dir="{data}", limit={limit}), batch_size={batch})
+s = time.perf_counter() - t
+emit({{"seconds": s, "loglik": [list(map(float, x)) for x in df["loglik"]]}})
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--tasks", default="hellaswag,piqa")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    print(f"{'task':<10} {'lm-eval items/s':>16} {'quantconf items/s':>18} {'ratio':>6} {'max |dLL|':>10} "
+          f"{'RSS lm-eval':>12} {'RSS quantconf':>14}")
+    for task in args.tasks.split(","):
+        kw = dict(task=task, data=SHARED_DATA, limit=args.limit, batch=args.batch_size, threads=args.threads)
+        with tempfile.TemporaryDirectory() as tmp:
+            theirs = run_child(LM_EVAL.format(tmp=tmp, **kw))
+        ours = run_child(QUANTCONF.format(**kw))
+        diff = max(float(np.max(np.abs(np.array(a) - np.array(b)))) for a, b in zip(theirs["loglik"], ours["loglik"]))
+        a, b = args.limit / theirs["seconds"], args.limit / ours["seconds"]
+        print(f"{task:<10} {a:>16.2f} {b:>18.2f} {b / a:>6.2f} {diff:>10.2e} {theirs['peak_rss_mib']:>12} "
+              f"{ours['peak_rss_mib']:>14}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Read lm-evaluation-harness outputs into quantconf prediction files.
+
+Two layouts:
+  * `--log_samples` files `samples_<task>_<timestamp>.jsonl`, one question per line with
+    `doc_id`, `doc`, `target`, `arguments` (one [context, continuation] per choice; newer versions
+    write {"gen_args_0": {"arg_0": ..., "arg_1": ...}}), and `filtered_resps` / `resps` holding
+    [loglik, is_greedy] per choice — as numbers, or as strings ("-12.5", "False", or "(-12.5, False)").
+  * the old `--write_out` files `<task>_write_out_info.json`: a list of {doc_id, prompt_0,
+    logit_0..logit_{k-1}, truth}. `truth` is a gold index, or the gold continuation text, which we
+    match against the task's choices (needs `--data-dir` or the hub, since the file has no choices).
+
+Imported rows have `n_tokens` = 0 (lm-eval does not log token counts), so `--normalize tokens`
+is unavailable for them; chars/bytes come from the choice text, as lm-eval's acc_norm uses.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from quantconf import QuantconfError
+
+SAMPLES_RE = re.compile(r"samples_(?P<task>.+?)_\d{4}-\d{2}-\d{2}T[\d\-\.]+\.jsonl$")
+WRITE_OUT_RE = re.compile(r"(?P<task>.+)_write_out_info\.json$")
+
+
+def _pair(value, where: str) -> tuple[float, bool]:
+    """[loglik, is_greedy] in any of the encodings lm-eval versions used."""
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise QuantconfError(f"{where}: cannot parse response {value!r}") from None
+    if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], (list, tuple, str)):
+        return _pair(value[0], where)  # resps: one more level of nesting
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise QuantconfError(f"{where}: expected [loglik, is_greedy], got {value!r}")
+    ll, greedy = value
+    try:
+        ll = float(ll)
+    except (TypeError, ValueError):
+        raise QuantconfError(f"{where}: loglik {ll!r} is not a number") from None
+    if isinstance(greedy, str):
+        greedy = greedy.strip().lower() == "true"
+    return ll, bool(greedy)
+
+
+def _args(arguments, where: str) -> list[tuple[str, str]]:
+    out = []
+    for a in arguments:
+        if isinstance(a, dict):
+            a = [a.get("arg_0"), a.get("arg_1")] if "arg_0" in a else list(a.values())
+            if len(a) == 1 and isinstance(a[0], dict):
+                a = [a[0].get("arg_0"), a[0].get("arg_1")]
+        if not isinstance(a, (list, tuple)) or len(a) < 2 or not all(isinstance(x, str) for x in a[:2]):
+            raise QuantconfError(f"{where}: field 'arguments' must hold [context, continuation] pairs")
+        out.append((a[0], a[1]))
+    return out
+
+
+def _gold(task: str, row: dict, choices: list[str], where: str):
+    doc = row.get("doc") or {}
+    if "mc2" in task and isinstance(doc.get("mc2_targets"), dict):
+        return [i for i, v in enumerate(doc["mc2_targets"]["labels"]) if v == 1]
+    target = row.get("target")
+    if isinstance(target, bool) or target is None:
+        raise QuantconfError(f"{where}: field 'target' missing or not an index")
+    if isinstance(target, int) or (isinstance(target, str) and target.strip().isdigit()):
+        gold = int(target)
+    elif isinstance(target, str) and target.strip() in [c.strip() for c in choices]:
+        gold = [c.strip() for c in choices].index(target.strip())
+    else:
+        raise QuantconfError(f"{where}: target {target!r} is neither an index nor one of the choices")
+    if not 0 <= gold < len(choices):
+        raise QuantconfError(f"{where}: target {gold} out of range for {len(choices)} choices")
+    return gold
+
+
+def _row(task, doc_id, context, choices, gold, pairs) -> dict:
+    return {"doc_id": int(doc_id), "task": task, "context": context, "choices": choices, "gold": gold,
+            "loglik": [p[0] for p in pairs], "n_tokens": [0] * len(choices),
+            "n_chars": [len(c) for c in choices], "n_bytes": [len(c.encode()) for c in choices],
+            "is_greedy": [p[1] for p in pairs]}
+
+
+def read_samples_file(path: Path, task: str | None = None) -> pd.DataFrame:
+    m = SAMPLES_RE.search(path.name)
+    task = task or (m.group("task") if m else path.stem.removeprefix("samples_"))
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise QuantconfError(f"{where}: malformed JSON") from None
+            for key in ("doc_id", "arguments"):
+                if key not in row:
+                    raise QuantconfError(f"{where}: field {key!r} missing; is this an lm-eval --log_samples file?")
+            resps = row.get("filtered_resps", row.get("resps"))
+            if resps is None:
+                raise QuantconfError(f"{where}: field 'filtered_resps' (or 'resps') missing")
+            args = _args(row["arguments"], where)
+            if len(resps) != len(args):
+                raise QuantconfError(f"{where}: {len(resps)} responses for {len(args)} choices")
+            pairs = [_pair(r, where) for r in resps]
+            # lm-eval appends target_delimiter (" ") + choice; the choice text is without it
+            choices = [cont[1:] if cont.startswith(" ") else cont for _, cont in args]
+            rows.append(_row(task, row["doc_id"], args[0][0], choices, _gold(task, row, choices, where), pairs))
+    if not rows:
+        raise QuantconfError(f"{path}: no samples")
+    return pd.DataFrame(rows).sort_values("doc_id").reset_index(drop=True)
+
+
+def read_write_out_file(path: Path, data_dir=None) -> pd.DataFrame:
+    task = WRITE_OUT_RE.search(path.name).group("task")
+    try:
+        entries = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise QuantconfError(f"{path}: malformed JSON") from None
+    if not isinstance(entries, list):
+        raise QuantconfError(f"{path}: expected a JSON list of per-document entries")
+    questions = None
+    rows = []
+    for i, e in enumerate(entries):
+        where = f"{path} entry {i}"
+        logits = sorted((int(k.split("_")[1]), v) for k, v in e.items() if re.fullmatch(r"logit_\d+", k))
+        if not logits or "truth" not in e or "doc_id" not in e:
+            raise QuantconfError(f"{where}: needs doc_id, logit_<i> and truth fields")
+        truth = e["truth"]
+        if isinstance(truth, int) or (isinstance(truth, str) and truth.strip().isdigit()):
+            choices, gold = [f"choice_{j}" for j, _ in logits], int(truth)
+        else:
+            if questions is None:
+                from quantconf.tasks import load_task
+
+                questions = {q.doc_id: q for q in load_task(task, data_dir=data_dir).questions}
+            q = questions.get(int(e["doc_id"]))
+            if q is None:
+                raise QuantconfError(f"{where}: doc_id {e['doc_id']} not in task {task}")
+            choices = list(q.choices)
+            stripped = [c.strip() for c in choices]
+            if str(truth).strip() not in stripped:
+                raise QuantconfError(f"{where}: truth {truth!r} matches none of the task's choices")
+            gold = stripped.index(str(truth).strip())
+        if len(choices) != len(logits) or not 0 <= gold < len(choices):
+            raise QuantconfError(f"{where}: {len(logits)} logits but {len(choices)} choices / gold {gold}")
+        rows.append(_row(task, e["doc_id"], e.get("prompt_0", ""), choices, gold, [(float(v), False) for _, v in logits]))
+    return pd.DataFrame(rows).sort_values("doc_id").reset_index(drop=True)
+
+
+def import_lm_eval(paths: list[Path], out: Path, data_dir=None) -> dict[str, int]:
+    from quantconf.predictions import atomic_write_json, package_versions, task_file_name, write_predictions
+    from quantconf.run_eval import ensure_writable_dir
+
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.rglob("samples_*.jsonl")) + sorted(p.rglob("*_write_out_info.json"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise QuantconfError(f"{p} not found")
+    if not files:
+        raise QuantconfError("no samples_<task>_*.jsonl or *_write_out_info.json files found")
+    out = ensure_writable_dir(out)
+    done = {}
+    for f in files:
+        if WRITE_OUT_RE.search(f.name):
+            df = read_write_out_file(f, data_dir)
+        elif f.suffix == ".jsonl":
+            df = read_samples_file(f)
+        else:
+            raise QuantconfError(f"{f}: unknown layout; expected samples_<task>_<date>.jsonl or <task>_write_out_info.json")
+        task = df["task"].iloc[0]
+        write_predictions(df, out / task_file_name(task))
+        done[task] = {"file": str(f), "n": len(df)}
+    atomic_write_json(out / "manifest.json", {"imported_from": "lm-evaluation-harness", "tasks": done,
+                                              "packages": package_versions()})
+    return {t: d["n"] for t, d in done.items()}

@@ -1,0 +1,99 @@
+"""quantconf vs lm-evaluation-harness itself, on the same model and the same local items.
+
+lm-eval runs its own task definitions (included from its package) with only the dataset pointed at
+../shared/data, so both prompts and scoring are checked against the reference implementation.
+Its samples are then written in the `--log_samples` layout and imported back with
+`quantconf import-lm-eval`.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quantconf.evaluate import evaluate_task
+from quantconf.lmeval_import import import_lm_eval
+from quantconf.predictions import accuracy, read_prediction_dir
+from quantconf.tasks import load_task
+
+pytestmark = pytest.mark.integration
+
+LIMIT = 50
+# quantconf task -> (lm-eval yaml relative to lm_eval/tasks, split key, local file)
+TASKS = {
+    "piqa": ("piqa/piqa.yaml", "validation", "piqa/validation.jsonl"),
+    "arc_easy": ("arc/arc_easy.yaml", "test", "arc_easy/test.jsonl"),
+    "hellaswag": ("hellaswag/hellaswag.yaml", "validation", "hellaswag/validation.jsonl"),
+    "boolq": ("super_glue/boolq/default.yaml", "validation", "boolq/validation.jsonl"),
+}
+
+
+def write_lm_eval_tasks(folder: Path, data_dir: Path) -> None:
+    import lm_eval
+
+    root = Path(lm_eval.__file__).parent / "tasks"
+    for name, (yaml_rel, split, local) in TASKS.items():
+        splits = {"validation_split": split if split == "validation" else None,
+                  "test_split": split if split == "test" else None}
+        (folder / f"qc_{name}.yaml").write_text(json.dumps({  # JSON is valid YAML
+            "include": str(root / yaml_rel), "task": f"qc_{name}", "tag": [], "dataset_path": "json",
+            "dataset_name": None, "dataset_kwargs": {"data_files": {split: str(data_dir / local)}},
+            "training_split": None, "fewshot_split": None, **splits,
+        }))
+
+
+def run_both(lm, data_dir: Path, tmp_path: Path):
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import handle_non_serializable
+
+    write_lm_eval_tasks(tmp_path, data_dir)
+    hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=8, device="cpu")
+    res = lm_eval.simple_evaluate(model=hflm, tasks=[f"qc_{t}" for t in TASKS], limit=LIMIT, log_samples=True,
+                                  task_manager=TaskManager(include_path=str(tmp_path)), bootstrap_iters=0)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in TASKS:
+        with open(logs / f"samples_{name}_2026-01-01T00-00-00.000000.jsonl", "w") as f:
+            for s in res["samples"][f"qc_{name}"]:
+                f.write(json.dumps(s, default=handle_non_serializable) + "\n")
+    ours = {name: evaluate_task(lm, load_task(name, data_dir=data_dir, limit=LIMIT), batch_size=8) for name in TASKS}
+    return res, logs, ours
+
+
+def check_agreement(res, logs, ours, tmp_path):
+    imported = tmp_path / "imported"
+    import_lm_eval([logs], imported)
+    theirs = read_prediction_dir(imported)
+    for name in TASKS:
+        samples = sorted(res["samples"][f"qc_{name}"], key=lambda s: s["doc_id"])
+        df = ours[name]
+        assert len(samples) == len(df) == LIMIT
+        for s, (_, row) in zip(samples, df.iterrows()):
+            assert s["doc_id"] == row["doc_id"]
+            assert s["arguments"][0][0] == row["context"]  # the same prompt text
+            their_ll = [float(r[0]) for r in s["filtered_resps"]]
+            np.testing.assert_allclose(row["loglik"], their_ll, atol=1e-4, rtol=0)
+            assert [bool(r[1]) for r in s["filtered_resps"]] == list(row["is_greedy"])
+            assert s["acc"] == float(np.argmax(row["loglik"]) == row["gold"])
+        ours_acc = accuracy(df)
+        assert ours_acc["acc"] == res["results"][f"qc_{name}"]["acc,none"]
+        if "acc_norm,none" in res["results"][f"qc_{name}"]:
+            assert ours_acc["acc_norm"] == res["results"][f"qc_{name}"]["acc_norm,none"]
+        # the importer reproduces lm-eval's numbers and gold labels
+        imp = theirs[name]
+        assert list(imp["gold"]) == list(df["gold"])
+        assert accuracy(imp) == pytest.approx(ours_acc, abs=1e-12)
+
+
+def test_agreement_tiny_model(tiny_lm, shared_data, tmp_path):
+    check_agreement(*run_both(tiny_lm, shared_data, tmp_path), tmp_path)
+
+
+def test_agreement_default_model(shared_data, tmp_path):
+    from quantconf.models import load_model, set_threads
+
+    set_threads(2)
+    check_agreement(*run_both(load_model("default"), shared_data, tmp_path), tmp_path)
