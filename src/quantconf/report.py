@@ -109,10 +109,10 @@ def _reliability_plot(preds, model, task, n_bins):
         gold = np.asarray(list(p[task]["gold"]), int)
         conf, correct = probs.max(1), probs.argmax(1) == gold
         rb = reliability_bins(conf, correct, n_bins)
-        ok = rb["count"] > 0
+        ok = rb["count"] >= 3  # bins with fewer questions are noise in a plot (they count in ECE)
         ax.plot(rb["conf"][ok], rb["acc"][ok], "o-", ms=3, label=label)
         ax2.hist(conf, bins=np.linspace(0, 1, n_bins + 1), histtype="step", lw=1.5, label=label)
-    ax.set(xlabel="confidence (top-choice probability)", ylabel="accuracy", title=f"reliability: {task}",
+    ax.set(xlabel="confidence (top-choice probability)", ylabel="accuracy", title=f"reliability: {task} (bins n>=3)",
            xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=7)
     ax2.set(xlabel="confidence", ylabel="questions", title=f"confidence histogram: {task}")
@@ -224,6 +224,8 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
                   "correct→wrong": c.get("flips_correct_to_wrong", ""), "wrong→correct": c.get("flips_wrong_to_correct", ""),
                   "p McNemar": c.get("p_mcnemar", np.nan), "p Wilcoxon p(gold)": c.get("p_wilcoxon", np.nan)}
                  for c in comparisons]
+    parts.append("<h2>In short</h2><ul>" + "".join(f"<li>{_esc(line)}</li>" for line in headlines(comparisons))
+                 + "</ul>")
     parts.append("<h2>Did quantization change accuracy and calibration?</h2>"
                  "<p>Δ = quantized − full, paired over the same questions; CIs from a paired bootstrap.</p>")
     parts.append(_table(pd.DataFrame(comp_rows)))
@@ -272,6 +274,35 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
     atomic_write_bytes(out, page.encode())
     log(f"report: {out}")
     return out
+
+
+def headlines(comparisons) -> list[str]:
+    """Plain-language answers computed from the comparison numbers, one line per variant."""
+    lines = []
+    by_variant: dict[tuple[str, str], list[dict]] = {}
+    for c in comparisons:
+        if "delta_acc" in c:
+            by_variant.setdefault((c["model"], c["variant"]), []).append(c)
+    for (model, variant), cs in by_variant.items():
+        def sig(key, sign):
+            return [c["task"] for c in cs if (ci := c.get("ci", {}).get(key)) and (ci[0] > 0 if sign > 0 else ci[1] < 0)]
+
+        dacc = np.mean([c["delta_acc"] for c in cs])
+        nll_up, acc_down, ece_up = sig("delta_nll", +1), sig("delta_acc", -1), sig("delta_ece", +1)
+        low = [c["by_confidence_bin"][0] for c in cs if c.get("by_confidence_bin")]
+        high = [c["by_confidence_bin"][-1] for c in cs if c.get("by_confidence_bin")]
+        js_low, js_high = np.mean([b["js_mean"] for b in low]), np.mean([b["js_mean"] for b in high])
+        flip_low, flip_high = np.mean([b["flip_rate"] for b in low]), np.mean([b["flip_rate"] for b in high])
+        lines.append(
+            f"{model} / {variant}: mean Δacc {dacc * 100:+.1f} points over {len(cs)} tasks; accuracy significantly "
+            f"lower on {', '.join(acc_down) or 'no task'}; NLL significantly higher on {', '.join(nll_up) or 'no task'}; "
+            f"ECE significantly higher on {', '.join(ece_up) or 'no task'} (95% paired bootstrap).")
+        verdict = "yes" if js_low > js_high and flip_low >= flip_high else "no"
+        lines.append(
+            f"{model} / {variant}: low-confidence samples hit hardest? {verdict} — least-confident fifth of questions: "
+            f"mean JS {js_low:.3f}, flip rate {flip_low:.2f}; most-confident fifth: mean JS {js_high:.3f}, "
+            f"flip rate {flip_high:.2f} (averaged over tasks).")
+    return lines
 
 
 def _ci(c, key) -> str:
