@@ -21,7 +21,7 @@ CORPUS = [
 ] * 20
 
 
-def build_tiny_model(out: Path, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
+def build_tiny_model(out: Path, seed: int = 0, layers: int = 2, hidden: int = 64, max_positions: int = 256) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -36,7 +36,7 @@ def build_tiny_model(out: Path, seed: int = 0, layers: int = 2, hidden: int = 64
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=fast.vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
         bos_token_id=0, eos_token_id=1, pad_token_id=1, tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)

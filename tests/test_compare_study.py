@@ -98,3 +98,32 @@ def test_study_config_errors(tmp_path, capsys, text, message):
     cfg.write_text(text)
     assert main(["study", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_killed_study_resumes_without_redoing_steps(tiny_model_dir, tmp_path, monkeypatch):
+    import quantconf.run_eval as run_eval_mod
+    from quantconf.study import load_study, plan, run_study
+
+    study = load_study(data={"models": [str(tiny_model_dir)], "tasks": ["arithmetic"], "limit": 12, "bootstrap": 20,
+                             "variants": [{"method": "rtn", "bits": 4, "group_size": 32}]})
+    out = tmp_path / "s"
+    real = run_eval_mod.run_eval
+    calls = []
+
+    def flaky(*a, **k):
+        calls.append(a[0])
+        if len(calls) == 2:  # killed while evaluating the quantized model
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(run_eval_mod, "run_eval", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, out, log=lambda m: None)
+    steps = plan(study, out)
+    assert [s.done() for s in steps] == [True, True, False]  # full eval, quantize done; quantized eval not
+    quant_json = steps[1].path / "quantize.json"
+    stamp = quant_json.stat().st_mtime_ns
+    log = []
+    assert run_study(study, out, log=log.append).is_file()
+    assert quant_json.stat().st_mtime_ns == stamp
+    assert any("done, reusing" in m for m in log) and all(s.done() for s in steps)

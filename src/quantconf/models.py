@@ -20,9 +20,7 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,9 +167,9 @@ def dequantized_gguf_dir(gguf_path: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
     import torch
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
+    from quantconf.predictions import atomic_directory
+
+    with atomic_directory(target) as tmp:
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32,
             quantization_config=GgufConfig(dequantize=True),
@@ -184,12 +182,6 @@ def dequantized_gguf_dir(gguf_path: Path) -> Path:
         tok.save_pretrained(tmp)
         (tmp / "quantconf-source.json").write_text(json.dumps({"gguf": str(gguf_path), "gguf_sha256": digest}))
         (tmp / "quantconf-complete").write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

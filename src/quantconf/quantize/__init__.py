@@ -18,8 +18,6 @@ import importlib
 import json
 import os
 import pkgutil
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -129,7 +127,7 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
     from transformers import AutoConfig, AutoTokenizer
 
     from quantconf.models import local_model_dir, model_fingerprint, set_threads
-    from quantconf.predictions import atomic_write_json, package_versions
+    from quantconf.predictions import atomic_directory, atomic_write_json, package_versions
     from quantconf.quantize.calibration import build_calibration
 
     config.validate()
@@ -144,9 +142,7 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
     tokenizer = AutoTokenizer.from_pretrained(str(src))
     calib = (build_calibration(config.calib, tokenizer, config.n_samples, config.seq_len, config.seed,
                                data_dir=data_dir) if quantizer.needs_calibration else None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         t0 = time.perf_counter()
         with library_output_to(tmp / "library.log" if quiet else None):
             extra = quantizer.quantize(src, tokenizer, calib.samples if calib else [], config, tmp)
@@ -162,12 +158,6 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
         }
         atomic_write_json(tmp / QUANTIZE_JSON, record)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log(f"quantized {model} with {config.label()} in {seconds:.1f}s -> {out}")
     return record
 
