@@ -104,4 +104,5 @@ def run_eval(
         })
         atomic_write_json(out / MANIFEST, manifest)
         summary[name] = {**acc, "n": len(df), "reused": False}
+        log(f"{name}: n={len(df)} acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f} ({seconds:.1f}s)")
     return summary
