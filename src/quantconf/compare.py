@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from quantconf import QuantconfError
-from quantconf.metrics import _metrics_weighted, equal_mass_bin, probs_from_predictions
+from quantconf.metrics import _metrics_weighted, equal_mass_bin, probs_from_predictions, resample_weights
 
 DELTA_METRICS = ["acc", "nll", "ece", "ace", "brier", "conf", "conf_true"]
 
@@ -102,7 +102,7 @@ def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_co
         rng = np.random.default_rng(seed)
         draws = {m: [] for m in DELTA_METRICS}
         for start in range(0, n_boot, 50):
-            w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(50, n_boot - start)).astype(float)
+            w = resample_weights(rng, n, min(50, n_boot - start))
             a, b = _metrics_weighted(pf, mask, gold, w, n_bins), _metrics_weighted(pq, mask, gold, w, n_bins)
             for m in DELTA_METRICS:
                 draws[m].append(b[m] - a[m])

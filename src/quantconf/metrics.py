@@ -214,6 +214,11 @@ def calibration_metrics(probs, gold, mask=None, n_bins: int = 15, correct_norm=N
     return {m: float(res[m][0]) for m in METRICS}
 
 
+def resample_weights(rng: np.random.Generator, n: int, replicates: int) -> np.ndarray:
+    """(replicates, n) counts of each question in a bootstrap resample of size n."""
+    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(replicates)]).astype(float)
+
+
 def bootstrap_metrics(probs, gold, mask=None, n_bins: int = 15, n_boot: int = 1000, seed: int = 0,
                       correct_norm=None, level: float = 0.95, chunk: int = 50) -> dict[str, list[float]]:
     """Percentile bootstrap intervals {metric: [lo, hi]}, resampling questions with replacement."""
@@ -224,7 +229,7 @@ def bootstrap_metrics(probs, gold, mask=None, n_bins: int = 15, n_boot: int = 10
     draws: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     for start in range(0, n_boot, chunk):
         r = min(chunk, n_boot - start)
-        w = rng.multinomial(n, np.full(n, 1.0 / n), size=r).astype(float)
+        w = resample_weights(rng, n, r)
         res = _metrics_weighted(probs, mask, gold, w, n_bins, correct_norm)
         for m in METRICS:
             draws[m].append(res[m])
