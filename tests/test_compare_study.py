@@ -127,3 +127,33 @@ def test_killed_study_resumes_without_redoing_steps(tiny_model_dir, tmp_path, mo
     assert run_study(study, out, log=log.append).is_file()
     assert quant_json.stat().st_mtime_ns == stamp
     assert any("done, reusing" in m for m in log) and all(s.done() for s in steps)
+
+
+def test_calibration_set_sweep_spread_ppl_and_outliers(tiny_model_dir, tmp_path):
+    from quantconf.study import load_study, run_study
+
+    study = load_study(data={
+        "name": "sweep", "models": [str(tiny_model_dir)], "tasks": ["arithmetic"], "limit": 30, "bootstrap": 20,
+        "variants": [{"method": "gptq", "bits": 2, "group_size": 32, "n_samples": 2, "seq_len": 32,
+                      "calib": ["pydoc", "random", "punct", "task:arithmetic"]}],
+        "ppl_text": "pydoc", "ppl_tokens": 300, "outliers": True, "outlier_samples": 2})
+    out = tmp_path / "sweep"
+    report = run_study(study, out, log=lambda m: None)
+    page = report.read_text()
+    assert "Calibration-set sensitivity" in page and "predict its quantization loss" in page
+    spread = pd.read_csv(out / "calib_spread.csv")
+    assert spread["n_sets"].tolist() == [4] and (spread["ppl_range"] > 0).all()
+    metrics = pd.read_csv(out / "summary.csv")
+    assert metrics["ppl"].notna().all() and metrics["calib"].nunique(dropna=True) == 4
+    outlier_files = list(out.glob("steps/outliers-*/outliers_*.parquet"))
+    assert len(outlier_files) == 4
+
+
+def test_gptq_refuses_unknown_architecture():
+    from types import SimpleNamespace
+
+    from quantconf.quantize import QuantConfig
+    from quantconf.quantize.gptq import _check_model
+
+    with pytest.raises(QuantconfError, match="does not support architecture 'weird'"):
+        _check_model(SimpleNamespace(model_type="weird"), QuantConfig())

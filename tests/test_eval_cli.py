@@ -31,7 +31,7 @@ def test_eval_writes_parquet_manifest_and_reuses(tiny_model_dir, tmp_path, capsy
     assert manifest["tasks"]["arithmetic"]["source"] == "generated:seed=1234"
     mtime = (out / "arithmetic.parquet").stat().st_mtime_ns
     assert main(args) == 0
-    assert "reusing" in capsys.readouterr().out
+    assert "reusing" in capsys.readouterr().err
     assert (out / "arithmetic.parquet").stat().st_mtime_ns == mtime
     assert main(args + ["--overwrite"]) == 0
     assert (out / "arithmetic.parquet").stat().st_mtime_ns != mtime

@@ -40,7 +40,7 @@ def cmd_eval(args) -> int:
         batch_size=args.batch_size, dtype=args.dtype, device=args.device, threads=args.threads,
         seed=args.seed, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
         trust_remote_code=args.trust_remote_code, progress=not args.quiet, scorer=args.scorer,
-        log=lambda m: None if args.quiet else print(m, file=sys.stderr),
+        log=lambda m: print(m, file=sys.stderr),
     )
     print(f"{'task':<18} {'n':>6} {'acc':>8} {'acc_norm':>9}")
     for task, s in summary.items():
