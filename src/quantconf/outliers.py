@@ -34,25 +34,28 @@ class StreamingStats:
     reservoir: np.ndarray | None = None
     seen: int = 0
 
-    def update(self, x: np.ndarray) -> None:
-        """x: (tokens, channels) activations of one batch."""
-        x = x.reshape(-1, self.channels).astype(np.float64)
-        self.n += x.size
-        self.moments += [x.sum(), (x**2).sum(), (x**3).sum(), (x**4).sum()]
-        cmax = np.abs(x).max(axis=0)
+    def update(self, x) -> None:
+        """x: (..., channels) activations of one batch (torch tensor or numpy array)."""
+        import torch
+
+        x = torch.as_tensor(x).reshape(-1, self.channels).double()
+        self.n += x.numel()
+        x2 = x * x
+        self.moments += np.array([x.sum().item(), x2.sum().item(), (x2 * x).sum().item(), (x2 * x2).sum().item()])
+        ax = x.abs()
+        cmax = ax.amax(dim=0).numpy()
         self.channel_max = cmax if self.channel_max is None else np.maximum(self.channel_max, cmax)
-        flat = np.abs(x).ravel()
-        rng = np.random.default_rng(self.seed + self.seen)
-        take = rng.choice(flat.size, size=min(flat.size, self.reservoir_size), replace=False)
-        sample = flat[take]
+        # reservoir: a uniform sample (with replacement) of all |x| seen, weighted by counts
+        flat = ax.reshape(-1)
+        gen = torch.Generator().manual_seed(self.seed + self.seen)
+        sample = flat[torch.randint(flat.numel(), (self.reservoir_size,), generator=gen)].numpy()
         if self.reservoir is None:
             self.reservoir = sample
-        else:  # keep a uniform sample of everything seen, weighting by counts
-            keep_old = int(round(self.reservoir_size * self.seen / (self.seen + flat.size)))
-            old = rng.permutation(self.reservoir)[:keep_old]
-            new = sample[: self.reservoir_size - len(old)]
-            self.reservoir = np.concatenate([old, new])
-        self.seen += flat.size
+        else:
+            keep_old = int(round(self.reservoir_size * self.seen / (self.seen + flat.numel())))
+            old = self.reservoir[torch.randint(len(self.reservoir), (keep_old,), generator=gen).numpy()]
+            self.reservoir = np.concatenate([old, sample[: self.reservoir_size - keep_old]])
+        self.seen += flat.numel()
 
     def summary(self, threshold: float = 6.0, top_k: int = 10) -> dict:
         s1, s2, s3, s4 = self.moments / self.n
@@ -83,10 +86,10 @@ def collect_outlier_stats(model, samples: list[list[int]], threshold: float = 6.
     def hook_for(key):
         def hook(module, args, kwargs=None):
             x = args[0] if args else (kwargs or {}).get("hidden_states")
-            arr = x.detach().float().cpu().numpy()
+            x = x.detach().float().cpu()
             if key not in stats:
-                stats[key] = StreamingStats(arr.shape[-1], seed=hash(key) % 2**16)
-            stats[key].update(arr)
+                stats[key] = StreamingStats(x.shape[-1], seed=key[0] * 10 + MODULES.index(key[1]))
+            stats[key].update(x)
         return hook
 
     for i, layer in enumerate(layers):
