@@ -157,3 +157,13 @@ def test_gptq_refuses_unknown_architecture():
 
     with pytest.raises(QuantconfError, match="does not support architecture 'weird'"):
         _check_model(SimpleNamespace(model_type="weird"), QuantConfig())
+
+
+def test_demo_study_falls_back_to_generated_task_offline(monkeypatch, tmp_path):
+    import quantconf.study as study_mod
+
+    monkeypatch.delenv("QUANTCONF_DATA_DIR", raising=False)
+    monkeypatch.setattr(study_mod, "SHARED_DATA_BESIDE_CHECKOUT", tmp_path / "nowhere")
+    s = study_mod.demo_study(None)
+    assert s.tasks == ["arithmetic"] and s.data_dir is None
+    assert [v.method for v in s.variants] == ["gptq", "rtn"] and s.variants[0].group_size == 128

@@ -222,21 +222,29 @@ def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print) -
 
 
 DEMO_TASKS = ["piqa", "arc_easy", "hellaswag", "openbookqa"]
+# a source checkout sits beside ../shared/data (the project's layout); an installed package does not
+SHARED_DATA_BESIDE_CHECKOUT = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def demo_study(data_dir: str | None = None) -> Study:
-    """The built-in study: the default model, GPTQ 4-bit g128 and RTN 4-bit, 4 tasks."""
+    """The built-in study: the default model, GPTQ 4-bit g128 and RTN 4-bit, 4 tasks from local data
+    (--data-dir, $QUANTCONF_DATA_DIR, or ../shared/data beside the checkout), else the hub, else the
+    generated `arithmetic` task."""
     import os
 
     from quantconf.tasks import resolve_data_dir
 
     found = resolve_data_dir(data_dir) if (data_dir or os.environ.get("QUANTCONF_DATA_DIR")) else None
     if found is None:
-        beside = Path(__file__).resolve().parents[3] / "shared" / "data"
-        found = beside if beside.is_dir() else None
-    tasks = DEMO_TASKS if found else ["arithmetic"]
-    if not found and os.environ.get("HF_HUB_OFFLINE") != "1":
-        tasks = DEMO_TASKS  # online: the hub datasets
+        found = SHARED_DATA_BESIDE_CHECKOUT if SHARED_DATA_BESIDE_CHECKOUT.is_dir() else None
+    tasks = DEMO_TASKS
+    if found is None:  # no local data: the hub if it answers, else the generated offline task
+        from quantconf.tasks import load_task
+
+        try:
+            load_task(DEMO_TASKS[0], limit=1)
+        except QuantconfError:
+            tasks = ["arithmetic"]
     return load_study(data={
         "name": "demo: SmolLM2-135M-Instruct, GPTQ vs RTN 4-bit",
         "models": ["default"],
