@@ -141,6 +141,7 @@ def test_calibration_set_sweep_spread_ppl_and_outliers(tiny_model_dir, tmp_path)
     report = run_study(study, out, log=lambda m: None)
     page = report.read_text()
     assert "Calibration-set sensitivity" in page and "predict its quantization loss" in page
+    assert 'alt="heatmap_pydoc"' in page
     spread = pd.read_csv(out / "calib_spread.csv")
     assert spread["n_sets"].tolist() == [4] and (spread["ppl_range"] > 0).all()
     metrics = pd.read_csv(out / "summary.csv")

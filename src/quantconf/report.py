@@ -88,7 +88,7 @@ def collect(study, study_dir: Path, steps) -> dict:
     metrics = pd.DataFrame(rows)
     if ppl and not metrics.empty:
         metrics["ppl"] = [ppl.get((m, v), np.nan) for m, v in zip(metrics["model"], metrics["variant"])]
-    outliers = {s.model: json.loads((s.path / "outliers.json").read_text())
+    outliers = {s.model: {**json.loads((s.path / "outliers.json").read_text()), "dir": str(s.path)}
                 for s in steps if s.kind == "outliers" and (s.path / "outliers.json").is_file()}
     return {"metrics": metrics, "comparisons": comparisons, "outliers": outliers,
             "samples": pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(), "preds": preds,
@@ -254,6 +254,11 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
                      "the threshold, summed over layers and modules) next to the loss of the variant calibrated on it; "
                      "Spearman correlation across sets (few sets: read as a hint, not a test).</p>"
                      + _table(table) + _table(corr))
+        for model, rec in data["outliers"].items():
+            parts.append(f"<h3>Activation outliers: {_esc(model)}</h3>")
+            for png in sorted(Path(rec["dir"]).glob("*.png")):
+                parts.append(f'<img alt="{_esc(png.stem)}" src="data:image/png;base64,'
+                             f'{base64.b64encode(png.read_bytes()).decode()}">')
     for model in study.models:
         for task in study.tasks:
             name = task if not task.startswith("file:") else task
