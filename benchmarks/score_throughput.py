@@ -6,7 +6,6 @@ Usage: .venv/bin/python benchmarks/score_throughput.py [--limit 200] [--tasks he
 """
 
 import argparse
-import json
 
 from _common import SHARED_DATA, run_child
 

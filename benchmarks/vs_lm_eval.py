@@ -7,7 +7,6 @@ Usage: .venv/bin/python benchmarks/vs_lm_eval.py [--limit 100] [--tasks hellaswa
 """
 
 import argparse
-import json
 import tempfile
 
 import numpy as np

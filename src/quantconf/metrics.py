@@ -304,7 +304,7 @@ def task_metrics(df, n_bins: int = 15, n_boot: int = 1000, normalize: str = "non
     if n_boot:
         out["ci"] = bootstrap_metrics(probs, gold, mask, n_bins, n_boot, seed, correct_norm)
     if compat == "proskurina2024":
-        out["proskurina2024"] = proskurina2024_metrics(probs[:, :mask.sum(1).max()], gold)
+        out["proskurina2024"] = proskurina2024_metrics(probs, gold)
     elif compat not in (None, "none"):
         raise ValueError(f"unknown --compat {compat!r}; known: proskurina2024")
     return out

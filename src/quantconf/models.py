@@ -200,7 +200,6 @@ def load_model(
     trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Load tokenizer and causal LM for `spec` (see module docstring), in eval mode."""
-    import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
