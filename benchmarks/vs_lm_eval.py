@@ -4,6 +4,7 @@ Each tool runs in its own child process of this script (same process tree), floa
 on the first N items of each task from ../shared/data. Prints items/s of each, the speed ratio,
 peak RSS, and the largest per-choice log-likelihood difference between the two.
 Usage: .venv/bin/python benchmarks/vs_lm_eval.py [--limit 100] [--tasks hellaswag,piqa] [--batch-size 16]
+       [--lm-eval-batch-size 1]   (lm-eval's default batch size)
 """
 
 import argparse
@@ -26,7 +27,7 @@ from quantconf.models import load_model
 lm = load_model("default")
 folder = Path("{tmp}")
 write_lm_eval_tasks(folder, Path("{data}"))
-hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size={batch}, device="cpu")
+hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size={lm_eval_batch}, device="cpu")
 t = time.perf_counter()
 res = lm_eval.simple_evaluate(model=hflm, tasks=["qc_{task}"], limit={limit}, log_samples=True,
                               task_manager=TaskManager(include_path=str(folder)), bootstrap_iters=0)
@@ -55,11 +56,14 @@ def main():
     ap.add_argument("--tasks", default="hellaswag,piqa")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lm-eval-batch-size", type=int, default=None,
+                    help="lm-eval's batch size (default: the same as --batch-size; lm-eval's own default is 1)")
     args = ap.parse_args()
     print(f"{'task':<10} {'lm-eval items/s':>16} {'quantconf items/s':>18} {'ratio':>6} {'max |dLL|':>10} "
           f"{'RSS lm-eval':>12} {'RSS quantconf':>14}")
     for task in args.tasks.split(","):
-        kw = dict(task=task, data=SHARED_DATA, limit=args.limit, batch=args.batch_size, threads=args.threads)
+        kw = dict(task=task, data=SHARED_DATA, limit=args.limit, batch=args.batch_size, threads=args.threads,
+                  lm_eval_batch=args.lm_eval_batch_size or args.batch_size)
         with tempfile.TemporaryDirectory() as tmp:
             theirs = run_child(LM_EVAL.format(tmp=tmp, **kw))
         ours = run_child(QUANTCONF.format(**kw))
