@@ -111,14 +111,19 @@ def read_prediction_dir(pred_dir: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def read_manifest(pred_dir: Path) -> dict:
-    path = Path(pred_dir) / MANIFEST
+def read_optional_json(path: Path, fix: str) -> dict:
+    """The JSON object in `path`, {} if the file does not exist; a corrupt file raises naming `fix`."""
+    path = Path(path)
     if not path.is_file():
         return {}
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
-        raise QuantconfError(f"{path} is corrupt; delete it and re-run with --overwrite") from None
+        raise QuantconfError(f"{path} is corrupt; {fix}") from None
+
+
+def read_manifest(pred_dir: Path) -> dict:
+    return read_optional_json(Path(pred_dir) / MANIFEST, "delete it and re-run with --overwrite")
 
 
 def package_versions() -> dict[str, str]:

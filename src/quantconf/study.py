@@ -129,6 +129,11 @@ class Step:
         return f"{self.kind:<8} {self.model} {what} -> {self.path}"
 
 
+def outlier_sets(study: Study) -> list[str]:
+    """The calibration sets whose activation statistics a study compares (RTN uses none)."""
+    return sorted({v.calib for v in study.variants if v.method != "rtn"})
+
+
 def plan(study: Study, study_dir: Path) -> list[Step]:
     from quantconf.models import model_fingerprint
     from quantconf.predictions import stable_hash
@@ -150,8 +155,7 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
             pkey = stable_hash([fp, study.ppl_text, study.ppl_tokens, __version__])[:16]
             steps.append(Step("ppl", model, None, study_dir / "steps" / f"ppl-{pkey}.json"))
         if study.outliers:
-            sets = sorted({v.calib for v in study.variants if v.method != "rtn"})
-            okey = stable_hash([fp, sets, study.outlier_samples, study.data_dir, __version__])[:16]
+            okey = stable_hash([fp, outlier_sets(study), study.outlier_samples, study.data_dir, __version__])[:16]
             steps.append(Step("outliers", model, None, study_dir / "steps" / f"outliers-{okey}"))
     return steps
 
@@ -191,31 +195,27 @@ def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print) -
         label = s.variant.label() if s.variant else "full"
         if s.kind == "quantize":
             quant_paths[(s.model, label)] = s.path
-            if s.done():
-                log(f"[{i}/{len(steps)}] quantize {s.model} {label}: done, reusing")
-                continue
-            log(f"[{i}/{len(steps)}] quantize {s.model} {label}")
+        # eval steps always run: run_eval itself reuses every finished task whose inputs are unchanged
+        if s.kind != "eval" and s.done():
+            log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}: done, reusing")
+            continue
+        log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}")
+        target = str(quant_paths[(s.model, label)]) if s.variant else s.model
+        sub_log = lambda m: log(f"    {m}")  # noqa: E731
+        if s.kind == "quantize":
             run_quantize(s.model, s.variant, s.path, overwrite=True, threads=study.threads, data_dir=study.data_dir,
-                         quiet=True, log=lambda m: log(f"    {m}"))
-        elif s.kind in ("ppl", "outliers"):
-            if s.done():
-                log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}: done, reusing")
-                continue
-            log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}")
-            if s.kind == "ppl":
-                perplexity_step(str(quant_paths[(s.model, label)]) if s.variant else s.model, study, s.path)
-            else:
-                from quantconf.outliers import run_outliers
+                         quiet=True, log=sub_log)
+        elif s.kind == "ppl":
+            perplexity_step(target, study, s.path)
+        elif s.kind == "outliers":
+            from quantconf.outliers import run_outliers
 
-                sets = sorted({v.calib for v in study.variants if v.method != "rtn"})
-                run_outliers(s.model, sets, s.path, n_samples=study.outlier_samples, threads=study.threads,
-                             data_dir=study.data_dir, log=lambda m: log(f"    {m}"))
+            run_outliers(s.model, outlier_sets(study), s.path, n_samples=study.outlier_samples,
+                         threads=study.threads, data_dir=study.data_dir, log=sub_log)
         else:
-            target = str(quant_paths[(s.model, label)]) if s.variant else s.model
-            log(f"[{i}/{len(steps)}] eval {s.model} {label}")
             run_eval(target, study.tasks, s.path, data_dir=study.data_dir, limit=study.limit,
                      batch_size=study.batch_size, dtype=study.dtype, threads=study.threads, seed=study.seed,
-                     progress=False, log=lambda m: log(f"    {m}"))
+                     progress=False, log=sub_log)
     from quantconf.report import write_report
 
     return write_report(study, study_dir, steps, log=log)

@@ -163,13 +163,9 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
 
 
 def read_quantize_record(path: Path) -> dict:
-    f = Path(path) / QUANTIZE_JSON
-    if not f.is_file():
-        return {}
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError:
-        raise QuantconfError(f"{f} is corrupt; re-run quantconf quantize") from None
+    from quantconf.predictions import read_optional_json
+
+    return read_optional_json(Path(path) / QUANTIZE_JSON, "re-run quantconf quantize")
 
 
 def load_quantized(path: Path, dtype, device: str):
