@@ -1,8 +1,10 @@
 """quantconf vs lm-evaluation-harness (HF backend) on the same model, items and threads.
 
 Each tool runs in its own child process of this script (same process tree), float32, 2 threads,
-on the first N items of each task from ../shared/data. Prints items/s of each, the speed ratio,
-peak RSS, and the largest per-choice log-likelihood difference between the two.
+on the first N items of each task from ../shared/data, --repeat times after loading the model;
+the fastest run of each counts (timings on this shared 2-core VM vary by up to 1.5x run to run).
+Prints items/s of each, the speed ratio, peak RSS, and the largest per-choice log-likelihood
+difference between the two.
 Usage: .venv/bin/python benchmarks/vs_lm_eval.py [--limit 100] [--tasks hellaswag,piqa] [--batch-size 16]
        [--lm-eval-batch-size 1]   (lm-eval's default batch size)
 """
@@ -28,12 +30,14 @@ lm = load_model("default")
 folder = Path("{tmp}")
 write_lm_eval_tasks(folder, Path("{data}"))
 hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size={lm_eval_batch}, device="cpu")
-t = time.perf_counter()
-res = lm_eval.simple_evaluate(model=hflm, tasks=["qc_{task}"], limit={limit}, log_samples=True,
-                              task_manager=TaskManager(include_path=str(folder)), bootstrap_iters=0)
-s = time.perf_counter() - t
+times = []
+for _ in range({repeat}):
+    t = time.perf_counter()
+    res = lm_eval.simple_evaluate(model=hflm, tasks=["qc_{task}"], limit={limit}, log_samples=True,
+                                  task_manager=TaskManager(include_path=str(folder)), bootstrap_iters=0)
+    times.append(time.perf_counter() - t)
 ll = [[float(r[0]) for r in x["filtered_resps"]] for x in sorted(res["samples"]["qc_{task}"], key=lambda x: x["doc_id"])]
-emit({{"seconds": s, "loglik": ll}})
+emit({{"seconds": times, "loglik": ll}})
 """
 
 QUANTCONF = """
@@ -43,10 +47,12 @@ from quantconf.tasks import load_task
 from quantconf.evaluate import evaluate_task
 set_threads({threads})
 lm = load_model("default")
-t = time.perf_counter()
-df = evaluate_task(lm, load_task("{task}", data_dir="{data}", limit={limit}), batch_size={batch})
-s = time.perf_counter() - t
-emit({{"seconds": s, "loglik": [list(map(float, x)) for x in df["loglik"]]}})
+times = []
+for _ in range({repeat}):
+    t = time.perf_counter()
+    df = evaluate_task(lm, load_task("{task}", data_dir="{data}", limit={limit}), batch_size={batch})
+    times.append(time.perf_counter() - t)
+emit({{"seconds": times, "loglik": [list(map(float, x)) for x in df["loglik"]]}})
 """
 
 
@@ -56,6 +62,8 @@ def main():
     ap.add_argument("--tasks", default="hellaswag,piqa")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each tool in its process; the fastest counts (this machine is noisy)")
     ap.add_argument("--lm-eval-batch-size", type=int, default=None,
                     help="lm-eval's batch size (default: the same as --batch-size; lm-eval's own default is 1)")
     args = ap.parse_args()
@@ -63,14 +71,16 @@ def main():
           f"{'RSS lm-eval':>12} {'RSS quantconf':>14}")
     for task in args.tasks.split(","):
         kw = dict(task=task, data=SHARED_DATA, limit=args.limit, batch=args.batch_size, threads=args.threads,
-                  lm_eval_batch=args.lm_eval_batch_size or args.batch_size)
+                  lm_eval_batch=args.lm_eval_batch_size or args.batch_size, repeat=args.repeat)
         with tempfile.TemporaryDirectory() as tmp:
             theirs = run_child(LM_EVAL.format(tmp=tmp, **kw))
         ours = run_child(QUANTCONF.format(**kw))
         diff = max(float(np.max(np.abs(np.array(a) - np.array(b)))) for a, b in zip(theirs["loglik"], ours["loglik"]))
-        a, b = args.limit / theirs["seconds"], args.limit / ours["seconds"]
+        a, b = args.limit / min(theirs["seconds"]), args.limit / min(ours["seconds"])
         print(f"{task:<10} {a:>16.2f} {b:>18.2f} {b / a:>6.2f} {diff:>10.2e} {theirs['peak_rss_mib']:>12} "
               f"{ours['peak_rss_mib']:>14}", flush=True)
+        print(f"{'':<10} runs (s): lm-eval {[round(x, 2) for x in theirs['seconds']]}, "
+              f"quantconf {[round(x, 2) for x in ours['seconds']]}", flush=True)
 
 
 if __name__ == "__main__":

@@ -82,12 +82,15 @@ def test_evaluate_task_rows(tiny_lm, tmp_path):
     assert all(np.isfinite(row["loglik"])) and all(x < 0 for x in row["loglik"])
 
 
-def test_packed_scorer_matches_naive_and_reference(tiny_lm, tmp_path):
+def test_packed_scorer_matches_naive_and_reference(tiny_lm, tmp_path, monkeypatch):
+    from quantconf import scoring
     from quantconf.scoring import score_questions
 
     loaded = load_task(_questions_file(tmp_path))
     naive = evaluate_task(tiny_lm, loaded, batch_size=5, scorer="naive")
-    for bs in (1, 3, 16):
+    # row_tokens 8: every question alone in its row; 40: two or three per row; 256: all in one row
+    for bs, row_tokens in ((1, 256), (3, 40), (16, 8), (2, 256)):
+        monkeypatch.setattr(scoring, "ROW_TOKENS", row_tokens)
         packed = evaluate_task(tiny_lm, loaded, batch_size=bs, scorer="packed")
         for a, b in zip(naive["loglik"], packed["loglik"]):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
@@ -109,3 +112,52 @@ def test_bfloat16_is_close_but_not_identical(tiny_model_dir, tmp_path):
     bf16 = evaluate_task(load_model(str(tiny_model_dir), dtype="bfloat16"), loaded)
     diff = np.abs(np.concatenate(f32["loglik"]) - np.concatenate(bf16["loglik"]))
     assert 0 < diff.max() < 0.5
+
+
+def test_pack_rows_first_fit_decreasing():
+    from quantconf.scoring import pack_rows
+
+    lengths = {0: 5, 1: 9, 2: 3, 3: 12, 4: 4, 5: 1}
+    rows = pack_rows(lengths, row_tokens=10)
+    assert sorted(q for row in rows for q in row) == list(range(6))
+    fill = [sum(lengths[q] for q in row) for row in rows]
+    assert rows[0] == [3]  # longer than a row: alone
+    assert all(f <= 10 for f in fill[1:]) and fill == sorted(fill, reverse=True)
+    # first fit decreasing by hand: 12 | 9+1 | 5+4 | 3
+    assert rows == [[3], [1, 5], [0, 4], [2]]
+
+
+@pytest.mark.parametrize("bias,softcap", [(False, None), (True, 30.0)])
+def test_token_logprobs_blocked_equals_full_log_softmax(monkeypatch, bias, softcap):
+    """Row blocks into reused buffers give exactly what log_softmax + gather + argmax over the
+    whole logits matrix gives."""
+    from types import SimpleNamespace
+
+    from quantconf import scoring
+
+    torch.manual_seed(0)
+    vocab, dim, n = 103, 16, 23
+    head = torch.nn.Linear(dim, vocab, bias=bias)
+    model = SimpleNamespace(get_output_embeddings=lambda: head,
+                            config=SimpleNamespace(final_logit_softcapping=softcap))
+    hidden = torch.randn(n, dim) * 3
+    with torch.no_grad():
+        logits = head(hidden)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+    targets = torch.randint(0, vocab, (n,))
+    targets[:5] = logits[:5].argmax(-1)  # some greedy hits
+    want_logp = logits.log_softmax(-1).gather(-1, targets[:, None])[:, 0]
+    want_greedy = logits.argmax(-1) == targets
+    for row_block in (5, 256, 1):
+        monkeypatch.setattr(scoring, "ROW_BLOCK", row_block)
+        with torch.no_grad():
+            logp, greedy = scoring.token_logprobs(model, hidden, targets)
+        np.testing.assert_allclose(logp.numpy(), want_logp.numpy(), atol=2e-6, rtol=0)
+        assert greedy.tolist() == want_greedy.tolist()
+    # a head that is not a plain Linear (e.g. a quantized module) is called whole
+    model.get_output_embeddings = lambda: torch.nn.Sequential(head)
+    with torch.no_grad():
+        logp, greedy = scoring.token_logprobs(model, hidden, targets)
+    np.testing.assert_allclose(logp.numpy(), want_logp.numpy(), atol=2e-6, rtol=0)
+    assert greedy.tolist() == want_greedy.tolist()

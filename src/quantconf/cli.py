@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory for <task>.parquet + manifest.json")
     p.add_argument("--data-dir", default=None, help="offline data: DIR/<dataset>/<split>.jsonl (or $QUANTCONF_DATA_DIR)")
     p.add_argument("--limit", type=_positive_int, default=None, help="first N questions per task")
-    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--batch-size", type=_positive_int, default=16,
+                   help="packed: rows of up to 256 tokens per forward pass; naive: sequences per pass")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--overwrite", action="store_true", help="recompute even finished tasks")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

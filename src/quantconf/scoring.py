@@ -71,33 +71,66 @@ def max_length(model) -> int:
     return 2048
 
 
-def _scored_logits(model, input_ids, attention_mask, positions, position_ids=None):
-    """Logits (float32) at `positions` (list of (row, col)) — the LM head only where needed."""
+# The LM head runs on ROW_BLOCK positions at a time, into two buffers allocated once per call
+# (logits and log-softmax, 256 x 49152 float32 = 50 MB each for SmolLM2): allocating blocks of
+# that size afresh costs page faults that showed up as ~30% of piqa's scoring time. The
+# log-softmax is torch's own kernel over whole rows, as lm-eval computes it, because its float32
+# rounding (a ~1e-5 relative error in the sum of exponentials) adds up to ~1e-3 over a 100-token
+# continuation, and quantconf's numbers must agree with lm-eval's to 1e-4.
+ROW_BLOCK = 256
+
+
+def _hidden_states(model, input_ids, attention_mask, position_ids=None):
+    return model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                               position_ids=position_ids).last_hidden_state
+
+
+def token_logprobs(model, hidden, targets):
+    """log p(target) and whether target is the argmax, for each row of `hidden` ([n, d]) and its
+    target token id ([n]): log_softmax + gather + argmax over full-vocabulary logits (float32)."""
     import torch
 
-    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                 position_ids=position_ids).last_hidden_state
+    head = model.get_output_embeddings()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    plain = type(head) is torch.nn.Linear and head.weight.dtype == torch.float32
+    n_rows = min(ROW_BLOCK, len(hidden))
+    logits_buf = logsm_buf = None
+    if plain and n_rows:
+        logits_buf = torch.empty((n_rows, head.out_features), device=hidden.device)
+        logsm_buf = torch.empty_like(logits_buf)
+    logps, greedy = [], []
+    for r in range(0, len(hidden), ROW_BLOCK):
+        h, t = hidden[r:r + ROW_BLOCK], targets[r:r + ROW_BLOCK, None]
+        if plain:
+            logits = logits_buf[:len(h)]
+            if head.bias is None:
+                torch.mm(h, head.weight.t(), out=logits)
+            else:
+                torch.addmm(head.bias, h, head.weight.t(), out=logits)
+        else:  # bf16 or a custom (e.g. quantized) head
+            logits = head(h).float()
+        if cap:
+            logits = logits.div_(cap).tanh_().mul_(cap)
+        logsm = logsm_buf[:len(h)] if plain else torch.empty_like(logits)
+        torch._log_softmax(logits, -1, False, out=logsm)
+        logps.append(logsm.gather(-1, t)[:, 0])
+        greedy.append(logits.argmax(-1) == t[:, 0])
+    return torch.cat(logps), torch.cat(greedy)
+
+
+def _score_spans(model, hidden, positions, spans):
+    """positions: (row, col) of every scored position, in order; spans: (offset into positions,
+    continuation tokens) per choice -> ScoredChoice per span. The LM head runs only there."""
+    import torch
+
     rows = torch.tensor([r for r, _ in positions], device=hidden.device)
     cols = torch.tensor([c for _, c in positions], device=hidden.device)
-    logits = model.get_output_embeddings()(hidden[rows, cols]).float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
-def _score_spans(logits, spans):
-    """spans: list of (offset into logits rows, continuation tokens) -> ScoredChoice each."""
-    import torch
-
+    targets = torch.tensor([t for _, cont in spans for t in cont], device=hidden.device)
+    logp, greedy = token_logprobs(model, hidden[rows, cols], targets)
     out = []
-    logp = logits.log_softmax(-1)
-    greedy = logits.argmax(-1)
     for offset, cont in spans:
-        target = torch.tensor(cont, device=logits.device)
-        rows = slice(offset, offset + len(cont))
-        ll = logp[rows].gather(-1, target[:, None]).sum().item()
-        out.append(ScoredChoice(ll, len(cont), bool((greedy[rows] == target).all().item())))
+        part = slice(offset, offset + len(cont))
+        out.append(ScoredChoice(logp[part].sum().item(), len(cont), bool(greedy[part].all().item())))
     return out
 
 
@@ -146,8 +179,8 @@ def score_requests(
                 cont, n_in = items[i][1], len(inputs[i])
                 spans.append((len(positions), cont))
                 positions += [(row, col) for col in range(n_in - len(cont), n_in)]
-            logits = _scored_logits(model, ids.to(device), mask.to(device), positions)
-            for i, scored in zip(batch, _score_spans(logits, spans)):
+            hidden = _hidden_states(model, ids.to(device), mask.to(device))
+            for i, scored in zip(batch, _score_spans(model, hidden, positions, spans)):
                 results[i] = scored
             if bar is not None:
                 bar.update(len(batch))
@@ -156,16 +189,52 @@ def score_requests(
     return [results[unique[(tuple(ctx), tuple(cont))]] for ctx, cont in requests]
 
 
+ROW_TOKENS = 256  # packed rows hold several short questions up to this many tokens
+
+
+def pack_rows(lengths: dict[int, int], row_tokens: int) -> list[list[int]]:
+    """First-fit decreasing: question ids -> rows whose total length stays <= row_tokens (a longer
+    question gets a row of its own). Short questions share a row instead of each being padded to
+    the longest question of its batch; rows come out longest first."""
+    rows: list[list[int]] = []
+    free: list[int] = []
+    open_rows: list[int] = []  # rows that can still take the shortest question
+    shortest = min(lengths.values(), default=0)
+    for qi in sorted(lengths, key=lambda q: (-lengths[q], q)):
+        for k, r in enumerate(open_rows):
+            if lengths[qi] <= free[r]:
+                rows[r].append(qi)
+                free[r] -= lengths[qi]
+                if free[r] < shortest:
+                    del open_rows[k]
+                break
+        else:
+            rows.append([qi])
+            free.append(row_tokens - lengths[qi])
+            if free[-1] >= shortest:
+                open_rows.append(len(rows) - 1)
+    fill = [sum(lengths[q] for q in row) for row in rows]
+    return [rows[r] for r in sorted(range(len(rows)), key=lambda r: (-fill[r], r))]
+
+
 def score_questions(
     model,
     questions: list[tuple[list[int], list[list[int]]]],
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "scoring",
+    row_tokens: int | None = None,
 ) -> list[list[ScoredChoice]]:
     """Packed scorer: (context_tokens, [continuation_tokens per choice]) per question ->
-    ScoredChoice per choice. Questions too long for the window fall back to `score_requests`
-    (whose left truncation then differs per choice, as in lm-eval)."""
+    ScoredChoice per choice.
+
+    Each question becomes one segment: its context once, then every choice's continuation, each
+    continuation attending only to the context and to itself (positions restart after the
+    context). Segments are packed into rows of up to `row_tokens` tokens (`pack_rows`), and a
+    forward pass takes rows up to `batch_size * row_tokens` tokens in all (at least one row), so
+    memory stays bounded by the batch size whatever the task's lengths. Questions too long for
+    the window fall back to `score_requests` (whose left truncation then differs per choice, as
+    in lm-eval)."""
     import torch
 
     if batch_size < 1:
@@ -174,60 +243,73 @@ def score_questions(
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     results: list[list[ScoredChoice] | None] = [None] * len(questions)
-    packed = []
+    length = {}
     for qi, (ctx, conts) in enumerate(questions):
         if any(not c for c in conts):
             raise ValueError("a continuation encodes to no tokens; choices must be non-empty text")
         if len(ctx) + max(len(c) for c in conts) - 1 > window:
             results[qi] = score_requests(model, [(ctx, c) for c in conts], batch_size=len(conts))
         else:
-            packed.append(qi)
-    length = {qi: len(questions[qi][0]) + sum(len(c) - 1 for c in questions[qi][1]) for qi in packed}
-    order = sorted(packed, key=lambda qi: (-length[qi], qi))
+            length[qi] = len(ctx) + sum(len(c) - 1 for c in conts)
+    row_tokens = min(row_tokens or ROW_TOKENS, window)
+    rows = pack_rows(length, row_tokens)
+    fill = [sum(length[qi] for qi in row) for row in rows]
+    batches, start = [], 0
+    while start < len(rows):  # rows are longest first, so the first row of a batch sets its width
+        n = max(1, min(len(rows) - start, batch_size * row_tokens // fill[start]))
+        batches.append(range(start, start + n))
+        start += n
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(order), desc=desc, unit="question", leave=False)
+        bar = tqdm(total=len(length), desc=desc, unit="question", leave=False)
     neg = torch.finfo(dtype).min
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            width = length[batch[0]]
+        for batch in batches:
+            width = fill[batch[0]]
             ids = torch.zeros((len(batch), width), dtype=torch.long)
             pos = torch.zeros((len(batch), width), dtype=torch.long)
+            # segment[b, t]: which question of the row (-1 padding);
             # owner[b, t]: -1 context, i for choice i's tokens, -2 padding
+            segment = torch.full((len(batch), width), -1, dtype=torch.long)
             owner = torch.full((len(batch), width), -2, dtype=torch.long)
-            positions, spans = [], []
-            for row, qi in enumerate(batch):
-                ctx, conts = questions[qi]
-                n = len(ctx)
-                ids[row, :n] = torch.tensor(ctx)
-                pos[row, :n] = torch.arange(n)
-                owner[row, :n] = -1
-                t = n
-                for i, cont in enumerate(conts):
-                    m = len(cont) - 1
-                    ids[row, t:t + m] = torch.tensor(cont[:-1], dtype=torch.long)
-                    pos[row, t:t + m] = torch.arange(n, n + m)
-                    owner[row, t:t + m] = i
-                    spans.append((len(positions), cont))
-                    positions += [(row, n - 1)] + [(row, c) for c in range(t, t + m)]
-                    t += m
-            q_own, k_own = owner[:, :, None], owner[:, None, :]
+            positions, spans, order = [], [], []
+            for b, r in enumerate(batch):
+                t = 0
+                for s, qi in enumerate(rows[r]):
+                    ctx, conts = questions[qi]
+                    n = len(ctx)
+                    ids[b, t:t + n] = torch.tensor(ctx)
+                    pos[b, t:t + n] = torch.arange(n)
+                    owner[b, t:t + n] = -1
+                    segment[b, t:t + n] = s
+                    last_ctx, t = t + n - 1, t + n
+                    for i, cont in enumerate(conts):
+                        m = len(cont) - 1
+                        ids[b, t:t + m] = torch.tensor(cont[:-1], dtype=torch.long)
+                        pos[b, t:t + m] = torch.arange(n, n + m)
+                        owner[b, t:t + m] = i
+                        segment[b, t:t + m] = s
+                        spans.append((len(positions), cont))
+                        positions += [(b, last_ctx)] + [(b, c) for c in range(t, t + m)]
+                        t += m
+                    order.append(qi)
             causal = torch.ones(width, width, dtype=torch.bool).tril()
-            allowed = causal & ((k_own == -1) | (k_own == q_own))
-            allowed |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves (no NaN)
+            same_question = segment[:, :, None] == segment[:, None, :]
+            k_own, q_own = owner[:, None, :], owner[:, :, None]
+            allowed = causal & same_question & ((k_own == -1) | (k_own == q_own))
+            allowed |= torch.eye(width, dtype=torch.bool)  # padding attends to itself (no NaN)
             mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, neg)[:, None]
-            logits = _scored_logits(model, ids.to(device), mask.to(device), positions, pos.to(device))
-            scored = _score_spans(logits, spans)
+            hidden = _hidden_states(model, ids.to(device), mask.to(device), pos.to(device))
+            scored = _score_spans(model, hidden, positions, spans)
             k = 0
-            for qi in batch:
+            for qi in order:
                 n_choices = len(questions[qi][1])
                 results[qi] = scored[k:k + n_choices]
                 k += n_choices
             if bar is not None:
-                bar.update(len(batch))
+                bar.update(len(order))
     if bar is not None:
         bar.close()
     return results
