@@ -1,8 +1,9 @@
 """quantconf vs lm-evaluation-harness (HF backend) on the same model, items and threads.
 
 Each tool runs in its own child process of this script (same process tree), float32, 2 threads,
-on the first N items of each task from ../shared/data, --repeat times after loading the model;
-the fastest run of each counts (timings on this shared 2-core VM vary by up to 1.5x run to run).
+on the first N items of each task from ../shared/data, --repeat times after loading the model, in
+--rounds alternating processes; the fastest run of each counts (timings on this shared 2-core VM
+vary by up to 1.5x run to run), and the ratio of median runs is printed too.
 Prints items/s of each, the speed ratio, peak RSS, and the largest per-choice log-likelihood
 difference between the two.
 Usage: .venv/bin/python benchmarks/vs_lm_eval.py [--limit 100] [--tasks hellaswag,piqa] [--batch-size 16]
@@ -62,8 +63,9 @@ def main():
     ap.add_argument("--tasks", default="hellaswag,piqa")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs of each tool in its process; the fastest counts (this machine is noisy)")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each tool per process")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="processes of each tool, alternating; the fastest run counts (this machine is noisy)")
     ap.add_argument("--lm-eval-batch-size", type=int, default=None,
                     help="lm-eval's batch size (default: the same as --batch-size; lm-eval's own default is 1)")
     args = ap.parse_args()
@@ -72,16 +74,20 @@ def main():
     for task in args.tasks.split(","):
         kw = dict(task=task, data=SHARED_DATA, limit=args.limit, batch=args.batch_size, threads=args.threads,
                   lm_eval_batch=args.lm_eval_batch_size or args.batch_size, repeat=args.repeat)
-        with tempfile.TemporaryDirectory() as tmp:
-            theirs = run_child(LM_EVAL.format(tmp=tmp, **kw))
-        ours = run_child(QUANTCONF.format(**kw))
+        their_runs, our_runs = [], []
+        for _ in range(args.rounds):  # alternate the tools so slow spells of the machine hit both
+            with tempfile.TemporaryDirectory() as tmp:
+                theirs = run_child(LM_EVAL.format(tmp=tmp, **kw))
+            ours = run_child(QUANTCONF.format(**kw))
+            their_runs += theirs["seconds"]
+            our_runs += ours["seconds"]
         diff = max(float(np.max(np.abs(np.array(a) - np.array(b)))) for a, b in zip(theirs["loglik"], ours["loglik"]))
-        a, b = args.limit / min(theirs["seconds"]), args.limit / min(ours["seconds"])
+        a, b = args.limit / min(their_runs), args.limit / min(our_runs)
         print(f"{task:<10} {a:>16.2f} {b:>18.2f} {b / a:>6.2f} {diff:>10.2e} {theirs['peak_rss_mib']:>12} "
               f"{ours['peak_rss_mib']:>14}", flush=True)
-        print(f"{'':<10} runs (s): lm-eval {[round(x, 2) for x in theirs['seconds']]}, "
-              f"quantconf {[round(x, 2) for x in ours['seconds']]}", flush=True)
-
+        print(f"{'':<10} runs (s): lm-eval {[round(x, 2) for x in their_runs]}, "
+              f"quantconf {[round(x, 2) for x in our_runs]}; ratio of medians "
+              f"{np.median(their_runs) / np.median(our_runs):.2f}", flush=True)
 
 if __name__ == "__main__":
     main()
