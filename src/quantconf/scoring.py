@@ -15,11 +15,12 @@ Inputs longer than the model window are truncated from the left, as in lm-eval.
 Two scorers give the same numbers (to float rounding):
   * `score_requests` ("naive"): one sequence per (context, choice) pair, sorted by length (longest
     first, like lm-eval), right-padded; identical pairs are scored once.
-  * `score_questions` ("packed", the default): one sequence per question — the context once, then
+  * `score_questions` ("packed", the default): one segment per question — the context once, then
     every choice's continuation, each continuation attending only to the context and to itself
     (a 4D attention mask, positions restarting after the context). The context is computed once
-    instead of k times, which is where multiple-choice scoring spends most of its time.
-Both compute the LM head only at the positions that are scored (not over the whole sequence).
+    instead of k times, which is where multiple-choice scoring spends most of its time; short
+    questions share a row, so little is spent on padding.
+Both compute the LM head and log-softmax only at the positions that are scored (`token_logprobs`).
 """
 
 from __future__ import annotations
@@ -93,10 +94,8 @@ def token_logprobs(model, hidden, targets):
     head = model.get_output_embeddings()
     cap = getattr(model.config, "final_logit_softcapping", None)
     plain = type(head) is torch.nn.Linear and head.weight.dtype == torch.float32
-    n_rows = min(ROW_BLOCK, len(hidden))
-    logits_buf = logsm_buf = None
-    if plain and n_rows:
-        logits_buf = torch.empty((n_rows, head.out_features), device=hidden.device)
+    if plain:
+        logits_buf = torch.empty((min(ROW_BLOCK, len(hidden)), head.out_features), device=hidden.device)
         logsm_buf = torch.empty_like(logits_buf)
     logps, greedy = [], []
     for r in range(0, len(hidden), ROW_BLOCK):
