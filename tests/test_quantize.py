@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,15 +87,18 @@ def test_interrupted_quantization_leaves_nothing(tiny_model_dir, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
-def test_gptq_on_tiny_model_reloads(tiny_model_dir, tmp_path):
+def test_gptq_on_tiny_model_reloads(tiny_model_dir, tmp_path, monkeypatch):
     from quantconf.evaluate import evaluate_task
     from quantconf.models import load_model
     from quantconf.tasks import load_task
 
-    out = tmp_path / "gptq"
+    monkeypatch.chdir(tmp_path)
+    out = Path("runs") / "gptq"  # relative paths, as studies and the demo pass them
+    src = os.path.relpath(tiny_model_dir, tmp_path)
     cfg = QuantConfig(method="gptq", bits=4, group_size=32, calib="pydoc", n_samples=4, seq_len=64)
-    rec = run_quantize(str(tiny_model_dir), cfg, out, log=lambda m: None)
+    rec = run_quantize(src, cfg, out, log=lambda m: None)
     assert rec["calibration"]["n_samples"] == 4 and "gptqmodel" in rec["library"]
+    assert list(out.glob("*.safetensors")) and not (out / "runs").exists()
     q = load_model(str(out))
     full = load_model(str(tiny_model_dir))
     wq = q.model.model.layers[0].self_attn.q_proj.weight

@@ -21,7 +21,8 @@ from quantconf.quantize import Quantizer, register_quantizer
 
 @contextlib.contextmanager
 def _cwd(path: Path):
-    # GPTQModel writes ./logs/gptq_log_*.log into the working directory; keep it inside the checkpoint
+    # GPTQModel writes ./logs/gptq_log_*.log into the working directory; keep it inside the checkpoint.
+    # Paths handed to GPTQModel inside this block must be absolute (a relative one would now nest).
     old = os.getcwd()
     os.chdir(path)
     try:
@@ -47,7 +48,9 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
     qcfg = QuantizeConfig(bits=config.bits, group_size=config.group_size, desc_act=config.desc_act,
                           sym=config.sym, damp_percent=config.damp)
     data = [{"input_ids": s, "attention_mask": [1] * len(s)} for s in calib_samples]
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
+    if Path(model_src).exists():  # a local directory, not a hub id
+        model_src = Path(model_src).resolve()
     with _cwd(out_dir):
         model = GPTQModel.load(str(model_src), qcfg, device="cpu")
         model.quantize(data, batch_size=1)
@@ -72,6 +75,7 @@ def load_gptq(path: Path, dtype, device: str):
     import torch
     from gptqmodel import BACKEND, GPTQModel
 
+    path = Path(path).resolve()
     if device == "cuda":
         return GPTQModel.load(str(path), device="cuda").model
     try:
