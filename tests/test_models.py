@@ -63,20 +63,21 @@ applied = keep_freed_memory()
 torch.manual_seed(0)
 x, w_up, w_down = torch.randn(4096, 256), torch.randn(2304, 256), torch.randn(256, 2304)
 faults = []
-for _ in range(5):  # an MLP block's allocations: 38 MB activations (glibc mmaps >32 MB), freed after each pass
+for _ in range(16):  # an MLP block's allocations: 38 MB activations (glibc mmaps >32 MB), freed after each pass
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     up = F.linear(x, w_up)
     out = F.linear(F.silu(up) * up, w_down)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     del up, out
-print(applied, faults[-1])
+print(applied, sum(faults[-4:]))  # the heap settles after a few passes (more or fewer with what ran before)
 """
 
 
 def test_keep_freed_memory_reuses_freed_blocks():
-    """With the setting, an MLP pass's freed activations are reused by the next pass (no page
-    faults once warm); without it, glibc hands them back to the OS and every pass faults ~12k+
-    pages in again."""
+    """With the setting, an MLP pass's freed activations are reused by later passes (no page faults
+    once the heap has grown to its working size, which takes 2-5 passes depending on what the
+    process allocated before); without it, glibc hands them back to the OS and every pass faults
+    ~28k pages in again."""
     import os
     import platform
     import subprocess
@@ -92,6 +93,6 @@ def test_keep_freed_memory_reuses_freed_blocks():
         return out[0] == "True", int(out[1])
 
     applied, faults = run("0")
-    assert not applied and faults > 5000
+    assert not applied and faults > 4 * 5000
     applied, faults = run("1")
-    assert applied and faults < 500, f"{faults} page faults in the fifth pass"
+    assert applied and faults < 500, f"{faults} page faults in the last four passes"
