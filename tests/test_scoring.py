@@ -104,6 +104,42 @@ def test_packed_scorer_matches_naive_and_reference(tiny_lm, tmp_path, monkeypatc
     assert [r.loglik for r in res] == pytest.approx([r.loglik for r in ref], abs=1e-6)
 
 
+def test_question_tree_shares_common_prefixes():
+    from quantconf.scoring import QuestionTree
+
+    tree = QuestionTree.build([1, 2], [[3, 4, 5], [3, 8, 6], [7], [3, 4, 5]])
+    # inputs: 1 2 3 4 | 1 2 3 8 | 1 2 | 1 2 3 4 -> nodes 1 2 3 4 8, token 8 branching after 3
+    assert tree.tokens == [1, 2, 3, 4, 8]
+    assert tree.parents == [-1, 0, 1, 2, 2]
+    assert tree.depths == [0, 1, 2, 3, 3]
+    assert tree.predictors == [[1, 2, 3], [1, 2, 4], [1], [1, 2, 3]]
+    allowed = tree.ancestors()
+    assert allowed[4].tolist() == [True, True, True, False, True]  # not its sibling (token 4)
+    assert allowed[3].tolist() == [True, True, True, True, False]
+    with pytest.raises(ValueError, match="empty context"):
+        QuestionTree.build([], [[3]])
+
+
+def test_packed_scorer_shares_prefixes_and_runs_head_once_per_node(tiny_lm, monkeypatch):
+    """Choices with a common start, a duplicate choice and a one-token choice give the unbatched
+    reference's numbers, and the LM head runs once per predicting tree node."""
+    from quantconf import scoring
+
+    ctx = [5, 6, 7]
+    conts = [[10, 11, 12], [10, 11, 13], [10, 14], [10, 11, 12], [15]]
+    head_rows = []
+    real = scoring.token_logprobs
+    monkeypatch.setattr(scoring, "token_logprobs",
+                        lambda model, hidden, *a: head_rows.append(len(hidden)) or real(model, hidden, *a))
+    (packed,) = scoring.score_questions(tiny_lm.model, [(ctx, conts)])
+    assert head_rows == [3]  # node 7 predicts 10 and 15, node 10 predicts 11 and 14, node 11 predicts 12 and 13
+    for cont, s in zip(conts, packed):
+        ll, greedy = reference_loglik(tiny_lm.model, ctx, cont)
+        assert s.loglik == pytest.approx(ll, abs=1e-5)
+        assert (s.is_greedy, s.n_tokens) == (greedy, len(cont))
+    assert packed[0] == packed[3]
+
+
 def test_bfloat16_is_close_but_not_identical(tiny_model_dir, tmp_path):
     from quantconf.models import load_model
 
@@ -142,22 +178,36 @@ def test_token_logprobs_blocked_equals_full_log_softmax(monkeypatch, bias, softc
                             config=SimpleNamespace(final_logit_softcapping=softcap))
     hidden = torch.randn(n, dim) * 3
     with torch.no_grad():
+        head.weight[5] = head.weight[3] = hidden[6] / 2  # tokens 3 and 5 tie at the top of row 6
+        if bias:
+            head.bias[5] = head.bias[3]
         logits = head(hidden)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
     targets = torch.randint(0, vocab, (n,))
     targets[:5] = logits[:5].argmax(-1)  # some greedy hits
+    targets[6], targets[7] = 5, 3  # a tie: argmax takes the first index, so 5 is not greedy in row 6
+    assert logits[6].argmax() == 3 and logits[6, 3] == logits[6, 5]
     want_logp = logits.log_softmax(-1).gather(-1, targets[:, None])[:, 0]
-    want_greedy = logits.argmax(-1) == targets
+    want_greedy = logits.log_softmax(-1).argmax(-1) == targets
+    assert not want_greedy[6]
     for row_block in (5, 256, 1):
         monkeypatch.setattr(scoring, "ROW_BLOCK", row_block)
         with torch.no_grad():
             logp, greedy = scoring.token_logprobs(model, hidden, targets)
-        np.testing.assert_allclose(logp.numpy(), want_logp.numpy(), atol=2e-6, rtol=0)
+        np.testing.assert_allclose(logp.numpy(), want_logp.numpy(), atol=2e-6, rtol=1e-6)
         assert greedy.tolist() == want_greedy.tolist()
+    # several targets per row (the packed scorer's branching tree nodes), rows in any order
+    rows = torch.tensor([6, 6, 0, 22, 6, 0])
+    many = torch.tensor([5, 3, 7, 1, 0, int(targets[0])])
+    with torch.no_grad():
+        logp, greedy = scoring.token_logprobs(model, hidden, many, rows)
+    full = logits.log_softmax(-1)
+    np.testing.assert_allclose(logp.numpy(), full[rows, many].numpy(), atol=2e-6, rtol=1e-6)
+    assert greedy.tolist() == (full.argmax(-1)[rows] == many).tolist() == [False, True, False, False, False, True]
     # a head that is not a plain Linear (e.g. a quantized module) is called whole
     model.get_output_embeddings = lambda: torch.nn.Sequential(head)
     with torch.no_grad():
         logp, greedy = scoring.token_logprobs(model, hidden, targets)
-    np.testing.assert_allclose(logp.numpy(), want_logp.numpy(), atol=2e-6, rtol=0)
+    np.testing.assert_allclose(logp.numpy(), want_logp.numpy(), atol=2e-6, rtol=1e-6)
     assert greedy.tolist() == want_greedy.tolist()

@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="recompute even finished tasks")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--scorer", default="packed", choices=["packed", "naive"],
-                   help="packed: each question's context once (default); naive: one sequence per choice")
+                   help="packed: each question once, as a prefix tree of its context and choices (default); "
+                        "naive: one sequence per choice")
     add_model_args(p)
     p.set_defaults(func=cmd_eval)
 

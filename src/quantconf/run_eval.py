@@ -17,8 +17,9 @@ from quantconf.predictions import (
 )
 from quantconf.tasks import load_task
 
-# part of the reuse key: bump when the scorer's numbers can change (3: rows packed, LM head in blocks)
-SCORER_VERSION = "3"
+# part of the reuse key: bump when the scorer's numbers can change (3: rows packed, LM head in
+# blocks; 4: prefix trees)
+SCORER_VERSION = "4"
 
 
 def ensure_writable_dir(out: Path) -> Path:

@@ -15,12 +15,13 @@ Inputs longer than the model window are truncated from the left, as in lm-eval.
 Two scorers give the same numbers (to float rounding):
   * `score_requests` ("naive"): one sequence per (context, choice) pair, sorted by length (longest
     first, like lm-eval), right-padded; identical pairs are scored once.
-  * `score_questions` ("packed", the default): one segment per question — the context once, then
-    every choice's continuation, each continuation attending only to the context and to itself
-    (a 4D attention mask, positions restarting after the context). The context is computed once
-    instead of k times, which is where multiple-choice scoring spends most of its time; short
-    questions share a row, so little is spent on padding.
-Both compute the LM head and log-softmax only at the positions that are scored (`token_logprobs`).
+  * `score_questions` ("packed", the default): one segment per question — its prefix tree of
+    tokens (`QuestionTree`): the context once, then the continuations sharing any common start,
+    each token attending only to its ancestors (a 4D attention mask, positions = depths). The
+    context is computed once instead of k times, which is where multiple-choice scoring spends
+    most of its time; short questions share a row, so little is spent on padding.
+Both compute the LM head and log-softmax only at the positions that are scored, once per position
+however many choices read it (`token_logprobs`).
 """
 
 from __future__ import annotations
@@ -73,12 +74,13 @@ def max_length(model) -> int:
 
 
 # The LM head runs on ROW_BLOCK positions at a time, into two buffers allocated once per call
-# (logits and log-softmax, 256 x 49152 float32 = 50 MB each for SmolLM2): allocating blocks of
-# that size afresh costs page faults that showed up as ~30% of piqa's scoring time. The
-# log-softmax is torch's own kernel over whole rows, as lm-eval computes it, because its float32
-# rounding (a ~1e-5 relative error in the sum of exponentials) adds up to ~1e-3 over a 100-token
-# continuation, and quantconf's numbers must agree with lm-eval's to 1e-4.
-ROW_BLOCK = 256
+# (logits and log-softmax, 512 x 49152 float32 = 100 MB each for SmolLM2): allocating blocks of
+# that size afresh costs page faults that showed up as ~30% of piqa's scoring time, and the head
+# GEMM runs ~10% faster on 512 rows than on 256 here. The log-softmax is torch's own kernel over
+# whole rows, as lm-eval computes it, because its float32 rounding (a ~1e-5 relative error in the
+# sum of exponentials) adds up to ~1e-3 over a 100-token continuation, and quantconf's numbers
+# must agree with lm-eval's to 1e-4.
+ROW_BLOCK = 512
 
 
 def _hidden_states(model, input_ids, attention_mask, position_ids=None):
@@ -86,20 +88,24 @@ def _hidden_states(model, input_ids, attention_mask, position_ids=None):
                                position_ids=position_ids).last_hidden_state
 
 
-def token_logprobs(model, hidden, targets):
-    """log p(target) and whether target is the argmax, for each row of `hidden` ([n, d]) and its
-    target token id ([n]): log_softmax + gather + argmax over full-vocabulary logits (float32)."""
+def token_logprobs(model, hidden, targets, rows=None):
+    """log p(target) and whether target is the argmax, for each target token id (`targets`, [m])
+    read from row `rows[k]` of `hidden` ([n, d]; by default row k): log_softmax + gather + argmax
+    over full-vocabulary logits (float32), computed once per row however many targets it has."""
     import torch
 
     head = model.get_output_embeddings()
     cap = getattr(model.config, "final_logit_softcapping", None)
     plain = type(head) is torch.nn.Linear and head.weight.dtype == torch.float32
+    if rows is None:
+        rows = torch.arange(len(targets), device=hidden.device)
     if plain:
         logits_buf = torch.empty((min(ROW_BLOCK, len(hidden)), head.out_features), device=hidden.device)
         logsm_buf = torch.empty_like(logits_buf)
-    logps, greedy = [], []
+    logp = torch.empty(len(targets), device=hidden.device)
+    greedy = torch.empty(len(targets), dtype=torch.bool, device=hidden.device)
     for r in range(0, len(hidden), ROW_BLOCK):
-        h, t = hidden[r:r + ROW_BLOCK], targets[r:r + ROW_BLOCK, None]
+        h = hidden[r:r + ROW_BLOCK]
         if plain:
             logits = logits_buf[:len(h)]
             if head.bias is None:
@@ -112,24 +118,36 @@ def token_logprobs(model, hidden, targets):
             logits = logits.div_(cap).tanh_().mul_(cap)
         logsm = logsm_buf[:len(h)] if plain else torch.empty_like(logits)
         torch._log_softmax(logits, -1, False, out=logsm)
-        logps.append(logsm.gather(-1, t)[:, 0])
-        greedy.append(logits.argmax(-1) == t[:, 0])
-    return torch.cat(logps), torch.cat(greedy)
+        here = ((rows >= r) & (rows < r + len(h))).nonzero()[:, 0]
+        local, t = rows[here] - r, targets[here]
+        lp = logsm[local, t]
+        # lm-eval's greedy check is argmax(log_softmax) == target; a max-reduction is ~10x
+        # cheaper than argmax here, and argmax's first-index rule is checked only where it can
+        # matter: the target reaches the row maximum and an earlier token ties with it
+        best = logsm.amax(-1)[local]
+        hit = lp == best
+        for k in hit.nonzero()[:, 0].tolist():
+            if t[k] > 0 and bool((logsm[local[k], :t[k]] == best[k]).any()):
+                hit[k] = False
+        logp[here], greedy[here] = lp, hit
+    return logp, greedy
 
 
-def _score_spans(model, hidden, positions, spans):
-    """positions: (row, col) of every scored position, in order; spans: (offset into positions,
-    continuation tokens) per choice -> ScoredChoice per span. The LM head runs only there."""
+def _score_choices(model, hidden, head_positions, pairs, choices):
+    """head_positions: (row, col) of each position whose next-token distribution is needed;
+    pairs: (index into head_positions, target token) scored; choices: indices into pairs per
+    choice, in token order -> ScoredChoice per choice. The LM head runs only at head_positions."""
     import torch
 
-    rows = torch.tensor([r for r, _ in positions], device=hidden.device)
-    cols = torch.tensor([c for _, c in positions], device=hidden.device)
-    targets = torch.tensor([t for _, cont in spans for t in cont], device=hidden.device)
-    logp, greedy = token_logprobs(model, hidden[rows, cols], targets)
+    rows = torch.tensor([r for r, _ in head_positions], device=hidden.device)
+    cols = torch.tensor([c for _, c in head_positions], device=hidden.device)
+    pair_rows = torch.tensor([p for p, _ in pairs], device=hidden.device)
+    targets = torch.tensor([t for _, t in pairs], device=hidden.device)
+    logp, greedy = token_logprobs(model, hidden[rows, cols], targets, pair_rows)
     out = []
-    for offset, cont in spans:
-        part = slice(offset, offset + len(cont))
-        out.append(ScoredChoice(logp[part].sum().item(), len(cont), bool(greedy[part].all().item())))
+    for idx in choices:
+        idx = torch.tensor(idx, device=hidden.device)
+        out.append(ScoredChoice(logp[idx].sum().item(), len(idx), bool(greedy[idx].all().item())))
     return out
 
 
@@ -173,13 +191,14 @@ def score_requests(
                 seq = inputs[i]
                 ids[row, :len(seq)] = torch.tensor(seq)
                 mask[row, :len(seq)] = 1
-            positions, spans = [], []
+            positions, pairs, choices = [], [], []
             for row, i in enumerate(batch):
                 cont, n_in = items[i][1], len(inputs[i])
-                spans.append((len(positions), cont))
+                choices.append(range(len(pairs), len(pairs) + len(cont)))
+                pairs += [(len(positions) + j, t) for j, t in enumerate(cont)]
                 positions += [(row, col) for col in range(n_in - len(cont), n_in)]
             hidden = _hidden_states(model, ids.to(device), mask.to(device))
-            for i, scored in zip(batch, _score_spans(model, hidden, positions, spans)):
+            for i, scored in zip(batch, _score_choices(model, hidden, positions, pairs, choices)):
                 results[i] = scored
             if bar is not None:
                 bar.update(len(batch))
@@ -189,6 +208,51 @@ def score_requests(
 
 
 ROW_TOKENS = 256  # packed rows hold several short questions up to this many tokens
+
+
+@dataclass
+class QuestionTree:
+    """A question's model inputs as a prefix tree: every distinct prefix of (context + choice)
+    minus its last token is one node, so the context and any common start of the continuations
+    are computed once. Node i holds token `tokens[i]` at position `depths[i]` and attends to its
+    ancestors (`parents` chain) and itself. `predictors[c][j]` is the node whose output predicts
+    token j of choice c's continuation."""
+
+    tokens: list[int]
+    parents: list[int]
+    depths: list[int]
+    predictors: list[list[int]]
+
+    @classmethod
+    def build(cls, ctx: list[int], conts: list[list[int]]) -> "QuestionTree":
+        if not ctx:
+            raise ValueError("an empty context must be replaced by BOS/EOS (encode_pair does)")
+        tree = cls([], [], [], [])
+        node_of: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
+        for cont in conts:
+            seq, node, path = ctx + cont, -1, []
+            for depth, token in enumerate(seq[:-1]):
+                key = (node, token)
+                if key not in node_of:
+                    node_of[key] = len(tree.tokens)
+                    tree.tokens.append(token)
+                    tree.parents.append(node)
+                    tree.depths.append(depth)
+                node = node_of[key]
+                path.append(node)
+            tree.predictors.append(path[len(ctx) - 1:])
+        return tree
+
+    def ancestors(self):
+        """[n, n] bool: node i may attend to node j (j is i or an ancestor of i)."""
+        import numpy as np
+
+        allowed = np.zeros((len(self.tokens), len(self.tokens)), dtype=bool)
+        for i, parent in enumerate(self.parents):  # parents come before their children
+            if parent >= 0:
+                allowed[i] = allowed[parent]
+            allowed[i, i] = True
+        return allowed
 
 
 def pack_rows(lengths: dict[int, int], row_tokens: int) -> list[list[int]]:
@@ -227,13 +291,14 @@ def score_questions(
     """Packed scorer: (context_tokens, [continuation_tokens per choice]) per question ->
     ScoredChoice per choice.
 
-    Each question becomes one segment: its context once, then every choice's continuation, each
-    continuation attending only to the context and to itself (positions restart after the
-    context). Segments are packed into rows of up to `row_tokens` tokens (`pack_rows`), and a
-    forward pass takes rows up to `batch_size * row_tokens` tokens in all (at least one row), so
-    memory stays bounded by the batch size whatever the task's lengths. Questions too long for
-    the window fall back to `score_requests` (whose left truncation then differs per choice, as
-    in lm-eval)."""
+    Each question becomes one segment: its prefix tree (`QuestionTree`: the context once, then
+    the choices' continuations, sharing any common start), every token attending only to its
+    ancestors in the tree, at its depth as position. The LM head runs once per tree node that
+    predicts a continuation token, however many choices need it. Segments are packed into rows
+    of up to `row_tokens` tokens (`pack_rows`), and a forward pass takes rows up to
+    `batch_size * row_tokens` tokens in all (at least one row), so memory stays bounded by the
+    batch size whatever the task's lengths. Questions too long for the window fall back to
+    `score_requests` (whose left truncation then differs per choice, as in lm-eval)."""
     import torch
 
     if batch_size < 1:
@@ -242,14 +307,15 @@ def score_questions(
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     results: list[list[ScoredChoice] | None] = [None] * len(questions)
-    length = {}
+    trees: dict[int, QuestionTree] = {}
     for qi, (ctx, conts) in enumerate(questions):
         if any(not c for c in conts):
             raise ValueError("a continuation encodes to no tokens; choices must be non-empty text")
         if len(ctx) + max(len(c) for c in conts) - 1 > window:
             results[qi] = score_requests(model, [(ctx, c) for c in conts], batch_size=len(conts))
         else:
-            length[qi] = len(ctx) + sum(len(c) - 1 for c in conts)
+            trees[qi] = QuestionTree.build(ctx, conts)
+    length = {qi: len(tree.tokens) for qi, tree in trees.items()}
     row_tokens = min(row_tokens or ROW_TOKENS, window)
     rows = pack_rows(length, row_tokens)
     fill = [sum(length[qi] for qi in row) for row in rows]
@@ -269,39 +335,33 @@ def score_questions(
             width = fill[batch[0]]
             ids = torch.zeros((len(batch), width), dtype=torch.long)
             pos = torch.zeros((len(batch), width), dtype=torch.long)
-            # segment[b, t]: which question of the row (-1 padding);
-            # owner[b, t]: -1 context, i for choice i's tokens, -2 padding
-            segment = torch.full((len(batch), width), -1, dtype=torch.long)
-            owner = torch.full((len(batch), width), -2, dtype=torch.long)
-            positions, spans, order = [], [], []
+            allowed = torch.eye(width, dtype=torch.bool).repeat(len(batch), 1, 1)  # padding sees itself (no NaN)
+            head_of: dict[tuple[int, int], int] = {}  # (row, col) -> index into head_positions
+            pair_of: dict[tuple[int, int], int] = {}  # (head index, target) -> index into pairs
+            head_positions, pairs, choices, order = [], [], [], []
             for b, r in enumerate(batch):
                 t = 0
-                for s, qi in enumerate(rows[r]):
-                    ctx, conts = questions[qi]
-                    n = len(ctx)
-                    ids[b, t:t + n] = torch.tensor(ctx)
-                    pos[b, t:t + n] = torch.arange(n)
-                    owner[b, t:t + n] = -1
-                    segment[b, t:t + n] = s
-                    last_ctx, t = t + n - 1, t + n
-                    for i, cont in enumerate(conts):
-                        m = len(cont) - 1
-                        ids[b, t:t + m] = torch.tensor(cont[:-1], dtype=torch.long)
-                        pos[b, t:t + m] = torch.arange(n, n + m)
-                        owner[b, t:t + m] = i
-                        segment[b, t:t + m] = s
-                        spans.append((len(positions), cont))
-                        positions += [(b, last_ctx)] + [(b, c) for c in range(t, t + m)]
-                        t += m
+                for qi in rows[r]:
+                    tree, n = trees[qi], length[qi]
+                    ids[b, t:t + n] = torch.tensor(tree.tokens)
+                    pos[b, t:t + n] = torch.tensor(tree.depths)
+                    allowed[b, t:t + n, t:t + n] = torch.from_numpy(tree.ancestors())
+                    for cont, nodes in zip(questions[qi][1], tree.predictors):
+                        picked = []
+                        for node, target in zip(nodes, cont):
+                            head = head_of.setdefault((b, t + node), len(head_positions))
+                            if head == len(head_positions):
+                                head_positions.append((b, t + node))
+                            pair = pair_of.setdefault((head, target), len(pairs))
+                            if pair == len(pairs):
+                                pairs.append((head, target))
+                            picked.append(pair)
+                        choices.append(picked)
                     order.append(qi)
-            causal = torch.ones(width, width, dtype=torch.bool).tril()
-            same_question = segment[:, :, None] == segment[:, None, :]
-            k_own, q_own = owner[:, None, :], owner[:, :, None]
-            allowed = causal & same_question & ((k_own == -1) | (k_own == q_own))
-            allowed |= torch.eye(width, dtype=torch.bool)  # padding attends to itself (no NaN)
+                    t += n
             mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, neg)[:, None]
             hidden = _hidden_states(model, ids.to(device), mask.to(device), pos.to(device))
-            scored = _score_spans(model, hidden, positions, spans)
+            scored = _score_choices(model, hidden, head_positions, pairs, choices)
             k = 0
             for qi in order:
                 n_choices = len(questions[qi][1])
