@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from quantconf import QuantconfError
-from quantconf.metrics import _metrics_weighted, equal_mass_bin, probs_from_predictions, resample_weights
+from quantconf.metrics import (_metrics_weighted, bootstrap_draws, equal_mass_bin, percentile_interval,
+                               probs_from_predictions)
 
 DELTA_METRICS = ["acc", "nll", "ece", "ace", "brier", "conf", "conf_true"]
 
@@ -99,15 +100,12 @@ def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_co
     out["pred_changed"] = int(np.sum(pf.argmax(1) != pq.argmax(1)))
     out.update(_pvalues(tf, tq, cf, cq))
     if n_boot:
-        rng = np.random.default_rng(seed)
-        draws = {m: [] for m in DELTA_METRICS}
-        for start in range(0, n_boot, 50):
-            w = resample_weights(rng, n, min(50, n_boot - start))
+        def paired_deltas(w):  # the same resampled questions for both models
             a, b = _metrics_weighted(pf, mask, gold, w, n_bins), _metrics_weighted(pq, mask, gold, w, n_bins)
-            for m in DELTA_METRICS:
-                draws[m].append(b[m] - a[m])
-        out["ci"] = {f"delta_{m}": [float(np.quantile(np.concatenate(d), 0.025)),
-                                    float(np.quantile(np.concatenate(d), 0.975))] for m, d in draws.items()}
+            return {m: b[m] - a[m] for m in DELTA_METRICS}
+
+        draws = bootstrap_draws(paired_deltas, n, n_boot, seed)
+        out["ci"] = {f"delta_{m}": percentile_interval(draws[m]) for m in DELTA_METRICS}
     bins = equal_mass_bin(conf_f, min(n_conf_bins, n))
     table = []
     for b in range(min(n_conf_bins, n)):

@@ -219,27 +219,33 @@ def resample_weights(rng: np.random.Generator, n: int, replicates: int) -> np.nd
     return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(replicates)]).astype(float)
 
 
+def bootstrap_draws(statistic, n: int, n_boot: int, seed: int, chunk: int = 50) -> dict[str, np.ndarray]:
+    """Resample n questions with replacement n_boot times: `statistic(weights)` gets resample
+    weights [r, n] (r <= chunk at a time) and returns {name: [r] values}; -> {name: [n_boot]}."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n_boot, chunk):
+        for name, values in statistic(resample_weights(rng, n, min(chunk, n_boot - start))).items():
+            draws.setdefault(name, []).append(values)
+    return {name: np.concatenate(values) for name, values in draws.items()}
+
+
+def percentile_interval(draws, level: float = 0.95) -> list[float]:
+    """[lo, hi] percentile interval of the finite draws ([nan, nan] if none are finite)."""
+    d = np.asarray(draws, float)
+    d = d[np.isfinite(d)]
+    alpha = (1 - level) / 2
+    return [float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha))] if d.size else [np.nan, np.nan]
+
+
 def bootstrap_metrics(probs, gold, mask=None, n_bins: int = 15, n_boot: int = 1000, seed: int = 0,
                       correct_norm=None, level: float = 0.95, chunk: int = 50) -> dict[str, list[float]]:
     """Percentile bootstrap intervals {metric: [lo, hi]}, resampling questions with replacement."""
     probs, gold = np.asarray(probs, float), np.asarray(gold, int)
     mask = np.ones_like(probs, bool) if mask is None else np.asarray(mask, bool)
-    n = len(gold)
-    rng = np.random.default_rng(seed)
-    draws: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
-    for start in range(0, n_boot, chunk):
-        r = min(chunk, n_boot - start)
-        w = resample_weights(rng, n, r)
-        res = _metrics_weighted(probs, mask, gold, w, n_bins, correct_norm)
-        for m in METRICS:
-            draws[m].append(res[m])
-    alpha = (1 - level) / 2
-    out = {}
-    for m in METRICS:
-        d = np.concatenate(draws[m])
-        d = d[np.isfinite(d)]
-        out[m] = [float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha))] if d.size else [np.nan, np.nan]
-    return out
+    draws = bootstrap_draws(lambda w: _metrics_weighted(probs, mask, gold, w, n_bins, correct_norm),
+                            len(gold), n_boot, seed, chunk)
+    return {m: percentile_interval(draws[m], level) for m in METRICS}
 
 
 # ---------------------------------------------------------------------------------------------

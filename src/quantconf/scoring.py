@@ -151,6 +151,12 @@ def _score_choices(model, hidden, head_positions, pairs, choices):
     return out
 
 
+def _progress_bar(enabled: bool, total: int, desc: str, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not enabled)
+
+
 def score_requests(
     model,
     requests: list[tuple[list[int], list[int]]],
@@ -176,12 +182,7 @@ def score_requests(
     order = sorted(range(len(items)), key=lambda i: (-len(inputs[i]), i))
     results: list[ScoredChoice | None] = [None] * len(items)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(items), desc=desc, unit="choice", leave=False)
-    with torch.inference_mode():
+    with _progress_bar(progress, len(items), desc, "choice") as bar, torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             width = len(inputs[batch[0]])
@@ -200,10 +201,7 @@ def score_requests(
             hidden = _hidden_states(model, ids.to(device), mask.to(device))
             for i, scored in zip(batch, _score_choices(model, hidden, positions, pairs, choices)):
                 results[i] = scored
-            if bar is not None:
-                bar.update(len(batch))
-    if bar is not None:
-        bar.close()
+            bar.update(len(batch))
     return [results[unique[(tuple(ctx), tuple(cont))]] for ctx, cont in requests]
 
 
@@ -324,13 +322,8 @@ def score_questions(
         n = max(1, min(len(rows) - start, batch_size * row_tokens // fill[start]))
         batches.append(range(start, start + n))
         start += n
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(length), desc=desc, unit="question", leave=False)
     neg = torch.finfo(dtype).min
-    with torch.inference_mode():
+    with _progress_bar(progress, len(length), desc, "question") as bar, torch.inference_mode():
         for batch in batches:
             width = fill[batch[0]]
             ids = torch.zeros((len(batch), width), dtype=torch.long)
@@ -367,8 +360,5 @@ def score_questions(
                 n_choices = len(questions[qi][1])
                 results[qi] = scored[k:k + n_choices]
                 k += n_choices
-            if bar is not None:
-                bar.update(len(order))
-    if bar is not None:
-        bar.close()
+            bar.update(len(order))
     return results
