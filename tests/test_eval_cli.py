@@ -82,3 +82,25 @@ def test_out_path_is_a_file(tiny_model_dir, tmp_path, capsys):
     f.write_text("x")
     assert main(["eval", str(tiny_model_dir), "--tasks", "arithmetic", "--out", str(f / "sub"), "--quiet"]) == 2
     assert "cannot write to output dir" in capsys.readouterr().err
+
+
+def test_atomic_writes_get_the_umask_mode_not_private(tmp_path):
+    """tempfile makes 0600 files and 0700 directories; results must get what open()/mkdir() would."""
+    import os
+    import stat
+
+    from quantconf.predictions import atomic_directory, atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        with atomic_directory(tmp_path / "d") as d:
+            (d / "x").write_text("x")
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "private.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
+    assert (tmp_path / "a.json").read_bytes() == b"{}" and (tmp_path / "d" / "x").read_text() == "x"

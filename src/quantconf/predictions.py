@@ -25,11 +25,20 @@ REQUIRED_COLUMNS = ["doc_id", "task", "choices", "gold", "loglik", "n_tokens", "
 MANIFEST = "manifest.json"
 
 
+def _umask_mode(full: int) -> int:
+    """The mode open()/mkdir() would give (full & ~umask): tempfile creates private 0600/0700
+    entries, which would leave reports and results unreadable to the user's group."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return full & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _umask_mode(0o666))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -49,6 +58,7 @@ def atomic_directory(target: Path):
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        os.chmod(tmp, _umask_mode(0o777))
         yield tmp
         if target.exists():
             shutil.rmtree(target)
