@@ -329,9 +329,11 @@ def score_questions(
             ids = torch.zeros((len(batch), width), dtype=torch.long)
             pos = torch.zeros((len(batch), width), dtype=torch.long)
             allowed = torch.eye(width, dtype=torch.bool).repeat(len(batch), 1, 1)  # padding sees itself (no NaN)
-            head_of: dict[tuple[int, int], int] = {}  # (row, col) -> index into head_positions
-            pair_of: dict[tuple[int, int], int] = {}  # (head index, target) -> index into pairs
-            head_positions, pairs, choices, order = [], [], [], []
+            # in first-seen order: (row, col) of each LM-head position -> its index, and
+            # (head index, target) of each scored pair -> its index
+            head_of: dict[tuple[int, int], int] = {}
+            pair_of: dict[tuple[int, int], int] = {}
+            choices, order = [], []
             for b, r in enumerate(batch):
                 t = 0
                 for qi in rows[r]:
@@ -340,21 +342,13 @@ def score_questions(
                     pos[b, t:t + n] = torch.tensor(tree.depths)
                     allowed[b, t:t + n, t:t + n] = torch.from_numpy(tree.ancestors())
                     for cont, nodes in zip(questions[qi][1], tree.predictors):
-                        picked = []
-                        for node, target in zip(nodes, cont):
-                            head = head_of.setdefault((b, t + node), len(head_positions))
-                            if head == len(head_positions):
-                                head_positions.append((b, t + node))
-                            pair = pair_of.setdefault((head, target), len(pairs))
-                            if pair == len(pairs):
-                                pairs.append((head, target))
-                            picked.append(pair)
-                        choices.append(picked)
+                        heads = [head_of.setdefault((b, t + node), len(head_of)) for node in nodes]
+                        choices.append([pair_of.setdefault(pair, len(pair_of)) for pair in zip(heads, cont)])
                     order.append(qi)
                     t += n
             mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, neg)[:, None]
             hidden = _hidden_states(model, ids.to(device), mask.to(device), pos.to(device))
-            scored = _score_choices(model, hidden, head_positions, pairs, choices)
+            scored = _score_choices(model, hidden, list(head_of), list(pair_of), choices)
             k = 0
             for qi in order:
                 n_choices = len(questions[qi][1])
