@@ -11,7 +11,7 @@ from _common import run_child
 
 OURS = """
 import json, time
-from quantconf.quantize import QuantConfig, run_quantize
+from quantconf.quantizers import QuantConfig, run_quantize
 cfg = QuantConfig(method="gptq", bits=4, group_size=128, calib="pydoc", n_samples={n}, seq_len={L})
 t = time.perf_counter()
 run_quantize("default", cfg, "{out}/ours", threads=2, log=lambda m: None)
@@ -23,7 +23,7 @@ import json, os, time, torch
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 torch.set_num_threads(2)
 from quantconf.models import local_model_dir
-from quantconf.quantize.calibration import build_calibration
+from quantconf.quantizers.calib_data import build_calibration
 from transformers import AutoTokenizer
 src = str(local_model_dir("default"))
 samples = build_calibration("pydoc", AutoTokenizer.from_pretrained(src), {n}, {L}, 0).samples

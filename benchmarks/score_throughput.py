@@ -13,7 +13,7 @@ CHILD = """
 import json, time, torch
 from quantconf.models import load_model, set_threads
 from quantconf.tasks import load_task
-from quantconf.evaluate import evaluate_task
+from quantconf.evaluation import evaluate_task
 set_threads({threads})
 lm = load_model("default", dtype="{dtype}")
 loaded = load_task("{task}", data_dir="{data}", limit={limit})

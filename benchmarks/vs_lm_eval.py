@@ -19,9 +19,9 @@ from _common import SHARED_DATA, run_child
 
 LM_EVAL = """
 import json, sys, time, torch
-sys.path.insert(0, "tests")
+
 torch.set_num_threads({threads})
-from test_lm_eval_agreement import write_lm_eval_tasks
+from quantconf.lmeval_import import write_offline_task_yamls
 from pathlib import Path
 import lm_eval
 from lm_eval.models.huggingface import HFLM
@@ -29,7 +29,7 @@ from lm_eval.tasks import TaskManager
 from quantconf.models import load_model
 lm = load_model("default")
 folder = Path("{tmp}")
-write_lm_eval_tasks(folder, Path("{data}"))
+write_offline_task_yamls(folder, Path("{data}"))
 hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size={lm_eval_batch}, device="cpu")
 times = []
 for _ in range({repeat}):
@@ -45,7 +45,7 @@ QUANTCONF = """
 import json, time
 from quantconf.models import load_model, set_threads
 from quantconf.tasks import load_task
-from quantconf.evaluate import evaluate_task
+from quantconf.evaluation import evaluate_task
 set_threads({threads})
 lm = load_model("default")
 times = []

@@ -12,54 +12,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantconf.evaluate import evaluate_task
-from quantconf.lmeval_import import import_lm_eval
-from quantconf.predictions import accuracy, read_prediction_dir
+from quantconf.calibration import accuracy
+from quantconf.evaluation import evaluate_task
+from quantconf.lmeval_import import OFFLINE_TASKS, import_lm_eval, write_offline_task_yamls
+from quantconf.predictions import read_prediction_dir
 from quantconf.tasks import load_task
 
 pytestmark = pytest.mark.integration
 
 LIMIT = 50
-# quantconf task -> (lm-eval yaml relative to lm_eval/tasks, split key, local file)
-TASKS = {
-    "piqa": ("piqa/piqa.yaml", "validation", "piqa/validation.jsonl"),
-    "arc_easy": ("arc/arc_easy.yaml", "test", "arc_easy/test.jsonl"),
-    "hellaswag": ("hellaswag/hellaswag.yaml", "validation", "hellaswag/validation.jsonl"),
-    "boolq": ("super_glue/boolq/default.yaml", "validation", "boolq/validation.jsonl"),
-}
-
-
-def write_lm_eval_tasks(folder: Path, data_dir: Path) -> None:
-    import lm_eval
-
-    root = Path(lm_eval.__file__).parent / "tasks"
-    for name, (yaml_rel, split, local) in TASKS.items():
-        splits = {"validation_split": split if split == "validation" else None,
-                  "test_split": split if split == "test" else None}
-        (folder / f"qc_{name}.yaml").write_text(json.dumps({  # JSON is valid YAML
-            "include": str(root / yaml_rel), "task": f"qc_{name}", "tag": [], "dataset_path": "json",
-            "dataset_name": None, "dataset_kwargs": {"data_files": {split: str(data_dir / local)}},
-            "training_split": None, "fewshot_split": None, **splits,
-        }))
-
-
 def run_both(lm, data_dir: Path, tmp_path: Path):
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import handle_non_serializable
 
-    write_lm_eval_tasks(tmp_path, data_dir)
+    write_offline_task_yamls(tmp_path, data_dir)
     hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=8, device="cpu")
-    res = lm_eval.simple_evaluate(model=hflm, tasks=[f"qc_{t}" for t in TASKS], limit=LIMIT, log_samples=True,
+    res = lm_eval.simple_evaluate(model=hflm, tasks=[f"qc_{t}" for t in OFFLINE_TASKS], limit=LIMIT, log_samples=True,
                                   task_manager=TaskManager(include_path=str(tmp_path)), bootstrap_iters=0)
     logs = tmp_path / "logs"
     logs.mkdir()
-    for name in TASKS:
+    for name in OFFLINE_TASKS:
         with open(logs / f"samples_{name}_2026-01-01T00-00-00.000000.jsonl", "w") as f:
             for s in res["samples"][f"qc_{name}"]:
                 f.write(json.dumps(s, default=handle_non_serializable) + "\n")
-    ours = {name: evaluate_task(lm, load_task(name, data_dir=data_dir, limit=LIMIT), batch_size=8) for name in TASKS}
+    ours = {name: evaluate_task(lm, load_task(name, data_dir=data_dir, limit=LIMIT), batch_size=8) for name in OFFLINE_TASKS}
     return res, logs, ours
 
 
@@ -67,7 +45,7 @@ def check_agreement(res, logs, ours, tmp_path, rtol=0.0):
     imported = tmp_path / "imported"
     import_lm_eval([logs], imported)
     theirs = read_prediction_dir(imported)
-    for name in TASKS:
+    for name in OFFLINE_TASKS:
         samples = sorted(res["samples"][f"qc_{name}"], key=lambda s: s["doc_id"])
         df = ours[name]
         assert len(samples) == len(df) == LIMIT

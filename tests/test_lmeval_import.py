@@ -5,7 +5,8 @@ import pytest
 from quantconf import QuantconfError
 from quantconf.cli import main
 from quantconf.lmeval_import import import_lm_eval, read_samples_file
-from quantconf.predictions import accuracy, read_prediction_dir
+from quantconf.calibration import accuracy
+from quantconf.predictions import read_prediction_dir
 from conftest import write_jsonl
 
 

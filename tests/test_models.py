@@ -51,7 +51,7 @@ def test_unknown_hub_id_offline(monkeypatch):
 
 
 def test_bad_dtype_and_device():
-    with pytest.raises(QuantconfError, match="--dtype"):
+    with pytest.raises(QuantconfError, match="^dtype must be one of"):
         load_model("default", dtype="int3")
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from quantconf.evaluate import evaluate_task, task_requests
+from quantconf.evaluation import evaluate_task, task_requests
 from quantconf.scoring import encode_pair, score_requests
 from quantconf.tasks import load_task
 from conftest import write_jsonl

@@ -86,7 +86,7 @@ def test_unknown_task_missing_dir_missing_file_and_bad_limit(tmp_path):
     with pytest.raises(QuantconfError, match="task file .* not found"):
         load_task(f"file:{tmp_path}/none.jsonl")
     for bad in (0, -3):
-        with pytest.raises(QuantconfError, match="--limit must be a positive"):
+        with pytest.raises(QuantconfError, match="^limit must be a positive"):
             load_task("arithmetic", limit=bad)
 
 

@@ -1,11 +1,16 @@
 """quantconf: what post-training quantization does to a language model's confidence.
 
-Pipeline: tasks -> scoring -> predictions -> metrics / compare -> report,
-with quantize and outliers beside it.
+Pipeline: tasks -> scoring -> evaluation -> predictions -> calibration / paired -> study_results -> report,
+with quantizers, outliers and perplexity beside it. The public API is `quantconf.api`, re-exported here:
+
+    import quantconf as qc
+    preds = qc.evaluate("default", ["piqa"], data_dir="../shared/data", limit=100)
+    qc.metrics(preds["piqa"])["ece"]
 """
 
-__version__ = "0.1.0"
+from quantconf._version import __version__
+from quantconf.api import compare, evaluate, load_model, load_task, metrics, quantize, read_predictions, run_study
+from quantconf.errors import QuantconfError
 
-
-class QuantconfError(Exception):
-    """A user-facing error: the message names what is wrong and how to fix it."""
+__all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "run_study", "read_predictions",
+           "QuantconfError", "__version__"]

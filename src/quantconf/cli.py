@@ -1,4 +1,8 @@
-"""Command line: `quantconf <command> ...` (see `quantconf --help`)."""
+"""Command line: `quantconf <command> ...` (see `quantconf --help`).
+
+A thin layer over the Python API (`quantconf.api`): parse flags, call, print, exit codes.
+Library errors name parameters (`limit must be ...`); `main` prints them as flags (`--limit ...`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,21 @@ import json
 import sys
 from pathlib import Path
 
-from quantconf import QuantconfError
+import quantconf as qc
+from quantconf.calibration import NORMALIZATIONS, accuracy
+from quantconf.errors import QuantconfError
+from quantconf.evaluation import SCORERS
+from quantconf.lmeval_import import import_lm_eval
+from quantconf.models import read_quantize_record
+from quantconf.outliers import run_outliers
+from quantconf.perplexity import text_perplexity
+from quantconf.report import write_report
+from quantconf.study import demo_study, load_study, plan
+from quantconf.tasks import get_task, task_names
+
+
+# parameters of the API whose flag is not `--<param-with-dashes>`
+FLAG_FOR_PARAM = {"n_boot": "--bootstrap", "n_bins": "--bins", "n_conf_bins": "--conf-bins"}
 
 
 def _csv(value: str) -> list[str]:
@@ -33,34 +51,34 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args) -> int:
-    from quantconf.run_eval import run_eval
-
-    summary = run_eval(
-        args.model, _csv(args.tasks), Path(args.out), data_dir=args.data_dir, limit=args.limit,
+    preds = qc.evaluate(
+        args.model, _csv(args.tasks), out=Path(args.out), data_dir=args.data_dir, limit=args.limit,
         batch_size=args.batch_size, dtype=args.dtype, device=args.device, threads=args.threads,
         seed=args.seed, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
         trust_remote_code=args.trust_remote_code, progress=not args.quiet, scorer=args.scorer,
         log=lambda m: print(m, file=sys.stderr),
     )
     print(f"{'task':<18} {'n':>6} {'acc':>8} {'acc_norm':>9}")
-    for task, s in summary.items():
-        print(f"{task:<18} {s['n']:>6} {s['acc']:>8.4f} {s['acc_norm']:>9.4f}")
+    for task, df in preds.items():
+        acc = accuracy(df)
+        print(f"{task:<18} {len(df):>6} {acc['acc']:>8.4f} {acc['acc_norm']:>9.4f}")
     print(f"predictions: {args.out}")
     return 0
 
 
 def cmd_metrics(args) -> int:
-    from quantconf.metrics import task_metrics
-    from quantconf.predictions import read_prediction_dir
-
-    preds = read_prediction_dir(Path(args.pred_dir))
+    preds = qc.read_predictions(Path(args.pred_dir))
+    if not isinstance(preds, dict):
+        preds = {str(preds["task"].iloc[0]): preds}
     results = {}
     for task, df in preds.items():
         try:
-            results[task] = task_metrics(df, n_bins=args.bins, n_boot=args.bootstrap, normalize=args.normalize,
-                                         seed=args.seed, compat=args.compat)
-        except ValueError as e:
-            raise QuantconfError(f"{args.pred_dir}/{task}: {e}") from None
+            results[task] = qc.metrics(df, n_bins=args.bins, n_boot=args.bootstrap, normalize=args.normalize,
+                                       seed=args.seed, compat=args.compat)
+        except QuantconfError as e:
+            if e.param:
+                raise
+            raise QuantconfError(f"{args.pred_dir}/{e}") from None
     if args.json:
         print(json.dumps(results, indent=2, default=float))
         return 0
@@ -77,19 +95,12 @@ def cmd_metrics(args) -> int:
     return 0
 
 
-def quant_config_from_args(args):
-    from quantconf.quantize import QuantConfig
-
-    return QuantConfig(method=args.method, bits=args.bits, group_size=args.group_size, sym=args.sym,
-                       desc_act=args.desc_act, damp=args.damp, calib=args.calib, n_samples=args.n_samples,
-                       seq_len=args.seq_len, seed=args.seed)
-
-
 def cmd_quantize(args) -> int:
-    from quantconf.quantize import run_quantize
-
-    record = run_quantize(args.model, quant_config_from_args(args), Path(args.out), overwrite=args.overwrite,
-                          threads=args.threads, data_dir=args.data_dir)
+    out = qc.quantize(args.model, Path(args.out), method=args.method, bits=args.bits, group_size=args.group_size,
+                      sym=args.sym, desc_act=args.desc_act, damp=args.damp, calib=args.calib,
+                      n_samples=args.n_samples, seq_len=args.seq_len, seed=args.seed, overwrite=args.overwrite,
+                      threads=args.threads, data_dir=args.data_dir, log=print)
+    record = read_quantize_record(out)
     mb = lambda b: f"{b / 2**20:.1f} MiB" if b else "?"  # noqa: E731
     print(f"{record['label']}: {record['seconds']}s, size {mb(record['size_before_bytes'])} -> "
           f"{mb(record['size_after_bytes'])}, calibration {record['calibration']['name']} "
@@ -113,10 +124,8 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_compare(args) -> int:
-    from quantconf.compare import compare_dirs
-
-    res = compare_dirs(Path(args.full_dir), Path(args.quant_dir), n_bins=args.bins, n_conf_bins=args.conf_bins,
-                       n_boot=args.bootstrap)
+    res = qc.compare(Path(args.full_dir), Path(args.quant_dir), n_bins=args.bins, n_conf_bins=args.conf_bins,
+                     n_boot=args.bootstrap)
     if args.json:
         print(json.dumps(res, indent=2, default=float))
         return 0
@@ -140,27 +149,20 @@ def cmd_compare(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from quantconf.study import load_study, run_study
-
-    report = run_study(load_study(Path(args.config)), Path(args.out), dry_run=args.dry_run)
+    report = qc.run_study(Path(args.config), Path(args.out), dry_run=args.dry_run)
     if report:
         print(f"report: {report}")
     return 0
 
 
 def cmd_demo(args) -> int:
-    from quantconf.study import demo_study, run_study
-
-    report = run_study(demo_study(args.data_dir), Path(args.out), dry_run=args.dry_run)
+    report = qc.run_study(demo_study(args.data_dir), Path(args.out), dry_run=args.dry_run)
     if report:
         print(f"\nOpen the report: {report.resolve()}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from quantconf.report import write_report
-    from quantconf.study import load_study, plan
-
     study_dir = Path(args.study_dir)
     cfg = study_dir / "study.yaml"
     if not cfg.is_file():
@@ -171,8 +173,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_outliers(args) -> int:
-    from quantconf.outliers import run_outliers
-
     summary = run_outliers(args.model, _csv(args.calib), Path(args.out), n_samples=args.n_samples,
                            seq_len=args.seq_len, seed=args.seed, threshold=args.threshold, top_k=args.top_k,
                            threads=args.threads, data_dir=args.data_dir)
@@ -186,23 +186,16 @@ def cmd_outliers(args) -> int:
 
 
 def cmd_ppl(args) -> int:
-    from quantconf.models import load_model, set_threads
-    from quantconf.outliers import perplexity
-    from quantconf.quantize.calibration import calibration_text
-
-    set_threads(args.threads)
-    lm = load_model(args.model, dtype=args.dtype)
-    text, source = calibration_text(args.text, args.seed, args.data_dir)
-    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"][: args.max_tokens]
-    ppl = perplexity(lm.model, ids, window=args.window, stride=args.stride)
-    print(json.dumps({"model": args.model, "text": args.text, "source": source, "tokens": len(ids),
-                      "window": args.window, "stride": args.stride, "perplexity": ppl}))
+    record = text_perplexity(args.model, args.text, window=args.window, stride=args.stride,
+                             max_tokens=args.max_tokens, seed=args.seed, data_dir=args.data_dir, dtype=args.dtype,
+                             device=args.device, threads=args.threads, allow_pickle=args.allow_pickle,
+                             trust_remote_code=args.trust_remote_code)
+    record["model"] = args.model
+    print(json.dumps(record))
     return 0
 
 
 def cmd_import_lm_eval(args) -> int:
-    from quantconf.lmeval_import import import_lm_eval
-
     for task, n in import_lm_eval([Path(p) for p in args.paths], Path(args.out), args.data_dir).items():
         print(f"{task}: {n} questions")
     print(f"predictions: {args.out}")
@@ -210,8 +203,6 @@ def cmd_import_lm_eval(args) -> int:
 
 
 def cmd_tasks(args) -> int:
-    from quantconf.tasks import get_task, task_names
-
     for name in task_names():
         t = get_task(name)
         where = "generated" if t.generate else f"{t.hub_path}{'/' + t.hub_name if t.hub_name else ''} [{t.local_folder}/{t.split}.jsonl]"
@@ -234,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--overwrite", action="store_true", help="recompute even finished tasks")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--scorer", default="packed", choices=["packed", "naive"],
+    p.add_argument("--scorer", default="packed", choices=list(SCORERS),
                    help="packed: each question once, as a prefix tree of its context and choices (default); "
                         "naive: one sequence per choice")
     add_model_args(p)
@@ -245,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--bins", type=_positive_int, default=15)
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples for 95%% CIs (0: none)")
-    p.add_argument("--normalize", default="none", choices=["none", "tokens", "chars", "bytes"],
+    p.add_argument("--normalize", default="none", choices=list(NORMALIZATIONS),
                    help="divide log-likelihoods by this length before the softmax (chars = lm-eval acc_norm)")
     p.add_argument("--compat", default=None, choices=["proskurina2024"],
                    help="also report the seed paper's (non-standard) definitions")
@@ -327,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except QuantconfError as e:
-        print(f"quantconf: error: {e}", file=sys.stderr)
+        print(f"quantconf: error: {e.for_cli(FLAG_FOR_PARAM)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("quantconf: interrupted; finished steps are saved, re-run the same command to resume", file=sys.stderr)

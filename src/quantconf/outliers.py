@@ -12,13 +12,23 @@ kurtosis (Pearson, = 3 for a Gaussian), n_outlier_channels / outlier_share (chan
 exceeds `threshold`, 6 by default as in LLM.int8), and the top-k channel ids by max |x|
 (Jaccard overlap of those ids across calibration sets says whether the sets light up the same
 features).
+
+torch and matplotlib are imported inside functions: they take seconds to import and only the
+outlier run needs them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from quantconf.io import atomic_write_json, atomic_write_parquet, ensure_writable_dir, package_versions
+from quantconf.models import load_model, set_threads
+from quantconf.quantizers.calib_data import build_calibration
 
 MODULES = ("residual", "self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj")
 
@@ -98,8 +108,6 @@ def collect_outlier_stats(model, samples: list[list[int]], threshold: float = 6.
             handles.append(layer.get_submodule(name).register_forward_pre_hook(hook_for((i, name))))
     bar = samples
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(samples, desc="outliers", unit="sample", leave=False)
     try:
         with torch.inference_mode():
@@ -124,14 +132,8 @@ def run_outliers(model_spec: str, calib_sets: list[str], out, n_samples: int = 1
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
-    from quantconf.models import load_model, set_threads
-    from quantconf.predictions import atomic_write_bytes, atomic_write_json, package_versions
-    from quantconf.quantize.calibration import build_calibration
-    from quantconf.run_eval import ensure_writable_dir
-
-    out = ensure_writable_dir(out)
+    out = ensure_writable_dir(Path(out))
     set_threads(threads)
     lm = load_model(model_spec)
     tables, records = {}, {}
@@ -140,11 +142,7 @@ def run_outliers(model_spec: str, calib_sets: list[str], out, n_samples: int = 1
         rows = collect_outlier_stats(lm.model, calib.samples, threshold, top_k, progress=True)
         df = pd.DataFrame(rows)
         name = spec.replace(":", "_").replace("/", "_")
-        import io
-
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        atomic_write_bytes(out / f"outliers_{name}.parquet", buf.getvalue())
+        atomic_write_parquet(out / f"outliers_{name}.parquet", df)
         tables[spec], records[spec] = df, calib.record()
         fig, axes = plt.subplots(1, 2, figsize=(10, 5))
         for ax, col in zip(axes, ("max_abs", "n_outlier_channels")):
@@ -181,26 +179,3 @@ def run_outliers(model_spec: str, calib_sets: list[str], out, n_samples: int = 1
                                "outlier_channels": int(t["n_outlier_channels"].sum())} for s, t in tables.items()}}
     atomic_write_json(out / "outliers.json", summary)
     return summary
-
-
-def perplexity(model, ids: list[int], window: int = 512, stride: int = 256) -> float:
-    """Sliding-window perplexity (Hugging Face's recipe): windows of `window` tokens moved by
-    `stride`; each window scores only the tokens not scored by the previous one, with the rest
-    as context. stride = window gives disjoint chunks."""
-    import torch
-
-    nll, count, prev_end = 0.0, 0, 0
-    with torch.inference_mode():
-        for begin in range(0, len(ids), stride):
-            end = min(begin + window, len(ids))
-            target_len = end - prev_end
-            x = torch.tensor([ids[begin:end]])
-            logits = model(input_ids=x).logits[0, :-1].float()
-            logp = torch.log_softmax(logits, -1).gather(-1, x[0, 1:, None])[:, 0]
-            scored = logp[-target_len:] if target_len < len(logp) else logp
-            nll -= scored.sum().item()
-            count += len(scored)
-            prev_end = end
-            if end == len(ids):
-                break
-    return float(np.exp(nll / count))

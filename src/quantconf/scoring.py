@@ -22,11 +22,16 @@ Two scorers give the same numbers (to float rounding):
     most of its time; short questions share a row, so little is spent on padding.
 Both compute the LM head and log-softmax only at the positions that are scored, once per position
 however many choices read it (`token_logprobs`).
+torch is imported inside the functions that run the model: it takes seconds to import, and
+`import quantconf` (metrics, compare, reports) does not need it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ def bos_or_eos(tokenizer) -> int:
     return tid
 
 
-def wants_bos(model, tokenizer) -> bool:
+def wants_bos(model) -> bool:
     """Gemma-family models need an explicit BOS (lm-eval sets add_bos_token for them)."""
     return getattr(model.config, "model_type", "").startswith("gemma")
 
@@ -152,8 +157,6 @@ def _score_choices(model, hidden, head_positions, pairs, choices):
 
 
 def _progress_bar(enabled: bool, total: int, desc: str, unit: str):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not enabled)
 
 
@@ -243,8 +246,6 @@ class QuestionTree:
 
     def ancestors(self):
         """[n, n] bool: node i may attend to node j (j is i or an ancestor of i)."""
-        import numpy as np
-
         allowed = np.zeros((len(self.tokens), len(self.tokens)), dtype=bool)
         for i, parent in enumerate(self.parents):  # parents come before their children
             if parent >= 0:

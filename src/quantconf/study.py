@@ -26,41 +26,33 @@ recomputes only missing steps, and editing the config reuses what still applies.
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from quantconf import QuantconfError, __version__
-from quantconf.quantize import QuantConfig
-
-STUDY_KEYS = {"name", "models", "variants", "tasks", "limit", "data_dir", "batch_size", "threads", "seed", "dtype",
-              "bootstrap", "bins", "ppl_text", "ppl_tokens", "outliers", "outlier_samples"}
-
-
-@dataclass
-class Study:
-    name: str
-    models: list[str]
-    variants: list[QuantConfig]
-    tasks: list[str]
-    limit: int | None = 100
-    data_dir: str | None = None
-    batch_size: int = 16
-    threads: int | None = None
-    seed: int = 1234
-    dtype: str = "float32"
-    bootstrap: int = 1000
-    bins: int = 15
-    ppl_text: str | None = None
-    ppl_tokens: int = 4096
-    outliers: bool = False
-    outlier_samples: int = 8
+from quantconf._version import __version__
+from quantconf.errors import QuantconfError
+from quantconf.evaluation import evaluate_to_dir
+from quantconf.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir, stable_hash
+from quantconf.models import QUANTIZE_RECORD, model_fingerprint
+from quantconf.outliers import run_outliers
+from quantconf.perplexity import text_perplexity
+from quantconf.predictions import read_manifest
+from quantconf.quantizers import QuantConfig, run_quantize, validate_config
+from quantconf.report import write_report
+from quantconf.tasks import get_task, load_task, resolve_data_dir
 
 
 def expand_variant(spec: dict) -> list[QuantConfig]:
-    allowed = {f.name for f in fields(QuantConfig)}
-    unknown = set(spec) - allowed
+    """One variant entry of the config; any field may be a list: the cross product of them."""
+    if not isinstance(spec, dict):
+        raise QuantconfError(f"study config: each variant must be a mapping of QuantConfig fields, got {spec!r}")
+    allowed = list(QuantConfig.__dataclass_fields__)
+    unknown = set(spec) - set(allowed)
     if unknown:
         raise QuantconfError(f"unknown variant field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     keys = list(spec)
@@ -68,12 +60,53 @@ def expand_variant(spec: dict) -> list[QuantConfig]:
     out = []
     for combo in itertools.product(*values):
         cfg = QuantConfig(**dict(zip(keys, combo)))
-        cfg.validate()
+        validate_config(cfg)
         out.append(cfg)
     return out
 
 
+class Study(BaseModel):
+    """A study config: every field, its type and its default, once. Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "study"
+    models: list[str] = Field(min_length=1)  # several sizes of one family give a scale trend
+    variants: list[QuantConfig] = Field(min_length=1)  # each variant field may be a list: cross product
+    tasks: list[str] = Field(min_length=1)
+    limit: int | None = Field(100, gt=0)  # questions per task (None: all)
+    data_dir: str | None = None  # None: $QUANTCONF_DATA_DIR, else the hub
+    batch_size: int = Field(16, gt=0)
+    threads: int | None = Field(None, gt=0)
+    seed: int = 1234  # data seed (generated tasks)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    bootstrap: int = Field(1000, ge=0)
+    bins: int = Field(15, gt=0)
+    ppl_text: str | None = None  # e.g. pydoc or file:PATH: held-out perplexity of every model/variant
+    ppl_tokens: int = Field(4096, gt=0)
+    outliers: bool = False  # activation-outlier stats of each calibration set (full model)
+    outlier_samples: int = Field(8, gt=0)
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _expand_variants(cls, value: Any) -> list[QuantConfig]:
+        if not isinstance(value, list):
+            return value  # pydantic reports the type error
+        return [v for spec in value for v in (expand_variant(spec) if not isinstance(spec, QuantConfig) else [spec])]
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: list[str]) -> list[str]:
+        for t in value:
+            get_task(t)
+        return value
+
+    def as_dict(self) -> dict:
+        return self.model_dump()
+
+
 def load_study(path: Path | None = None, data: dict | None = None) -> Study:
+    """A validated Study from a YAML file or a dict; errors are one line naming the field."""
     if data is None:
         try:
             data = yaml.safe_load(Path(path).read_text())
@@ -83,27 +116,14 @@ def load_study(path: Path | None = None, data: dict | None = None) -> Study:
             raise QuantconfError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise QuantconfError("study config must be a mapping with models, variants and tasks")
-    unknown = set(data) - STUDY_KEYS
-    if unknown:
-        raise QuantconfError(f"unknown study field(s) {sorted(unknown)}; allowed: {sorted(STUDY_KEYS)}")
-    for key in ("models", "variants", "tasks"):
-        if not isinstance(data.get(key), list) or not data[key]:
-            raise QuantconfError(f"study config needs a non-empty list `{key}`")
-    from quantconf.tasks import get_task
-
-    for t in data["tasks"]:
-        get_task(t)
-    variants = [v for spec in data["variants"] for v in expand_variant(spec)]
-    limit = data.get("limit", 100)
-    if limit is not None and (not isinstance(limit, int) or limit <= 0):
-        raise QuantconfError(f"study limit must be a positive integer or null, got {limit!r}")
-    return Study(name=str(data.get("name", "study")), models=[str(m) for m in data["models"]], variants=variants,
-                 tasks=list(data["tasks"]), limit=limit, data_dir=data.get("data_dir"),
-                 batch_size=int(data.get("batch_size", 16)), threads=data.get("threads"),
-                 seed=int(data.get("seed", 1234)), dtype=data.get("dtype", "float32"),
-                 bootstrap=int(data.get("bootstrap", 1000)), bins=int(data.get("bins", 15)),
-                 ppl_text=data.get("ppl_text"), ppl_tokens=int(data.get("ppl_tokens", 4096)),
-                 outliers=bool(data.get("outliers", False)), outlier_samples=int(data.get("outlier_samples", 8)))
+    try:
+        return Study.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "config"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        got = f", got {err['input']!r}" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
+        raise QuantconfError(f"study config field `{where}`: {err['msg']}{got}{more}") from None
 
 
 @dataclass
@@ -115,13 +135,11 @@ class Step:
 
     def done(self) -> bool:
         if self.kind == "quantize":
-            return (self.path / "quantize.json").is_file()
+            return (self.path / QUANTIZE_RECORD).is_file()
         if self.kind == "ppl":
             return self.path.is_file()
         if self.kind == "outliers":
             return (self.path / "outliers.json").is_file()
-        from quantconf.predictions import read_manifest
-
         return bool(self.path.is_dir() and read_manifest(self.path).get("tasks"))
 
     def describe(self) -> str:
@@ -129,15 +147,14 @@ class Step:
         return f"{self.kind:<8} {self.model} {what} -> {self.path}"
 
 
-def outlier_sets(study: Study) -> list[str]:
-    """The calibration sets whose activation statistics a study compares (RTN uses none)."""
+def outlier_calib_sets(study: Study) -> list[str]:
+    """Names of the calibration sets whose activation outliers a study measures: those its
+    variants calibrate on (RTN uses none)."""
     return sorted({v.calib for v in study.variants if v.method != "rtn"})
 
 
 def plan(study: Study, study_dir: Path) -> list[Step]:
-    from quantconf.models import model_fingerprint
-    from quantconf.predictions import stable_hash
-
+    """Every step of a study, in run order, each at its content-addressed path."""
     steps = []
     for model in study.models:
         fp = model_fingerprint(model)
@@ -155,37 +172,23 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
             pkey = stable_hash([fp, study.ppl_text, study.ppl_tokens, __version__])[:16]
             steps.append(Step("ppl", model, None, study_dir / "steps" / f"ppl-{pkey}.json"))
         if study.outliers:
-            okey = stable_hash([fp, outlier_sets(study), study.outlier_samples, study.data_dir, __version__])[:16]
+            okey = stable_hash([fp, outlier_calib_sets(study), study.outlier_samples, study.data_dir, __version__])[:16]
             steps.append(Step("outliers", model, None, study_dir / "steps" / f"outliers-{okey}"))
     return steps
 
 
 def perplexity_step(target: str, study: Study, path: Path) -> None:
-    from quantconf.models import load_model, set_threads
-    from quantconf.outliers import perplexity
-    from quantconf.predictions import atomic_write_json
-    from quantconf.quantize.calibration import calibration_text
-
-    set_threads(study.threads)
-    lm = load_model(target, dtype=study.dtype)
-    text, source = calibration_text(study.ppl_text, study.seed, study.data_dir)
-    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"][: study.ppl_tokens]
-    ppl = perplexity(lm.model, ids, window=512, stride=256)
-    atomic_write_json(path, {"text": study.ppl_text, "source": source, "tokens": len(ids), "window": 512,
-                             "stride": 256, "perplexity": ppl})
+    record = text_perplexity(target, study.ppl_text, window=512, stride=256, max_tokens=study.ppl_tokens,
+                             seed=study.seed, data_dir=study.data_dir, dtype=study.dtype, threads=study.threads)
+    atomic_write_json(path, {k: v for k, v in record.items() if k != "model"})
 
 
 def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print) -> Path | None:
-    from quantconf.quantize import run_quantize
-    from quantconf.run_eval import ensure_writable_dir, run_eval
-
+    """Run every step not done yet, then write the report; returns its path (None for a dry run)."""
     study_dir = ensure_writable_dir(Path(study_dir))
     steps = plan(study, study_dir)
     if not dry_run:
-        from quantconf.predictions import atomic_write_bytes
-
-        data = {**asdict(study), "variants": [asdict(v) for v in study.variants]}
-        atomic_write_bytes(study_dir / "study.yaml", yaml.safe_dump(data, sort_keys=False).encode())
+        atomic_write_bytes(study_dir / "study.yaml", yaml.safe_dump(study.as_dict(), sort_keys=False).encode())
     if dry_run:
         for s in steps:
             log(f"[{'done' if s.done() else 'todo'}] {s.describe()}")
@@ -195,7 +198,7 @@ def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print) -
         label = s.variant.label() if s.variant else "full"
         if s.kind == "quantize":
             quant_paths[(s.model, label)] = s.path
-        # eval steps always run: run_eval itself reuses every finished task whose inputs are unchanged
+        # eval steps always run: evaluate_to_dir itself reuses every finished task whose inputs are unchanged
         if s.kind != "eval" and s.done():
             log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}: done, reusing")
             continue
@@ -208,16 +211,12 @@ def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print) -
         elif s.kind == "ppl":
             perplexity_step(target, study, s.path)
         elif s.kind == "outliers":
-            from quantconf.outliers import run_outliers
-
-            run_outliers(s.model, outlier_sets(study), s.path, n_samples=study.outlier_samples,
+            run_outliers(s.model, outlier_calib_sets(study), s.path, n_samples=study.outlier_samples,
                          threads=study.threads, data_dir=study.data_dir, log=sub_log)
         else:
-            run_eval(target, study.tasks, s.path, data_dir=study.data_dir, limit=study.limit,
-                     batch_size=study.batch_size, dtype=study.dtype, threads=study.threads, seed=study.seed,
-                     progress=False, log=sub_log)
-    from quantconf.report import write_report
-
+            evaluate_to_dir(target, study.tasks, s.path, data_dir=study.data_dir, limit=study.limit,
+                            batch_size=study.batch_size, dtype=study.dtype, threads=study.threads, seed=study.seed,
+                            progress=False, log=sub_log)
     return write_report(study, study_dir, steps, log=log)
 
 
@@ -230,17 +229,11 @@ def demo_study(data_dir: str | None = None) -> Study:
     """The built-in study: the default model, GPTQ 4-bit g128 and RTN 4-bit, 4 tasks from local data
     (--data-dir, $QUANTCONF_DATA_DIR, or ../shared/data beside the checkout), else the hub, else the
     generated `arithmetic` task."""
-    import os
-
-    from quantconf.tasks import resolve_data_dir
-
     found = resolve_data_dir(data_dir) if (data_dir or os.environ.get("QUANTCONF_DATA_DIR")) else None
     if found is None:
         found = SHARED_DATA_BESIDE_CHECKOUT if SHARED_DATA_BESIDE_CHECKOUT.is_dir() else None
     tasks = DEMO_TASKS
     if found is None:  # no local data: the hub if it answers, else the generated offline task
-        from quantconf.tasks import load_task
-
         try:
             load_task(DEMO_TASKS[0], limit=1)
         except QuantconfError:

@@ -1,13 +1,9 @@
-"""Task registry: declarative multiple-choice task definitions.
+"""Tasks: find a task by name and load its documents as validated questions.
 
-A task says where its documents come from (a Hugging Face hub dataset, mirrored offline as
-`<data_dir>/<local_folder>/<split>.jsonl`) and how a document becomes a `Question`:
-the context text, the list of choice strings, and the gold index (or indices).
-Scoring appends `target_delimiter + choice` to the context, exactly as lm-evaluation-harness
-does for `output_type: multiple_choice`.
-
-Every module in this package is imported on first use, so a new built-in task is one new
-file that calls `register_task(...)`; nothing else needs editing.
+Definitions live in `registry.py` (`Task`, `register_task`). Every other module in this package
+is imported on first use, so a new built-in task is one new file that calls
+`register_task(Task(...))`; nothing else needs editing. `file:PATH.jsonl` names a local task.
+`datasets` is imported only when a task's documents come from the hub (it takes seconds to import).
 """
 
 from __future__ import annotations
@@ -19,47 +15,17 @@ import os
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
-from quantconf import QuantconfError
+from quantconf.errors import QuantconfError
+from quantconf.tasks.registry import REGISTRY, Question, Task, register_task
+
+__all__ = ["Question", "Task", "register_task", "get_task", "task_names", "load_task", "LoadedTask", "read_jsonl"]
 
 DATA_DIR_ENV = "QUANTCONF_DATA_DIR"
 
 
-@dataclass(frozen=True)
-class Question:
-    doc_id: int
-    context: str
-    choices: list[str]
-    gold: int | list[int]  # list of indices for multi-true tasks (truthfulqa_mc2)
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    version: str
-    doc_to_text: Callable[[dict], str]
-    doc_to_choices: Callable[[dict], list[str]]
-    doc_to_gold: Callable[[dict], int | list[int]]
-    hub_path: str | None = None  # datasets.load_dataset(hub_path, hub_name, split=split)
-    hub_name: str | None = None
-    split: str = "validation"
-    local_folder: str | None = None  # <data_dir>/<local_folder>/<split>.jsonl
-    target_delimiter: str = " "
-    multi_true: bool = False
-    generate: Callable[[int], list[dict]] | None = None  # generated tasks: seed -> docs
-    description: str = ""
-
-
-_REGISTRY: dict[str, Task] = {}
 _LOADED = False
-
-
-def register_task(task: Task) -> Task:
-    if task.name in _REGISTRY:
-        raise ValueError(f"task {task.name!r} registered twice")
-    _REGISTRY[task.name] = task
-    return task
 
 
 def _load_builtin_tasks() -> None:
@@ -68,12 +34,13 @@ def _load_builtin_tasks() -> None:
         return
     _LOADED = True
     for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
+        if mod.name != "registry":
+            importlib.import_module(f"{__name__}.{mod.name}")
 
 
 def task_names() -> list[str]:
     _load_builtin_tasks()
-    return sorted(_REGISTRY)
+    return sorted(REGISTRY)
 
 
 def get_task(name: str) -> Task:
@@ -81,11 +48,11 @@ def get_task(name: str) -> Task:
     _load_builtin_tasks()
     if name.startswith("file:"):
         return file_task(Path(name[len("file:"):]))
-    if name not in _REGISTRY:
+    if name not in REGISTRY:
         raise QuantconfError(
             f"unknown task {name!r}; choose from {', '.join(task_names())} or file:PATH.jsonl"
         )
-    return _REGISTRY[name]
+    return REGISTRY[name]
 
 
 def file_task(path: Path) -> Task:
@@ -98,8 +65,8 @@ def file_task(path: Path) -> Task:
         doc_to_text=lambda d: d["query"],
         doc_to_choices=lambda d: d["choices"],
         doc_to_gold=lambda d: d["gold"],
-        local_folder=str(path),
-        split="",
+        file=path,
+        split=None,
         description=f"local file {path}",
     )
 
@@ -145,8 +112,8 @@ class LoadedTask:
 
 
 def _local_file(task: Task, data_dir: Path | None) -> Path | None:
-    if task.name.startswith("file:"):
-        return Path(task.local_folder)
+    if task.file is not None:
+        return task.file
     if data_dir is not None and task.local_folder:
         path = data_dir / task.local_folder / f"{task.split}.jsonl"
         if not path.is_file():
@@ -177,7 +144,7 @@ def load_task(
 ) -> LoadedTask:
     """Documents of a task as validated `Question`s (first `limit` of them)."""
     if limit is not None and limit <= 0:
-        raise QuantconfError(f"--limit must be a positive number of questions, got {limit}")
+        raise QuantconfError(f"limit must be a positive number of questions, got {limit}", param="limit")
     task = get_task(name)
     data_dir = resolve_data_dir(data_dir)
     local = _local_file(task, data_dir)

@@ -7,7 +7,7 @@ Each definition mirrors the task YAML of lm-evaluation-harness (0.4.x): `doc_to_
 
 import re
 
-from quantconf.tasks import Task, register_task
+from quantconf.tasks.registry import Task, register_task
 
 
 def _hellaswag_preprocess(text: str) -> str:
@@ -120,6 +120,5 @@ register_task(Task(
     doc_to_text=_truthfulqa_text,
     doc_to_choices=lambda d: list(d["mc2_targets"]["choices"]),
     doc_to_gold=lambda d: [i for i, label in enumerate(d["mc2_targets"]["labels"]) if label == 1],
-    multi_true=True,
     description="TruthfulQA MC2 (several true answers; score = normalized mass on true answers)",
 ))

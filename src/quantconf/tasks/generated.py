@@ -8,7 +8,7 @@ what calibration metrics need. It is the offline fallback data of the embedded d
 
 import random
 
-from quantconf.tasks import Task, register_task
+from quantconf.tasks.registry import Task, register_task
 
 N_DOCS = 600
 

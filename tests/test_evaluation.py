@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from quantconf.cli import main
-from quantconf.predictions import accuracy, read_prediction_dir
+from quantconf.predictions import read_prediction_dir
 from conftest import write_jsonl
 
 
@@ -36,19 +36,6 @@ def test_eval_writes_parquet_manifest_and_reuses(tiny_model_dir, tmp_path, capsy
     assert main(args + ["--overwrite"]) == 0
     assert (out / "arithmetic.parquet").stat().st_mtime_ns != mtime
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
-
-
-def test_accuracy_matches_hand_computation():
-    df = pd.DataFrame({
-        "loglik": [[-1.0, -2.0], [-3.0, -2.5], [-10.0, -12.0]],
-        "n_chars": [[1, 10], [10, 1], [1, 100]],
-        "gold": [0, 0, 1],
-    })
-    # acc: argmax -> 0, 1, 0 vs gold 0,0,1 -> 1/3; acc_norm: ll/len -> [-1,-.2]->1, [-.3,-2.5]->0, [-10,-.12]->1
-    assert accuracy(df) == {"acc": pytest.approx(1 / 3), "acc_norm": pytest.approx(2 / 3)}
-    mc2 = pd.DataFrame({"loglik": [[0.0, 0.0, float(-pytest.importorskip("numpy").log(2))]],
-                        "n_chars": [[1, 1, 1]], "gold": [[0, 1]]})
-    assert accuracy(mc2)["acc"] == pytest.approx(2 / 2.5)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -82,25 +69,3 @@ def test_out_path_is_a_file(tiny_model_dir, tmp_path, capsys):
     f.write_text("x")
     assert main(["eval", str(tiny_model_dir), "--tasks", "arithmetic", "--out", str(f / "sub"), "--quiet"]) == 2
     assert "cannot write to output dir" in capsys.readouterr().err
-
-
-def test_atomic_writes_get_the_umask_mode_not_private(tmp_path):
-    """tempfile makes 0600 files and 0700 directories; results must get what open()/mkdir() would."""
-    import os
-    import stat
-
-    from quantconf.predictions import atomic_directory, atomic_write_bytes
-
-    old = os.umask(0o022)
-    try:
-        atomic_write_bytes(tmp_path / "a.json", b"{}")
-        with atomic_directory(tmp_path / "d") as d:
-            (d / "x").write_text("x")
-        os.umask(0o077)
-        atomic_write_bytes(tmp_path / "private.json", b"{}")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
-    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
-    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
-    assert (tmp_path / "a.json").read_bytes() == b"{}" and (tmp_path / "d" / "x").read_text() == "x"

@@ -3,9 +3,8 @@
 Group size vs layer width: when a layer's width is not a multiple of the group size (SmolLM2's
 hidden size 576 with the seed's group 128), GPTQModel pads the last group and quantizes at the
 requested size; we keep that, so the seed configuration runs unchanged. Its int4 CPU kernel
-cannot run such a checkpoint, so on CPU `load_gptq` loads with the pure-torch kernel and turns
-every quantized layer into a dense nn.Linear holding the dequantized weights (identical values,
-much faster per forward). On CUDA the library's kernels are used as they are.
+cannot run such a checkpoint: `quantconf.models.load_gptq` says how we load it.
+GPTQModel is imported inside `_quantize`: it takes seconds to import and only this step needs it.
 """
 
 from __future__ import annotations
@@ -15,20 +14,9 @@ import csv
 import os
 from pathlib import Path
 
-from quantconf import QuantconfError
-from quantconf.quantize import Quantizer, register_quantizer
-
-
-@contextlib.contextmanager
-def _cwd(path: Path):
-    # GPTQModel writes ./logs/gptq_log_*.log into the working directory; keep it inside the checkpoint.
-    # Paths handed to GPTQModel inside this block must be absolute (a relative one would now nest).
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
+from quantconf.errors import QuantconfError
+from quantconf.io import working_directory
+from quantconf.quantizers.base import Quantizer, register_quantizer
 
 
 def _check_model(hf_config, config) -> None:
@@ -37,8 +25,6 @@ def _check_model(hf_config, config) -> None:
     if hf_config.model_type not in MODEL_MAP:
         raise QuantconfError(f"GPTQModel does not support architecture {hf_config.model_type!r}; "
                              "use --method rtn or a supported model (llama, qwen2, gemma3, ...)")
-    if config.bits not in (2, 3, 4, 8):
-        raise QuantconfError(f"GPTQ supports 2/3/4/8 bits, got {config.bits}")
 
 
 def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
@@ -51,7 +37,7 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
     out_dir = Path(out_dir).resolve()
     if Path(model_src).exists():  # a local directory, not a hub id
         model_src = Path(model_src).resolve()
-    with _cwd(out_dir):
+    with working_directory(out_dir):  # GPTQModel writes ./logs/ here: keep it inside the checkpoint
         model = GPTQModel.load(str(model_src), qcfg, device="cpu")
         model.quantize(data, batch_size=1)
         model.save(str(out_dir))
@@ -69,35 +55,6 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
 
     return {"layer_error": {"metric": "GPTQModel reconstruction loss (quant_log.csv)", "layers": layers},
             "library": f"gptqmodel {gptqmodel.__version__}"}
-
-
-def load_gptq(path: Path, dtype, device: str):
-    import torch
-    from gptqmodel import BACKEND, GPTQModel
-
-    path = Path(path).resolve()
-    if device == "cuda":
-        return GPTQModel.load(str(path), device="cuda").model
-    try:
-        with _cwd(path.parent):
-            qmodel = GPTQModel.load(str(path), backend=BACKEND.GPTQ_TORCH, device="cpu")
-    except Exception as e:
-        raise QuantconfError(f"cannot load GPTQ checkpoint {path} ({type(e).__name__}: {str(e)[:160]})") from None
-    model = qmodel.model
-    with torch.no_grad():
-        for name, mod in list(model.named_modules()):
-            if hasattr(mod, "dequantize_weight") and hasattr(mod, "qweight"):
-                w = mod.dequantize_weight().T[: mod.out_features, : mod.in_features]  # (in, out) -> (out, in)
-                dense = torch.nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None)
-                dense.weight.copy_(w.float())
-                if mod.bias is not None:
-                    dense.bias.copy_(mod.bias.float())
-                parent = model.get_submodule(name.rsplit(".", 1)[0])
-                setattr(parent, name.rsplit(".", 1)[1], dense)
-    model.to(dtype=dtype)
-    if hasattr(model.config, "quantization_config"):
-        model.config.quantization_config = None
-    return model
 
 
 register_quantizer(Quantizer("gptq", quantize=_quantize, check_model=_check_model))

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantconf.metrics import (bootstrap_metrics, calibration_metrics, choice_probs, equal_mass_bin,
+from quantconf.calibration import (accuracy, bootstrap_metrics, calibration_metrics, choice_probs, equal_mass_bin,
                                proskurina2024_metrics, reliability_bins, task_metrics)
 
 
@@ -109,7 +109,7 @@ def test_ragged_choices_and_normalization():
     assert m["acc"] == 1.0 and m["n"] == 2
 
 
-def test_bootstrap_contains_point_and_is_seeded_and_fast():
+def test_bootstrap_contains_point_and_is_seeded():
     p, y = _random_case(n=2000)
     point = calibration_metrics(p, y)
     ci = bootstrap_metrics(p, y, n_boot=200, seed=1)
@@ -130,3 +130,16 @@ def test_mc2_and_compat_mode():
     # proskurina2024 2-choice "ECE": |mean gold index - mean conf| per bin, conf == 1 dropped
     p = np.array([[0.7, 0.3], [0.7, 0.3], [1.0, 0.0]])
     assert proskurina2024_metrics(p, np.array([1, 0, 0]))["ece"] == pytest.approx(abs(0.5 - 0.7))
+
+
+def test_accuracy_matches_hand_computation():
+    df = pd.DataFrame({
+        "loglik": [[-1.0, -2.0], [-3.0, -2.5], [-10.0, -12.0]],
+        "n_chars": [[1, 10], [10, 1], [1, 100]],
+        "gold": [0, 0, 1],
+    })
+    # acc: argmax -> 0, 1, 0 vs gold 0,0,1 -> 1/3; acc_norm: ll/len -> [-1,-.2]->1, [-.3,-2.5]->0, [-10,-.12]->1
+    assert accuracy(df) == {"acc": pytest.approx(1 / 3), "acc_norm": pytest.approx(2 / 3)}
+    mc2 = pd.DataFrame({"loglik": [[0.0, 0.0, float(-np.log(2))]],
+                        "n_chars": [[1, 1, 1]], "gold": [[0, 1]]})
+    assert accuracy(mc2)["acc"] == pytest.approx(2 / 2.5)

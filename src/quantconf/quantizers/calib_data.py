@@ -1,4 +1,4 @@
-"""Calibration sets: text (or token ids) the quantizer sees, sampled as fixed-length windows.
+"""Calibration data: text (or token ids) the quantizer sees, sampled as fixed-length windows.
 
   c4, wikitext2   hub datasets (allenai/c4 en validation; wikitext-2-raw-v1 train);
                   offline: `c4:PATH` / `wikitext2:PATH` reads the same text from a local txt/jsonl
@@ -10,6 +10,7 @@
 
 Text sets are concatenated, tokenized, and `n_samples` windows of `seq_len` tokens are cut at
 random offsets drawn from `seed` (as GPTQ's reference code samples C4).
+`datasets` is imported only when a hub set is asked for (seconds to import; offline sets need none).
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import pydoc_data.topics
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantconf import QuantconfError
+from quantconf.errors import QuantconfError
+from quantconf.tasks import read_jsonl, task_texts
 
 PUNCTUATION = list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
-NAMED_SETS = ("c4", "wikitext2", "random", "punct", "pydoc")
 
 
 @dataclass
-class CalibrationSet:
+class CalibrationData:
     name: str
     samples: list[list[int]]
     source: str
@@ -46,8 +48,6 @@ def _read_text_file(path: Path) -> str:
     if not path.is_file():
         raise QuantconfError(f"calibration file {path} not found")
     if path.suffix == ".jsonl":
-        from quantconf.tasks import read_jsonl
-
         rows = read_jsonl(path)
         if not all(isinstance(r.get("text"), str) for r in rows):
             raise QuantconfError(f"{path}: every jsonl row needs a string field \"text\"")
@@ -70,11 +70,9 @@ def _hub_text(name: str) -> str:
     return "\n\n".join(t for t in ds["text"][:20000] if t.strip())
 
 
-def calibration_text(spec: str, seed: int, data_dir: str | None = None) -> tuple[str, str]:
+def calib_text(spec: str, seed: int, data_dir: str | None = None) -> tuple[str, str]:
     """(text, source description) of a text calibration set."""
     if spec == "pydoc":
-        import pydoc_data.topics
-
         return "\n\n".join(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics)), "pydoc_data.topics"
     if spec == "punct":
         rng = random.Random(seed)
@@ -83,8 +81,6 @@ def calibration_text(spec: str, seed: int, data_dir: str | None = None) -> tuple
     if spec.startswith("file:"):
         return _read_text_file(Path(spec[5:])), spec[5:]
     if spec.startswith("task:"):
-        from quantconf.tasks import task_texts
-
         return "\n\n".join(task_texts(spec[5:], data_dir=data_dir, seed=seed)), spec
     name, _, path = spec.partition(":")
     if name in ("c4", "wikitext2"):
@@ -94,16 +90,16 @@ def calibration_text(spec: str, seed: int, data_dir: str | None = None) -> tuple
 
 
 def build_calibration(spec: str, tokenizer, n_samples: int, seq_len: int, seed: int,
-                      data_dir: str | None = None) -> CalibrationSet:
+                      data_dir: str | None = None) -> CalibrationData:
     rng = random.Random(seed)
     if spec == "random":
         vocab = len(tokenizer)
         samples = [[rng.randrange(vocab) for _ in range(seq_len)] for _ in range(n_samples)]
-        return CalibrationSet(spec, samples, f"uniform token ids 0..{vocab - 1}, seed {seed}", 0)
-    text, source = calibration_text(spec, seed, data_dir)
+        return CalibrationData(spec, samples, f"uniform token ids 0..{vocab - 1}, seed {seed}", 0)
+    text, source = calib_text(spec, seed, data_dir)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) < seq_len:
         raise QuantconfError(f"calibration set {spec} has only {len(ids)} tokens; need at least --seq-len {seq_len} "
                              "(add text or lower --seq-len)")
     starts = [rng.randrange(len(ids) - seq_len + 1) for _ in range(n_samples)]
-    return CalibrationSet(spec, [ids[s:s + seq_len] for s in starts], source, len(ids))
+    return CalibrationData(spec, [ids[s:s + seq_len] for s in starts], source, len(ids))

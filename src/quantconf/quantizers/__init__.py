@@ -1,0 +1,108 @@
+"""Post-training weight quantization: run a registered method on a model, atomically, with a record.
+
+A method is one file in this package that registers a `Quantizer` (see `base.py`); it writes a
+checkpoint that `quantconf.models.load_quantized` (and transformers or the library) reloads.
+`run_quantize` validates everything before any work, builds the calibration set,
+quantizes into a temporary directory and renames it into place, so an interrupted run leaves
+no half checkpoint; `quantize.json` records method, bits, group size, calibration set + hash,
+seed, library versions, wall time, per-layer error, and size before/after.
+
+Methods: `gptq` (GPTQModel 7.6, GPTQ v1 checkpoint) and `rtn` (round-to-nearest baseline).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import pkgutil
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from quantconf.errors import QuantconfError
+from quantconf.io import atomic_directory, atomic_write_json, package_versions
+from quantconf.models import QUANTIZE_RECORD, local_model_dir, model_fingerprint, set_threads
+from quantconf.quantizers.base import QUANTIZERS, QuantConfig, Quantizer
+from quantconf.quantizers.calib_data import build_calibration
+
+__all__ = ["QuantConfig", "Quantizer", "load_methods", "validate_config", "run_quantize"]
+
+
+def load_methods() -> dict[str, Quantizer]:
+    """Import every method module of this package once (each registers itself); the registry."""
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name not in ("base", "calib_data"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+    return QUANTIZERS
+
+
+def validate_config(config: QuantConfig) -> None:
+    config.validate(load_methods())
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+
+
+@contextlib.contextmanager
+def library_output_to(path: Path | None):
+    """Send everything written to fds 1/2 (the libraries' progress bars) to `path`; None: leave it."""
+    if path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = False, threads: int | None = None,
+                 data_dir: str | None = None, quiet: bool = False, log=print) -> dict:
+    """Quantize `model` into `out`. quiet=True sends the library's own output to `out/library.log`."""
+    from transformers import AutoConfig, AutoTokenizer  # lazy: seconds to import, only needed here
+
+    validate_config(config)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise QuantconfError(f"out {out} already exists; overwrite it or choose another out dir",
+                             param="out")
+    set_threads(threads)
+    src = local_model_dir(model)
+    hf_config = AutoConfig.from_pretrained(str(src))
+    quantizer = QUANTIZERS[config.method]
+    quantizer.check_model(hf_config, config)
+    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    calib = (build_calibration(config.calib, tokenizer, config.n_samples, config.seq_len, config.seed,
+                               data_dir=data_dir) if quantizer.needs_calibration else None)
+    with atomic_directory(out) as tmp:
+        t0 = time.perf_counter()
+        with library_output_to(tmp / "library.log" if quiet else None):
+            extra = quantizer.quantize(src, tokenizer, calib.samples if calib else [], config, tmp)
+        seconds = time.perf_counter() - t0
+        tokenizer.save_pretrained(tmp)
+        record = {
+            "method": config.method, "config": asdict(config), "label": config.label(),
+            "model_spec": model, "model_fingerprint": model_fingerprint(model),
+            "calibration": calib.record() if calib else {"name": "none", "note": f"{config.method} uses no data"},
+            "seconds": round(seconds, 2),
+            "size_before_bytes": dir_size(Path(src)) if Path(src).is_dir() else None,
+            "size_after_bytes": dir_size(tmp), "packages": package_versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
+        }
+        atomic_write_json(tmp / QUANTIZE_RECORD, record)
+    log(f"quantized {model} with {config.label()} in {seconds:.1f}s -> {out}")
+    return record

@@ -1,0 +1,237 @@
+"""A finished study's results as DataFrames and dicts: the analysis behind the report.
+
+`collect` reads every evaluation of a study and computes per-(model, variant, task) metrics and
+full-vs-quantized comparisons; the other functions derive the report's tables from them
+(calibration-set spread, outliers vs quantization loss, scale trend, headlines, provenance).
+Nothing here draws or writes HTML: `report.py` renders these, as scikit-learn's
+`CalibrationDisplay` renders what `calibration_curve` computes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from quantconf.calibration import task_metrics
+from quantconf.models import read_quantize_record
+from quantconf.paired import compare_task, per_sample_frame
+from quantconf.predictions import read_manifest, read_prediction_dir
+
+TABLE_METRICS = ["acc", "acc_norm", "nll", "brier", "ece", "ace", "mce", "conf", "conf_true", "entropy"]
+
+
+@dataclass
+class StudyResults:
+    metrics: pd.DataFrame  # one row per (model, variant, task): metrics and their CIs (summary.csv)
+    comparisons: list[dict]  # one per (model, quantized variant, task): compare_task's output
+    samples: pd.DataFrame  # one row per paired question (per_sample_frame), for plots
+    preds: dict  # (model, variant label) -> {task: predictions frame}
+    outliers: dict = field(default_factory=dict)  # model -> outliers.json content + "dir"
+
+
+def step_label(step) -> str:
+    return step.variant.label() if step.variant else "full"
+
+
+def collect(study, steps) -> StudyResults:
+    """Metrics and comparisons of every (model, variant, task) of a finished study."""
+    evals = [s for s in steps if s.kind == "eval"]
+    rows, comparisons, samples, preds = [], [], [], {}
+    for s in evals:
+        label = step_label(s)
+        p = read_prediction_dir(s.path)
+        preds[(s.model, label)] = p
+        manifest = read_manifest(s.path)
+        for task, df in p.items():
+            m = task_metrics(df, n_bins=study.bins, n_boot=study.bootstrap)
+            row = {"model": s.model, "variant": label, "task": task, "n": m["n"],
+                   "method": s.variant.method if s.variant else "full", "bits": s.variant.bits if s.variant else 32,
+                   "calib": s.variant.calib if s.variant and s.variant.method != "rtn" else "",
+                   "n_params": manifest.get("model", {}).get("n_params")}
+            for k in TABLE_METRICS + ["mc2"]:
+                if k in m:
+                    row[k] = m[k]
+                    if "ci" in m and k in m["ci"]:
+                        row[f"{k}_lo"], row[f"{k}_hi"] = m["ci"][k]
+            rows.append(row)
+    for s in evals:
+        if s.variant is None:
+            continue
+        label = step_label(s)
+        full = preds[(s.model, "full")]
+        quant = preds[(s.model, label)]
+        for task in sorted(set(full) & set(quant)):
+            c = compare_task(full[task], quant[task], n_bins=study.bins, n_boot=study.bootstrap, task=task)
+            comparisons.append({"model": s.model, "variant": label, "task": task, **c})
+            frame = per_sample_frame(full[task], quant[task], task)
+            frame["model"], frame["variant"] = s.model, label
+            samples.append(frame)
+    ppl = {}
+    for s in steps:
+        if s.kind == "ppl" and s.path.is_file():
+            ppl[(s.model, step_label(s))] = json.loads(s.path.read_text())["perplexity"]
+    metrics = pd.DataFrame(rows)
+    if ppl and not metrics.empty:
+        metrics["ppl"] = [ppl.get((m, v), np.nan) for m, v in zip(metrics["model"], metrics["variant"])]
+    outliers = {s.model: {**json.loads((s.path / "outliers.json").read_text()), "dir": str(s.path)}
+                for s in steps if s.kind == "outliers" and (s.path / "outliers.json").is_file()}
+    return StudyResults(metrics, comparisons, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
+                        preds, outliers)
+
+
+def comparison_table(comparisons: list[dict]) -> pd.DataFrame:
+    """Full vs quantized per (model, variant, task): deltas with CIs, JS, flips, p-values."""
+    return pd.DataFrame([
+        {"model": c["model"], "variant": c["variant"], "task": c["task"], "n": c["n"],
+         "Δacc": c.get("delta_acc", np.nan), "Δacc 95% CI": _ci(c, "delta_acc"),
+         "ΔNLL": c.get("delta_nll", np.nan), "ΔECE": c.get("delta_ece", np.nan),
+         "ΔECE 95% CI": _ci(c, "delta_ece"), "ΔACE": c.get("delta_ace", np.nan),
+         "Δp(gold)": c.get("delta_conf_true", np.nan), "JS mean": c["js_mean"],
+         "correct→wrong": c.get("flips_correct_to_wrong", ""), "wrong→correct": c.get("flips_wrong_to_correct", ""),
+         "p McNemar": c.get("p_mcnemar", np.nan), "p Wilcoxon p(gold)": c.get("p_wilcoxon", np.nan)}
+        for c in comparisons])
+
+
+def _ci(c, key) -> str:
+    ci = c.get("ci", {}).get(key)
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+
+
+def confidence_bin_table(comparisons: list[dict]) -> pd.DataFrame:
+    """Per equal-mass bin of the full model's confidence: accuracy, change of p(gold), JS, flips."""
+    rows = []
+    for c in comparisons:
+        for b in c.get("by_confidence_bin", []):
+            rows.append({"variant": c["variant"], "task": c["task"], "bin": b["bin"],
+                         "full conf range": f"{b['conf_lo']:.2f}–{b['conf_hi']:.2f}", "n": b["n"],
+                         "full acc": b["full_acc"], "quant acc": b["quant_acc"],
+                         "mean |Δp(gold)|": b["mean_abs_delta_conf_true"], "mean Δp(gold)": b["delta_conf_true"],
+                         "JS mean": b["js_mean"], "flip rate": b["flip_rate"]})
+    return pd.DataFrame(rows)
+
+
+def metrics_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The per-model metric table as shown: values and their 95% CIs as text."""
+    show = metrics.copy()
+    for m in ("acc", "nll", "ece", "ace"):
+        if f"{m}_lo" in show:
+            show[f"{m} CI"] = [f"[{a:.3f}, {b:.3f}]" if pd.notna(a) else "" for a, b in zip(show[f"{m}_lo"], show[f"{m}_hi"])]
+    cols = [c for c in ["model", "variant", "task", "n", "acc", "acc CI", "acc_norm", "nll", "nll CI", "brier", "ece",
+                        "ece CI", "ace", "mce", "conf", "conf_true", "entropy", "mc2", "ppl"] if c in show]
+    return show[cols]
+
+
+def calib_spread(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Spread across calibration sets of one method/bits: max - min and std of acc, NLL, ECE."""
+    q = metrics[(metrics["method"] != "full") & (metrics["calib"] != "")]
+    rows = []
+    for (model, method, bits, task), g in q.groupby(["model", "method", "bits", "task"]):
+        if g["calib"].nunique() < 2:
+            continue
+        row = {"model": model, "method": method, "bits": bits, "task": task, "n_sets": g["calib"].nunique()}
+        for m in ("acc", "nll", "ece", "ppl"):
+            if m in g:
+                row[f"{m}_range"] = float(g[m].max() - g[m].min())
+                row[f"{m}_std"] = float(g[m].std(ddof=0))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def outliers_vs_loss(metrics: pd.DataFrame, comparisons, outliers: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per calibration set: its activation-outlier statistics (full model) next to the quantization
+    loss of the variants calibrated on it, and Spearman correlations across sets."""
+    rows = []
+    cdf = pd.DataFrame([{k: c.get(k, np.nan) for k in ("model", "variant", "delta_acc", "delta_nll", "delta_ece")}
+                        for c in comparisons])
+    variants = metrics[metrics["calib"] != ""].drop_duplicates(["model", "variant"])
+    for _, v in variants.iterrows():
+        stats = outliers.get(v["model"], {}).get("per_set", {}).get(v["calib"])
+        if not stats:
+            continue
+        loss = cdf[(cdf["model"] == v["model"]) & (cdf["variant"] == v["variant"])]
+        row = {"model": v["model"], "calib": v["calib"], "variant": v["variant"], **stats,
+               "mean_delta_acc": float(loss["delta_acc"].mean()), "mean_delta_nll": float(loss["delta_nll"].mean()),
+               "mean_delta_ece": float(loss["delta_ece"].mean())}
+        if "ppl" in metrics:
+            full = metrics[(metrics["model"] == v["model"]) & (metrics["variant"] == "full")]["ppl"]
+            row["delta_ppl"] = float(v["ppl"] - full.iloc[0]) if len(full) else np.nan
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    corr = []
+    if len(table) >= 3:
+        for stat in ("max_abs", "mean_kurtosis", "outlier_channels"):
+            for loss in ("mean_delta_acc", "mean_delta_nll", "mean_delta_ece", "delta_ppl"):
+                if loss in table and table[stat].nunique() > 1 and table[loss].nunique() > 1:
+                    r = spearmanr(table[stat], table[loss])
+                    corr.append({"outlier statistic": stat, "quantization loss": loss, "spearman rho": float(r.statistic),
+                                 "p": float(r.pvalue), "n sets": len(table)})
+    return table, pd.DataFrame(corr)
+
+
+def scale_table(comparisons, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean JS distance per (variant, model) with the model's parameter count; empty unless the
+    study has at least two models."""
+    cdf = pd.DataFrame([{k: c[k] for k in ("model", "variant", "task", "js_mean") if k in c} for c in comparisons])
+    if cdf.empty or cdf["model"].nunique() < 2:
+        return pd.DataFrame()
+    params = metrics.drop_duplicates("model").set_index("model")["n_params"]
+    cdf["n_params"] = cdf["model"].map(params)
+    return cdf.groupby(["variant", "model", "n_params"], as_index=False)["js_mean"].mean().sort_values("n_params")
+
+
+def headlines(comparisons) -> list[str]:
+    """Plain-language answers computed from the comparison numbers, two lines per variant."""
+    lines = []
+    by_variant: dict[tuple[str, str], list[dict]] = {}
+    for c in comparisons:
+        if "delta_acc" in c:
+            by_variant.setdefault((c["model"], c["variant"]), []).append(c)
+    for (model, variant), cs in by_variant.items():
+        def sig(key, sign):
+            return [c["task"] for c in cs if (ci := c.get("ci", {}).get(key)) and (ci[0] > 0 if sign > 0 else ci[1] < 0)]
+
+        dacc = np.mean([c["delta_acc"] for c in cs])
+        nll_up, acc_down, ece_up = sig("delta_nll", +1), sig("delta_acc", -1), sig("delta_ece", +1)
+        low = [c["by_confidence_bin"][0] for c in cs if c.get("by_confidence_bin")]
+        high = [c["by_confidence_bin"][-1] for c in cs if c.get("by_confidence_bin")]
+        js_low, js_high = np.mean([b["js_mean"] for b in low]), np.mean([b["js_mean"] for b in high])
+        flip_low, flip_high = np.mean([b["flip_rate"] for b in low]), np.mean([b["flip_rate"] for b in high])
+        lines.append(
+            f"{model} / {variant}: mean Δacc {dacc * 100:+.1f} points over {len(cs)} tasks; accuracy significantly "
+            f"lower on {', '.join(acc_down) or 'no task'}; NLL significantly higher on {', '.join(nll_up) or 'no task'}; "
+            f"ECE significantly higher on {', '.join(ece_up) or 'no task'} (95% paired bootstrap).")
+        verdict = "yes" if js_low > js_high and flip_low >= flip_high else "no"
+        lines.append(
+            f"{model} / {variant}: low-confidence samples hit hardest? {verdict} — least-confident fifth of questions: "
+            f"mean JS {js_low:.3f}, flip rate {flip_low:.2f}; most-confident fifth: mean JS {js_high:.3f}, "
+            f"flip rate {flip_high:.2f} (averaged over tasks).")
+    return lines
+
+
+def provenance(study, steps) -> dict:
+    """What produced every step: the config, and per step the record that step wrote."""
+    out = {"study": study.as_dict(), "steps": []}
+    for s in steps:
+        entry = {"kind": s.kind, "model": s.model, "variant": step_label(s), "path": str(s.path)}
+        if s.kind == "quantize":
+            rec = read_quantize_record(s.path)
+            entry.update({k: rec.get(k) for k in ("calibration", "seconds", "library", "packages", "model_fingerprint")})
+        elif s.kind == "ppl":
+            rec = json.loads(s.path.read_text()) if s.path.is_file() else {}
+            entry.update({k: rec.get(k) for k in ("text", "source", "tokens", "window", "stride", "perplexity")})
+        elif s.kind == "outliers":
+            path = Path(s.path) / "outliers.json"
+            rec = json.loads(path.read_text()) if path.is_file() else {}
+            entry.update({k: rec.get(k) for k in ("model", "calibration", "threshold", "packages")})
+        else:
+            man = read_manifest(s.path)
+            entry.update({k: man.get(k) for k in ("model", "dtype", "device", "packages")})
+            entry["tasks"] = {t: {k: v.get(k) for k in ("source", "source_sha256", "n", "version")}
+                              for t, v in man.get("tasks", {}).items()}
+        out["steps"].append(entry)
+    return out

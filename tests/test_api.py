@@ -1,0 +1,142 @@
+"""The public API (`import quantconf as qc`): names, numpydoc docstrings, and the same results as the CLI."""
+
+import doctest
+import inspect
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import quantconf as qc
+import quantconf.api
+from quantconf.cli import main
+from conftest import SHARED_DATA, write_jsonl
+
+PUBLIC = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "run_study", "read_predictions"]
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_public_names_and_numpydoc_docstrings():
+    assert set(PUBLIC) <= set(qc.__all__)
+    for name in PUBLIC:
+        fn = getattr(qc, name)
+        assert callable(fn) and fn.__module__ == "quantconf.api", name
+        doc = inspect.getdoc(fn)
+        for section in ("Parameters\n----------", "Returns\n-------", "Raises\n------", "Examples\n--------"):
+            assert section in doc, f"{name} lacks {section.splitlines()[0]}"
+        for param in inspect.signature(fn).parameters:
+            if param not in ("log",):
+                assert re.search(rf"\b{param}\b", doc.split("Returns")[0]), f"{name}: parameter {param} undocumented"
+    # a function and a module of one name would shadow each other: the modules are named otherwise
+    import quantconf.calibration  # noqa: F401
+    assert callable(qc.metrics) and callable(qc.compare) and callable(qc.evaluate) and callable(qc.quantize)
+
+
+def test_docstring_examples_that_need_no_model_run():
+    result = doctest.testmod(quantconf.api, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted >= 4
+
+
+def _task(tmp_path, n=12):
+    rows = [{"query": f"Question: is {i} even?\nAnswer:", "choices": ["yes", "no", "maybe not"], "gold": i % 2}
+            for i in range(n)]
+    return f"file:{write_jsonl(tmp_path / 'even.jsonl', rows)}"
+
+
+def test_evaluate_in_memory_equals_written_and_cli(tiny_model_dir, tiny_lm, tmp_path, capsys):
+    task = _task(tmp_path)
+    mem = qc.evaluate(tiny_lm, [task, "arithmetic"], limit=10)
+    assert sorted(mem) == sorted([task, "arithmetic"]) and len(mem["arithmetic"]) == 10
+    out = tmp_path / "out"
+    written = qc.evaluate(str(tiny_model_dir), f"{task},arithmetic", limit=10, out=out)
+    for name in mem:
+        pd.testing.assert_frame_equal(mem[name], written[name])
+    stamp = (out / "arithmetic.parquet").stat().st_mtime_ns
+    log = []
+    again = qc.evaluate(tiny_model_dir, [task, "arithmetic"], limit=10, out=out, log=log.append)  # a Path works too
+    assert (out / "arithmetic.parquet").stat().st_mtime_ns == stamp and all("reusing" in m for m in log)
+    pd.testing.assert_frame_equal(again["arithmetic"], written["arithmetic"])
+    # a loaded model writes to a dir and reuses what the spec wrote (same weights hash)
+    log.clear()
+    qc.evaluate(tiny_lm, ["arithmetic"], limit=10, out=out, log=log.append)
+    assert log == [f"arithmetic: reusing {out / 'arithmetic.parquet'}"]
+    # the CLI reads the same files: metrics/compare --json equal the API
+    assert main(["metrics", str(out), "--json", "--bootstrap", "30"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    api = qc.metrics(qc.read_predictions(out), n_boot=30)
+    assert cli.keys() == api.keys()
+    for t in api:
+        assert cli[t].keys() == api[t].keys()
+        assert cli[t]["ece"] == pytest.approx(api[t]["ece"])
+        assert {k: pytest.approx(v) for k, v in cli[t]["ci"].items()} == api[t]["ci"]
+    ckpt = qc.quantize(tiny_model_dir, tmp_path / "rtn2", method="rtn", bits=2, group_size=32)
+    assert isinstance(ckpt, Path) and (ckpt / "quantize.json").is_file()
+    quant = qc.evaluate(ckpt, ["arithmetic"], limit=10)
+    assert main(["eval", str(ckpt), "--tasks", "arithmetic", "--limit", "10", "--out", str(tmp_path / "q"),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(out), str(tmp_path / "q"), "--json", "--bootstrap", "30"]) == 0
+    cli = json.loads(capsys.readouterr().out)["arithmetic"]
+    direct = qc.compare(written["arithmetic"], quant["arithmetic"], n_boot=30)
+    assert cli.keys() == direct.keys()
+    assert cli["js_mean"] == pytest.approx(direct["js_mean"])
+    assert {k: pytest.approx(v) for k, v in cli["ci"].items()} == direct["ci"]
+    assert qc.compare(out, tmp_path / "q", n_boot=0)["arithmetic"]["js_mean"] == pytest.approx(direct["js_mean"])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: qc.load_task("arithmetic", limit=0), "limit must be a positive"),
+    (lambda: qc.evaluate("x", []), "tasks is empty"),
+    (lambda: qc.evaluate("x", ["arithmetic"], batch_size=0), "batch_size must be >= 1"),
+    (lambda: qc.evaluate("x", ["arithmetic"], scorer="fast"), "scorer must be one of"),
+    (lambda: qc.quantize("x", "y", bits=5), "bits must be one of"),
+    (lambda: qc.metrics(pd.DataFrame(), n_boot=-5), "n_boot must be >= 0"),
+    (lambda: qc.run_study({"models": ["x"], "tasks": ["arithmetic"], "variants": [], "limit": 5}, "o"),
+     "field `variants`"),
+])
+def test_errors_name_the_parameter(call, message):
+    with pytest.raises(qc.QuantconfError, match=message) as e:
+        call()
+    assert e.value.param is None or str(e.value).startswith(e.value.param)
+
+
+def test_cli_maps_parameter_names_to_flags(tiny_model_dir, tmp_path, capsys):
+    assert main(["eval", str(tiny_model_dir), "--tasks", "arithmetic", "--limit", "3", "--out", str(tmp_path / "p"),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["metrics", str(tmp_path / "p"), "--bootstrap", "-5"]) == 2
+    assert capsys.readouterr().err == "quantconf: error: --bootstrap must be >= 0, got -5\n"
+
+
+def test_run_study_from_a_dict(tiny_model_dir, tmp_path):
+    cfg = {"models": [str(tiny_model_dir)], "tasks": ["arithmetic"], "limit": 12, "bootstrap": 20,
+           "variants": [{"method": "rtn", "bits": 4, "group_size": 32}]}
+    assert qc.run_study(cfg, tmp_path / "s", dry_run=True, log=lambda m: None) is None
+    report = qc.run_study(cfg, tmp_path / "s", log=lambda m: None)
+    assert report == tmp_path / "s" / "report.html" and report.is_file()
+
+
+def readme_python_example() -> str:
+    text = README.read_text()
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.integration
+def test_readme_python_api_example_runs(tmp_path, monkeypatch, capsys):
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"integration data {SHARED_DATA} absent (it lives in ../shared/data beside the project)")
+    code = readme_python_example().replace('"../shared/data"', repr(str(SHARED_DATA)))
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "piqa" in printed and "arc_easy" in printed
+    full, quant, c = namespace["full"], namespace["quant"], namespace["c"]
+    assert len(full["piqa"]) == 50 and set(c) == {"piqa", "arc_easy"}
+    assert 0.55 < qc.metrics(full["piqa"], n_boot=0)["acc"]  # the default model is above chance (.5)
+    assert c["piqa"]["flips_correct_to_wrong"] == int(
+        ((full["piqa"]["loglik"].map(lambda x: x.index(max(x))) == full["piqa"]["gold"])
+         & (quant["piqa"]["loglik"].map(lambda x: x.index(max(x))) != quant["piqa"]["gold"])).sum())

@@ -1,0 +1,93 @@
+"""The package's shape: no import cycles (imports inside functions included), every module says its job,
+and modules of the package import each other at the top."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "quantconf"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def resolve(name: str) -> str | None:
+    """The package module an imported name refers to (a module, or the module defining an attribute)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def imports_of(mod: str) -> tuple[set[str], list[str]]:
+    """(quantconf modules `mod` imports anywhere in its file, those imported inside functions)."""
+    tree = ast.parse(MODULES[mod].read_text())
+    found, nested = set(), []
+    in_function = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   for n in ast.walk(f)}
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+        for n in names:
+            target = resolve(n) if n.startswith("quantconf") else None
+            if target and target != mod:
+                found.add(target)
+                if id(node) in in_function:
+                    nested.append(target)
+    # registries import every module of their package by name (pkgutil): count those edges too
+    if "pkgutil.iter_modules" in MODULES[mod].read_text():
+        found |= {m for m in MODULES if m.rpartition(".")[0] == mod and not m.endswith((".base", ".registry"))}
+    return found, nested
+
+
+def test_no_import_cycles():
+    graph = {m: imports_of(m)[0] for m in MODULES}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(m):
+        state[m] = 1
+        path.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(n):] + [n]))
+            if n not in state:
+                visit(n)
+        path.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def test_package_modules_are_imported_at_the_top():
+    nested = {m: imports_of(m)[1] for m in MODULES}
+    assert {m: n for m, n in nested.items() if n} == {}
+
+
+def test_every_module_has_a_docstring_saying_its_job():
+    for name, path in MODULES.items():
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        assert doc and len(doc.split()) >= 5, f"{name} needs a docstring that says its one job"
+
+
+def test_the_cycle_check_can_fail(tmp_path, monkeypatch):
+    """The checker itself: two modules importing each other inside functions are a cycle."""
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text('"""a."""\ndef f():\n    from quantconf.b import g\n')
+    b.write_text('"""b."""\nfrom quantconf.a import f\n')
+    monkeypatch.setitem(MODULES, "quantconf.a", a)
+    monkeypatch.setitem(MODULES, "quantconf.b", b)
+    with pytest.raises(pytest.fail.Exception, match="import cycle"):
+        test_no_import_cycles()
+    assert imports_of("quantconf.a") == ({"quantconf.b"}, ["quantconf.b"])

@@ -1,0 +1,56 @@
+"""predictions.py: prediction files round-trip; bad files give one clear error."""
+
+import pandas as pd
+import pytest
+
+import quantconf as qc
+from quantconf.errors import QuantconfError
+from quantconf.predictions import (read_manifest, read_prediction_dir, read_prediction_file, task_file_name,
+                                   write_predictions)
+
+
+def _frame(task="t", gold=(0, 1)):
+    n = len(gold)
+    return pd.DataFrame({"doc_id": range(n), "task": task, "context": "c", "choices": [["a", "bb"]] * n,
+                         "gold": list(gold), "loglik": [[-1.0, -2.5]] * n, "n_tokens": [[1, 2]] * n,
+                         "n_chars": [[1, 2]] * n, "n_bytes": [[1, 2]] * n, "is_greedy": [[True, False]] * n})
+
+
+def test_round_trip_file_and_dir(tmp_path):
+    df = _frame()
+    mc2 = _frame("mc2", gold=([0, 1], [1]))
+    write_predictions(df, tmp_path / task_file_name("t"))
+    write_predictions(mc2, tmp_path / task_file_name("mc2"))
+    back = read_prediction_file(tmp_path / "t.parquet")
+    assert back["loglik"].tolist() == [[-1.0, -2.5]] * 2 and back["gold"].tolist() == [0, 1]
+    assert isinstance(back["choices"][0], list) and back["is_greedy"][0] == [True, False]
+    both = read_prediction_dir(tmp_path)
+    assert sorted(both) == ["mc2", "t"] and both["mc2"]["gold"].tolist() == [[0, 1], [1]]
+    # the public reader: a file gives a frame, a directory a dict
+    assert isinstance(qc.read_predictions(tmp_path / "t.parquet"), pd.DataFrame)
+    assert sorted(qc.read_predictions(tmp_path)) == ["mc2", "t"]
+    assert read_manifest(tmp_path) == {}
+
+
+def test_file_task_names():
+    assert task_file_name("file:/a/b/my_set.jsonl") == "file_my_set.parquet"
+    assert task_file_name("piqa") == "piqa.parquet"
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="lack columns"):
+        write_predictions(_frame().drop(columns=["loglik"]), tmp_path / "x.parquet")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(QuantconfError, match="not a readable predictions parquet"):
+        read_prediction_file(tmp_path / "junk.parquet")
+    _frame().drop(columns=["gold"]).to_parquet(tmp_path / "nogold.parquet")
+    with pytest.raises(QuantconfError, match=r"missing columns \['gold'\]"):
+        read_prediction_file(tmp_path / "nogold.parquet")
+    with pytest.raises(QuantconfError, match="not found"):
+        read_prediction_dir(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(QuantconfError, match="holds no <task>.parquet"):
+        read_prediction_dir(tmp_path / "empty")
+    (tmp_path / "manifest.json").write_text("{")
+    with pytest.raises(QuantconfError, match="manifest.json is corrupt"):
+        read_manifest(tmp_path)
