@@ -1,10 +1,11 @@
+"""calibration.py: metrics against hand computations, netcal, and loops written from the papers."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from quantconf.calibration import (accuracy, bootstrap_metrics, calibration_metrics, choice_probs, equal_mass_bin,
-                               proskurina2024_metrics, reliability_bins, task_metrics)
+                                   reliability_bins, task_metrics)
 
 
 def _random_case(n=400, k=4, seed=0):
@@ -122,14 +123,14 @@ def test_bootstrap_contains_point_and_is_seeded():
     assert (ci["acc"][1] - ci["acc"][0]) == pytest.approx(3.92 * se, rel=0.25)
 
 
-def test_mc2_and_compat_mode():
-    df = pd.DataFrame({"loglik": [[0.0, 0.0, np.log(0.5)]], "n_chars": [[1, 1, 1]], "n_tokens": [[1, 1, 1]],
-                       "n_bytes": [[1, 1, 1]], "gold": [[0, 1]]})
+def test_mc2_ignores_normalization_as_lm_eval_does():
+    df = pd.DataFrame({"loglik": [[0.0, 0.0, np.log(0.5)], [-1.0, -30.0, -2.0]], "n_chars": [[1, 9, 3], [2, 50, 7]],
+                       "n_tokens": [[1, 4, 2], [1, 9, 2]], "n_bytes": [[1, 9, 3], [2, 50, 7]], "gold": [[0, 1], [1]]})
     m = task_metrics(df, n_boot=10)
-    assert m["mc2"] == pytest.approx(0.8) and "ece" not in m and "skipped" in m["note"]
-    # proskurina2024 2-choice "ECE": |mean gold index - mean conf| per bin, conf == 1 dropped
-    p = np.array([[0.7, 0.3], [0.7, 0.3], [1.0, 0.0]])
-    assert proskurina2024_metrics(p, np.array([1, 0, 0]))["ece"] == pytest.approx(abs(0.5 - 0.7))
+    lm_eval_mc2 = [0.8, np.exp(-30) / (np.exp(-1) + np.exp(-30) + np.exp(-2))]  # softmax over raw logliks
+    assert m["mc2"] == pytest.approx(np.mean(lm_eval_mc2)) and "ece" not in m and "skipped" in m["note"]
+    for normalize in ("chars", "tokens", "bytes"):
+        assert task_metrics(df, n_boot=0, normalize=normalize)["mc2"] == m["mc2"]
 
 
 def test_accuracy_matches_hand_computation():

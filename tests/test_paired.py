@@ -75,7 +75,7 @@ def test_flips_and_bins_against_hand_counts():
 
 
 def test_per_sample_frame_and_compare_predictions():
-    full, quant, gold = [[-0.1, -3.0], [-2.0, -0.1]], [[-3.0, -0.1], [-2.0, -0.1]], [0, 1]
+    full, quant, gold = [[-0.1, -3.0], [-3.0, -0.1]], [[-3.0, -0.1], [-3.0, -0.1]], [0, 1]
     frame = per_sample_frame(_df(full, gold), _df(quant, gold), "t")
     p0 = 1 / (1 + np.exp(-2.9))
     assert frame["full_p_true"].tolist() == pytest.approx([p0, p0])

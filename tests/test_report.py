@@ -77,6 +77,15 @@ def test_summary_numbers_equal_direct_calls(finished_study):
     assert 'alt="heatmap_pydoc"' in page and page.count("data:image/png;base64") >= 2
     spread = pd.read_csv(out / "calib_spread.csv")
     assert spread["n_sets"].tolist() == [2]
+    # temperature scaling: one entry per (variant, task), the same T as a direct call, a verdict line per variant
+    recal = {r["variant"]: r for r in summary["recalibration"]}
+    assert set(recal) == {"full", "gptq-w4g32-pydoc-s0", "gptq-w4g32-punct-s0"}
+    assert recal["full"]["temperature"] == pytest.approx(qc.recalibrate(written["full"], n_boot=0)["temperature"])
+    assert "Can one temperature undo it?" in page and page.count("quantized minus full ECE") == 2
+    # new metrics reach summary.csv with their CIs
+    csv = pd.read_csv(out / "summary.csv")
+    for m in ("smece", "auroc", "aurc", "eaurc", "tace", "ece_sweep", "brier_reliability"):
+        assert csv[m].notna().all() and (csv[f"{m}_lo"] <= csv[f"{m}_hi"]).all()
 
 
 def test_provenance_reads_each_step_kinds_own_record(finished_study):

@@ -20,12 +20,14 @@ from quantconf.models import set_threads
 from quantconf.paired import compare_dirs, compare_predictions, compare_task
 from quantconf.predictions import read_prediction_dir, read_prediction_file, task_file_name
 from quantconf.quantizers import QuantConfig, run_quantize
+from quantconf.recalibration import recalibrate_task
 from quantconf.study import Study, load_study
 from quantconf.study import run_study as _run_study
 from quantconf.tasks import LoadedTask
 from quantconf.tasks import load_task as _load_task
 
-__all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "run_study", "read_predictions"]
+__all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "recalibrate", "run_study",
+           "read_predictions"]
 
 
 def load_model(spec: str | Path, *, dtype: str = "float32", device: str = "cpu", allow_pickle: bool = False,
@@ -268,9 +270,11 @@ def metrics(predictions: pd.DataFrame | dict[str, pd.DataFrame], *, n_bins: int 
     Returns
     -------
     dict
-        The keys of ``quantconf metrics --json`` for one task: ``n, acc, acc_norm, nll, brier,
-        entropy, entropy_bits, conf, conf_true, conf_correct, conf_wrong, ece, ace, mce, sce, rmsce,
-        l2_debiased`` and ``ci`` ({metric: [lo, hi]}); multi-true tasks: ``n, mc2, acc, note, ci``.
+        The keys of ``quantconf metrics --json`` for one task: ``n`` and every name in
+        ``quantconf.calibration.METRICS`` (acc, acc_norm, nll, brier, entropy, conf, conf_true, ece,
+        ace, mce, sce, rmsce, l2_debiased, smece, ece_sweep, tace, auroc, aurc, eaurc, the Brier
+        decomposition, ...), ``ci`` ({metric: [lo, hi]}), and ``proskurina2024`` with ``compat``;
+        multi-true tasks: ``n, mc2, acc, note, ci``.
 
     Raises
     ------
@@ -319,8 +323,9 @@ def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: 
     -------
     dict
         The keys of ``quantconf compare --json`` for one task: ``n, js_mean, js_median,
-        js_quantiles, kl_full_quant, kl_quant_full, full_<m>, quant_<m>, delta_<m>`` (m in acc, nll,
-        ece, ace, brier, conf, conf_true), ``flips_correct_to_wrong, flips_wrong_to_correct,
+        js_quantiles, kl_full_quant, kl_quant_full, full_<m>, quant_<m>, delta_<m>`` (m in
+        ``quantconf.paired.DELTA_METRICS``: acc, nll, ece, ace, brier, conf, conf_true, smece,
+        ece_sweep, tace, auroc, aurc, eaurc, brier_reliability, brier_resolution), ``flips_correct_to_wrong, flips_wrong_to_correct,
         pred_changed, p_ttest, p_wilcoxon, p_mcnemar, ci, by_confidence_bin``; a dict by task when
         given dicts or directories.
 
@@ -350,6 +355,56 @@ def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: 
         return compare_predictions(full, quantized, **options)
     task = str(full["task"].iloc[0]) if len(full) else ""
     return compare_task(full, quantized, task=task, **options)
+
+
+def recalibrate(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path, *, n_folds: int = 5,
+                n_boot: int = 200, seed: int = 0, n_bins: int = 15) -> dict:
+    """Temperature scaling: can one number T undo a model's miscalibration on a task?
+
+    Parameters
+    ----------
+    predictions : pandas.DataFrame, dict of str to DataFrame, str or Path
+        One task's predictions, a dict of them by task, or a predictions directory.
+    n_folds : int, default=5
+        Cross-fitting folds: T is fitted on K-1 folds (by minimising NLL) and applied to the held-out
+        fold, so the "after" metrics are not fitted on the questions they judge.
+    n_boot : int, default=200
+        Bootstrap resamples of questions for the 95% interval of T (T refitted on each).
+    seed : int, default=0
+        Seed of the fold assignment and the bootstrap.
+    n_bins : int, default=15
+        Bins of the ECE/ACE computed before and after.
+
+    Returns
+    -------
+    dict
+        ``n, temperature, temperature_ci, fold_temperatures, n_folds, before, after`` (``before`` and
+        ``after``: acc, nll, ece, ace, smece, brier); a dict by task for dicts or directories.
+
+    Raises
+    ------
+    QuantconfError
+        Multi-true tasks (truthfulqa_mc2), ``n_folds`` outside [2, n], non-finite log-likelihoods.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, quantconf as qc
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=(400, 4))
+    >>> gold = [int(rng.choice(4, p=np.exp(r) / np.exp(r).sum())) for r in z]
+    >>> df = pd.DataFrame({"doc_id": range(400), "task": "t", "gold": gold, "loglik": list(3 * z)})
+    >>> res = qc.recalibrate(df, n_boot=0)
+    >>> 2.0 < res["temperature"] < 4.5, res["after"]["acc"] == res["before"]["acc"]
+    (True, True)
+    """
+    if isinstance(predictions, (str, Path)):
+        predictions = read_predictions(predictions)
+    if isinstance(predictions, dict):
+        return {task: recalibrate(df, n_folds=n_folds, n_boot=n_boot, seed=seed, n_bins=n_bins)
+                for task, df in predictions.items()}
+    if n_boot < 0:
+        raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
+    return recalibrate_task(predictions, n_folds=n_folds, n_boot=n_boot, seed=seed, n_bins=n_bins)
 
 
 def run_study(config: str | Path | dict | Study, out: str | Path, *, dry_run: bool = False, log=print) -> Path | None:

@@ -6,7 +6,8 @@ y[i] the gold index, conf_i = max_j p[i, j], pred_i = argmax_j p[i, j], correct_
 
   acc          mean(correct)
   acc_norm     accuracy of argmax(loglik / n_chars) (lm-eval's acc_norm)
-  nll          -mean(log p[i, y_i])
+  nll          -mean(log p[i, y_i]), with log p = z - logsumexp(z) computed from the log-likelihoods
+               (exact even when p underflows: a gold choice 2000 nats behind costs 2000, not 690)
   brier        mean_i sum_j (p[i, j] - [j == y_i])^2            (multi-class Brier, range [0, 2])
   entropy      mean_i -sum_j p[i, j] log p[i, j]   (nats; entropy_bits = entropy / ln 2)
   conf         mean(conf_i);  conf_true = mean(p[i, y_i])
@@ -20,23 +21,48 @@ y[i] the gold index, conf_i = max_j p[i, j], pred_i = argmax_j p[i, j], correct_
                2019's debiased estimate of the squared L2 calibration error; bins with n_b < 2
                contribute their plug-in term; may be slightly negative for a calibrated model)
   ace          adaptive calibration error (Nixon et al. 2019): for every class j, sort p[:, j]
-               and cut it into R = B equal-mass ranges; ACE = 1/(K R) sum_j sum_r
-               |mean([y == j]) - mean(p[:, j])| over the range
+               and cut it into R = B equal-mass ranges; ACE = 1/K sum_j mean_r
+               |mean([y == j]) - mean(p[:, j])| over the range. Nixon et al. write 1/(KR) sum_r
+               with every range holding n/R predictions; with fewer predictions than ranges some
+               ranges are empty, and we average over the non-empty ones (dividing by R would count
+               empty ranges as perfectly calibrated: n=5, R=15 gave a third of the value)
+  tace         thresholded ACE (Nixon et al.): ACE over the class probabilities above 1e-2 only
   sce          static (class-wise) calibration error (Nixon et al. 2019): for every class j,
                B equal-width bins of p[:, j]; SCE = 1/K sum_j sum_b (n_bj / n) |acc_bj - conf_bj|
+  smece        smooth ECE (Błasiok & Nakkiran 2023), top-label: residuals correct - conf smoothed by a
+               reflected Gaussian kernel of bandwidth sigma*, the fixed point sigma* = smECE(sigma*)
+               (`smooth_ece_at`, `smooth_ece_bandwidth`; agrees with the relplot package)
+  ece_sweep    top-label ECE with equal-mass bins, as many as keep bin accuracy monotone in
+               confidence (Roelofs et al. 2022, p = 1)
+  auroc        area under the ROC of confidence as a detector of its own correctness
+               (= Mann-Whitney U / (n_correct n_wrong), ties count 1/2)
+  aurc, eaurc  area under the risk-coverage curve (Geifman & El-Yaniv 2017; ties in question order),
+               and its excess over a perfect ranking
+  brier_reliability, brier_resolution, brier_uncertainty, brier_within_bin
+               Murphy's decomposition of the multi-class Brier score, summed over classes: for class
+               j, B equal-width bins of p[:, j]; REL = sum_b n_b/n (mean p - mean y)^2, RES =
+               sum_b n_b/n (mean y_b - mean y)^2, UNC = (n_j/n) mean y (1 - mean y). With forecasts
+               that vary inside a bin, brier = REL - RES + UNC + within-bin terms (Stephenson et al.
+               2008); brier_within_bin is that remainder, so the identity holds exactly
 
 Every metric is computed from weighted sums, with one weight vector per (bootstrap) replicate;
 the point estimate uses weights of 1, and `bootstrap` draws multinomial weights, so intervals
 come from the same code vectorized over replicates. ACE keeps the equal-mass ranges of the
-full sample in every replicate (re-cutting ranges per replicate would add quantile noise).
+full sample in every replicate (re-cutting ranges per replicate would add quantile noise); in the
+same way smECE keeps the full sample's bandwidth and ece_sweep its bin count (`metric_structure`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from quantconf.errors import QuantconfError
+
 METRICS = ["acc", "acc_norm", "nll", "brier", "entropy", "entropy_bits", "conf", "conf_true",
-           "conf_correct", "conf_wrong", "ece", "ace", "mce", "sce", "rmsce", "l2_debiased"]
+           "conf_correct", "conf_wrong", "ece", "ace", "mce", "sce", "rmsce", "l2_debiased",
+           "smece", "ece_sweep", "tace", "auroc", "aurc", "eaurc",
+           "brier_reliability", "brier_resolution", "brier_uncertainty", "brier_within_bin"]
+TACE_THRESHOLD = 1e-2  # Nixon et al.'s thresholded ACE: only class probabilities above this count
 NORMALIZATIONS = ("none", "tokens", "chars", "bytes")
 
 
@@ -52,11 +78,13 @@ def pad_ragged(rows, fill=np.nan) -> np.ndarray:
     return out
 
 
-def choice_probs(loglik, lengths=None) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax over each question's choices of loglik / length (length=None: raw loglik).
+def choice_log_probs(loglik, lengths=None) -> tuple[np.ndarray, np.ndarray]:
+    """Log-softmax over each question's choices of loglik / length (length=None: raw loglik).
 
-    `loglik`, `lengths`: (n, k) arrays or ragged lists. Returns (probs (n, k) padded with 0,
-    mask (n, k) of real choices). Non-finite log-likelihoods raise ValueError.
+    `loglik`, `lengths`: (n, k) arrays or ragged lists. Returns (log_probs (n, k) padded with -inf,
+    mask (n, k) of real choices). Computed as z - logsumexp(z), so a choice thousands of nats behind
+    keeps its exact log-probability (its probability underflows to 0, its NLL does not).
+    Non-finite log-likelihoods raise ValueError.
     """
     if isinstance(loglik, np.ndarray):
         ll, mask = loglik.astype(float), np.ones(loglik.shape, bool)
@@ -73,8 +101,26 @@ def choice_probs(loglik, lengths=None) -> tuple[np.ndarray, np.ndarray]:
         ll = ll / np.where(mask, ln, 1.0)
     z = np.where(mask, ll, -np.inf)
     z = z - z.max(axis=1, keepdims=True)
-    e = np.where(mask, np.exp(z), 0.0)
-    return e / e.sum(axis=1, keepdims=True), mask
+    log_norm = np.log(np.where(mask, np.exp(z), 0.0).sum(axis=1, keepdims=True))
+    return np.where(mask, z - log_norm, -np.inf), mask
+
+
+def choice_probs(loglik, lengths=None) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax over each question's choices (see `choice_log_probs`): (probs padded with 0, mask)."""
+    log_probs, mask = choice_log_probs(loglik, lengths)
+    return np.where(mask, np.exp(log_probs), 0.0), mask
+
+
+def check_finite_logliks(df) -> None:
+    """One rule everywhere: a NaN or infinite choice log-likelihood is an error naming task, doc and choice."""
+    doc_ids = df["doc_id"] if "doc_id" in df else range(len(df))
+    tasks = df["task"] if "task" in df else ["predictions"] * len(df)
+    for doc_id, task, ll in zip(doc_ids, tasks, df["loglik"]):
+        ll = np.asarray(ll, dtype=float)
+        if not np.isfinite(ll).all():
+            j = int(np.argmax(~np.isfinite(ll)))
+            raise QuantconfError(f"{task} doc {doc_id} choice {j}: log-likelihood {ll[j]} is not finite "
+                                 "(the scorer produced NaN/inf: a broken model or checkpoint); re-run eval")
 
 
 def mc2_mass(loglik_rows, gold_lists) -> np.ndarray:
@@ -105,6 +151,7 @@ def accuracy(df) -> dict[str, float]:
     """
     if len(df) == 0:
         return {"acc": float("nan"), "acc_norm": float("nan")}
+    check_finite_logliks(df)
     accs, norms = [], []
     for ll, chars, gold in zip(df["loglik"], df["n_chars"], df["gold"]):
         if isinstance(gold, list):
@@ -117,14 +164,21 @@ def accuracy(df) -> dict[str, float]:
     return {"acc": float(np.mean(accs)), "acc_norm": float(np.mean(norms)) if not np.isnan(norms).all() else float("nan")}
 
 
-def probs_from_predictions(df, normalize: str = "none") -> tuple[np.ndarray, np.ndarray]:
-    """Choice probabilities of a predictions DataFrame; normalize none|tokens|chars|bytes."""
+def log_probs_from_predictions(df, normalize: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """Choice log-probabilities of a predictions DataFrame; normalize none|tokens|chars|bytes."""
     if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+        raise QuantconfError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}", param="normalize")
+    check_finite_logliks(df)
     lengths = None if normalize == "none" else list(df[f"n_{normalize}"])
     if normalize == "tokens" and any(0 in list(x) for x in lengths):
         raise ValueError("token counts are unknown (imported lm-eval samples); use --normalize chars or bytes")
-    return choice_probs(list(df["loglik"]), lengths)
+    return choice_log_probs(list(df["loglik"]), lengths)
+
+
+def probs_from_predictions(df, normalize: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """Choice probabilities of a predictions DataFrame; normalize none|tokens|chars|bytes."""
+    log_probs, mask = log_probs_from_predictions(df, normalize)
+    return np.where(mask, np.exp(log_probs), 0.0), mask
 
 
 def check_probs(probs: np.ndarray, gold: np.ndarray, atol: float = 1e-6) -> None:
@@ -171,20 +225,136 @@ def _safe_div(a, b):
         return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
 
+def wilson_interval(successes, count, z: float = 1.959964) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion (95% by default); NaN where count is 0."""
+    successes, count = np.asarray(successes, float), np.asarray(count, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = successes / count
+        centre = (p + z * z / (2 * count)) / (1 + z * z / count)
+        half = z * np.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    return np.where(count > 0, centre - half, np.nan), np.where(count > 0, centre + half, np.nan)
+
+
 def reliability_bins(conf, correct, n_bins: int = 15) -> dict[str, np.ndarray]:
-    """Reliability-diagram data: per equal-width bin edges, count, mean confidence, accuracy."""
+    """Reliability-diagram data: per equal-width bin edges, count, mean confidence, accuracy, and
+    the accuracy's 95% Wilson interval (acc_lo, acc_hi), so a reader sees which points mean something."""
     conf, correct = np.asarray(conf, float), np.asarray(correct, float)
     bins = equal_width_bin(conf, n_bins)
     count, (sc, sa) = _bin_sums(np.ones((1, len(conf))), bins, n_bins, conf, correct)
+    lo, hi = wilson_interval(sa[0], count[0])
     return {"edges": np.linspace(0, 1, n_bins + 1), "count": count[0].astype(int),
-            "conf": _safe_div(sc, count)[0], "acc": _safe_div(sa, count)[0]}
+            "conf": _safe_div(sc, count)[0], "acc": _safe_div(sa, count)[0], "acc_lo": lo, "acc_hi": hi}
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics that need more than bin sums: smooth ECE, the monotone sweep, AUROC, risk-coverage
+
+
+def reflected_gaussian_kernel(t: np.ndarray, f: np.ndarray, sigma: float) -> np.ndarray:
+    """K[a, i]: Gaussian density of width sigma at t[a] around f[i], reflected at 0 and 1 (so the
+    kernel keeps its mass on [0, 1]), the kernel of Błasiok & Nakkiran's smooth ECE."""
+    d = t[:, None] - f[None, :]
+    s = t[:, None] + f[None, :]
+    out = np.zeros_like(d)
+    for m in range(-3, 4):  # images at 2m +- f; |m| <= 3 is exact to float precision for sigma <= 1
+        out += np.exp(-0.5 * ((d - 2 * m) / sigma) ** 2) + np.exp(-0.5 * ((s - 2 * m) / sigma) ** 2)
+    return out / (np.sqrt(2 * np.pi) * sigma)
+
+
+def smooth_ece_at(conf, correct, sigma: float, weights=None) -> np.ndarray:
+    """Smooth ECE at bandwidth sigma (Błasiok & Nakkiran 2023): with residuals r_i = correct_i - conf_i,
+    the kernel-smoothed residual integrated against the kernel density of the confidences,
+    sum_t |sum_i w_i K(t, conf_i) r_i| / sum_t sum_i w_i K(t, conf_i) on an even grid t of [0, 1]
+    (max(200, 10 / sigma) points, as relplot evaluates it). `weights` (r, n): one value per row."""
+    conf, correct = np.asarray(conf, float), np.asarray(correct, float)
+    w = np.ones((1, len(conf))) if weights is None else np.asarray(weights, float)
+    t = np.linspace(0, 1, max(200, int(round(10 / sigma))))
+    k = reflected_gaussian_kernel(t, conf, sigma)  # (T, n)
+    num = np.abs((w * (correct - conf)) @ k.T).sum(axis=1)
+    return num / (w @ k.T).sum(axis=1)
+
+
+def smooth_ece_bandwidth(conf, correct, eps: float = 1e-3, refine: int = 10) -> float:
+    """The bandwidth sigma* with smECE_sigma* = sigma*, found as relplot does: bisection on [0, 1]
+    for the smallest sigma with sigma >= smECE_sigma (`refine` halvings, stopping below `eps`)."""
+    def at_or_above(sigma):
+        return sigma < eps or sigma < smooth_ece_at(conf, correct, sigma)[0]
+
+    if at_or_above(1.0):
+        return 1.0
+    hi, lo = 1.0, 0.0
+    for _ in range(refine):
+        mid = (hi + lo) / 2
+        if at_or_above(mid):
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def sweep_bin_count(conf, correct) -> int:
+    """Roelofs et al. (2022)'s ECE_sweep: the largest number of equal-mass bins (`equal_mass_bin`)
+    for which bin accuracy, in order of confidence, is monotonically non-decreasing."""
+    conf, correct = np.asarray(conf, float), np.asarray(correct, float)
+    best = 1
+    for b in range(2, len(conf) + 1):
+        count, (sa,) = _bin_sums(np.ones((1, len(conf))), equal_mass_bin(conf, b), b, correct)
+        if np.any(np.diff(sa[0] / count[0]) < 0):
+            break
+        best = b
+    return best
+
+
+def weighted_auroc(conf, correct, weights) -> np.ndarray:
+    """AUROC of confidence as a detector of its own correctness = Mann-Whitney U / (n_correct n_wrong):
+    P(conf of a correct answer > conf of a wrong one) + 0.5 P(tie), with question weights (r, n)."""
+    order = np.argsort(conf, kind="stable")
+    c_sorted, ok = conf[order], correct[order].astype(bool)
+    w = weights[:, order]
+    wrong_w = np.where(~ok, w, 0.0)
+    cum = np.cumsum(wrong_w, axis=1)
+    first = np.searchsorted(c_sorted, c_sorted, side="left")  # start of each sample's tie group
+    last = np.searchsorted(c_sorted, c_sorted, side="right") - 1
+    below = np.where(first > 0, cum[:, np.maximum(first - 1, 0)], 0.0)
+    tied = cum[:, last] - below
+    pairs = (np.where(ok, w, 0.0) * (below + 0.5 * tied)).sum(axis=1)
+    return _safe_div(pairs, np.where(ok, w, 0).sum(axis=1) * wrong_w.sum(axis=1))
+
+
+def _risk_coverage_area(order, wrong, weights) -> np.ndarray:
+    w = weights[:, order]
+    cum_w, cum_err = np.cumsum(w, axis=1), np.cumsum(w * wrong[order], axis=1)
+    risk = _safe_div(cum_err, cum_w)
+    return (w * np.nan_to_num(risk)).sum(axis=1) / w.sum(axis=1)
+
+
+def weighted_aurc(conf, correct, weights) -> tuple[np.ndarray, np.ndarray]:
+    """(AURC, E-AURC) of Geifman & El-Yaniv: questions taken in order of decreasing confidence (ties in
+    question order); risk(k) = error rate of the k most confident; AURC = mean over k of risk(k).
+    E-AURC subtracts the AURC of a perfect ranking (every correct answer first)."""
+    wrong = 1.0 - correct
+    aurc = _risk_coverage_area(np.argsort(-conf, kind="stable"), wrong, weights)
+    best = _risk_coverage_area(np.argsort(wrong, kind="stable"), wrong, weights)
+    return aurc, aurc - best
 
 
 # ---------------------------------------------------------------------------------------------
 # All metrics, for one or many weight vectors
 
 
-def metrics_weighted(probs, mask, gold, weights, n_bins, correct_norm=None) -> dict[str, np.ndarray]:
+def metric_structure(probs, mask, gold, n_bins) -> dict:
+    """What some metrics choose from the data once, on the full sample, and keep fixed in every
+    bootstrap replicate (re-choosing per replicate would add selection noise): the smooth-ECE
+    bandwidth and the ECE_sweep bin count."""
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == gold).astype(float)
+    return {"smece_sigma": smooth_ece_bandwidth(conf, correct), "sweep_bins": sweep_bin_count(conf, correct)}
+
+
+def metrics_weighted(probs, mask, gold, weights, n_bins, correct_norm=None, log_probs=None,
+                     structure=None, tace_threshold: float = TACE_THRESHOLD) -> dict[str, np.ndarray]:
+    """Every metric in METRICS for each row of question weights (r, n); see the module docstring.
+    `log_probs` (exact log-softmax) makes NLL exact where a probability underflows to 0."""
     n, k = probs.shape
     w = weights  # (r, n), rows sum to n
     total = w.sum(axis=1)
@@ -195,9 +365,11 @@ def metrics_weighted(probs, mask, gold, weights, n_bins, correct_norm=None) -> d
     p_true = probs[rows, gold]
     onehot_gold = np.zeros_like(probs)
     onehot_gold[rows, gold] = 1.0
+    with np.errstate(divide="ignore"):
+        log_p_true = log_probs[rows, gold] if log_probs is not None else np.log(p_true)
     per_sample = {
         "acc": correct,
-        "nll": -np.log(np.clip(p_true, 1e-300, None)),
+        "nll": -log_p_true,
         "brier": ((probs - onehot_gold) ** 2).sum(axis=1),
         "entropy": -(np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1)), 0.0)).sum(axis=1),
         "conf": conf,
@@ -224,33 +396,64 @@ def metrics_weighted(probs, mask, gold, weights, n_bins, correct_norm=None) -> d
         var = np.where(count > 1, np.nan_to_num(acc_b * (1 - acc_b)) / (count - 1), 0.0)
     out["l2_debiased"] = (count * (sq - var)).sum(axis=1) / total
 
-    # class-wise: ACE (equal-mass ranges) and SCE (equal-width bins), over real classes
-    ace_terms, sce_terms = [], []
+    # data-chosen structure (fixed across replicates): smooth ECE, ECE_sweep
+    structure = structure or metric_structure(probs, mask, gold, n_bins)
+    out["smece"] = smooth_ece_at(conf, correct, structure["smece_sigma"], w)
+    b = structure["sweep_bins"]
+    count_s, (sc_s, sa_s) = _bin_sums(w, equal_mass_bin(conf, b), b, conf, correct)
+    out["ece_sweep"] = np.abs(sa_s - sc_s).sum(axis=1) / total
+
+    # confidence as a detector of correctness; selective risk
+    out["auroc"] = weighted_auroc(conf, correct, w)
+    out["aurc"], out["eaurc"] = weighted_aurc(conf, correct, w)
+
+    # class-wise: ACE and TACE (equal-mass ranges, mean over non-empty ranges), SCE (equal-width
+    # bins), and Murphy's decomposition of the multi-class Brier score (per class, equal-width bins)
+    ace_terms, tace_terms, sce_terms = [], [], []
+    rel, res, unc = np.zeros(len(w)), np.zeros(len(w)), np.zeros(len(w))
     for j in range(k):
         rows_j = mask[:, j]
         pj, yj, wj = probs[rows_j, j], onehot_gold[rows_j, j], w[:, rows_j]
         if pj.size == 0:
             continue
-        c, (sp, sy) = _bin_sums(wj, equal_mass_bin(pj, n_bins), n_bins, pj, yj)
-        ace_terms.append(np.nansum(np.where(c > 0, np.abs(_safe_div(sy, c) - _safe_div(sp, c)), np.nan), axis=1)
-                         / n_bins)
+        ace_terms.append(_range_gap(pj, yj, wj, n_bins))
+        above = pj > tace_threshold
+        if above.any():
+            tace_terms.append(_range_gap(pj[above], yj[above], wj[:, above], n_bins))
         c, (sp, sy) = _bin_sums(wj, equal_width_bin(pj, n_bins), n_bins, pj, yj)
         sce_terms.append(np.abs(sy - sp).sum(axis=1) / total)
+        y_bar_b, p_bar_b = _safe_div(sy, c), _safe_div(sp, c)
+        y_bar = (wj @ yj) / wj.sum(axis=1)
+        rel += np.nansum(c * (p_bar_b - y_bar_b) ** 2, axis=1) / total
+        res += np.nansum(c * (y_bar_b - y_bar[:, None]) ** 2, axis=1) / total
+        unc += wj.sum(axis=1) * y_bar * (1 - y_bar) / total
     out["ace"] = np.mean(ace_terms, axis=0)
+    out["tace"] = np.mean(tace_terms, axis=0) if tace_terms else np.full(len(w), np.nan)
     out["sce"] = np.mean(sce_terms, axis=0)
+    out["brier_reliability"], out["brier_resolution"], out["brier_uncertainty"] = rel, res, unc
+    out["brier_within_bin"] = out["brier"] - (rel - res + unc)
     return out
 
 
-def calibration_metrics(probs, gold, mask=None, n_bins: int = 15, correct_norm=None) -> dict[str, float]:
+def _range_gap(p, y, w, n_ranges):
+    """Mean over the non-empty equal-mass ranges of p of |mean y - mean p| (Nixon et al.'s ACE term
+    for one class). With fewer predictions than ranges, only the ranges that hold one count."""
+    c, (sp, sy) = _bin_sums(w, equal_mass_bin(p, n_ranges), n_ranges, p, y)
+    gaps = np.where(c > 0, np.abs(_safe_div(sy, c) - _safe_div(sp, c)), 0.0)
+    return _safe_div(gaps.sum(axis=1), (c > 0).sum(axis=1))
+
+
+def calibration_metrics(probs, gold, mask=None, n_bins: int = 15, correct_norm=None,
+                        log_probs=None) -> dict[str, float]:
     """All metrics of the module docstring for probs (n, k) and gold (n,)."""
     probs, gold = np.asarray(probs, float), np.asarray(gold, int)
     check_probs(probs, gold)
     if len(gold) == 0:
         raise ValueError("no questions to score")
     if n_bins < 1:
-        raise ValueError(f"--bins must be >= 1, got {n_bins}")
+        raise QuantconfError(f"n_bins must be >= 1, got {n_bins}", param="n_bins")
     mask = np.ones_like(probs, bool) if mask is None else np.asarray(mask, bool)
-    res = metrics_weighted(probs, mask, gold, np.ones((1, len(gold))), n_bins, correct_norm)
+    res = metrics_weighted(probs, mask, gold, np.ones((1, len(gold))), n_bins, correct_norm, log_probs)
     return {m: float(res[m][0]) for m in METRICS}
 
 
@@ -279,44 +482,92 @@ def percentile_interval(draws, level: float = 0.95) -> list[float]:
 
 
 def bootstrap_metrics(probs, gold, mask=None, n_bins: int = 15, n_boot: int = 1000, seed: int = 0,
-                      correct_norm=None, level: float = 0.95, chunk: int = 50) -> dict[str, list[float]]:
+                      correct_norm=None, level: float = 0.95, chunk: int = 50, log_probs=None) -> dict[str, list[float]]:
     """Percentile bootstrap intervals {metric: [lo, hi]}, resampling questions with replacement."""
     probs, gold = np.asarray(probs, float), np.asarray(gold, int)
     mask = np.ones_like(probs, bool) if mask is None else np.asarray(mask, bool)
-    draws = bootstrap_draws(lambda w: metrics_weighted(probs, mask, gold, w, n_bins, correct_norm),
+    structure = metric_structure(probs, mask, gold, n_bins)
+    draws = bootstrap_draws(lambda w: metrics_weighted(probs, mask, gold, w, n_bins, correct_norm, log_probs, structure),
                             len(gold), n_boot, seed, chunk)
     return {m: percentile_interval(draws[m], level) for m in METRICS}
 
 
 # ---------------------------------------------------------------------------------------------
-# The seed paper's definitions (Proskurina et al. 2024), kept for comparability
+# The seed paper's definitions (Proskurina et al. 2024, notebook 3_Calibration_Error_Metrics), kept
+# for comparability with its numbers, quirks and all. Each quirk, and what the standard metric does:
+#  * rows: only questions with as many choices as the first one are kept (ragged tasks lose rows);
+#    standard: every question, padded choices masked out.
+#  * 2 choices, "ace": a 100-bin equal-width ECE comparing the bin's mean confidence with the mean
+#    gold *label index* (not the accuracy); standard ECE compares with accuracy.
+#  * 2 choices, "mce": the largest signed (conf - label index) bin difference, not |acc - conf|.
+#  * >2 choices, "ace": ranges cut at every (n // 15)-th sorted top-label confidence; a confidence
+#    above the last cut goes to range 0; within a range, questions are grouped by gold label and
+#    top-label accuracy/confidence compared; standard ACE ranks each class's own probability.
+#  * >2 choices, "mce" (100 bins) and "sce" (15 bins): bins from np.digitize on [0, 1) edges, and
+#    the top bin (confidence >= 0.99, resp. >= 14/15) is never visited: those questions are dropped.
+#  * entropy in bits; a probability of exactly 0 makes it NaN (0 * log 0).
 
 
-def proskurina2024_metrics(probs, gold, n_bins_ace: int = 15, n_bins_binary: int = 100) -> dict[str, float]:
-    """Calibration numbers as the seed notebook computed them — NOT the standard definitions.
+def _digitize_unit(conf, n_bins):
+    """The notebook's binning: np.digitize against the left edges 0, 1/B, ..., i.e. indices 1..B."""
+    return np.digitize(conf, np.arange(0.0, 1.0, 1.0 / n_bins))
 
-    * >2 choices: ACE with 15 equal-mass ranges per class (as `ace` above), reported as "ace".
-    * 2 choices: a 100-bin equal-width "ECE" that compares each bin's mean top-label confidence
-      with the mean *gold label index* of the bin (not the accuracy), reported as "ece".
-    * Bins are half-open [lo, hi), so samples with confidence exactly 1.0 are dropped.
-    Why we differ by default: comparing confidence with a label index only measures calibration
-    when the top choice happens to be choice 1; dropping conf = 1 hides the most over-confident
-    samples. Use this mode only to compare with numbers published by the paper.
-    """
-    probs, gold = np.asarray(probs, float), np.asarray(gold, int)
-    check_probs(probs, gold)
-    conf = probs.max(axis=1)
-    if probs.shape[1] > 2:
-        res = metrics_weighted(probs, np.ones_like(probs, bool), gold, np.ones((1, len(gold))), n_bins_ace)
-        return {"ace": float(res["ace"][0])}
-    edges = np.linspace(0, 1, n_bins_binary + 1)
-    keep = conf < 1.0
-    bins = np.digitize(conf[keep], edges) - 1
-    total, ece = keep.sum(), 0.0
-    for b in np.unique(bins):
-        sel = bins == b
-        ece += sel.sum() / total * abs(gold[keep][sel].mean() - conf[keep][sel].mean())
-    return {"ece": float(ece)}
+
+def _by_gold_label_gaps(probs, gold, in_bin):
+    """For each gold label k: |accuracy - mean top-label confidence| of the bin's questions with label k."""
+    gaps = []
+    for k in range(probs.shape[1]):
+        sel = in_bin & (gold == k)
+        if sel.any():
+            gaps.append((sel.sum(), abs(np.mean(probs[sel].argmax(1) == k) - np.mean(probs[sel].max(1)))))
+    return gaps
+
+
+def proskurina2024_metrics(loglik_rows, gold) -> dict[str, float]:
+    """The seed notebook's numbers (see the comment above for what differs from the standard)."""
+    k0 = len(loglik_rows[0])
+    keep = [i for i, r in enumerate(loglik_rows) if len(r) == k0]
+    ll = np.asarray([loglik_rows[i] for i in keep], float)
+    gold = np.asarray(gold, int)[keep]
+    probs = np.exp(ll - ll.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    n, k = probs.shape
+    conf, pred = probs.max(1), probs.argmax(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -(probs * np.log2(probs)).sum(1)
+    out = {"n_used": n, "conf": float(conf.mean()), "conf_true": float(probs[np.arange(n), gold].mean()),
+           "c_pos": float(conf[pred == gold].mean()) if (pred == gold).any() else float("nan"),
+           "c_neg": float(conf[pred != gold].mean()) if (pred != gold).any() else float("nan"),
+           "entropy": float(entropy.mean())}
+    if k <= 2:
+        bins = _digitize_unit(conf, 100)
+        groups = [(np.sum(bins == b), conf[bins == b].mean() - gold[bins == b].mean()) for b in np.unique(bins)]
+        out["ace"] = float(sum(c / n * abs(d) for c, d in groups))
+        out["mce"] = float(max(d for _, d in groups))
+    else:
+        out["ace"] = _proskurina2024_ace(probs, gold, 15)
+        bins = _digitize_unit(conf, 100)
+        out["mce"] = float(max([g for b in range(100) for _, g in _by_gold_label_gaps(probs, gold, bins == b)],
+                               default=-1))
+    bins = _digitize_unit(conf, 15)
+    out["sce"] = float(sum(c / n * g for b in range(15) for c, g in _by_gold_label_gaps(probs, gold, bins == b)) / k)
+    return out
+
+
+def _proskurina2024_ace(probs, gold, n_ranges):
+    n, k = probs.shape
+    step = n // n_ranges
+    if step == 0:  # the notebook fails here (a range step of 0); say so instead of inventing a value
+        return float("nan")
+    conf = probs.max(1)
+    cuts = np.sort(conf)[0:step * n_ranges:step]
+    above = conf[:, None] <= cuts[None, :]
+    ranges = np.argmax(above, axis=1)  # no cut at or above the confidence -> range 0
+    total = sum(g for r in range(n_ranges) for _, g in _by_gold_label_gaps(probs, gold, ranges == r))
+    return float(total / (k * n_ranges))
+
+
+COMPAT_MODES = ("proskurina2024",)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,10 +580,14 @@ def task_metrics(df, n_bins: int = 15, n_boot: int = 1000, normalize: str = "non
     n = len(df)
     if n == 0:
         raise ValueError("no questions")
+    if compat not in (None, "none", *COMPAT_MODES):
+        raise QuantconfError(f"compat {compat!r} is unknown; known: {', '.join(COMPAT_MODES)}", param="compat")
+    if n_bins < 1:
+        raise QuantconfError(f"n_bins must be >= 1, got {n_bins}", param="n_bins")
     gold_col = list(df["gold"])
     if any(isinstance(g, list) for g in gold_col):
         # truthfulqa_mc2: lm-eval's mc2, always from raw log-likelihoods (`normalize` does not apply)
-        probs_from_predictions(df, normalize)  # same validation as single-label tasks
+        log_probs_from_predictions(df, normalize)  # same validation as single-label tasks
         mc2 = mc2_mass(df["loglik"], gold_col)
         out = {"n": n, "mc2": float(mc2.mean()), "acc": float(mc2.mean()),
                "note": "several true answers: single-label calibration metrics skipped"}
@@ -341,14 +596,13 @@ def task_metrics(df, n_bins: int = 15, n_boot: int = 1000, normalize: str = "non
             means = [mc2[rng.integers(0, n, n)].mean() for _ in range(n_boot)]
             out["ci"] = {"mc2": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]}
         return out
-    probs, mask = probs_from_predictions(df, normalize)
+    log_probs, mask = log_probs_from_predictions(df, normalize)
+    probs = np.where(mask, np.exp(log_probs), 0.0)
     gold = np.asarray(gold_col, int)
     correct_norm = acc_norm_correct(df["loglik"], df["n_chars"], gold)
-    out = {"n": n, **calibration_metrics(probs, gold, mask, n_bins, correct_norm)}
+    out = {"n": n, **calibration_metrics(probs, gold, mask, n_bins, correct_norm, log_probs)}
     if n_boot:
-        out["ci"] = bootstrap_metrics(probs, gold, mask, n_bins, n_boot, seed, correct_norm)
+        out["ci"] = bootstrap_metrics(probs, gold, mask, n_bins, n_boot, seed, correct_norm, log_probs=log_probs)
     if compat == "proskurina2024":
-        out["proskurina2024"] = proskurina2024_metrics(probs, gold)
-    elif compat not in (None, "none"):
-        raise ValueError(f"unknown --compat {compat!r}; known: proskurina2024")
+        out["proskurina2024"] = proskurina2024_metrics(list(df["loglik"]), gold)
     return out

@@ -12,20 +12,24 @@ import sys
 from pathlib import Path
 
 import quantconf as qc
-from quantconf.calibration import NORMALIZATIONS, accuracy
+from quantconf.calibration import COMPAT_MODES, NORMALIZATIONS, accuracy
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import SCORERS
 from quantconf.lmeval_import import import_lm_eval
 from quantconf.models import read_quantize_record
 from quantconf.outliers import run_outliers
 from quantconf.perplexity import text_perplexity
+from quantconf.recalibration import gap_verdict
 from quantconf.report import write_report
 from quantconf.study import demo_study, load_study, plan
 from quantconf.tasks import get_task, task_names
 
 
 # parameters of the API whose flag is not `--<param-with-dashes>`
-FLAG_FOR_PARAM = {"n_boot": "--bootstrap", "n_bins": "--bins", "n_conf_bins": "--conf-bins"}
+FLAG_FOR_PARAM = {"n_boot": "--bootstrap", "n_bins": "--bins", "n_conf_bins": "--conf-bins", "n_folds": "--folds"}
+METRICS_TABLE = ["acc", "acc_norm", "nll", "brier", "entropy", "conf", "conf_true", "ece", "ace", "mce", "sce", "rmsce"]
+METRICS_TABLE_2 = ["smece", "ece_sweep", "tace", "auroc", "aurc", "eaurc", "brier_reliability", "brier_resolution",
+                   "brier_uncertainty"]
 
 
 def _csv(value: str) -> list[str]:
@@ -82,16 +86,45 @@ def cmd_metrics(args) -> int:
     if args.json:
         print(json.dumps(results, indent=2, default=float))
         return 0
-    cols = ["acc", "acc_norm", "nll", "brier", "entropy", "conf", "conf_true", "ece", "ace", "mce", "sce", "rmsce"]
-    print(f"{'task':<16} {'n':>6} " + " ".join(f"{c:>9}" for c in cols))
-    for task, m in results.items():
-        vals = " ".join(f"{m.get(c, float('nan')):>9.4f}" for c in cols)
-        print(f"{task:<16} {m['n']:>6} {vals}")
-        if "ci" in m and args.bootstrap:
-            ci = " ".join(f"{'[%.3f,%.3f]' % tuple(m['ci'][c]) if c in m['ci'] else '':>9}" for c in cols)
-            print(f"{'  95% CI':<16} {'':>6} {ci}")
-        if "note" in m:
-            print(f"{'':<16} note: {m['note']} (mc2 = {m['mc2']:.4f})")
+    for cols in (METRICS_TABLE, METRICS_TABLE_2):
+        print(f"{'task':<16} {'n':>6} " + " ".join(f"{c[:9]:>9}" for c in cols))
+        for task, m in results.items():
+            vals = " ".join(f"{m.get(c, float('nan')):>9.4f}" for c in cols)
+            print(f"{task:<16} {m['n']:>6} {vals}")
+            if "ci" in m and args.bootstrap:
+                ci = " ".join(f"{'[%.3f,%.3f]' % tuple(m['ci'][c]) if c in m['ci'] else '':>9}" for c in cols)
+                print(f"{'  95% CI':<16} {'':>6} {ci}")
+            if "note" in m and cols is METRICS_TABLE:
+                print(f"{'':<16} note: {m['note']} (mc2 = {m['mc2']:.4f})")
+        print()
+    if args.compat:
+        keys = ["conf", "conf_true", "c_pos", "c_neg", "ace", "mce", "sce", "entropy"]
+        print(f"{args.compat} (the paper's own definitions; see README)")
+        print(f"{'task':<16} {'n used':>6} " + " ".join(f"{c:>9}" for c in keys))
+        for task, m in results.items():
+            if args.compat in m:
+                c = m[args.compat]
+                print(f"{task:<16} {c['n_used']:>6} " + " ".join(f"{c[k]:>9.4f}" for k in keys))
+    return 0
+
+
+def cmd_recalibrate(args) -> int:
+    results = {str(d): qc.recalibrate(Path(d), n_folds=args.folds, n_boot=args.bootstrap, seed=args.seed,
+                                      n_bins=args.bins) for d in args.pred_dirs}
+    if args.json:
+        print(json.dumps(results, indent=2, default=float))
+        return 0
+    print(f"{'predictions':<28} {'task':<14} {'T':>6} {'T 95% CI':>14}  "
+          + "  ".join(f"{m + ' before>after':>21}" for m in ("ece", "smece", "nll")))
+    for d, by_task in results.items():
+        for task, r in by_task.items():
+            ci = "[%.2f, %.2f]" % tuple(r["temperature_ci"])
+            cells = "  ".join(f"{r['before'][m]:>10.4f}>{r['after'][m]:<10.4f}" for m in ("ece", "smece", "nll"))
+            print(f"{d[-28:]:<28} {task:<14} {r['temperature']:>6.2f} {ci:>14}  {cells}")
+    dirs = list(results)
+    for quant in dirs[1:]:
+        for task in results[dirs[0]].keys() & results[quant].keys():
+            print(f"{quant}: " + gap_verdict(task, results[dirs[0]][task], results[quant][task]))
     return 0
 
 
@@ -238,10 +271,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="resamples for 95%% CIs (0: none)")
     p.add_argument("--normalize", default="none", choices=list(NORMALIZATIONS),
                    help="divide log-likelihoods by this length before the softmax (chars = lm-eval acc_norm)")
-    p.add_argument("--compat", default=None, choices=["proskurina2024"],
+    p.add_argument("--compat", default=None, choices=list(COMPAT_MODES),
                    help="also report the seed paper's (non-standard) definitions")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("recalibrate", help="temperature scaling per task: fitted T, calibration before/after")
+    p.add_argument("pred_dirs", nargs="+", help="prediction dirs; with several, the first is the full model")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--folds", type=_positive_int, default=5, help="cross-fitting folds")
+    p.add_argument("--bootstrap", type=int, default=200, help="resamples for the CI of T (0: none)")
+    p.add_argument("--bins", type=_positive_int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_recalibrate)
 
     p = sub.add_parser("quantize", help="quantize a model (GPTQ or RTN) with a chosen calibration set")
     p.add_argument("model")

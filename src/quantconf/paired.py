@@ -21,11 +21,12 @@ import pandas as pd
 from scipy import stats
 
 from quantconf.errors import QuantconfError
-from quantconf.calibration import (bootstrap_draws, equal_mass_bin, mc2_mass, metrics_weighted, percentile_interval,
-                               probs_from_predictions)
+from quantconf.calibration import (bootstrap_draws, equal_mass_bin, log_probs_from_predictions, mc2_mass,
+                                   metric_structure, metrics_weighted, percentile_interval, probs_from_predictions)
 from quantconf.predictions import read_prediction_dir
 
-DELTA_METRICS = ["acc", "nll", "ece", "ace", "brier", "conf", "conf_true"]
+DELTA_METRICS = ["acc", "nll", "ece", "ace", "brier", "conf", "conf_true", "smece", "ece_sweep", "tace", "auroc",
+                 "aurc", "eaurc", "brier_reliability", "brier_resolution"]
 
 
 def pair_predictions(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -52,9 +53,14 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(0.5 * kl(p, m) + 0.5 * kl(q, m), 0, None))
 
 
-def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+def kl_divergence(p: np.ndarray, q: np.ndarray, log_p=None, log_q=None) -> np.ndarray:
+    """Row-wise KL(p || q) in nats, no smoothing: a choice with p > 0 and q = 0 gives inf, as the
+    definition says. Pass log-probabilities (`log_p`, `log_q`) to get the exact value where a
+    probability underflowed to 0 in float (log-likelihoods hundreds of nats apart)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(p > 0, p * (np.log(np.where(p > 0, p, 1)) - np.log(np.maximum(q, eps))), 0.0).sum(1)
+        lp = np.log(p) if log_p is None else log_p
+        lq = np.log(q) if log_q is None else log_q
+        return np.where(p > 0, p * (lp - lq), 0.0).sum(1)
 
 
 def _pvalues(pf_true, pq_true, cf, cq) -> dict:
@@ -69,14 +75,15 @@ def _pvalues(pf_true, pq_true, cf, cq) -> dict:
 def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_conf_bins: int = 5,
                  n_boot: int = 1000, seed: int = 0, task: str = "") -> dict:
     f, q = pair_predictions(full, quant, task)
-    pf, mask = probs_from_predictions(f)
-    pq, _ = probs_from_predictions(q)
+    lf, mask = log_probs_from_predictions(f)
+    lq, _ = log_probs_from_predictions(q)
+    pf, pq = np.where(mask, np.exp(lf), 0.0), np.where(mask, np.exp(lq), 0.0)
     n = len(f)
     js = js_distance(pf, pq)
     out: dict = {"n": n, "js_mean": float(js.mean()), "js_median": float(np.median(js)),
                  "js_quantiles": {str(k): float(np.quantile(js, k)) for k in (0.1, 0.25, 0.75, 0.9, 0.99)},
-                 "kl_full_quant": float(kl_divergence(pf, pq).mean()),
-                 "kl_quant_full": float(kl_divergence(pq, pf).mean())}
+                 "kl_full_quant": float(kl_divergence(pf, pq, lf, lq).mean()),
+                 "kl_quant_full": float(kl_divergence(pq, pf, lq, lf).mean())}
     gold_col = list(f["gold"])
     conf_f = pf.max(1)
     if any(isinstance(g, list) for g in gold_col):  # multi-true: mc2 mass instead of single-label metrics
@@ -88,8 +95,10 @@ def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_co
     cf, cq = pf.argmax(1) == gold, pq.argmax(1) == gold
     tf, tq = pf[rows, gold], pq[rows, gold]
     ones = np.ones((1, n))
-    mfull = metrics_weighted(pf, mask, gold, ones, n_bins)
-    mquant = metrics_weighted(pq, mask, gold, ones, n_bins)
+    # data-chosen metric structure (smooth-ECE bandwidth, sweep bins) of each model, fixed in replicates
+    sf, sq = metric_structure(pf, mask, gold, n_bins), metric_structure(pq, mask, gold, n_bins)
+    mfull = metrics_weighted(pf, mask, gold, ones, n_bins, log_probs=lf, structure=sf)
+    mquant = metrics_weighted(pq, mask, gold, ones, n_bins, log_probs=lq, structure=sq)
     for m in DELTA_METRICS:
         out[f"full_{m}"] = float(mfull[m][0])
         out[f"quant_{m}"] = float(mquant[m][0])
@@ -100,7 +109,8 @@ def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_co
     out.update(_pvalues(tf, tq, cf, cq))
     if n_boot:
         def paired_deltas(w):  # the same resampled questions for both models
-            a, b = metrics_weighted(pf, mask, gold, w, n_bins), metrics_weighted(pq, mask, gold, w, n_bins)
+            a = metrics_weighted(pf, mask, gold, w, n_bins, log_probs=lf, structure=sf)
+            b = metrics_weighted(pq, mask, gold, w, n_bins, log_probs=lq, structure=sq)
             return {m: b[m] - a[m] for m in DELTA_METRICS}
 
         draws = bootstrap_draws(paired_deltas, n, n_boot, seed)

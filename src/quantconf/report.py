@@ -22,7 +22,8 @@ import pandas as pd
 from quantconf.io import atomic_write_bytes, atomic_write_json
 from quantconf.calibration import probs_from_predictions, reliability_bins
 from quantconf.study_results import (StudyResults, calib_spread, collect, comparison_table, confidence_bin_table,
-                                     headlines, metrics_table, outliers_vs_loss, provenance, scale_table)
+                                     headlines, metrics_table, outliers_vs_loss, provenance, recalibration_table,
+                                     recalibration_verdicts, scale_table)
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("quantconf", "templates"), autoescape=True,
                                trim_blocks=True, lstrip_blocks=True)
@@ -61,23 +62,32 @@ def png_block(fig, alt: str = "plot") -> tuple[str, dict]:
 
 
 def reliability_plot(preds, model, task, n_bins):
+    """Reliability diagram (bin accuracy with 95% Wilson intervals vs bin confidence), a strip of
+    per-bin question counts under it, and the confidence histograms, full and quantized overlaid."""
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig = plt.figure(figsize=(9, 4.2))
+    grid = fig.add_gridspec(2, 2, height_ratios=(3, 1), hspace=0.08)
+    ax, strip, ax2 = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[:, 1])
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
-    for (m, label), p in preds.items():
-        if m != model or task not in p or any(isinstance(g, list) for g in p[task]["gold"]):
-            continue
-        probs, _ = probs_from_predictions(p[task])
-        gold = np.asarray(list(p[task]["gold"]), int)
+    variants = [(label, p[task]) for (m, label), p in preds.items()
+                if m == model and task in p and not any(isinstance(g, list) for g in p[task]["gold"])]
+    width = 1 / n_bins / (len(variants) + 1)
+    for i, (label, df) in enumerate(variants):
+        probs, _ = probs_from_predictions(df)
+        gold = np.asarray(list(df["gold"]), int)
         conf, correct = probs.max(1), probs.argmax(1) == gold
         rb = reliability_bins(conf, correct, n_bins)
-        ok = rb["count"] >= 3  # bins with fewer questions are noise in a plot (they count in ECE)
-        ax.plot(rb["conf"][ok], rb["acc"][ok], "o-", ms=3, label=label)
+        ok = rb["count"] > 0
+        line, = ax.plot(rb["conf"][ok], rb["acc"][ok], "o-", ms=3, label=label)
+        ax.errorbar(rb["conf"][ok], rb["acc"][ok], yerr=[rb["acc"][ok] - rb["acc_lo"][ok], rb["acc_hi"][ok] - rb["acc"][ok]],
+                    fmt="none", ecolor=line.get_color(), alpha=0.5, capsize=2)
+        strip.bar(rb["edges"][:-1] + (i + 0.5) * width, rb["count"], width=width, color=line.get_color())
         ax2.hist(conf, bins=np.linspace(0, 1, n_bins + 1), histtype="step", lw=1.5, label=label)
-    ax.set(xlabel="confidence (top-choice probability)", ylabel="accuracy", title=f"reliability: {task} (bins n>=3)",
-           xlim=(0, 1), ylim=(0, 1))
+    ax.set(ylabel="accuracy (95% Wilson CI)", title=f"reliability: {task}", xlim=(0, 1), ylim=(0, 1))
+    ax.tick_params(labelbottom=False)
     ax.legend(fontsize=7)
+    strip.set(xlim=(0, 1), xlabel="confidence (top-choice probability)", ylabel="questions")
     ax2.set(xlabel="confidence", ylabel="questions", title=f"confidence histogram: {task}")
     return png_block(fig)
 
@@ -174,6 +184,16 @@ def task_plot_sections(study, res: StudyResults) -> list[Section]:
     return out
 
 
+def recalibration_section(res: StudyResults) -> Section | None:
+    if not res.recalibration:
+        return None
+    return Section("Can one temperature undo it?",
+                   "Temperature scaling per model and task: T fitted by NLL (95% bootstrap CI), metrics before "
+                   "and after, the after values on held-out folds (5-fold cross-fitting). Scaling never changes "
+                   "accuracy.", [("list", recalibration_verdicts(res.recalibration)),
+                                 table_block(recalibration_table(res.recalibration))])
+
+
 def scale_section(res: StudyResults) -> Section | None:
     table = scale_table(res.comparisons, res.metrics)
     if table.empty:
@@ -198,12 +218,13 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
     res = collect(study, steps)
     atomic_write_bytes(study_dir / "summary.csv", res.metrics.to_csv(index=False).encode())
     atomic_write_json(study_dir / "summary.json", {"metrics": res.metrics.to_dict(orient="records"),
-                                                    "comparisons": res.comparisons})
+                                                    "comparisons": res.comparisons,
+                                                    "recalibration": res.recalibration})
     spread = calib_spread(res.metrics)
     if not spread.empty:
         atomic_write_bytes(study_dir / "calib_spread.csv", spread.to_csv(index=False).encode())
     sections = [headline_section(res), comparison_section(res), confidence_bin_section(res), metrics_section(res),
-                calib_spread_section(spread), *outlier_sections(res), *task_plot_sections(study, res),
+                calib_spread_section(spread), recalibration_section(res), *outlier_sections(res), *task_plot_sections(study, res),
                 scale_section(res), provenance_section(study, steps)]
     page = TEMPLATES.get_template("report.html.j2").render(title=study.name, sections=[s for s in sections if s])
     out = study_dir / "report.html"

@@ -21,8 +21,11 @@ from quantconf.calibration import task_metrics
 from quantconf.models import read_quantize_record
 from quantconf.paired import compare_task, per_sample_frame
 from quantconf.predictions import read_manifest, read_prediction_dir
+from quantconf.recalibration import gap_verdict, recalibrate_task
 
-TABLE_METRICS = ["acc", "acc_norm", "nll", "brier", "ece", "ace", "mce", "conf", "conf_true", "entropy"]
+TABLE_METRICS = ["acc", "acc_norm", "nll", "brier", "ece", "ace", "mce", "conf", "conf_true", "entropy",
+                 "smece", "ece_sweep", "tace", "auroc", "aurc", "eaurc",
+                 "brier_reliability", "brier_resolution", "brier_uncertainty"]
 
 
 @dataclass
@@ -32,6 +35,7 @@ class StudyResults:
     samples: pd.DataFrame  # one row per paired question (per_sample_frame), for plots
     preds: dict  # (model, variant label) -> {task: predictions frame}
     outliers: dict = field(default_factory=dict)  # model -> outliers.json content + "dir"
+    recalibration: list = field(default_factory=list)  # one per (model, variant, single-label task)
 
 
 def step_label(step) -> str:
@@ -80,8 +84,32 @@ def collect(study, steps) -> StudyResults:
         metrics["ppl"] = [ppl.get((m, v), np.nan) for m, v in zip(metrics["model"], metrics["variant"])]
     outliers = {s.model: {**json.loads((s.path / "outliers.json").read_text()), "dir": str(s.path)}
                 for s in steps if s.kind == "outliers" and (s.path / "outliers.json").is_file()}
+    recal = [{"model": model, "variant": label, "task": task,
+              **recalibrate_task(df, n_boot=min(study.bootstrap, 200), n_bins=study.bins)}
+             for (model, label), p in preds.items() for task, df in p.items()
+             if not any(isinstance(g, list) for g in df["gold"])]
     return StudyResults(metrics, comparisons, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
-                        preds, outliers)
+                        preds, outliers, recal)
+
+
+def recalibration_table(recalibration: list[dict]) -> pd.DataFrame:
+    """Per (model, variant, task): the fitted temperature and metrics before/after cross-fitted scaling."""
+    rows = []
+    for r in recalibration:
+        lo, hi = r["temperature_ci"]
+        row = {"model": r["model"], "variant": r["variant"], "task": r["task"], "n": r["n"], "T": r["temperature"],
+               "T 95% CI": f"[{lo:.2f}, {hi:.2f}]"}
+        for m in ("ece", "smece", "ace", "nll"):
+            row[f"{m} before"], row[f"{m} after"] = r["before"][m], r["after"][m]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def recalibration_verdicts(recalibration: list[dict]) -> list[str]:
+    """One line per (model, quantized variant, task): does scaling close the calibration gap to full?"""
+    by = {(r["model"], r["variant"], r["task"]): r for r in recalibration}
+    return [f"{model} / {variant} / " + gap_verdict(task, by[(model, "full", task)], r)
+            for (model, variant, task), r in by.items() if variant != "full" and (model, "full", task) in by]
 
 
 def comparison_table(comparisons: list[dict]) -> pd.DataFrame:
@@ -121,8 +149,13 @@ def metrics_table(metrics: pd.DataFrame) -> pd.DataFrame:
     for m in ("acc", "nll", "ece", "ace"):
         if f"{m}_lo" in show:
             show[f"{m} CI"] = [f"[{a:.3f}, {b:.3f}]" if pd.notna(a) else "" for a, b in zip(show[f"{m}_lo"], show[f"{m}_hi"])]
+    for m in ("smece", "auroc"):
+        if f"{m}_lo" in show:
+            show[f"{m} CI"] = [f"[{a:.3f}, {b:.3f}]" if pd.notna(a) else "" for a, b in zip(show[f"{m}_lo"], show[f"{m}_hi"])]
     cols = [c for c in ["model", "variant", "task", "n", "acc", "acc CI", "acc_norm", "nll", "nll CI", "brier", "ece",
-                        "ece CI", "ace", "mce", "conf", "conf_true", "entropy", "mc2", "ppl"] if c in show]
+                        "ece CI", "smece", "smece CI", "ece_sweep", "ace", "tace", "mce", "auroc", "auroc CI", "aurc",
+                        "eaurc", "brier_reliability", "brier_resolution", "brier_uncertainty", "conf", "conf_true",
+                        "entropy", "mc2", "ppl"] if c in show]
     return show[cols]
 
 

@@ -1,0 +1,366 @@
+"""The calibration-science additions: four defects (each test failed on the old code), the paper's
+compat mode against independent loop implementations, modern metrics against second libraries and
+hand computations, and temperature scaling."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import mannwhitneyu
+
+import quantconf as qc
+from quantconf.calibration import (bootstrap_metrics, calibration_metrics, choice_log_probs, equal_mass_bin,
+                                   proskurina2024_metrics, reliability_bins, smooth_ece_at, smooth_ece_bandwidth,
+                                   sweep_bin_count, task_metrics, weighted_aurc, weighted_auroc, wilson_interval)
+from quantconf.errors import QuantconfError
+from quantconf.paired import compare_task, kl_divergence
+from quantconf.recalibration import fit_temperature, recalibrate_task
+
+
+def _df(ll, gold, task="t", chars=None):
+    n = len(ll)
+    return pd.DataFrame({"doc_id": range(n), "task": task, "choices": [[f"c{j}" for j in range(len(r))] for r in ll],
+                         "gold": gold, "loglik": ll, "n_tokens": [[1] * len(r) for r in ll],
+                         "n_chars": chars or [[1] * len(r) for r in ll], "n_bytes": [[1] * len(r) for r in ll],
+                         "is_greedy": [[False] * len(r) for r in ll]})
+
+
+def _case(n=300, k=4, seed=0, scale=2.0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, k)) * scale
+    p = np.exp(z - z.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True), rng.integers(0, k, n)
+
+
+# --------------------------------------------------------------------------- defects
+
+
+def test_nll_is_exact_when_probabilities_underflow():
+    m = task_metrics(_df([[-5.0, -2000.0], [-1.0, -2.0]], [1, 0]), n_boot=0)
+    assert m["nll"] == pytest.approx((1995 + np.log1p(np.exp(-1))) / 2, rel=1e-12)  # 997.66, not 345.5
+    lp, _ = choice_log_probs([[-5.0, -2000.0]])
+    assert lp[0, 1] == pytest.approx(-1995.0)
+    c = compare_task(_df([[-1.0, -2.0]] * 2, [1, 1]), _df([[-5.0, -2000.0]] * 2, [1, 1]), n_boot=0)
+    assert c["quant_nll"] == pytest.approx(1995.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_accuracy_and_metrics_refuse_non_finite_naming_the_question(bad):
+    df = _df([[-1.0, -2.0], [-1.0, bad]], [1, 0], task="piqa")
+    for fn in (qc.metrics, lambda d: qc.compare(d, d), lambda d: __import__("quantconf.calibration").calibration.accuracy(d)):
+        with pytest.raises(QuantconfError, match="piqa doc 1 choice 1: log-likelihood .* is not finite"):
+            fn(df)
+
+
+def test_ace_with_fewer_questions_than_ranges_averages_non_empty_ranges():
+    p = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
+    y = np.array([0, 1, 0, 1, 0])
+    # 5 questions, 15 ranges: each question is its own range; per class the mean of |[y==j] - p_j|
+    by_hand = np.mean([np.mean(np.abs((y == j) - p[:, j])) for j in range(2)])
+    assert calibration_metrics(p, y, n_bins=15)["ace"] == pytest.approx(by_hand, abs=1e-15)
+    # with n >= ranges nothing changes: 4 questions in 2 ranges of 2
+    p4, y4 = p[:4], y[:4]
+    ranges = [np.argsort(p4[:, j], kind="stable") for j in range(2)]
+    by_hand = np.mean([np.mean([abs(np.mean(y4[r] == j) - np.mean(p4[r, j])) for r in (o[:2], o[2:])])
+                       for j, o in enumerate(ranges)])
+    assert calibration_metrics(p4, y4, n_bins=2)["ace"] == pytest.approx(by_hand, abs=1e-15)
+
+
+def test_kl_has_no_hidden_epsilon():
+    p, q = np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]])
+    assert np.isinf(kl_divergence(p, q)[0])
+    assert kl_divergence(q, p)[0] == pytest.approx(np.log(2))
+    lp, lq = np.log(p), np.array([[0.0, -3000.0]])  # q underflows, its log does not
+    assert kl_divergence(p, np.exp(lq), lp, lq)[0] == pytest.approx(0.5 * (lp[0, 0] - 0.0) + 0.5 * (lp[0, 1] + 3000))
+
+
+# --------------------------------------------------------------------------- the paper's compat mode
+# Independent loop implementations of the notebook's definitions (written from its text, not copied).
+
+
+def nb_bins(conf, n_bins):
+    edges = [i / n_bins for i in range(n_bins)]
+    return np.array([max(i + 1 for i, e in enumerate(edges) if c >= e) for c in conf])  # digitize: count of edges <= c
+
+
+def nb_class_gaps(probs, gold, members):
+    out = []
+    for k in range(probs.shape[1]):
+        idx = [i for i in members if gold[i] == k]
+        if idx:
+            acc = np.mean([probs[i].argmax() == k for i in idx])
+            out.append((len(idx), abs(acc - np.mean([probs[i].max() for i in idx]))))
+    return out
+
+
+def nb_reference(ll_rows, gold):
+    k0 = len(ll_rows[0])
+    keep = [i for i, r in enumerate(ll_rows) if len(r) == k0]
+    probs = []
+    for i in keep:
+        e = np.exp(np.array(ll_rows[i]) - max(ll_rows[i]))
+        probs.append(e / e.sum())
+    probs, gold = np.array(probs), np.array(gold)[keep]
+    n, k = probs.shape
+    conf = probs.max(1)
+    out = {"conf": conf.mean(), "conf_true": np.mean([probs[i, gold[i]] for i in range(n)])}
+    right = [conf[i] for i in range(n) if probs[i].argmax() == gold[i]]
+    wrong = [conf[i] for i in range(n) if probs[i].argmax() != gold[i]]
+    out["c_pos"], out["c_neg"] = (np.mean(right) if right else np.nan), (np.mean(wrong) if wrong else np.nan)
+    out["entropy"] = np.mean([-sum(q * np.log2(q) for q in row) for row in probs])
+    if k == 2:
+        b = nb_bins(conf, 100)
+        diffs = {v: (np.sum(b == v), conf[b == v].mean() - gold[b == v].mean()) for v in set(b.tolist())}
+        out["ace"] = sum(c / n * abs(d) for c, d in diffs.values())
+        out["mce"] = max(d for _, d in diffs.values())
+    else:
+        step = n // 15
+        cuts = sorted(conf)[0:step * 15:step]
+        rng_of = [next((r for r, c in enumerate(cuts) if conf[i] <= c), 0) for i in range(n)]
+        out["ace"] = sum(g for r in range(15) for _, g in nb_class_gaps(probs, gold, [i for i in range(n) if rng_of[i] == r])) / (k * 15)
+        b = nb_bins(conf, 100)
+        out["mce"] = max([g for v in range(100) for _, g in nb_class_gaps(probs, gold, [i for i in range(n) if b[i] == v])],
+                         default=-1)
+    b = nb_bins(conf, 15)
+    out["sce"] = sum(c / n * g for v in range(15) for c, g in nb_class_gaps(probs, gold, [i for i in range(n) if b[i] == v])) / k
+    return out
+
+
+def _fixtures():
+    rng = np.random.default_rng(3)
+    multi = (rng.normal(size=(60, 4)) * 2).tolist(), rng.integers(0, 4, 60).tolist()
+    # ties and confidence 1.0 (a choice 800 nats ahead): binary
+    binary = ([[0.0, -1.0], [0.0, -1.0], [-800.0, 0.0], [0.0, -800.0], [-0.3, 0.0], [0.0, 0.0], [-2.0, -0.1]] * 3,
+              [1, 0, 1, 0, 0, 1, 1] * 3)
+    # ragged: questions with 3 choices among 4-choice ones are dropped by the notebook
+    ragged_ll = [r[:3] if i % 5 == 1 else r for i, r in enumerate((rng.normal(size=(40, 4)) * 3).tolist())]
+    ragged = ragged_ll, [int(g) % len(r) for g, r in zip(rng.integers(0, 4, 40), ragged_ll)]
+    tied_multi = [[0.0, 0.0, -1.0, -2.0]] * 20 + [[-1.0, 0.0, 0.0, -5.0]] * 20, [0, 1, 2, 3] * 10
+    return [multi, binary, ragged, tied_multi]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_compat_equals_independent_notebook_reimplementation(case):
+    ll, gold = _fixtures()[case]
+    ours, ref = proskurina2024_metrics(ll, gold), nb_reference(ll, gold)
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value, abs=1e-12, nan_ok=True), key
+    if case == 2:
+        assert ours["n_used"] == 32  # 8 of 40 questions have 3 choices
+
+
+def test_compat_quirks_by_hand():
+    # confidence 1.0 is kept (top bin), compared with the gold label INDEX: |mean(1, .7309) - mean(0, 1)|
+    ll, gold = [[0.0, -800.0], [0.0, -1.0]], [0, 1]
+    c2 = 1 / (1 + np.exp(-1))
+    ours = proskurina2024_metrics(ll, gold)
+    assert ours["ace"] == pytest.approx(0.5 * abs(1.0 - 0) + 0.5 * abs(c2 - 1))
+    # standard ECE: both predictions are choice 0, one right (conf 1.0), one wrong (conf c2)
+    probs = np.exp(choice_log_probs(ll)[0])
+    assert calibration_metrics(probs, np.array(gold), n_bins=15)["ece"] == pytest.approx(0.5 * abs(1 - 1) + 0.5 * c2)
+
+
+def test_compat_in_cli_table_and_unknown_mode(tmp_path, capsys):
+    from quantconf.cli import main
+    from quantconf.predictions import write_predictions
+
+    ll, gold = _fixtures()[0]
+    write_predictions(_df(ll, gold, task="multi"), tmp_path / "multi.parquet")
+    assert main(["metrics", str(tmp_path), "--bootstrap", "0", "--compat", "proskurina2024"]) == 0
+    out = capsys.readouterr().out
+    assert "proskurina2024" in out and f"{nb_reference(ll, gold)['ace']:.4f}" in out
+    mc2 = _df([[0.0, -1.0]], [[0]], task="mc2")
+    with pytest.raises(QuantconfError, match="compat 'bogus' is unknown"):
+        task_metrics(mc2, compat="bogus")
+
+
+# --------------------------------------------------------------------------- modern metrics
+
+
+def test_auroc_equals_mann_whitney():
+    p, y = _case(n=500)
+    conf, correct = p.max(1), (p.argmax(1) == y)
+    conf = np.round(conf, 2)  # plenty of ties
+    u = mannwhitneyu(conf[correct], conf[~correct]).statistic
+    assert weighted_auroc(conf, correct.astype(float), np.ones((1, 500)))[0] == pytest.approx(
+        u / (correct.sum() * (~correct).sum()), abs=1e-12)
+    # integer weights = repeating questions
+    w = np.random.default_rng(1).integers(0, 3, 500)
+    rep = np.repeat(np.arange(500), w)
+    c2, k2 = conf[rep], correct[rep]
+    u2 = mannwhitneyu(c2[k2], c2[~k2]).statistic / (k2.sum() * (~k2).sum())
+    assert weighted_auroc(conf, correct.astype(float), w[None, :].astype(float))[0] == pytest.approx(u2, abs=1e-12)
+
+
+def test_aurc_by_hand():
+    conf = np.array([0.9, 0.8, 0.7, 0.6])
+    correct = np.array([1.0, 0.0, 1.0, 0.0])
+    aurc, eaurc = weighted_aurc(conf, correct, np.ones((1, 4)))
+    risks = [0 / 1, 1 / 2, 1 / 3, 2 / 4]
+    best = [0, 0, 1 / 3, 2 / 4]  # correct ones first
+    assert aurc[0] == pytest.approx(np.mean(risks)) and eaurc[0] == pytest.approx(np.mean(risks) - np.mean(best))
+
+
+def test_brier_decomposition_identity_and_constant_bins():
+    p, y = _case(n=400)
+    m = calibration_metrics(p, y, n_bins=10)
+    assert m["brier"] == pytest.approx(m["brier_reliability"] - m["brier_resolution"] + m["brier_uncertainty"]
+                                       + m["brier_within_bin"], abs=1e-14)
+    # forecasts constant inside each bin: the within-bin term vanishes and REL/RES/UNC are the textbook ones
+    p2 = np.array([[0.85, 0.15]] * 6 + [[0.35, 0.65]] * 4)
+    y2 = np.array([0, 0, 0, 0, 1, 1, 0, 1, 1, 1])
+    m2 = calibration_metrics(p2, y2, n_bins=10)
+    assert m2["brier_within_bin"] == pytest.approx(0, abs=1e-14)
+    rel = 2 * (0.6 * (0.15 - 2 / 6) ** 2 + 0.4 * (0.65 - 3 / 4) ** 2)  # both classes mirror each other
+    ybar = 5 / 10
+    res = 2 * (0.6 * (2 / 6 - ybar) ** 2 + 0.4 * (3 / 4 - ybar) ** 2)
+    assert m2["brier_reliability"] == pytest.approx(rel) and m2["brier_resolution"] == pytest.approx(res)
+    assert m2["brier_uncertainty"] == pytest.approx(2 * ybar * (1 - ybar))
+
+
+def test_tace_ignores_probabilities_below_threshold():
+    p = np.array([[0.995, 0.004, 0.001], [0.6, 0.39, 0.01], [0.2, 0.3, 0.5]])
+    y = np.array([0, 1, 2])
+    m = calibration_metrics(p, y, n_bins=1)
+    per_class = []
+    for j in range(3):
+        sel = p[:, j] > 1e-2
+        per_class.append(abs(np.mean(y[sel] == j) - np.mean(p[sel, j])))
+    assert m["tace"] == pytest.approx(np.mean(per_class))
+    assert m["tace"] != pytest.approx(m["ace"])
+
+
+def test_ece_sweep_by_loop():
+    p, y = _case(n=200, seed=4, scale=1.0)
+    conf, correct = p.max(1), (p.argmax(1) == y).astype(float)
+    best = 1
+    for b in range(2, 201):
+        bins = equal_mass_bin(conf, b)
+        accs = [correct[bins == i].mean() for i in range(b)]
+        if any(accs[i + 1] < accs[i] for i in range(b - 1)):
+            break
+        best = b
+    assert sweep_bin_count(conf, correct) == best
+    bins = equal_mass_bin(conf, best)
+    ece = sum(np.sum(bins == i) / 200 * abs(correct[bins == i].mean() - conf[bins == i].mean()) for i in range(best))
+    assert calibration_metrics(p, y)["ece_sweep"] == pytest.approx(ece, abs=1e-14)
+
+
+def _informative_case(n, k, seed, scale, sharpen):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, k)) * scale
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    truth = p ** sharpen / (p ** sharpen).sum(1, keepdims=True)  # labels drawn from a miscalibrated "truth"
+    return p, np.array([rng.choice(k, p=row) for row in truth])
+
+
+@pytest.mark.parametrize("n, k, seed, scale, sharpen, tol", [
+    (300, 4, 5, 0.5, 0.0, 1e-5),
+    (300, 4, 1, 1.5, 0.7, 1e-5),
+    (1000, 2, 2, 1.0, 0.7, 1e-5),
+    # labels independent of predictions: smECE and sigma ~0.42; relplot evaluates its kernel on
+    # [-0.5, 0.5] only and reflects once, which at this bandwidth shifts its value by ~1e-4
+    (300, 4, 0, 2.0, 0.0, 1e-3),
+])
+def test_smooth_ece_matches_relplot(n, k, seed, scale, sharpen, tol):
+    relplot = pytest.importorskip("relplot")
+    p, y = _informative_case(n, k, seed, scale, sharpen)
+    conf, correct = p.max(1), (p.argmax(1) == y).astype(float)
+    ours = calibration_metrics(p, y)["smece"]
+    assert ours == pytest.approx(float(relplot.smECE(conf, correct)), abs=tol)
+    assert smooth_ece_at(conf, correct, smooth_ece_bandwidth(conf, correct))[0] == pytest.approx(ours)
+    assert smooth_ece_at(conf, correct, 0.05)[0] == pytest.approx(float(relplot.smECE_sigma(conf, correct, 0.05)),
+                                                                  abs=1e-5)
+
+
+def test_smooth_ece_near_saturated_confidence():
+    """Where many confidences sit at 1.0, relplot's grid reflection does not mirror the mass of a point on
+    the boundary itself (half its kernel is dropped); the reflected kernel of the definition keeps it.
+    The two then differ by a few thousandths; our value is the definition's."""
+    relplot = pytest.importorskip("relplot")
+    p, y = _informative_case(300, 4, 7, 4.0, 0.0)
+    conf, correct = p.max(1), (p.argmax(1) == y).astype(float)
+    assert (conf > 0.99).mean() > 0.15
+    assert calibration_metrics(p, y)["smece"] == pytest.approx(float(relplot.smECE(conf, correct)), abs=5e-3)
+    # the definition by quadrature: with a kernel that keeps its mass on [0, 1], at a point on the boundary
+    # the reflected density integrates to 1
+    from quantconf.calibration import reflected_gaussian_kernel
+
+    t = np.linspace(0, 1, 20001)
+    k = reflected_gaussian_kernel(t, np.array([1.0, 0.0, 0.3]), 0.2)
+    assert np.trapezoid(k, t, axis=0) == pytest.approx([1, 1, 1], abs=1e-6)
+
+
+def test_new_metrics_have_bootstrap_intervals_and_paired_deltas():
+    p, y = _case(n=300)
+    point = calibration_metrics(p, y)
+    ci = bootstrap_metrics(p, y, n_boot=100, seed=2)
+    for m in ("smece", "ece_sweep", "tace", "auroc", "aurc", "eaurc", "brier_reliability", "brier_resolution"):
+        assert ci[m][0] < ci[m][1], m
+        assert ci[m][0] - 0.05 <= point[m] <= ci[m][1] + 0.05, m
+    rng = np.random.default_rng(0)
+    ll = rng.normal(size=(200, 4)) * 2
+    gold = rng.integers(0, 4, 200).tolist()
+    c = compare_task(_df(ll.tolist(), gold), _df((ll * 0.5 + rng.normal(size=ll.shape)).tolist(), gold), n_boot=50)
+    for m in ("smece", "auroc", "aurc", "eaurc", "tace", "ece_sweep", "brier_reliability"):
+        assert c[f"delta_{m}"] == pytest.approx(c[f"quant_{m}"] - c[f"full_{m}"]) and f"delta_{m}" in c["ci"]
+
+
+def test_reliability_bins_carry_counts_and_wilson_intervals():
+    lo, hi = wilson_interval(np.array([8.0]), np.array([10.0]))
+    assert lo[0] == pytest.approx(0.4902, abs=1e-4) and hi[0] == pytest.approx(0.9433, abs=1e-4)
+    rb = reliability_bins(np.array([0.05, 0.95, 0.95, 0.97]), np.array([0.0, 1.0, 1.0, 0.0]), 10)
+    assert rb["count"][0] == 1 and rb["count"][-1] == 3 and np.isnan(rb["acc_lo"][5])
+    assert rb["acc_lo"][-1] < 2 / 3 < rb["acc_hi"][-1]
+
+
+# --------------------------------------------------------------------------- temperature scaling
+
+
+def _tempered(n=4000, k=4, temperature=2.0, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, k)) * 1.5
+    probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    gold = np.array([rng.choice(k, p=row) for row in probs])
+    return _df((z * temperature).tolist(), gold.tolist())  # over-confident by a factor T
+
+
+@pytest.mark.parametrize("temperature", [2.0, 0.5])
+def test_temperature_is_recovered_and_accuracy_kept(temperature):
+    df = _tempered(temperature=temperature)
+    res = recalibrate_task(df, n_boot=20)
+    assert res["temperature"] == pytest.approx(temperature, rel=0.05)
+    assert res["temperature_ci"][0] <= res["temperature"] <= res["temperature_ci"][1]
+    assert all(t == pytest.approx(temperature, rel=0.08) for t in res["fold_temperatures"])
+    assert res["after"]["acc"] == res["before"]["acc"]
+    assert res["after"]["nll"] < res["before"]["nll"] and res["after"]["ece"] < res["before"]["ece"]
+
+
+def test_fit_temperature_minimises_nll():
+    df = _tempered(n=500, seed=3)
+    lp, mask = choice_log_probs(list(df["loglik"]))
+    gold = np.asarray(df["gold"])
+    t = fit_temperature(np.where(mask, lp, 0), mask, gold)
+
+    def nll(temp):
+        z = lp / temp
+        return -np.mean(z[np.arange(500), gold] - np.log(np.exp(z).sum(1)))
+
+    assert nll(t) <= min(nll(t * 0.98), nll(t * 1.02))
+
+
+def test_recalibrate_api_cli_and_errors(tmp_path, capsys):
+    from quantconf.cli import main
+    from quantconf.predictions import write_predictions
+
+    write_predictions(_tempered(n=300, temperature=2.0), tmp_path / "full" / "t.parquet")
+    write_predictions(_tempered(n=300, temperature=3.0), tmp_path / "quant" / "t.parquet")
+    res = qc.recalibrate(tmp_path / "quant", n_boot=10)
+    assert res["t"]["temperature"] > 2
+    assert main(["recalibrate", str(tmp_path / "full"), str(tmp_path / "quant"), "--bootstrap", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "quantized minus full ECE" in out
+    with pytest.raises(QuantconfError, match="one gold answer"):
+        recalibrate_task(_df([[0.0, -1.0]], [[0]]))
+    with pytest.raises(QuantconfError, match="n_folds must be between 2"):
+        recalibrate_task(_df([[0.0, -1.0]] * 3, [0] * 3), n_folds=5)
