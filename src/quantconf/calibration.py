@@ -135,11 +135,16 @@ def mc2_mass(loglik_rows, gold_lists) -> np.ndarray:
 
 
 def acc_norm_correct(loglik_rows, n_chars_rows, gold) -> np.ndarray:
-    """lm-eval's acc_norm per question: argmax of loglik / (characters of the choice) == gold."""
+    """lm-eval's acc_norm per question: argmax of loglik / (characters of the choice) == gold.
+
+    An empty choice (0 characters; TruthfulQA's hub data has a few) scores -inf, so it is never the
+    acc_norm prediction: what lm-eval's loglik / 0 gives for a negative log-likelihood, without its
+    division warning."""
     ll = pad_ragged(list(loglik_rows), fill=-np.inf)
     chars = pad_ragged(list(n_chars_rows), fill=1.0)
     mask = pad_ragged([[1.0] * len(r) for r in loglik_rows], fill=0.0).astype(bool)
-    return np.argmax(np.where(mask, ll / chars, -np.inf), axis=1) == np.asarray(gold, int)
+    score = np.where(mask & (chars > 0), ll / np.where(chars > 0, chars, 1.0), -np.inf)
+    return np.argmax(score, axis=1) == np.asarray(gold, int)
 
 
 def accuracy(df) -> dict[str, float]:
@@ -172,6 +177,11 @@ def log_probs_from_predictions(df, normalize: str = "none") -> tuple[np.ndarray,
     lengths = None if normalize == "none" else list(df[f"n_{normalize}"])
     if normalize == "tokens" and any(0 in list(x) for x in lengths):
         raise ValueError("token counts are unknown (imported lm-eval samples); use --normalize chars or bytes")
+    if lengths is not None:
+        for doc_id, row in zip(df["doc_id"] if "doc_id" in df else range(len(df)), lengths):
+            if 0 in list(row):
+                raise QuantconfError(f"doc {doc_id} choice {list(row).index(0)} is empty (0 {normalize}): "
+                                     f"normalize {normalize} is undefined for it; use normalize none")
     return choice_log_probs(list(df["loglik"]), lengths)
 
 

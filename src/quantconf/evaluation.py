@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from quantconf.errors import QuantconfError
-from quantconf.io import atomic_write_json, ensure_writable_dir, package_versions, stable_hash
+from quantconf.io import (atomic_write_json, clean_stale_temp, ensure_writable_dir, locked, package_versions,
+                          remove_if_holds_nothing, stable_hash)
 from quantconf.calibration import accuracy
 from quantconf.models import LoadedModel, load_model, model_fingerprint, resolve_device, set_threads
 from quantconf.predictions import MANIFEST, read_manifest, read_prediction_file, task_file_name, write_predictions
@@ -77,6 +78,11 @@ def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, pro
     return pd.DataFrame(rows)
 
 
+def check_same_model(manifest: dict, fingerprint: str, out: Path) -> None:
+    if manifest.get("model_fingerprint") not in (None, fingerprint):
+        raise QuantconfError(f"{out} holds predictions of another model; use a new out dir or overwrite it")
+
+
 def evaluate_to_dir(
     model: str | LoadedModel,
     tasks: list[str],
@@ -107,7 +113,23 @@ def evaluate_to_dir(
         raise QuantconfError(f"batch_size must be >= 1, got {batch_size}", param="batch_size")
     if scorer not in SCORERS:
         raise QuantconfError(f"scorer must be one of {SCORERS}, got {scorer!r}", param="scorer")
+    created = not Path(out).exists()
     out = ensure_writable_dir(out)
+    try:
+        return _evaluate_into(model, tasks, out, data_dir, limit, batch_size, dtype, device, threads, seed, overwrite,
+                              allow_pickle, trust_remote_code, progress, scorer, log)
+    except BaseException:
+        if created:  # a failed first run leaves no empty output dir behind
+            remove_if_holds_nothing(out)
+        raise
+
+
+def _evaluate_into(model, tasks, out, data_dir, limit, batch_size, dtype, device, threads, seed, overwrite,
+                   allow_pickle, trust_remote_code, progress, scorer, log) -> dict:
+    """The body of `evaluate_to_dir`. Each task is computed under its own lock (a second writer of the
+    same task waits, then reuses it); the manifest is re-read and merged under a lock of its own,
+    so two writers of different tasks keep each other's entries."""
+    clean_stale_temp(out, recursive=False)
     lm = None
     if isinstance(model, LoadedModel):
         lm, model, dtype, device = model, model.info["spec"], model.info["dtype"], model.info["device"]
@@ -116,10 +138,9 @@ def evaluate_to_dir(
         device = resolve_device(device)
         fingerprint = model_fingerprint(model, allow_pickle)
     loaded_tasks = [load_task(t, data_dir=data_dir, limit=limit, seed=seed) for t in tasks]
-    manifest = read_manifest(out) if not overwrite else {}
-    if manifest.get("model_fingerprint") not in (None, fingerprint):
-        raise QuantconfError(f"{out} holds predictions of another model; use a new out dir or overwrite it")
-    done = manifest.get("tasks", {})
+    if not overwrite:
+        check_same_model(read_manifest(out), fingerprint, out)
+    fresh = overwrite  # --overwrite: the first manifest write of this run starts from nothing
 
     summary = {}
     for loaded in loaded_tasks:
@@ -127,34 +148,41 @@ def evaluate_to_dir(
         key = stable_hash([fingerprint, dtype, device, name, loaded.task.version, loaded.source_sha256,
                            limit, seed, SCORER_VERSION])
         path = out / task_file_name(name)
-        if not overwrite and done.get(name, {}).get("key") == key and path.is_file():
-            summary[name] = {**accuracy(read_prediction_file(path)), "n": len(loaded.questions), "reused": True}
-            log(f"{name}: reusing {path}")
-            continue
-        if lm is None:
-            n_threads = set_threads(threads)
+        with locked(out / f".{path.name}.lock", log, what=f"{name} in {out}"):
+            done = read_manifest(out).get("tasks", {})  # as of now: another writer may have finished it
+            if not overwrite and done.get(name, {}).get("key") == key and path.is_file():
+                summary[name] = {**accuracy(read_prediction_file(path)), "n": len(loaded.questions), "reused": True}
+                log(f"{name}: reusing {path}")
+                continue
+            if lm is None:
+                n_threads = set_threads(threads)
+                t0 = time.perf_counter()
+                lm = load_model(model, dtype=dtype, device=device, allow_pickle=allow_pickle,
+                                trust_remote_code=trust_remote_code)
+                load_seconds = time.perf_counter() - t0
             t0 = time.perf_counter()
-            lm = load_model(model, dtype=dtype, device=device, allow_pickle=allow_pickle,
-                            trust_remote_code=trust_remote_code)
-            load_seconds = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        df = evaluate_task(lm, loaded, batch_size=batch_size, progress=progress, scorer=scorer)
-        seconds = time.perf_counter() - t0
-        write_predictions(df, path)
-        acc = accuracy(df)
-        done[name] = {
-            "key": key, "file": path.name, "version": loaded.task.version, "source": loaded.source,
-            "source_sha256": loaded.source_sha256, "n": len(df), "limit": limit, "seconds": round(seconds, 3),
-            "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2), **acc,
-        }
-        manifest.update({
-            "model_spec": model, "model_fingerprint": fingerprint, "model": lm.info, "dtype": dtype,
-            "device": device, "threads": n_threads, "batch_size": batch_size, "seed": seed, "scorer": scorer,
-            "scorer_version": SCORER_VERSION, "packages": package_versions(),
-            "model_load_seconds": round(load_seconds, 3),
-            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tasks": done,
-        })
-        atomic_write_json(out / MANIFEST, manifest)
+            df = evaluate_task(lm, loaded, batch_size=batch_size, progress=progress, scorer=scorer)
+            seconds = time.perf_counter() - t0
+            write_predictions(df, path)  # before the checks below: a broken model's scores stay inspectable
+            acc = accuracy(df)
+            entry = {
+                "key": key, "file": path.name, "version": loaded.task.version, "source": loaded.source,
+                "source_sha256": loaded.source_sha256, "n": len(df), "limit": limit, "seconds": round(seconds, 3),
+                "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2), **acc,
+            }
+            with locked(out / f".{MANIFEST}.lock", log, what=f"{out / MANIFEST}"):
+                manifest = {} if fresh else read_manifest(out)
+                check_same_model(manifest, fingerprint, out)
+                fresh = False
+                manifest.update({
+                    "model_spec": model, "model_fingerprint": fingerprint, "model": lm.info, "dtype": dtype,
+                    "device": device, "threads": n_threads, "batch_size": batch_size, "seed": seed, "scorer": scorer,
+                    "scorer_version": SCORER_VERSION, "packages": package_versions(),
+                    "model_load_seconds": round(load_seconds, 3),
+                    "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "tasks": {**manifest.get("tasks", {}), name: entry},
+                })
+                atomic_write_json(out / MANIFEST, manifest)
         summary[name] = {**acc, "n": len(df), "reused": False}
         log(f"{name}: n={len(df)} acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f} ({seconds:.1f}s)")
     return summary

@@ -1,19 +1,25 @@
-"""Files on disk: atomic writes, stable hashes, package versions, writable output directories.
+"""Files on disk: atomic writes, locks, stale-temp cleanup, stable hashes, package versions.
 
 Every file quantconf writes goes through `atomic_write_bytes` (temp file in the same directory, then
 `os.replace`) or `atomic_directory`, so a killed run never leaves a half-written file behind and
-readers see either the old file or the new one.
+readers see either the old file or the new one. Temp names carry the writer's pid
+(`.<name>.<pid>.<random>.tmp`, `.<name>.tmp-<pid>-<random>`), so `clean_stale_temp` can remove
+what a killed process left, and only that. `locked` serialises writers of one output (an flock,
+released by the kernel if the holder dies) and says who holds it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import os
 import platform
+import re
 import shutil
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -37,7 +43,7 @@ def _umask_mode(full: int) -> int:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, _umask_mode(0o666))
         with os.fdopen(fd, "wb") as f:
@@ -57,7 +63,7 @@ def atomic_directory(target: Path):
     on any error (or Ctrl-C) the temporary directory is removed and `target` is left as it was."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         os.chmod(tmp, _umask_mode(0o777))
         yield tmp
@@ -67,6 +73,99 @@ def atomic_directory(target: Path):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+TEMP_FILE = re.compile(r"^\..+\.(?P<pid>\d+)\.[^.]+\.tmp$")
+TEMP_DIR = re.compile(r"^\..+\.tmp-(?P<pid>\d+)-[^.]+$")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_temp(folder: Path, recursive: bool = True) -> list[Path]:
+    """Remove temp files/dirs under `folder` whose writer process is gone (its pid is in the name);
+    a live writer's temp entries, and anything not named like ours, are left alone. Returns what went."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(folder.rglob(".*") if recursive else folder.glob(".*")):
+        m = (TEMP_DIR.match(entry.name) if entry.is_dir() else TEMP_FILE.match(entry.name))
+        if m is None or pid_alive(int(m.group("pid"))) or not entry.exists():
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def locked(path: Path, log=None, what: str | None = None):
+    """Hold an exclusive lock on `path` (created if needed) for the block. If another process (or
+    another open of the same file) holds it, say who (`log`) and wait; the kernel releases the lock
+    of a process that dies, so a killed holder never blocks anyone."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            if log:
+                log(f"waiting for {what or path.name} (being written by pid {holder})")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def captured_library_output():
+    """Capture what a library writes to fds 1/2 (banners, INFO lines) into a temp file; show it on
+    stderr only if the block fails, so quiet runs stay quiet and failures keep their context."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            f.seek(0)
+            sys.stderr.write(f.read().decode(errors="replace")[-4000:])
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def give_umask_modes(folder: Path) -> None:
+    """Files and folders that libraries wrote privately (safetensors writes 0600) get the mode
+    open()/mkdir() would give them, like every other result."""
+    for p in Path(folder).rglob("*"):
+        os.chmod(p, _umask_mode(0o777 if p.is_dir() else 0o666))
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -94,6 +193,8 @@ def ensure_writable_dir(out: Path) -> Path:
     """Create `out` if needed and check that files can be written in it."""
     out = Path(out)
     try:
+        if out.exists() and not out.is_dir():
+            raise QuantconfError(f"out {out} is a file, not a directory; choose another out dir", param="out")
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".quantconf-write-test"
         probe.write_text("")
@@ -102,6 +203,16 @@ def ensure_writable_dir(out: Path) -> Path:
         raise QuantconfError(f"cannot write to output dir {out} ({e.strerror}); choose another out dir",
                              param="out") from None
     return out
+
+
+def remove_if_holds_nothing(folder: Path) -> bool:
+    """Remove `folder` if it holds nothing but our hidden lock/probe/temp entries (a run that failed
+    before writing any result); True if it went."""
+    folder = Path(folder)
+    if folder.is_dir() and all(p.name.startswith(".") for p in folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    return False
 
 
 @contextlib.contextmanager

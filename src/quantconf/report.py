@@ -80,8 +80,10 @@ def reliability_plot(preds, model, task, n_bins):
         rb = reliability_bins(conf, correct, n_bins)
         ok = rb["count"] > 0
         line, = ax.plot(rb["conf"][ok], rb["acc"][ok], "o-", ms=3, label=label)
-        ax.errorbar(rb["conf"][ok], rb["acc"][ok], yerr=[rb["acc"][ok] - rb["acc_lo"][ok], rb["acc_hi"][ok] - rb["acc"][ok]],
-                    fmt="none", ecolor=line.get_color(), alpha=0.5, capsize=2)
+        # Wilson bounds can sit a rounding error inside an accuracy of exactly 0 or 1: clip at 0
+        yerr = np.clip([rb["acc"][ok] - rb["acc_lo"][ok], rb["acc_hi"][ok] - rb["acc"][ok]], 0, None)
+        ax.errorbar(rb["conf"][ok], rb["acc"][ok], yerr=yerr, fmt="none", ecolor=line.get_color(), alpha=0.5,
+                    capsize=2)
         strip.bar(rb["edges"][:-1] + (i + 0.5) * width, rb["count"], width=width, color=line.get_color())
         ax2.hist(conf, bins=np.linspace(0, 1, n_bins + 1), histtype="step", lw=1.5, label=label)
     ax.set(ylabel="accuracy (95% Wilson CI)", title=f"reliability: {task}", xlim=(0, 1), ylim=(0, 1))

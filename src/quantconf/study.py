@@ -37,12 +37,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from quantconf._version import __version__
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import evaluate_to_dir
-from quantconf.io import atomic_write_bytes, atomic_write_json, ensure_writable_dir, stable_hash
+from quantconf.io import (atomic_write_bytes, atomic_write_json, clean_stale_temp, ensure_writable_dir, locked,
+                          stable_hash)
 from quantconf.models import QUANTIZE_RECORD, model_fingerprint
 from quantconf.outliers import run_outliers
 from quantconf.perplexity import text_perplexity
 from quantconf.predictions import read_manifest
-from quantconf.quantizers import QuantConfig, run_quantize, validate_config
+from quantconf.quantizers import QuantConfig, load_methods, run_quantize, validate_config
 from quantconf.report import write_report
 from quantconf.tasks import get_task, load_task, resolve_data_dir
 
@@ -132,6 +133,7 @@ class Step:
     model: str  # base model spec
     variant: QuantConfig | None
     path: Path
+    tasks: tuple[str, ...] = ()  # eval steps: the task names whose predictions the step must hold
 
     def done(self) -> bool:
         if self.kind == "quantize":
@@ -140,7 +142,9 @@ class Step:
             return self.path.is_file()
         if self.kind == "outliers":
             return (self.path / "outliers.json").is_file()
-        return bool(self.path.is_dir() and read_manifest(self.path).get("tasks"))
+        finished = read_manifest(self.path).get("tasks", {}) if self.path.is_dir() else {}
+        return bool(self.tasks) and all(t in finished and (self.path / finished[t]["file"]).is_file()
+                                        for t in self.tasks)
 
     def describe(self) -> str:
         what = self.variant.label() if self.variant else "full"
@@ -156,15 +160,22 @@ def outlier_calib_sets(study: Study) -> list[str]:
 def plan(study: Study, study_dir: Path) -> list[Step]:
     """Every step of a study, in run order, each at its content-addressed path."""
     steps = []
+    task_names = tuple(get_task(t).name for t in study.tasks)
+    methods = load_methods()
     for model in study.models:
         fp = model_fingerprint(model)
         eval_common = [study.tasks, study.limit, study.data_dir, study.seed, study.dtype, __version__]
-        steps.append(Step("eval", model, None, study_dir / "steps" / f"eval-{stable_hash([fp, eval_common])[:16]}"))
+        steps.append(Step("eval", model, None, study_dir / "steps" / f"eval-{stable_hash([fp, eval_common])[:16]}",
+                          task_names))
         for v in study.variants:
-            qkey = stable_hash([fp, asdict(v), study.data_dir, __version__])[:16]
+            # a method whose result depends on the summation order (GPTQ's Hessian updates) is keyed by
+            # the thread count it runs with; RTN and other exact methods are not
+            threads = [] if methods[v.method].threads_invariant else [study.threads or os.cpu_count() or 1]
+            qkey = stable_hash([fp, asdict(v), study.data_dir, __version__, *threads])[:16]
             qpath = study_dir / "steps" / f"quant-{qkey}"
             steps.append(Step("quantize", model, v, qpath))
-            steps.append(Step("eval", model, v, study_dir / "steps" / f"eval-{stable_hash([qkey, eval_common])[:16]}"))
+            steps.append(Step("eval", model, v, study_dir / "steps" / f"eval-{stable_hash([qkey, eval_common])[:16]}",
+                              task_names))
             if study.ppl_text:
                 pkey = stable_hash([qkey, study.ppl_text, study.ppl_tokens, __version__])[:16]
                 steps.append(Step("ppl", model, v, study_dir / "steps" / f"ppl-{pkey}.json"))
@@ -186,6 +197,8 @@ def perplexity_step(target: str, study: Study, path: Path) -> None:
 def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print) -> Path | None:
     """Run every step not done yet, then write the report; returns its path (None for a dry run)."""
     study_dir = ensure_writable_dir(Path(study_dir))
+    for gone in clean_stale_temp(study_dir):  # what killed runs left (their pid is in the name)
+        log(f"removed {gone}, left by a killed run")
     steps = plan(study, study_dir)
     if not dry_run:
         atomic_write_bytes(study_dir / "study.yaml", yaml.safe_dump(study.as_dict(), sort_keys=False).encode())
@@ -198,26 +211,36 @@ def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print) -
         label = s.variant.label() if s.variant else "full"
         if s.kind == "quantize":
             quant_paths[(s.model, label)] = s.path
-        # eval steps always run: evaluate_to_dir itself reuses every finished task whose inputs are unchanged
+        # eval steps always run: evaluate_to_dir itself reuses every finished task whose inputs are
+        # unchanged, and locks each task, so two studies on one dir share the work
         if s.kind != "eval" and s.done():
             log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}: done, reusing")
             continue
-        log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}")
-        target = str(quant_paths[(s.model, label)]) if s.variant else s.model
         sub_log = lambda m: log(f"    {m}")  # noqa: E731
-        if s.kind == "quantize":
-            run_quantize(s.model, s.variant, s.path, overwrite=True, threads=study.threads, data_dir=study.data_dir,
-                         quiet=True, log=sub_log)
-        elif s.kind == "ppl":
-            perplexity_step(target, study, s.path)
-        elif s.kind == "outliers":
-            run_outliers(s.model, outlier_calib_sets(study), s.path, n_samples=study.outlier_samples,
-                         threads=study.threads, data_dir=study.data_dir, log=sub_log)
-        else:
-            evaluate_to_dir(target, study.tasks, s.path, data_dir=study.data_dir, limit=study.limit,
-                            batch_size=study.batch_size, dtype=study.dtype, threads=study.threads, seed=study.seed,
-                            progress=False, log=sub_log)
-    return write_report(study, study_dir, steps, log=log)
+        with locked(s.path.parent / f".{s.path.name}.lock", sub_log, what=f"{s.kind} step {s.path.name}"):
+            if s.kind != "eval" and s.done():  # another study finished it while we waited
+                log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}: done by another run, reusing")
+                continue
+            log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}")
+            run_step(s, study, str(quant_paths[(s.model, label)]) if s.variant else s.model, sub_log)
+    with locked(study_dir / ".report.lock", log, what="the report"):
+        return write_report(study, study_dir, steps, log=log)
+
+
+def run_step(s: Step, study: Study, target: str, sub_log) -> None:
+    """Run one step of the plan (its lock is held by the caller)."""
+    if s.kind == "quantize":
+        run_quantize(s.model, s.variant, s.path, overwrite=True, threads=study.threads, data_dir=study.data_dir,
+                     quiet=True, log=sub_log)
+    elif s.kind == "ppl":
+        perplexity_step(target, study, s.path)
+    elif s.kind == "outliers":
+        run_outliers(s.model, outlier_calib_sets(study), s.path, n_samples=study.outlier_samples,
+                     threads=study.threads, data_dir=study.data_dir, log=sub_log)
+    else:
+        evaluate_to_dir(target, study.tasks, s.path, data_dir=study.data_dir, limit=study.limit,
+                        batch_size=study.batch_size, dtype=study.dtype, threads=study.threads, seed=study.seed,
+                        progress=False, log=sub_log)
 
 
 DEMO_TASKS = ["piqa", "arc_easy", "hellaswag", "openbookqa"]

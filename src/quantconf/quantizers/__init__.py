@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from quantconf.errors import QuantconfError
-from quantconf.io import atomic_directory, atomic_write_json, package_versions
+from quantconf.io import atomic_directory, atomic_write_json, clean_stale_temp, give_umask_modes, package_versions
 from quantconf.models import QUANTIZE_RECORD, local_model_dir, model_fingerprint, set_threads
 from quantconf.quantizers.base import QUANTIZERS, QuantConfig, Quantizer
 from quantconf.quantizers.calib_data import build_calibration
@@ -77,10 +77,13 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
 
     validate_config(config)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise QuantconfError(f"out {out} is a file, not a checkpoint directory; choose another out dir", param="out")
     if out.exists() and not overwrite:
         raise QuantconfError(f"out {out} already exists; overwrite it or choose another out dir",
                              param="out")
-    set_threads(threads)
+    clean_stale_temp(out.parent, recursive=False)  # checkpoints half-written by killed runs
+    n_threads = set_threads(threads)
     src = local_model_dir(model)
     hf_config = AutoConfig.from_pretrained(str(src))
     quantizer = QUANTIZERS[config.method]
@@ -94,11 +97,14 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
             extra = quantizer.quantize(src, tokenizer, calib.samples if calib else [], config, tmp)
         seconds = time.perf_counter() - t0
         tokenizer.save_pretrained(tmp)
+        give_umask_modes(tmp)  # safetensors writes 0600; results get the mode any other file gets
         record = {
             "method": config.method, "config": asdict(config), "label": config.label(),
             "model_spec": model, "model_fingerprint": model_fingerprint(model),
             "calibration": calib.record() if calib else {"name": "none", "note": f"{config.method} uses no data"},
-            "seconds": round(seconds, 2),
+            "seconds": round(seconds, 2), "threads": n_threads,
+            "threads_note": ("the checkpoint depends on the thread count (summation order)"
+                             if not quantizer.threads_invariant else "the checkpoint does not depend on threads"),
             "size_before_bytes": dir_size(Path(src)) if Path(src).is_dir() else None,
             "size_after_bytes": dir_size(tmp), "packages": package_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,

@@ -34,15 +34,15 @@ class QuantConfig:
 
     def validate(self, known_methods) -> None:
         """Raise QuantconfError naming the field when a value is out of range (before any work)."""
-        if self.method not in known_methods:
-            raise QuantconfError(f"method {self.method!r} is unknown; choose from {', '.join(sorted(known_methods))}",
-                                 param="method")
-        for name, kind in (("bits", int), ("group_size", int), ("n_samples", int), ("seq_len", int), ("seed", int),
+        for name, kind in (("method", str), ("bits", int), ("group_size", int), ("n_samples", int), ("seq_len", int), ("seed", int),
                            ("damp", (int, float)), ("sym", bool), ("desc_act", bool), ("calib", str)):
             value = getattr(self, name)
             if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
                 raise QuantconfError(f"{name} must be of type {getattr(kind, '__name__', 'number')}, got {value!r}",
                                      param=name)
+        if self.method not in known_methods:
+            raise QuantconfError(f"method {self.method!r} is unknown; choose from {', '.join(sorted(known_methods))}",
+                                 param="method")
         if self.bits not in VALID_BITS:
             raise QuantconfError(f"bits must be one of {VALID_BITS}, got {self.bits}", param="bits")
         if self.group_size not in VALID_GROUPS:
@@ -68,6 +68,9 @@ class Quantizer:
     quantize: Callable  # (model_src, tokenizer, calib_samples, config, out_dir) -> dict
     check_model: Callable  # (hf_config, config) -> None; raise QuantconfError before any work
     needs_calibration: bool = True
+    # False when the checkpoint depends on the torch thread count (summation order): GPTQ's
+    # Hessian updates do; then study step keys and quantize.json record the thread count
+    threads_invariant: bool = True
 
 
 QUANTIZERS: dict[str, Quantizer] = {}

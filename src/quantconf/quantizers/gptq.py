@@ -15,12 +15,13 @@ import os
 from pathlib import Path
 
 from quantconf.errors import QuantconfError
-from quantconf.io import working_directory
+from quantconf.io import captured_library_output, working_directory
 from quantconf.quantizers.base import Quantizer, register_quantizer
 
 
 def _check_model(hf_config, config) -> None:
-    from gptqmodel.models.auto import MODEL_MAP
+    with captured_library_output():  # GPTQModel prints a banner on import
+        from gptqmodel.models.auto import MODEL_MAP
 
     if hf_config.model_type not in MODEL_MAP:
         raise QuantconfError(f"GPTQModel does not support architecture {hf_config.model_type!r}; "
@@ -57,4 +58,4 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
             "library": f"gptqmodel {gptqmodel.__version__}"}
 
 
-register_quantizer(Quantizer("gptq", quantize=_quantize, check_model=_check_model))
+register_quantizer(Quantizer("gptq", quantize=_quantize, check_model=_check_model, threads_invariant=False))

@@ -57,7 +57,11 @@ def get_task(name: str) -> Task:
 
 def file_task(path: Path) -> Task:
     """Any jsonl whose rows hold `query` (str), `choices` (list of str) and `gold` (int)."""
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except (ValueError, OSError) as e:  # an embedded NUL byte, a name too long for the file system
+        raise QuantconfError(f"task file name {str(path)[:80]!r} is not a usable path ({e})") from None
+    if not exists:
         raise QuantconfError(f"task file {path} not found; pass --tasks file:PATH to an existing .jsonl")
     return Task(
         name=f"file:{path}",
@@ -78,14 +82,22 @@ def file_task(path: Path) -> Task:
 def read_jsonl(path: Path) -> list[dict]:
     """Rows of a jsonl file; a malformed line raises with file:line."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise QuantconfError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start}); "
+                                     "save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise QuantconfError(f"{path}:{lineno}: malformed JSON ({e.msg}); fix or remove that line") from None
+            except (ValueError, RecursionError) as e:  # a 5000-digit number, nesting deeper than Python recurses
+                raise QuantconfError(f"{path}:{lineno}: unreadable JSON ({type(e).__name__}: {str(e)[:80]}); "
+                                     "fix or remove that line") from None
             if not isinstance(row, dict):
                 raise QuantconfError(f"{path}:{lineno}: expected a JSON object per line")
             rows.append(row)
