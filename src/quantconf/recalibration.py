@@ -20,7 +20,9 @@ from quantconf.calibration import calibration_metrics, choice_log_probs, check_f
 from quantconf.errors import QuantconfError
 
 RECALIBRATION_METRICS = ["acc", "nll", "ece", "ace", "smece", "brier"]
-LOG_T_BOUNDS = (-5.0, 5.0)  # T in [0.0067, 148]: far beyond any temperature a real model needs
+# T in [0.0067, 148]. A fit at the upper bound means "flatten to uniform": the confidence ranks answers
+# no better than chance (AUROC ~0.5), so no finite temperature is better; it is flagged, not hidden
+LOG_T_BOUNDS = (-5.0, 5.0)
 
 
 def scaled_log_probs(ll: np.ndarray, mask: np.ndarray, temperature: float) -> np.ndarray:
@@ -86,7 +88,8 @@ def recalibrate_task(df: pd.DataFrame, n_folds: int = 5, n_boot: int = 200, seed
         m = calibration_metrics(probs, gold, mask, n_bins, log_probs=lp)
         return {k: m[k] for k in RECALIBRATION_METRICS}
 
-    return {"n": len(gold), "temperature": temperature,
+    at_bound = not (np.exp(LOG_T_BOUNDS[0]) * 1.01 < temperature < np.exp(LOG_T_BOUNDS[1]) * 0.99)
+    return {"n": len(gold), "temperature": temperature, "temperature_at_bound": bool(at_bound),
             "temperature_ci": percentile_interval(boot) if boot else [np.nan, np.nan],
             "fold_temperatures": fold_t, "n_folds": n_folds, "before": metrics(before_lp), "after": metrics(after_lp)}
 
@@ -103,5 +106,9 @@ def gap_verdict(task: str, full: dict, quant: dict, metric: str = "ece") -> str:
         verdict = "temperature scaling narrows it"
     else:
         verdict = "temperature scaling does not close it"
+    bound = [name for name, r in (("full", full), ("quantized", quant)) if r.get("temperature_at_bound")]
+    note = (f" T of the {' and '.join(bound)} model is at the search bound: its confidence carries almost no "
+            "information on this task, and the best single temperature flattens it towards uniform."
+            if bound else "")
     return (f"{task}: quantized minus full {metric.upper()} {before:+.3f} before scaling, {after:+.3f} after "
-            f"(T full {full['temperature']:.2f}, quantized {quant['temperature']:.2f}): {verdict}.")
+            f"(T full {full['temperature']:.2f}, quantized {quant['temperature']:.2f}): {verdict}.{note}")

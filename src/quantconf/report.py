@@ -22,8 +22,8 @@ import pandas as pd
 from quantconf.io import atomic_write_bytes, atomic_write_json
 from quantconf.calibration import probs_from_predictions, reliability_bins
 from quantconf.study_results import (StudyResults, calib_spread, collect, comparison_table, confidence_bin_table,
-                                     headlines, metrics_table, outliers_vs_loss, provenance, recalibration_table,
-                                     recalibration_verdicts, scale_table)
+                                     headlines, instability_table, metrics_table, noise_floor_table, outliers_vs_loss,
+                                     provenance, recalibration_table, recalibration_verdicts, scale_table)
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("quantconf", "templates"), autoescape=True,
                                trim_blocks=True, lstrip_blocks=True)
@@ -131,7 +131,22 @@ def scale_plot(table: pd.DataFrame):
 
 
 def headline_section(res: StudyResults) -> Section:
-    return Section("In short", blocks=[("list", headlines(res.comparisons))])
+    lines = headlines(res.comparisons) + [f"{f['model']} / {f['variant']} ({f['replicates']} replicates) / {f['verdict']}"
+                                          for f in res.noise_floors]
+    return Section("In short", blocks=[("list", lines)])
+
+
+def noise_floor_section(res: StudyResults) -> Section | None:
+    if not res.noise_floors:
+        return None
+    return Section("Is it quantization or noise?",
+                   "Replicates quantize with the same configuration and another draw of the calibration sample. "
+                   "Effect: full vs each replicate (mean ± sd over replicates). Noise floor: the same statistics "
+                   "between replicate pairs. The test asks, question by question, whether the answer distribution "
+                   "moves further from the full model than between replicates (one-sided Wilcoxon signed-rank). "
+                   "Unstable answers: questions whose predicted answer differs between replicates, by the full "
+                   "model's confidence (AUROC > 0.5: instability concentrates on low-confidence questions).",
+                   [table_block(noise_floor_table(res.noise_floors)), table_block(instability_table(res.noise_floors))])
 
 
 def comparison_section(res: StudyResults) -> Section:
@@ -221,11 +236,13 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
     atomic_write_bytes(study_dir / "summary.csv", res.metrics.to_csv(index=False).encode())
     atomic_write_json(study_dir / "summary.json", {"metrics": res.metrics.to_dict(orient="records"),
                                                     "comparisons": res.comparisons,
-                                                    "recalibration": res.recalibration})
+                                                    "recalibration": res.recalibration,
+                                                    "noise_floor": res.noise_floors})
     spread = calib_spread(res.metrics)
     if not spread.empty:
         atomic_write_bytes(study_dir / "calib_spread.csv", spread.to_csv(index=False).encode())
-    sections = [headline_section(res), comparison_section(res), confidence_bin_section(res), metrics_section(res),
+    sections = [headline_section(res), noise_floor_section(res), comparison_section(res), confidence_bin_section(res),
+                metrics_section(res),
                 calib_spread_section(spread), recalibration_section(res), *outlier_sections(res), *task_plot_sections(study, res),
                 scale_section(res), provenance_section(study, steps)]
     page = TEMPLATES.get_template("report.html.j2").render(title=study.name, sections=[s for s in sections if s])

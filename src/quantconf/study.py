@@ -6,6 +6,7 @@ Config (YAML):
     variants:                         # each field may be a list: the cross product is run
       - {method: gptq, bits: 4, group_size: 128, calib: [pydoc, random], n_samples: 16, seed: 0}
       - {method: rtn, bits: 4, group_size: 64}
+      - {method: gptq, bits: 4, group_size: 128, calib: pydoc, n_samples: 16, replicates: 5}  # noise floor
     tasks: [piqa, arc_easy]
     limit: 100                        # questions per task (null: all)
     data_dir: ../shared/data          # null: $QUANTCONF_DATA_DIR, else the hub
@@ -25,8 +26,10 @@ recomputes only missing steps, and editing the config reuses what still applies.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,20 +52,33 @@ from quantconf.tasks import get_task, load_task, resolve_data_dir
 
 
 def expand_variant(spec: dict) -> list[QuantConfig]:
-    """One variant entry of the config; any field may be a list: the cross product of them."""
+    """One variant entry of the config; any field may be a list: the cross product of them.
+    `replicates: N` quantizes each configuration N times with seeds seed, seed+1, ...: another draw of
+    the calibration sample each time (the noise floor of `noise_floor.py`). A method that uses no data
+    and does not depend on the thread count (RTN) gives the same checkpoint every time: it runs once."""
     if not isinstance(spec, dict):
         raise QuantconfError(f"study config: each variant must be a mapping of QuantConfig fields, got {spec!r}")
+    spec = dict(spec)
+    replicates = spec.pop("replicates", 1)
+    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
+        raise QuantconfError(f"study config: variant replicates must be a positive integer, got {replicates!r}")
     allowed = list(QuantConfig.__dataclass_fields__)
     unknown = set(spec) - set(allowed)
     if unknown:
-        raise QuantconfError(f"unknown variant field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise QuantconfError(f"unknown variant field(s) {sorted(unknown)}; allowed: {sorted(allowed)} and replicates")
     keys = list(spec)
     values = [v if isinstance(v, list) else [v] for v in spec.values()]
     out = []
     for combo in itertools.product(*values):
         cfg = QuantConfig(**dict(zip(keys, combo)))
         validate_config(cfg)
-        out.append(cfg)
+        method = load_methods()[cfg.method]
+        n = replicates
+        if replicates > 1 and not method.needs_calibration and method.threads_invariant:
+            print(f"quantconf: {cfg.label()} is deterministic (no calibration data, the same at any thread count): "
+                  f"1 replicate instead of {replicates}", file=sys.stderr)
+            n = 1
+        out += [cfg] + [dataclasses.replace(cfg, seed=cfg.seed + r) for r in range(1, n)]
     return out
 
 
@@ -93,7 +109,8 @@ class Study(BaseModel):
     def _expand_variants(cls, value: Any) -> list[QuantConfig]:
         if not isinstance(value, list):
             return value  # pydantic reports the type error
-        return [v for spec in value for v in (expand_variant(spec) if not isinstance(spec, QuantConfig) else [spec])]
+        expanded = [v for spec in value for v in (expand_variant(spec) if not isinstance(spec, QuantConfig) else [spec])]
+        return list(dict.fromkeys(expanded))  # the same configuration twice is one step
 
     @field_validator("tasks")
     @classmethod

@@ -21,6 +21,7 @@ from quantconf.calibration import task_metrics
 from quantconf.models import read_quantize_record
 from quantconf.paired import compare_task, per_sample_frame
 from quantconf.predictions import read_manifest, read_prediction_dir
+from quantconf.noise_floor import noise_floor, replicate_family
 from quantconf.recalibration import gap_verdict, recalibrate_task
 
 TABLE_METRICS = ["acc", "acc_norm", "nll", "brier", "ece", "ace", "mce", "conf", "conf_true", "entropy",
@@ -36,6 +37,7 @@ class StudyResults:
     preds: dict  # (model, variant label) -> {task: predictions frame}
     outliers: dict = field(default_factory=dict)  # model -> outliers.json content + "dir"
     recalibration: list = field(default_factory=list)  # one per (model, variant, single-label task)
+    noise_floors: list = field(default_factory=list)  # one per (model, replicated configuration, task)
 
 
 def step_label(step) -> str:
@@ -84,12 +86,83 @@ def collect(study, steps) -> StudyResults:
         metrics["ppl"] = [ppl.get((m, v), np.nan) for m, v in zip(metrics["model"], metrics["variant"])]
     outliers = {s.model: {**json.loads((s.path / "outliers.json").read_text()), "dir": str(s.path)}
                 for s in steps if s.kind == "outliers" and (s.path / "outliers.json").is_file()}
+    floors = noise_floors(study, evals, preds, comparisons, metrics)
     recal = [{"model": model, "variant": label, "task": task,
               **recalibrate_task(df, n_boot=min(study.bootstrap, 200), n_bins=study.bins)}
              for (model, label), p in preds.items() for task, df in p.items()
              if not any(isinstance(g, list) for g in df["gold"])]
     return StudyResults(metrics, comparisons, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
-                        preds, outliers, recal)
+                        preds, outliers, recal, floors)
+
+
+NOISE_COLUMNS = ["js_mean", "flip_rate", "delta_acc_sd", "delta_ece_sd"]
+
+
+def noise_floors(study, evals, preds, comparisons, metrics) -> list[dict]:
+    """Group quantized variants that differ only in their seed (replicates), compute each group's
+    noise floor per task, and record `replicates` and `noise` on every comparison entry and on the
+    metric rows (NaN/None where a configuration has a single replicate)."""
+    families: dict[tuple[str, str], list[str]] = {}
+    for s in evals:
+        if s.variant is not None:
+            families.setdefault((s.model, replicate_family(s.variant)), []).append(step_label(s))
+    member_of = {(m, label): (fam, labels) for (m, fam), labels in families.items() for label in labels}
+    floors = []
+    for (model, fam), labels in families.items():
+        if len(labels) < 2:
+            continue
+        full = preds[(model, "full")]
+        for task in sorted(set(full).intersection(*(preds[(model, lab)] for lab in labels))):
+            if any(isinstance(g, list) for g in full[task]["gold"]):
+                continue
+            nf = noise_floor(full[task], [preds[(model, lab)][task] for lab in labels], n_bins=study.bins, task=task)
+            floors.append({"model": model, "variant": fam, "task": task, "members": labels, **nf})
+    by = {(f["model"], f["variant"], f["task"]): f for f in floors}
+    for c in comparisons:
+        fam, labels = member_of[(c["model"], c["variant"])]
+        f = by.get((c["model"], fam, c["task"]))
+        c["replicates"] = len(labels)
+        c["replicate_family"] = fam
+        c["noise"] = f["noise"] if f else {k: None for k in NOISE_COLUMNS}
+    if not metrics.empty:
+        for col in ["replicates"] + [f"noise_{k}" for k in NOISE_COLUMNS]:
+            metrics[col] = np.nan
+        for i, row in metrics.iterrows():
+            if row["variant"] == "full":
+                continue
+            fam, labels = member_of[(row["model"], row["variant"])]
+            metrics.loc[i, "replicates"] = len(labels)
+            f = by.get((row["model"], fam, row["task"]))
+            for k in NOISE_COLUMNS:
+                metrics.loc[i, f"noise_{k}"] = f["noise"][k] if f else np.nan
+    return floors
+
+
+def noise_floor_table(floors: list[dict]) -> pd.DataFrame:
+    """Per (model, replicated configuration, task): effect mean ± sd over replicates vs the noise floor."""
+    rows = []
+    for f in floors:
+        e, n, t = f["effect"], f["noise"], f["test"]
+        rows.append({"model": f["model"], "variant": f["variant"], "task": f["task"], "replicates": f["replicates"],
+                     "Δacc (mean ± sd)": f"{e['delta_acc_mean']:+.3f} ± {e['delta_acc_sd']:.3f}",
+                     "|Δacc| between replicates": n["delta_acc"],
+                     "ΔECE (mean ± sd)": f"{e['delta_ece_mean']:+.3f} ± {e['delta_ece_sd']:.3f}",
+                     "|ΔECE| between replicates": n["delta_ece"],
+                     "JS to full": t["js_effect_mean"], "JS between replicates": t["js_noise_mean"],
+                     "flip rate to full": e["flip_rate_mean"], "flip rate between replicates": n["flip_rate"],
+                     "p (effect > noise)": t["p_wilcoxon_greater"],
+                     "clears noise floor": "yes" if t["clears_noise_floor"] else "no",
+                     "unstable answers": f["instability"]["unstable_share"],
+                     "AUROC low conf → unstable": f["instability"]["auroc_low_confidence_predicts_unstable"]})
+    return pd.DataFrame(rows)
+
+
+def instability_table(floors: list[dict]) -> pd.DataFrame:
+    """Share of questions whose answer differs between replicates, per bin of the full model's confidence."""
+    return pd.DataFrame([{"model": f["model"], "variant": f["variant"], "task": f["task"], "bin": b["bin"],
+                          "full conf range": f"{b['conf_lo']:.2f}–{b['conf_hi']:.2f}", "n": b["n"],
+                          "unstable share": b["unstable_rate"]}
+                         for f in floors for b in f["instability"]["by_full_confidence"]])
 
 
 def recalibration_table(recalibration: list[dict]) -> pd.DataFrame:
