@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.quantconf-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean mutation
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra
+
+# mutation testing of calibration.py, paired.py and recalibration.py (config: [tool.mutmut] in
+# pyproject.toml); prints the score per file. Slow (tens of minutes on 2 cores): not part of `make test`.
+mutation: $(STAMP)
+	$(PY) -m pip install -q "mutmut==3.8.1"
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children 2 || true
+	$(PY) benchmarks/mutation_score.py
 
 clean:
 	rm -rf $(VENV)

@@ -144,3 +144,113 @@ def test_accuracy_matches_hand_computation():
     mc2 = pd.DataFrame({"loglik": [[0.0, 0.0, float(-np.log(2))]],
                         "n_chars": [[1, 1, 1]], "gold": [[0, 1]]})
     assert accuracy(mc2)["acc"] == pytest.approx(2 / 2.5)
+
+
+# --------------------------------------------------------------------------- behaviours pinned by mutation testing
+
+
+def _pred_df(ll, gold, chars=None, tokens=None):
+    n = len(ll)
+    return pd.DataFrame({"doc_id": range(n), "task": "t", "choices": [["x"] * len(r) for r in ll], "gold": gold,
+                         "loglik": ll, "n_chars": chars or [[1] * len(r) for r in ll],
+                         "n_tokens": tokens or [[1] * len(r) for r in ll], "n_bytes": chars or [[1] * len(r) for r in ll],
+                         "is_greedy": [[False] * len(r) for r in ll]})
+
+
+def test_mc2_mass_is_stable_for_large_log_likelihoods():
+    from quantconf.calibration import mc2_mass
+
+    assert mc2_mass([[-10000.0, -10001.0, -10003.0]], [[0, 2]])[0] == pytest.approx(
+        (1 + np.exp(-3)) / (1 + np.exp(-1) + np.exp(-3)))
+
+
+def test_acc_norm_over_several_ragged_rows_with_one_char_and_empty_choices():
+    from quantconf.calibration import acc_norm_correct
+
+    ll = [[-3.0, -1.5], [-2.0, -9.0, -0.5], [-4.0, -0.1]]
+    chars = [[3, 1], [1, 9, 0], [4, 1]]
+    # row 0: -1 vs -1.5 -> 0; row 1: -2, -1, empty -> 1 (the empty choice never wins); row 2: -1 vs -0.1 -> 1
+    assert acc_norm_correct(ll, chars, [0, 1, 1]).tolist() == [True, True, True]
+    assert acc_norm_correct(ll, chars, [1, 2, 0]).tolist() == [False, False, False]
+
+
+def test_task_metrics_wires_every_option_through():
+    rng = np.random.default_rng(5)
+    ll = (rng.normal(size=(120, 3)) * 3).tolist()
+    ll[0] = ll[0][:2]  # one ragged question
+    gold = [int(g) % len(r) for g, r in zip(rng.integers(0, 3, 120), ll)]
+    chars = [[int(c) for c in rng.integers(1, 30, len(r))] for r in ll]
+    df = _pred_df(ll, gold, chars=chars)
+    m = task_metrics(df, n_bins=7, n_boot=40, seed=3)
+    probs, mask = choice_probs(ll)
+    from quantconf.calibration import acc_norm_correct, bootstrap_metrics as boot
+
+    direct = calibration_metrics(probs, np.array(gold), mask, n_bins=7,
+                                 correct_norm=acc_norm_correct(ll, chars, gold))
+    for k, v in direct.items():
+        assert m[k] == pytest.approx(v, nan_ok=True), k
+    assert m["n"] == 120 and m["acc_norm"] == pytest.approx(np.mean(acc_norm_correct(ll, chars, gold)))
+    assert m["ci"] == boot(probs, np.array(gold), mask, 7, 40, 3, acc_norm_correct(ll, chars, gold),
+                           log_probs=np.log(np.where(mask, probs, 1.0)) + np.where(mask, 0, -np.inf))
+    assert task_metrics(df, n_boot=40, seed=4)["ci"] != task_metrics(df, n_boot=40, seed=3, n_bins=7)["ci"]
+    normed = task_metrics(df, n_boot=0, normalize="chars")
+    pn, _ = choice_probs(ll, lengths=chars)
+    assert normed["conf"] == pytest.approx(pn.max(1).mean()) and normed["conf"] != pytest.approx(m["conf"])
+    # padded choices are masked out, not a third class with probability 0
+    assert m["ace"] == pytest.approx(direct["ace"]) and m["ace"] != pytest.approx(
+        calibration_metrics(probs, np.array(gold), None, n_bins=7)["ace"])
+
+
+def test_task_metrics_errors_and_mc2_interval():
+    from quantconf.errors import QuantconfError
+
+    with pytest.raises(ValueError, match="^no questions$"):
+        task_metrics(_pred_df([[0.0]], [0]).iloc[:0])
+    with pytest.raises(QuantconfError, match=r"^compat 'x' is unknown; known: proskurina2024$") as e:
+        task_metrics(_pred_df([[0.0, -1.0]], [0]), compat="x")
+    assert e.value.param == "compat"
+    with pytest.raises(QuantconfError, match="^n_bins must be >= 1, got 0$") as e:
+        task_metrics(_pred_df([[0.0, -1.0]], [0]), n_bins=0)
+    assert e.value.param == "n_bins"
+    assert task_metrics(_pred_df([[0.0, -1.0]] * 3, [0] * 3), n_bins=1, n_boot=0, compat="none")["n"] == 3
+    mc2 = _pred_df([[0.0, -1.0, -2.0], [-1.0, 0.0, -3.0], [-0.5, -0.5, 0.0]], [[0, 1], [1], [2]])
+    m = task_metrics(mc2, n_boot=200, seed=9)
+    per_q = [(1 + np.exp(-1)) / (1 + np.exp(-1) + np.exp(-2)), 1 / (1 + np.exp(-1) + np.exp(-3)),
+             1 / (1 + 2 * np.exp(-0.5))]
+    assert m == {"n": 3, "mc2": pytest.approx(np.mean(per_q)), "acc": pytest.approx(np.mean(per_q)),
+                 "note": "several true answers: single-label calibration metrics skipped", "ci": m["ci"]}
+    rng = np.random.default_rng(9)
+    means = [np.asarray(per_q)[rng.integers(0, 3, 3)].mean() for _ in range(200)]
+    assert m["ci"] == {"mc2": [pytest.approx(np.quantile(means, 0.025)), pytest.approx(np.quantile(means, 0.975))]}
+
+
+def test_accuracy_of_nothing_and_of_mixed_rows():
+    empty = accuracy(_pred_df([[0.0]], [0]).iloc[:0])
+    assert set(empty) == {"acc", "acc_norm"} and np.isnan(empty["acc"]) and np.isnan(empty["acc_norm"])
+    only_mc2 = accuracy(_pred_df([[0.0, 0.0]], [[0]]))
+    assert only_mc2["acc"] == pytest.approx(0.5) and np.isnan(only_mc2["acc_norm"])
+    mixed = accuracy(_pred_df([[0.0, 0.0], [-1.0, -3.0]], [[0], 0], chars=[[1, 1], [1, 2]]))
+    assert mixed["acc"] == pytest.approx((0.5 + 1) / 2) and mixed["acc_norm"] == pytest.approx(1.0)
+
+
+def test_probs_from_predictions_normalizes_and_pads_with_zero():
+    from quantconf.calibration import probs_from_predictions
+
+    df = _pred_df([[-4.0, -4.0], [-1.0, -2.0, -3.0]], [0, 0], chars=[[2, 4], [1, 1, 1]])
+    p, mask = probs_from_predictions(df, "chars")
+    assert p[0, 1] == pytest.approx(1 / (1 + np.exp(-1))) and p[0, 2] == 0.0 and mask[0].tolist() == [True, True, False]
+
+
+def test_reliability_bins_values_by_hand():
+    rb = reliability_bins(np.array([0.1, 0.15, 0.55, 0.6, 0.65, 1.0]), np.array([0, 1, 1, 1, 0, 1.0]), 4)
+    assert rb["edges"].tolist() == [0, 0.25, 0.5, 0.75, 1.0]
+    assert rb["count"].tolist() == [2, 0, 3, 1]
+    assert rb["conf"][[0, 2, 3]] == pytest.approx([0.125, 0.6, 1.0]) and np.isnan(rb["conf"][1])
+    assert rb["acc"][[0, 2, 3]] == pytest.approx([0.5, 2 / 3, 1.0])
+    z = 1.959964
+    for b, (k, n) in {0: (1, 2), 2: (2, 3), 3: (1, 1)}.items():
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        assert (rb["acc_lo"][b], rb["acc_hi"][b]) == (pytest.approx(centre - half), pytest.approx(centre + half))
+    assert np.isnan(rb["acc_lo"][1]) and np.isnan(rb["acc_hi"][1])

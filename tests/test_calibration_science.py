@@ -364,3 +364,55 @@ def test_recalibrate_api_cli_and_errors(tmp_path, capsys):
         recalibrate_task(_df([[0.0, -1.0]], [[0]]))
     with pytest.raises(QuantconfError, match="n_folds must be between 2"):
         recalibrate_task(_df([[0.0, -1.0]] * 3, [0] * 3), n_folds=5)
+
+
+def test_gap_verdict_wording_for_every_case():
+    from quantconf.recalibration import gap_verdict
+
+    def r(before, after, t=2.0, bound=False):
+        return {"before": {"ece": before, "smece": before}, "after": {"ece": after, "smece": after},
+                "temperature": t, "temperature_at_bound": bound}
+
+    full = r(0.10, 0.05, 1.5)
+    assert gap_verdict("piqa", full, r(0.20, 0.06)) == (
+        "piqa: quantized minus full ECE +0.100 before scaling, +0.010 after (T full 1.50, quantized 2.00): "
+        "temperature scaling closes most of it.")
+    assert gap_verdict("piqa", full, r(0.20, 0.12)).endswith("temperature scaling narrows it.")
+    assert gap_verdict("piqa", full, r(0.20, 0.20)).endswith("temperature scaling does not close it.")
+    assert gap_verdict("piqa", full, r(0.10, 0.30)).endswith("there was no gap to close.")
+    assert gap_verdict("piqa", full, r(0.20, 0.10), metric="smece").startswith("piqa: quantized minus full SMECE +0.100")
+    bound = gap_verdict("obqa", r(0.1, 0.1, 148.4, True), r(0.3, 0.1, 148.4, True))
+    assert bound.endswith("T of the full and quantized model is at the search bound: its confidence carries almost "
+                          "no information on this task, and the best single temperature flattens it towards uniform.")
+    assert "T of the quantized model is at" in gap_verdict("obqa", r(0.1, 0.1), r(0.3, 0.1, 148.4, True))
+
+
+def test_recalibrate_task_record_and_bound_flag():
+    flat = _df([[0.0, -0.001]] * 20 + [[-0.001, 0.0]] * 20, [0, 1] * 20)  # confidence says nothing
+    res = recalibrate_task(flat, n_boot=5, n_folds=4, seed=1)
+    assert res["temperature_at_bound"] and res["n_folds"] == 4 and len(res["fold_temperatures"]) == 4
+    assert set(res["before"]) == set(res["after"]) == {"acc", "nll", "ece", "ace", "smece", "brier"}
+    sharp = _tempered(n=400, temperature=2.0, seed=5)
+    res = recalibrate_task(sharp, n_boot=0)
+    assert not res["temperature_at_bound"] and res["temperature"] == pytest.approx(2.0, rel=0.1)
+    assert len(res["temperature_ci"]) == 2 and np.isnan(res["temperature_ci"]).all()  # no bootstrap asked for
+
+
+def test_compat_edges_all_right_all_wrong_and_far_log_likelihoods():
+    import warnings
+
+    ll = [[-1000.0, -1001.0], [-1003.0, -1000.0]]  # far from 0: the softmax must subtract the row max
+    p1, p2 = 1 / (1 + np.exp(-1)), 1 / (1 + np.exp(-3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean of an empty slice: undefined is said, not computed
+        right = proskurina2024_metrics(ll, [0, 1])
+        wrong = proskurina2024_metrics(ll, [1, 0])
+    assert right["c_pos"] == pytest.approx((p1 + p2) / 2) and np.isnan(right["c_neg"])
+    assert wrong["c_neg"] == pytest.approx((p1 + p2) / 2) and np.isnan(wrong["c_pos"])
+    assert right["conf_true"] == pytest.approx((p1 + p2) / 2) and wrong["conf_true"] == pytest.approx(1 - (p1 + p2) / 2)
+    ent = lambda p: -(p * np.log2(p) + (1 - p) * np.log2(1 - p))  # noqa: E731
+    assert right["entropy"] == pytest.approx((ent(p1) + ent(p2)) / 2)
+    with np.errstate(divide="raise", invalid="raise"):  # a probability of exactly 0: NaN entropy, quietly
+        assert np.isnan(proskurina2024_metrics([[0.0, -800.0], [0.0, -1.0]], [0, 1])["entropy"])
+    # fewer than 15 questions with > 2 choices: the notebook's ace cannot be computed
+    assert np.isnan(proskurina2024_metrics([[0.0, -1.0, -2.0]] * 10, [0] * 10)["ace"])

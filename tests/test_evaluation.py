@@ -1,7 +1,6 @@
 import json
 import os
 
-import pandas as pd
 import pytest
 
 from quantconf.cli import main

@@ -86,3 +86,103 @@ def test_per_sample_frame_and_compare_predictions():
     assert list(res) == ["t"] and res["t"]["flips_correct_to_wrong"] == 1
     with pytest.raises(QuantconfError, match="share no task"):
         compare_predictions({"a": _df(full, gold)}, {"b": _df(full, gold)})
+
+
+# --------------------------------------------------------------------------- behaviours pinned by mutation testing
+
+
+def test_p_values_against_scipy_on_asymmetric_pairs():
+    from scipy.stats import binomtest, ttest_rel, wilcoxon
+
+    rng = np.random.default_rng(3)
+    n = 80
+    full = rng.normal(size=(n, 2)) * 2
+    quant = full + rng.normal(size=(n, 2)) + np.array([0.0, 1.0])  # a systematic shift towards choice 1
+    gold = [0] * n
+    c = compare_task(_df(full.tolist(), gold), _df(quant.tolist(), gold), n_boot=0)
+    pf = 1 / (1 + np.exp(full[:, 1] - full[:, 0]))
+    pq = 1 / (1 + np.exp(quant[:, 1] - quant[:, 0]))
+    assert c["p_ttest"] == pytest.approx(ttest_rel(pq, pf).pvalue, rel=1e-9) and c["p_ttest"] < 0.05
+    assert c["p_wilcoxon"] == pytest.approx(wilcoxon(pq - pf).pvalue, rel=1e-9)
+    b, k = int(((pf > 0.5) & (pq < 0.5)).sum()), int(((pf < 0.5) & (pq > 0.5)).sum())
+    assert b != k and (c["flips_correct_to_wrong"], c["flips_wrong_to_correct"]) == (b, k)
+    # exact McNemar = two-sided binomial test of b successes in b + c trials at 1/2, by the formula
+    from math import comb
+
+    tail = sum(comb(b + k, i) for i in range(0, min(b, k) + 1)) / 2 ** (b + k)
+    assert c["p_mcnemar"] == pytest.approx(min(1.0, 2 * tail)) == pytest.approx(binomtest(b, b + k, 0.5).pvalue)
+
+
+def test_confidence_bins_by_hand_including_signs_and_rates():
+    full = [[-0.1, -3.0], [-0.5, -1.0], [-0.2, -2.0], [-0.9, -1.0], [-2.0, -0.1], [-3.0, -0.2]]
+    quant = [[-0.1, -2.0], [-0.4, -1.0], [-2.0, -0.2], [-1.0, -0.9], [-0.1, -2.0], [-3.0, -0.3]]
+    gold = [0] * 6
+    c = compare_task(_df(full, gold), _df(quant, gold), n_boot=0, n_conf_bins=3)
+    sm = lambda r: 1 / (1 + np.exp(r[1] - r[0]))  # noqa: E731  p(choice 0)
+    pf, pq = np.array([sm(r) for r in full]), np.array([sm(r) for r in quant])
+    conf = np.maximum(pf, 1 - pf)
+    order = np.argsort(conf, kind="stable")
+    assert len(c["by_confidence_bin"]) == 3
+    for b, idx in zip(c["by_confidence_bin"], np.split(order, 3)):
+        d = pq[idx] - pf[idx]
+        cf, cq = pf[idx] > 0.5, pq[idx] > 0.5
+        assert b["n"] == 2 and b["delta_conf_true"] == pytest.approx(d.mean())
+        assert b["mean_abs_delta_conf_true"] == pytest.approx(np.abs(d).mean())
+        assert b["full_acc"] == pytest.approx(cf.mean()) and b["quant_acc"] == pytest.approx(cq.mean())
+        assert b["flip_rate"] == pytest.approx((cf != cq).mean())
+        assert b["correct_to_wrong_rate"] == pytest.approx((cf & ~cq).mean())
+        assert b["pred_change_rate"] == pytest.approx((cf != cq).mean())
+        assert b["conf_lo"] == pytest.approx(conf[idx].min()) and b["conf_hi"] == pytest.approx(conf[idx].max())
+    # more bins than questions: one question per bin
+    assert [b["n"] for b in compare_task(_df(full, gold), _df(quant, gold), n_boot=0, n_conf_bins=10)
+            ["by_confidence_bin"]] == [1] * 6
+
+
+def test_mc2_comparison_and_per_sample_frame():
+    full = _df([[0.0, -1.0, -2.0], [-1.0, 0.0, -3.0]], [[0, 1], [2]])
+    quant = _df([[-1.0, 0.0, -2.0], [-1.0, -1.0, -1.0]], [[0, 1], [2]])
+    c = compare_task(full, quant, n_boot=0)
+    from quantconf.calibration import mc2_mass
+
+    assert c["delta_mc2"] == pytest.approx(mc2_mass(quant["loglik"], quant["gold"]).mean()
+                                           - mc2_mass(full["loglik"], full["gold"]).mean())
+    assert c["note"] == "several true answers: delta of mc2 mass only" and "delta_acc" not in c
+    frame = per_sample_frame(full, quant, "mc")
+    assert frame["full_p_true"].isna().all() and not frame["full_correct"].any() and not frame["quant_correct"].any()
+    assert (frame["task"] == "mc").all() and frame["doc_id"].tolist() == [0, 1]
+    p = np.exp([0.0, -1.0, -2.0]) / np.exp([0.0, -1.0, -2.0]).sum()
+    assert frame["full_conf"][0] == pytest.approx(p.max()) and frame["quant_conf"][1] == pytest.approx(1 / 3)
+
+
+def test_js_and_kl_with_zero_probabilities():
+    p = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
+    q = np.array([[0.0, 1.0, 0.0], [0.5, 0.5, 0.0]])
+    assert js_distance(p, q).tolist() == pytest.approx([1.0, 0.0])
+    assert js_distance(p, q) == pytest.approx(jensenshannon(p, q, base=2, axis=1))
+    kl = kl_divergence(p, q)
+    assert np.isinf(kl[0]) and kl[1] == pytest.approx(0.0)
+    assert kl_divergence(q, np.array([[0.2, 0.8, 0.0], [0.25, 0.75, 0.0]])).tolist() == pytest.approx(
+        [np.log(1 / 0.8), 0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75)])
+
+
+def test_pairing_errors_and_dirs(tmp_path):
+    from quantconf.paired import compare_dirs, pair_predictions
+    from quantconf.predictions import write_predictions
+
+    a = _df([[0.0, -1.0], [-1.0, 0.0], [0.0, -2.0]], [0, 1, 0])
+    b = a.iloc[[2, 0]].copy()  # another order, one question fewer
+    f, q = pair_predictions(a, b, "t")
+    assert f["doc_id"].tolist() == q["doc_id"].tolist() == [0, 2]
+    with pytest.raises(QuantconfError, match="^t: no questions in common"):
+        pair_predictions(a.iloc[:1], a.iloc[1:], "t")
+    b2 = a.copy()
+    b2.at[1, "choices"] = ["x", "y"]
+    with pytest.raises(QuantconfError, match="^t doc 1: choices differ"):
+        pair_predictions(a, b2, "t")
+    write_predictions(a, tmp_path / "f" / "t.parquet")
+    write_predictions(b, tmp_path / "q" / "t.parquet")
+    write_predictions(a.assign(task="u"), tmp_path / "u" / "u.parquet")
+    res = compare_dirs(tmp_path / "f", tmp_path / "q", n_boot=0)
+    assert list(res) == ["t"] and res["t"]["n"] == 2
+    with pytest.raises(QuantconfError, match="share no task"):
+        compare_dirs(tmp_path / "f", tmp_path / "u")

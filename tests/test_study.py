@@ -5,7 +5,6 @@ import json
 import pandas as pd
 import pytest
 
-from quantconf import QuantconfError
 from quantconf.cli import main
 from conftest import write_jsonl
 

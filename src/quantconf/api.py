@@ -13,7 +13,7 @@ import pandas as pd
 
 from quantconf.calibration import task_metrics
 from quantconf.errors import QuantconfError
-from quantconf.evaluation import SCORERS, evaluate_task, evaluate_to_dir
+from quantconf.evaluation import check_eval_options, evaluate_task, evaluate_to_dir
 from quantconf.models import LoadedModel
 from quantconf.models import load_model as _load_model
 from quantconf.models import set_threads
@@ -161,12 +161,7 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
     """
     model = model if isinstance(model, LoadedModel) else str(model)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else list(tasks)
-    if not task_list:
-        raise QuantconfError("tasks is empty; name at least one task (see quantconf tasks)", param="tasks")
-    if batch_size < 1:
-        raise QuantconfError(f"batch_size must be >= 1, got {batch_size}", param="batch_size")
-    if scorer not in SCORERS:
-        raise QuantconfError(f"scorer must be one of {SCORERS}, got {scorer!r}", param="scorer")
+    check_eval_options(task_list, batch_size, scorer)
     log = log or (lambda message: None)
     if out is not None:
         evaluate_to_dir(model, task_list, Path(out), data_dir=data_dir, limit=limit, batch_size=batch_size,

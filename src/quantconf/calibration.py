@@ -166,7 +166,8 @@ def accuracy(df) -> dict[str, float]:
         accs.append(float(np.argmax(np.asarray(ll, dtype=float)) == gold))
         norms.append(float(acc_norm_correct([ll], [chars], [gold])[0]))
     norms = np.asarray(norms)
-    return {"acc": float(np.mean(accs)), "acc_norm": float(np.mean(norms)) if not np.isnan(norms).all() else float("nan")}
+    # acc_norm over the single-label rows (undefined when every row has several true answers)
+    return {"acc": float(np.mean(accs)), "acc_norm": float(np.nanmean(norms)) if not np.isnan(norms).all() else float("nan")}
 
 
 def log_probs_from_predictions(df, normalize: str = "none") -> tuple[np.ndarray, np.ndarray]:

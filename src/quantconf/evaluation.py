@@ -78,6 +78,16 @@ def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, pro
     return pd.DataFrame(rows)
 
 
+def check_eval_options(tasks, batch_size: int, scorer: str) -> None:
+    """The evaluation options checked before any work, naming the parameter at fault."""
+    if not tasks:
+        raise QuantconfError("tasks is empty; name at least one task (see quantconf tasks)", param="tasks")
+    if batch_size < 1:
+        raise QuantconfError(f"batch_size must be >= 1, got {batch_size}", param="batch_size")
+    if scorer not in SCORERS:
+        raise QuantconfError(f"scorer must be one of {SCORERS}, got {scorer!r}", param="scorer")
+
+
 def check_same_model(manifest: dict, fingerprint: str, out: Path) -> None:
     if manifest.get("model_fingerprint") not in (None, fingerprint):
         raise QuantconfError(f"{out} holds predictions of another model; use a new out dir or overwrite it")
@@ -107,12 +117,7 @@ def evaluate_to_dir(
     `model` is a spec (loaded only if some task needs scoring) or a model `load_model` returned;
     then its own dtype and device apply, and its weights hash at load time identifies it (changes
     made to it in memory afterwards are not seen by the reuse check)."""
-    if not tasks:
-        raise QuantconfError("tasks is empty; name at least one task (see quantconf tasks)", param="tasks")
-    if batch_size < 1:
-        raise QuantconfError(f"batch_size must be >= 1, got {batch_size}", param="batch_size")
-    if scorer not in SCORERS:
-        raise QuantconfError(f"scorer must be one of {SCORERS}, got {scorer!r}", param="scorer")
+    check_eval_options(tasks, batch_size, scorer)
     created = not Path(out).exists()
     out = ensure_writable_dir(out)
     try:

@@ -133,32 +133,47 @@ def locked(path: Path, log=None, what: str | None = None):
 
 
 @contextlib.contextmanager
-def captured_library_output():
-    """Capture what a library writes to fds 1/2 (banners, INFO lines) into a temp file; show it on
-    stderr only if the block fails, so quiet runs stay quiet and failures keep their context."""
+def fds_to(file):
+    """Send everything written to file descriptors 1 and 2 (what C extensions and libraries print,
+    which sys.stdout redirection misses) into the open binary `file` for the block."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
+    os.dup2(file.fileno(), 1)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def library_output_to(path: Path | None):
+    """Append what libraries print (their progress bars) to `path`; None: leave it on the terminal."""
+    if path is None:
+        yield
+        return
+    with open(path, "ab") as f, fds_to(f):
+        yield
+
+
+@contextlib.contextmanager
+def captured_library_output():
+    """Capture what a library prints (banners, INFO lines); show it on stderr only if the block
+    fails, so quiet runs stay quiet and failures keep their context."""
     with tempfile.TemporaryFile() as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
         try:
-            yield
+            with fds_to(f):
+                yield
         except BaseException:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
             f.seek(0)
             sys.stderr.write(f.read().decode(errors="replace")[-4000:])
             raise
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 def give_umask_modes(folder: Path) -> None:

@@ -12,18 +12,16 @@ Methods: `gptq` (GPTQModel 7.6, GPTQ v1 checkpoint) and `rtn` (round-to-nearest 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import os
 import pkgutil
-import sys
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 from quantconf.errors import QuantconfError
-from quantconf.io import atomic_directory, atomic_write_json, clean_stale_temp, give_umask_modes, package_versions
+from quantconf.io import (atomic_directory, atomic_write_json, clean_stale_temp, give_umask_modes, library_output_to,
+                          package_versions)
 from quantconf.models import QUANTIZE_RECORD, local_model_dir, model_fingerprint, set_threads
 from quantconf.quantizers.base import QUANTIZERS, QuantConfig, Quantizer
 from quantconf.quantizers.calib_data import build_calibration
@@ -45,29 +43,6 @@ def validate_config(config: QuantConfig) -> None:
 
 def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
-
-
-@contextlib.contextmanager
-def library_output_to(path: Path | None):
-    """Send everything written to fds 1/2 (the libraries' progress bars) to `path`; None: leave it."""
-    if path is None:
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(path, "ab") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = False, threads: int | None = None,
