@@ -186,3 +186,89 @@ def test_pairing_errors_and_dirs(tmp_path):
     assert list(res) == ["t"] and res["t"]["n"] == 2
     with pytest.raises(QuantconfError, match="share no task"):
         compare_dirs(tmp_path / "f", tmp_path / "u")
+
+
+def test_js_is_never_nan_for_nearly_identical_distributions():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet([1] * 4, 2000)
+    q = p.copy()
+    q[:, 0] += 1e-17  # the divergence rounds to tiny negatives here: the distance must be 0, not NaN
+    with np.errstate(invalid="raise"):
+        js = js_distance(p, q)
+    assert np.isfinite(js).all() and (js >= 0).all() and js.max() < 1e-7
+
+
+def test_compare_record_keys_defaults_and_determinism():
+    rng = np.random.default_rng(2)
+    full = rng.normal(size=(40, 3)) * 2
+    quant = full + rng.normal(size=(40, 3))
+    gold = rng.integers(0, 3, 40).tolist()
+    f, q = _df(full.tolist(), gold), _df(quant.tolist(), gold)
+    c = compare_task(f, q)
+    assert c == compare_task(f, q, n_bins=15, n_conf_bins=5, n_boot=1000, seed=0, task="")  # defaults, seeded
+    assert c["ci"] != compare_task(f, q, seed=1)["ci"]
+    js = jensenshannon(np.exp(full) / np.exp(full).sum(1, keepdims=True),
+                       np.exp(quant) / np.exp(quant).sum(1, keepdims=True), base=2, axis=1)
+    assert c["js_median"] == pytest.approx(np.median(js))
+    assert c["js_quantiles"] == {str(k): pytest.approx(np.quantile(js, k)) for k in (0.1, 0.25, 0.75, 0.9, 0.99)}
+    assert set(c["by_confidence_bin"][0]) == {"bin", "n", "conf_lo", "conf_hi", "full_acc", "quant_acc",
+                                             "delta_conf_true", "mean_abs_delta_conf_true", "js_mean", "flip_rate",
+                                             "correct_to_wrong_rate", "pred_change_rate"}
+    assert [b["bin"] for b in c["by_confidence_bin"]] == [0, 1, 2, 3, 4]
+    for b in c["by_confidence_bin"]:
+        assert 0 <= b["js_mean"] <= 1
+    # the paired deltas' structure (smECE bandwidth, sweep bins) and exact log-probs reach the metrics
+    from quantconf.calibration import calibration_metrics, choice_log_probs
+
+    lq, mask = choice_log_probs(quant.tolist())
+    direct = calibration_metrics(np.exp(lq), np.array(gold), mask, log_probs=lq)
+    for m in ("smece", "ece_sweep", "nll", "auroc"):
+        assert c[f"quant_{m}"] == pytest.approx(direct[m])
+
+
+def test_pred_changed_counts_and_ragged_padding():
+    full = [[-0.1, -3.0], [-3.0, -0.1], [-0.1, -3.0], [-0.2, -2.0, -9.0], [-1.0, -0.5, -0.2]]
+    quant = [[-3.0, -0.1], [-3.0, -0.1], [-0.1, -3.0], [-0.2, -2.0, -9.0], [-1.0, -0.5, -0.2]]
+    gold = [0, 1, 0, 0, 2]
+    c = compare_task(_df(full, gold), _df(quant, gold), n_boot=0)
+    assert c["pred_changed"] == 1 and c["flips_correct_to_wrong"] == 1
+    # padded third choices of 2-choice questions carry probability 0 in both models
+    assert c["js_mean"] == pytest.approx(jensenshannon([0.9478464369215823, 0.05215356307841773],
+                                                       [0.05215356307841773, 0.9478464369215823], base=2) / 5)
+    frame = per_sample_frame(_df(full, gold), _df(quant, gold), "t")
+    assert frame["quant_correct"].tolist() == [False, True, True, True, True]
+    assert frame["full_correct"].tolist() == [True] * 5
+
+
+def test_identical_predictions_give_p_values_of_one():
+    f = _df([[-0.1, -3.0], [-3.0, -0.1], [-1.0, -1.2]], [0, 1, 1])
+    c = compare_task(f, f, n_boot=0)
+    assert (c["p_ttest"], c["p_wilcoxon"], c["p_mcnemar"]) == (1.0, 1.0, 1.0)
+
+
+def test_kl_uses_exact_log_probabilities_where_a_probability_underflows():
+    c = compare_task(_df([[-1.0, -2.0]] * 3, [0] * 3), _df([[-5.0, -2000.0]] * 3, [0] * 3), n_boot=0)
+    p = np.array([1, np.exp(-1)]) / (1 + np.exp(-1))
+    assert np.isfinite(c["kl_full_quant"])
+    assert c["kl_full_quant"] == pytest.approx(p[0] * (np.log(p[0]) - 0.0) + p[1] * (np.log(p[1]) + 1995.0))
+
+
+def test_compare_predictions_passes_options_and_task_names(tmp_path):
+    from quantconf.paired import compare_dirs
+    from quantconf.predictions import write_predictions
+
+    a = _df([[0.0, -1.0], [-1.0, 0.0]], [0, 1])
+    res = compare_predictions({"t": a}, {"t": a}, n_boot=0)
+    assert "ci" not in res["t"]
+    bad = a.copy()
+    bad.at[0, "choices"] = ["x", "y"]
+    with pytest.raises(QuantconfError, match="^t doc 0: choices differ between the two runs; were they evaluated "
+                                             "on the same data\\?$"):
+        compare_predictions({"t": a}, {"t": bad})
+    with pytest.raises(QuantconfError, match="^the two prediction sets share no task; evaluate both on the same tasks$"):
+        compare_predictions({"t": a}, {"u": a})
+    write_predictions(a, tmp_path / "f" / "t.parquet")
+    write_predictions(a.assign(task="u"), tmp_path / "u" / "u.parquet")
+    with pytest.raises(QuantconfError, match=f"^{tmp_path / 'f'} and {tmp_path / 'u'} share no task"):
+        compare_dirs(tmp_path / "f", tmp_path / "u")
+    assert "ci" not in compare_dirs(tmp_path / "f", tmp_path / "f", n_boot=0)["t"]

@@ -137,17 +137,15 @@ def per_sample_frame(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") ->
     f, q = pair_predictions(full, quant, task)
     pf, _ = probs_from_predictions(f)
     pq, _ = probs_from_predictions(q)
+    frame = pd.DataFrame({"task": task, "doc_id": f["doc_id"], "full_conf": pf.max(1), "quant_conf": pq.max(1),
+                          "full_p_true": np.nan, "quant_p_true": np.nan, "full_correct": False,
+                          "quant_correct": False, "js": js_distance(pf, pq)})
     gold_col = list(f["gold"])
-    single = not any(isinstance(g, list) for g in gold_col)
-    gold = np.asarray(gold_col, int) if single else np.zeros(len(f), int)
-    rows = np.arange(len(f))
-    return pd.DataFrame({
-        "task": task, "doc_id": f["doc_id"], "full_conf": pf.max(1), "quant_conf": pq.max(1),
-        "full_p_true": pf[rows, gold] if single else np.nan, "quant_p_true": pq[rows, gold] if single else np.nan,
-        "full_correct": (pf.argmax(1) == gold) if single else False,
-        "quant_correct": (pq.argmax(1) == gold) if single else False,
-        "js": js_distance(pf, pq),
-    })
+    if not any(isinstance(g, list) for g in gold_col):  # several true answers: no single gold choice
+        gold, rows = np.asarray(gold_col, int), np.arange(len(f))
+        frame["full_p_true"], frame["quant_p_true"] = pf[rows, gold], pq[rows, gold]
+        frame["full_correct"], frame["quant_correct"] = pf.argmax(1) == gold, pq.argmax(1) == gold
+    return frame
 
 
 def compare_predictions(full: dict[str, pd.DataFrame], quant: dict[str, pd.DataFrame], **kwargs) -> dict:
