@@ -39,8 +39,9 @@ def test_nll_is_exact_when_probabilities_underflow():
     assert m["nll"] == pytest.approx((1995 + np.log1p(np.exp(-1))) / 2, rel=1e-12)  # 997.66, not 345.5
     lp, _ = choice_log_probs([[-5.0, -2000.0]])
     assert lp[0, 1] == pytest.approx(-1995.0)
-    c = compare_task(_df([[-1.0, -2.0]] * 2, [1, 1]), _df([[-5.0, -2000.0]] * 2, [1, 1]), n_boot=0)
+    c = compare_task(_df([[-1.0, -2.0]] * 2, [1, 1]), _df([[-5.0, -2000.0]] * 2, [1, 1]), n_boot=20)
     assert c["quant_nll"] == pytest.approx(1995.0)
+    assert c["ci"]["delta_nll"] == [pytest.approx(1995.0 - np.log1p(np.exp(1)))] * 2  # exact in every replicate
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])

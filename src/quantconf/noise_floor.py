@@ -10,9 +10,11 @@ For one task, the full model's predictions F and replicates Q_1..Q_R (R >= 2) of
   noise    the same statistics between replicate pairs, `compare_task(Q_i, Q_j)` for i < j (the
            signed deltas of a pair have no meaningful sign, so the noise of a delta is the mean
            |delta| over pairs, and `delta_<m>_sd` is the sd of the full-vs-Q_i deltas over i)
-  test     per question, its mean JS(F, Q_i) over replicates against its mean JS(Q_i, Q_j) over
+  test     (a) per question, its mean JS(F, Q_i) over replicates against its mean JS(Q_i, Q_j) over
            pairs: a one-sided Wilcoxon signed-rank test over questions that quantization moves a
-           question's answer distribution more than re-drawing the calibration sample does
+           question's answer distribution more than re-drawing the calibration sample does;
+           (b) for the task-level deltas (Δacc, ΔECE): a one-sample t-test over replicates that the
+           mean delta is not 0 (consistent across calibration draws, so an effect of quantization)
   instability   share of questions whose predicted answer is not the same in every replicate, per
            equal-mass bin of the full model's confidence, and the AUROC of low full-model
            confidence as a predictor of instability (0.5: no concentration on low confidence)
@@ -25,7 +27,7 @@ import itertools
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu, wilcoxon
+from scipy.stats import mannwhitneyu, ttest_1samp, wilcoxon
 
 from quantconf.calibration import equal_mass_bin, probs_from_predictions
 from quantconf.paired import compare_task, js_distance, pair_predictions
@@ -78,6 +80,10 @@ def noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n_bins: int 
     clears = bool(p < alpha and js_effect.mean() > js_noise.mean())
     out["test"] = {"js_effect_mean": float(js_effect.mean()), "js_noise_mean": float(js_noise.mean()),
                    "p_wilcoxon_greater": p, "alpha": alpha, "clears_noise_floor": clears}
+    for key in ("delta_acc", "delta_ece"):
+        d = np.array([c[key] for c in effect], float)
+        out["test"][f"p_ttest_{key}"] = float(ttest_1samp(d, 0.0).pvalue) if d.std() > 0 else (
+            1.0 if d.mean() == 0 else 0.0)
 
     # instability: does the predicted answer change between replicates, and where?
     preds = np.stack([p.argmax(1) for p in probs])
@@ -98,13 +104,19 @@ def noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n_bins: int 
 
 
 def verdict(task: str, nf: dict) -> str:
-    """One plain sentence on whether the effect of quantization clears the noise floor."""
-    t = nf["test"]
-    e, n = t["js_effect_mean"], t["js_noise_mean"]
+    """Plain sentences: does the effect of quantization clear the noise floor, per question and on average?"""
+    t, e = nf["test"], nf["effect"]
+    js = (f"mean JS to full {t['js_effect_mean']:.3f} vs {t['js_noise_mean']:.3f} between replicates, one-sided "
+          f"Wilcoxon p = {t['p_wilcoxon_greater']:.2g}")
     if t["clears_noise_floor"]:
-        return (f"{task}: quantization moves answers more than re-drawing the calibration sample does "
-                f"(mean JS to full {e:.3f} vs {n:.3f} between replicates, one-sided Wilcoxon p = {t['p_wilcoxon_greater']:.2g}); "
-                f"the full-vs-quantized effect is real, not calibration-sample noise.")
-    return (f"{task}: quantization moves answers no more than re-drawing the calibration sample does "
-            f"(mean JS to full {e:.3f} vs {n:.3f} between replicates, one-sided Wilcoxon p = {t['p_wilcoxon_greater']:.2g}); "
-            f"read the full-vs-quantized differences as noise of the quantizer, not as an effect of quantization.")
+        answers = f"quantization moves answers more than re-drawing the calibration sample does ({js})"
+    else:
+        answers = (f"quantization moves answers no more than re-drawing the calibration sample does ({js}): "
+                   "per question, read full-vs-quantized differences as noise of the quantizer")
+    acc = (f"Δacc {e['delta_acc_mean']:+.3f} ± {e['delta_acc_sd']:.3f} over {nf['replicates']} replicates "
+           f"(t-test p = {t['p_ttest_delta_acc']:.2g})")
+    if t["p_ttest_delta_acc"] < t["alpha"]:
+        average = f"on average the accuracy change is consistent across calibration draws, a real effect: {acc}"
+    else:
+        average = f"the accuracy change is not distinguishable from zero across calibration draws: {acc}"
+    return f"{task}: {answers}; {average}."

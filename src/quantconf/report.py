@@ -142,8 +142,9 @@ def noise_floor_section(res: StudyResults) -> Section | None:
     return Section("Is it quantization or noise?",
                    "Replicates quantize with the same configuration and another draw of the calibration sample. "
                    "Effect: full vs each replicate (mean ± sd over replicates). Noise floor: the same statistics "
-                   "between replicate pairs. The test asks, question by question, whether the answer distribution "
-                   "moves further from the full model than between replicates (one-sided Wilcoxon signed-rank). "
+                   "between replicate pairs. The tests ask, question by question, whether the answer distribution "
+                   "moves further from the full model than between replicates (one-sided Wilcoxon signed-rank), and "
+                   "whether the mean Δacc / ΔECE over replicates differs from 0 (one-sample t-test). "
                    "Unstable answers: questions whose predicted answer differs between replicates, by the full "
                    "model's confidence (AUROC > 0.5: instability concentrates on low-confidence questions).",
                    [table_block(noise_floor_table(res.noise_floors)), table_block(instability_table(res.noise_floors))])

@@ -145,9 +145,9 @@ def noise_floor_table(floors: list[dict]) -> pd.DataFrame:
         e, n, t = f["effect"], f["noise"], f["test"]
         rows.append({"model": f["model"], "variant": f["variant"], "task": f["task"], "replicates": f["replicates"],
                      "Δacc (mean ± sd)": f"{e['delta_acc_mean']:+.3f} ± {e['delta_acc_sd']:.3f}",
-                     "|Δacc| between replicates": n["delta_acc"],
+                     "|Δacc| between replicates": n["delta_acc"], "p Δacc ≠ 0 (t over replicates)": t["p_ttest_delta_acc"],
                      "ΔECE (mean ± sd)": f"{e['delta_ece_mean']:+.3f} ± {e['delta_ece_sd']:.3f}",
-                     "|ΔECE| between replicates": n["delta_ece"],
+                     "|ΔECE| between replicates": n["delta_ece"], "p ΔECE ≠ 0 (t over replicates)": t["p_ttest_delta_ece"],
                      "JS to full": t["js_effect_mean"], "JS between replicates": t["js_noise_mean"],
                      "flip rate to full": e["flip_rate_mean"], "flip rate between replicates": n["flip_rate"],
                      "p (effect > noise)": t["p_wilcoxon_greater"],
