@@ -220,10 +220,15 @@ def test_compare_record_keys_defaults_and_determinism():
     # the paired deltas' structure (smECE bandwidth, sweep bins) and exact log-probs reach the metrics
     from quantconf.calibration import calibration_metrics, choice_log_probs
 
-    lq, mask = choice_log_probs(quant.tolist())
-    direct = calibration_metrics(np.exp(lq), np.array(gold), mask, log_probs=lq)
-    for m in ("smece", "ece_sweep", "nll", "auroc"):
-        assert c[f"quant_{m}"] == pytest.approx(direct[m])
+    for side, ll in (("full", full), ("quant", quant)):
+        lp, mask = choice_log_probs(ll.tolist())
+        direct = calibration_metrics(np.exp(lp), np.array(gold), mask, log_probs=lp)
+        for m in ("smece", "ece_sweep", "nll", "auroc"):
+            assert c[f"{side}_{m}"] == pytest.approx(direct[m])
+    pf = np.exp(full) / np.exp(full).sum(1, keepdims=True)
+    pq = np.exp(quant) / np.exp(quant).sum(1, keepdims=True)
+    assert c["kl_quant_full"] == pytest.approx(float((pq * np.log(pq / pf)).sum(1).mean()))
+    assert c["kl_full_quant"] == pytest.approx(float((pf * np.log(pf / pq)).sum(1).mean()))
 
 
 def test_pred_changed_counts_and_ragged_padding():
