@@ -23,7 +23,7 @@ from quantconf.quantizers import QuantConfig, run_quantize
 from quantconf.recalibration import recalibrate_task
 from quantconf.study import Study, load_study
 from quantconf.study import run_study as _run_study
-from quantconf.tasks import LoadedTask
+from quantconf.tasks import LoadedTask, get_task
 from quantconf.tasks import load_task as _load_task
 
 __all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "recalibrate", "run_study",
@@ -168,7 +168,7 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
                         dtype=dtype, device=device, threads=threads, seed=seed, overwrite=overwrite,
                         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, progress=progress,
                         scorer=scorer, log=log)
-        names = [_load_task(t, data_dir=data_dir, limit=limit, seed=seed).task.name for t in task_list]
+        names = [get_task(t).name for t in task_list]  # evaluate_to_dir loaded and checked them already
         return {name: read_prediction_file(Path(out) / task_file_name(name)) for name in names}
     loaded_tasks = [_load_task(t, data_dir=data_dir, limit=limit, seed=seed) for t in task_list]
     set_threads(threads)
