@@ -23,7 +23,7 @@ from quantconf.quantizers import QuantConfig, run_quantize
 from quantconf.recalibration import recalibrate_task
 from quantconf.study import Study, load_study
 from quantconf.study import run_study as _run_study
-from quantconf.tasks import LoadedTask, get_task
+from quantconf.tasks import LoadedTask, resolve_tasks
 from quantconf.tasks import load_task as _load_task
 
 __all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "recalibrate", "run_study",
@@ -71,21 +71,35 @@ def load_model(spec: str | Path, *, dtype: str = "float32", device: str = "cpu",
                        trust_remote_code=trust_remote_code)
 
 
-def load_task(name: str, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 1234) -> LoadedTask:
+def load_task(name: str, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 1234,
+              num_fewshot: int | None = None, fewshot_seed: int = 1234,
+              include_path: str | Path | None = None) -> LoadedTask:
     """Load a multiple-choice task's documents as validated questions.
 
     Parameters
     ----------
     name : str
-        A built-in task (``quantconf tasks`` lists them) or ``"file:PATH.jsonl"`` with rows
-        ``{"query": str, "choices": [str], "gold": int}``.
+        A built-in task (``quantconf tasks`` lists them), ``"file:PATH.jsonl"`` with rows
+        ``{"query": str, "choices": [str], "gold": int}`` (or, for choices that sit in the context,
+        ``{"contexts": [str], "continuation": str, "gold": int}``), or any lm-evaluation-harness
+        ``multiple_choice`` task (``winogrande``, ``mmlu_anatomy``; ``lm_eval:NAME`` for lm-eval's
+        definition of a built-in name), whose prompts lm-eval itself builds.
     data_dir : str or Path, optional
-        Offline data, laid out as ``DIR/<dataset>/<split>.jsonl`` in the hub schema (the layout of
-        ``../shared/data``); default ``$QUANTCONF_DATA_DIR``, else the Hugging Face hub.
+        Offline data in the hub schema: ``DIR/<dataset>/<split>.jsonl`` for built-ins (the layout
+        of ``../shared/data``), ``DIR/<dataset_path>/<dataset_name>/<split>.jsonl`` for lm-eval
+        tasks; default ``$QUANTCONF_DATA_DIR``, else the Hugging Face hub.
     limit : int, optional
         Keep the first ``limit`` questions (>= 1).
     seed : int, default=1234
         Seed of generated tasks (``arithmetic``).
+    num_fewshot : int, optional
+        Few-shot examples per question, drawn by lm-eval's sampler from the task's few-shot split
+        (default: the task's own default; 0 for built-ins). A built-in asked for with
+        ``num_fewshot > 0`` is served by lm-eval's definition of the same name.
+    fewshot_seed : int, default=1234
+        Seed of lm-eval's few-shot sampler (lm-eval's default too).
+    include_path : str or Path, optional
+        A folder of your own lm-eval task YAML files.
 
     Returns
     -------
@@ -105,14 +119,16 @@ def load_task(name: str, data_dir: str | Path | None = None, limit: int | None =
     >>> len(t.questions), t.questions[0].context
     (3, 'Question: What is 7 + 1?\\nAnswer:')
     """
-    return _load_task(name, data_dir=data_dir, limit=limit, seed=seed)
+    return _load_task(name, data_dir=data_dir, limit=limit, seed=seed, num_fewshot=num_fewshot,
+                      fewshot_seed=fewshot_seed, include_path=str(include_path) if include_path else None)
 
 
 def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_dir: str | Path | None = None,
              limit: int | None = None, out: str | Path | None = None, batch_size: int = 16,
              dtype: str = "float32", device: str = "cpu", threads: int | None = None, seed: int = 1234,
              scorer: str = "packed", overwrite: bool = False, allow_pickle: bool = False,
-             trust_remote_code: bool = False, progress: bool = False, log=None) -> dict[str, pd.DataFrame]:
+             trust_remote_code: bool = False, progress: bool = False, log=None, num_fewshot: int | None = None,
+             fewshot_seed: int = 1234, include_path: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """Score every choice of every question of ``tasks`` with ``model``, as lm-evaluation-harness does.
 
     Parameters
@@ -120,8 +136,9 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
     model : str, Path or LoadedModel
         A model spec (see :func:`load_model`; a checkpoint :func:`quantize` wrote) or a model it returned (its dtype and device apply).
     tasks : str or list of str
-        Task names (a comma-separated string is split).
-    data_dir, limit, seed
+        Task names (a comma-separated string is split): built-ins, ``file:PATH.jsonl``, or any
+        lm-evaluation-harness multiple-choice task, tag or group (a group gives one frame per subtask).
+    data_dir, limit, seed, num_fewshot, fewshot_seed, include_path
         As in :func:`load_task`.
     out : str or Path, optional
         Also write ``OUT/<task>.parquet`` + ``OUT/manifest.json``; a task already there with the
@@ -146,7 +163,8 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
     -------
     dict of str to pandas.DataFrame
         One frame per task, one row per question: ``doc_id, task, context, choices, gold, loglik,
-        n_tokens, n_chars, n_bytes, is_greedy`` (the last five: one entry per choice).
+        n_tokens, n_chars, n_bytes, is_greedy`` (the last five: one entry per choice); tasks whose
+        choices sit in the context (Winogrande) add ``contexts`` and ``continuation``.
 
     Raises
     ------
@@ -163,14 +181,16 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else list(tasks)
     check_eval_options(task_list, batch_size, scorer)
     log = log or (lambda message: None)
+    include_path = str(include_path) if include_path is not None else None
     if out is not None:
-        evaluate_to_dir(model, task_list, Path(out), data_dir=data_dir, limit=limit, batch_size=batch_size,
-                        dtype=dtype, device=device, threads=threads, seed=seed, overwrite=overwrite,
-                        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, progress=progress,
-                        scorer=scorer, log=log)
-        names = [get_task(t).name for t in task_list]  # evaluate_to_dir loaded and checked them already
-        return {name: read_prediction_file(Path(out) / task_file_name(name)) for name in names}
-    loaded_tasks = [_load_task(t, data_dir=data_dir, limit=limit, seed=seed) for t in task_list]
+        summary = evaluate_to_dir(model, task_list, Path(out), data_dir=data_dir, limit=limit, batch_size=batch_size,
+                                  dtype=dtype, device=device, threads=threads, seed=seed, overwrite=overwrite,
+                                  allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, progress=progress,
+                                  scorer=scorer, log=log, num_fewshot=num_fewshot, fewshot_seed=fewshot_seed,
+                                  include_path=include_path)
+        return {name: read_prediction_file(Path(out) / task_file_name(name)) for name in summary}
+    leaves, _ = resolve_tasks(task_list, num_fewshot, fewshot_seed, include_path)
+    loaded_tasks = [_load_task(t, data_dir=data_dir, limit=limit, seed=seed) for t in leaves]
     set_threads(threads)
     lm = model if isinstance(model, LoadedModel) else _load_model(
         model, dtype=dtype, device=device, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)

@@ -17,12 +17,14 @@ from quantconf.errors import QuantconfError
 from quantconf.evaluation import SCORERS
 from quantconf.lmeval_import import import_lm_eval
 from quantconf.models import read_quantize_record
+from quantconf.predictions import group_metrics, read_manifest
 from quantconf.outliers import run_outliers
 from quantconf.perplexity import text_perplexity
 from quantconf.recalibration import gap_verdict
 from quantconf.report import write_report
 from quantconf.study import demo_study, load_study, plan
 from quantconf.tasks import get_task, task_names
+from quantconf.tasks.lm_eval_bridge import list_lm_eval_tasks
 
 
 # parameters of the API whose flag is not `--<param-with-dashes>`
@@ -34,6 +36,16 @@ METRICS_TABLE_2 = ["smece", "ece_sweep", "tace", "auroc", "aurc", "eaurc", "brie
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _nonnegative_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
 
 
 def _positive_int(value: str) -> int:
@@ -60,7 +72,8 @@ def cmd_eval(args) -> int:
         batch_size=args.batch_size, dtype=args.dtype, device=args.device, threads=args.threads,
         seed=args.seed, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
         trust_remote_code=args.trust_remote_code, progress=not args.quiet, scorer=args.scorer,
-        log=lambda m: print(m, file=sys.stderr),
+        log=lambda m: print(m, file=sys.stderr), num_fewshot=args.num_fewshot, fewshot_seed=args.fewshot_seed,
+        include_path=args.include_path,
     )
     print(f"{'task':<18} {'n':>6} {'acc':>8} {'acc_norm':>9}")
     for task, df in preds.items():
@@ -83,6 +96,8 @@ def cmd_metrics(args) -> int:
             if e.param:
                 raise
             raise QuantconfError(f"{args.pred_dir}/{e}") from None
+    # lm-eval groups evaluated into this dir (e.g. mmlu): their aggregate, as lm-eval reports it
+    results.update(group_metrics(results, read_manifest(Path(args.pred_dir)).get("groups", {})))
     if args.json:
         print(json.dumps(results, indent=2, default=float))
         return 0
@@ -236,10 +251,20 @@ def cmd_import_lm_eval(args) -> int:
 
 
 def cmd_tasks(args) -> int:
+    if args.lm_eval is not None:
+        found = list_lm_eval_tasks(args.lm_eval, args.include_path)
+        for name, kind in found:
+            print(f"{name:<40} {kind}")
+        print(f"{len(found)} lm-eval names match {args.lm_eval!r} (only multiple_choice tasks can be scored)",
+              file=sys.stderr)
+        return 0
     for name in task_names():
         t = get_task(name)
         where = "generated" if t.generate else f"{t.hub_path}{'/' + t.hub_name if t.hub_name else ''} [{t.local_folder}/{t.split}.jsonl]"
         print(f"{name:<18} {t.description}  ({where})")
+    print("\nAny lm-evaluation-harness multiple_choice task, group or tag also works by name (winogrande, copa, "
+          "mmlu, ...; lm_eval:NAME for lm-eval's definition of a built-in): list them with "
+          "`quantconf tasks --lm-eval PATTERN`.")
     return 0
 
 
@@ -249,9 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="score multiple-choice tasks, write per-choice log-likelihoods")
     p.add_argument("model", help="`default`, a hub id[@revision], a local HF dir, or a .gguf file")
-    p.add_argument("--tasks", required=True, help="comma-separated task names or file:PATH.jsonl")
+    p.add_argument("--tasks", required=True,
+                   help="comma-separated names: built-ins, lm-eval tasks/groups (lm_eval:NAME forces lm-eval's), "
+                        "or file:PATH.jsonl")
     p.add_argument("--out", required=True, help="output directory for <task>.parquet + manifest.json")
-    p.add_argument("--data-dir", default=None, help="offline data: DIR/<dataset>/<split>.jsonl (or $QUANTCONF_DATA_DIR)")
+    p.add_argument("--data-dir", default=None,
+                   help="offline data: DIR/<dataset>/<split>.jsonl for built-ins, "
+                        "DIR/<dataset_path>/<dataset_name>/<split>.jsonl for lm-eval tasks (or $QUANTCONF_DATA_DIR)")
+    p.add_argument("--num-fewshot", type=_nonnegative_int, default=None,
+                   help="few-shot examples per question, drawn by lm-eval's sampler (default: the task's own, 0 "
+                        "for built-ins)")
+    p.add_argument("--fewshot-seed", type=int, default=1234, help="seed of lm-eval's few-shot sampler")
+    p.add_argument("--include-path", default=None, help="a folder of your own lm-eval task YAML files")
     p.add_argument("--limit", type=_positive_int, default=None, help="first N questions per task")
     p.add_argument("--batch-size", type=_positive_int, default=16,
                    help="packed: rows of up to 256 tokens per forward pass; naive: sequences per pass")
@@ -349,7 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="task data, to match old write_out 'truth' texts to choices")
     p.set_defaults(func=cmd_import_lm_eval)
 
-    p = sub.add_parser("tasks", help="list the built-in tasks")
+    p = sub.add_parser("tasks", help="list the built-in tasks (--lm-eval PATTERN: lm-eval's)")
+    p.add_argument("--lm-eval", metavar="PATTERN", default=None,
+                   help="list lm-eval task/group/tag names matching a glob or substring")
+    p.add_argument("--include-path", default=None, help="with --lm-eval: also your own lm-eval task YAML folder")
     p.set_defaults(func=cmd_tasks)
     return parser
 

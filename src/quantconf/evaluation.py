@@ -8,7 +8,8 @@ limit, seed, scorer version) matches the manifest.
 
 One row per question: doc_id, task, context, choices, gold, loglik, n_tokens, n_chars, n_bytes,
 is_greedy. `n_chars`/`n_bytes` are lengths of the choice text without the delimiter, which is what
-lm-eval's acc_norm divides by.
+lm-eval's acc_norm divides by. Tasks with per-choice contexts (Winogrande-style) add `contexts` (one
+per choice; None for a question of that task without them) and `continuation`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from quantconf.calibration import accuracy
 from quantconf.models import LoadedModel, load_model, model_fingerprint, resolve_device, set_threads
 from quantconf.predictions import MANIFEST, read_manifest, read_prediction_file, task_file_name, write_predictions
 from quantconf.scoring import encode_pair, score_questions, score_requests, wants_bos
-from quantconf.tasks import LoadedTask, load_task
+from quantconf.tasks import LoadedTask, load_task, resolve_tasks
 
 SCORERS = ("packed", "naive")
 # part of the reuse key: bump when the scorer's numbers can change (3: rows packed, LM head in
@@ -36,7 +37,7 @@ SCORER_VERSION = "4"
 
 def task_requests(tokenizer, loaded: LoadedTask, add_bos: bool) -> list[tuple[list[int], list[int]]]:
     delim = loaded.task.target_delimiter
-    return [encode_pair(tokenizer, q.context, delim + c, add_bos) for q in loaded.questions for c in q.choices]
+    return [encode_pair(tokenizer, ctx, cont, add_bos) for q in loaded.questions for ctx, cont in q.requests(delim)]
 
 
 def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, progress: bool = False,
@@ -54,9 +55,8 @@ def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, pro
         for q in loaded.questions:
             reqs = requests[k:k + len(q.choices)]
             k += len(q.choices)
-            if any(ctx != reqs[0][0] for ctx, _ in reqs):  # cannot happen with encode_pair; be safe
-                raise ValueError(f"{loaded.task.name} doc {q.doc_id}: choices disagree on the context tokens")
-            groups.append((reqs[0][0], [cont for _, cont in reqs]))
+            shared = all(ctx == reqs[0][0] for ctx, _ in reqs)  # false only for per-choice contexts
+            groups.append((reqs[0][0] if shared else [ctx for ctx, _ in reqs], [cont for _, cont in reqs]))
         scored = [s for per_q in score_questions(lm.model, groups, batch_size=batch_size, progress=progress,
                                                  desc=loaded.task.name) for s in per_q]
     rows, k = [], 0
@@ -74,7 +74,12 @@ def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, pro
             "n_chars": [len(c) for c in q.choices],
             "n_bytes": [len(c.encode("utf-8")) for c in q.choices],
             "is_greedy": [x.is_greedy for x in s],
+            **({"contexts": list(q.contexts), "continuation": q.continuation} if q.contexts is not None else {}),
         })
+    if any("contexts" in row for row in rows):
+        for row in rows:
+            row.setdefault("contexts", None)
+            row.setdefault("continuation", None)
     return pd.DataFrame(rows)
 
 
@@ -110,26 +115,34 @@ def evaluate_to_dir(
     progress: bool = True,
     scorer: str = "packed",
     log=print,
+    num_fewshot: int | None = None,
+    fewshot_seed: int = 1234,
+    include_path: str | None = None,
 ) -> dict:
     """Evaluate `model` on `tasks`, write predictions + manifest to `out`, and return
     {task: {"acc", "acc_norm", "n", "reused"}}.
 
     `model` is a spec (loaded only if some task needs scoring) or a model `load_model` returned;
     then its own dtype and device apply, and its weights hash at load time identifies it (changes
-    made to it in memory afterwards are not seen by the reuse check)."""
+    made to it in memory afterwards are not seen by the reuse check).
+
+    lm-eval groups in `tasks` expand to one parquet per subtask; the manifest's "groups" records
+    them with lm-eval's aggregation rule. `num_fewshot`/`fewshot_seed`/`include_path`: as
+    `tasks.resolve_tasks` (few-shot contexts come from lm-eval's sampler)."""
     check_eval_options(tasks, batch_size, scorer)
     created = not Path(out).exists()
     out = ensure_writable_dir(out)
     try:
-        return _evaluate_into(model, tasks, out, data_dir, limit, batch_size, dtype, device, threads, seed, overwrite,
-                              allow_pickle, trust_remote_code, progress, scorer, log)
+        leaves, groups = resolve_tasks(list(tasks), num_fewshot, fewshot_seed, include_path)
+        return _evaluate_into(model, leaves, groups, out, data_dir, limit, batch_size, dtype, device, threads, seed,
+                              overwrite, allow_pickle, trust_remote_code, progress, scorer, log)
     except BaseException:
         if created:  # a failed first run leaves no empty output dir behind
             remove_if_holds_nothing(out)
         raise
 
 
-def _evaluate_into(model, tasks, out, data_dir, limit, batch_size, dtype, device, threads, seed, overwrite,
+def _evaluate_into(model, tasks, groups, out, data_dir, limit, batch_size, dtype, device, threads, seed, overwrite,
                    allow_pickle, trust_remote_code, progress, scorer, log) -> dict:
     """The body of `evaluate_to_dir`. Each task is computed under its own lock (a second writer of the
     same task waits, then reuses it); the manifest is re-read and merged under a lock of its own,
@@ -150,8 +163,9 @@ def _evaluate_into(model, tasks, out, data_dir, limit, batch_size, dtype, device
     summary = {}
     for loaded in loaded_tasks:
         name = loaded.task.name
+        fewshot = [loaded.task.num_fewshot, loaded.task.fewshot_seed] if loaded.task.lm_eval else []
         key = stable_hash([fingerprint, dtype, device, name, loaded.task.version, loaded.source_sha256,
-                           limit, seed, SCORER_VERSION])
+                           limit, seed, SCORER_VERSION, *fewshot])
         path = out / task_file_name(name)
         with locked(out / f".{path.name}.lock", log, what=f"{name} in {out}"):
             done = read_manifest(out).get("tasks", {})  # as of now: another writer may have finished it
@@ -174,6 +188,8 @@ def _evaluate_into(model, tasks, out, data_dir, limit, batch_size, dtype, device
                 "key": key, "file": path.name, "version": loaded.task.version, "source": loaded.source,
                 "source_sha256": loaded.source_sha256, "n": len(df), "limit": limit, "seconds": round(seconds, 3),
                 "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2), **acc,
+                **({"lm_eval_task": loaded.task.lm_eval, "num_fewshot": loaded.task.num_fewshot,
+                    "fewshot_seed": loaded.task.fewshot_seed} if loaded.task.lm_eval else {}),
             }
             with locked(out / f".{MANIFEST}.lock", log, what=f"{out / MANIFEST}"):
                 manifest = {} if fresh else read_manifest(out)
@@ -186,6 +202,7 @@ def _evaluate_into(model, tasks, out, data_dir, limit, batch_size, dtype, device
                     "model_load_seconds": round(load_seconds, 3),
                     "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "tasks": {**manifest.get("tasks", {}), name: entry},
+                    **({"groups": {**manifest.get("groups", {}), **groups}} if groups or "groups" in manifest else {}),
                 })
                 atomic_write_json(out / MANIFEST, manifest)
         summary[name] = {**acc, "n": len(df), "reused": False}

@@ -1,7 +1,8 @@
 """Prediction files: `<dir>/<task>.parquet` (one row per question) + `<dir>/manifest.json`.
 
 Columns: doc_id, task, context, choices, gold (int, or a list of ints for multi-true tasks),
-loglik, n_tokens, n_chars, n_bytes, is_greedy (lists, one entry per choice). Written by
+loglik, n_tokens, n_chars, n_bytes, is_greedy (lists, one entry per choice); tasks whose choices
+sit in the context (Winogrande-style) add contexts (one per choice) and continuation. Written by
 `evaluate` and `import-lm-eval`, read by metrics, compare and studies.
 """
 
@@ -46,6 +47,8 @@ def read_prediction_file(path: Path) -> pd.DataFrame:
         raise QuantconfError(f"{path}: missing columns {missing}; was it written by quantconf eval/import-lm-eval?")
     for col in ("choices", "loglik", "n_tokens", "n_chars", "n_bytes", "is_greedy"):
         df[col] = df[col].map(lambda v: list(v))
+    if "contexts" in df.columns:
+        df["contexts"] = df["contexts"].map(lambda v: None if v is None else list(v))
     df["gold"] = df["gold"].map(lambda g: [int(x) for x in g] if isinstance(g, (list, np.ndarray)) else int(g))
     return df
 
@@ -67,3 +70,40 @@ def read_prediction_dir(pred_dir: Path) -> dict[str, pd.DataFrame]:
 
 def read_manifest(pred_dir: Path) -> dict:
     return read_optional_json(Path(pred_dir) / MANIFEST, "delete it and re-run with --overwrite")
+
+
+def group_metrics(results: dict[str, dict], groups: dict[str, dict]) -> dict[str, dict]:
+    """lm-eval's aggregate of each group over its members' metrics, as lm-eval computes it.
+
+    `results`: {task: metrics dict with "n"}; `groups`: the manifest's {group: {"tasks": [member
+    names], "aggregate_metric_list": [{"metric", "weight_by_size", ...}]}}. A member is a task or
+    a group (its aggregate and total size are used). `weight_by_size`: mean weighted by members'
+    question counts (lm-eval's default for MMLU, a micro average), else the plain mean of members.
+    Groups without an aggregate_metric_list, or missing a member's result, are left out."""
+    out: dict[str, dict] = {}
+
+    def of(name: str) -> dict | None:
+        if name in results:
+            return results[name]
+        if name not in groups:
+            return None
+        if name not in out:
+            members = [of(m) for m in groups[name]["tasks"]]
+            rules = groups[name].get("aggregate_metric_list") or []
+            if not rules or any(m is None for m in members):
+                return None
+            sizes = np.array([m["n"] for m in members], dtype=float)
+            agg = {"group": True, "n": int(sizes.sum()), "tasks": list(groups[name]["tasks"])}
+            for rule in rules:
+                metric = rule.get("metric")
+                if not all(metric in m for m in members):
+                    continue
+                values = np.array([m[metric] for m in members], dtype=float)
+                weights = sizes if rule.get("weight_by_size", True) else np.ones_like(sizes)
+                agg[metric] = float(np.sum(values * weights) / np.sum(weights))
+            out[name] = agg
+        return out[name]
+
+    for group in groups:
+        of(group)
+    return out

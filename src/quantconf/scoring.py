@@ -225,13 +225,18 @@ class QuestionTree:
     predictors: list[list[int]]
 
     @classmethod
-    def build(cls, ctx: list[int], conts: list[list[int]]) -> "QuestionTree":
-        if not ctx:
+    def build(cls, ctx: list[int] | list[list[int]], conts: list[list[int]]) -> "QuestionTree":
+        """`ctx`: the context's tokens, shared by every choice, or one token list per choice
+        (multiple-input tasks such as Winogrande, whose choices sit in the context)."""
+        ctxs = ctx if ctx and isinstance(ctx[0], list) else [ctx] * len(conts)
+        if len(ctxs) != len(conts):
+            raise ValueError(f"{len(ctxs)} contexts for {len(conts)} continuations")
+        if any(not c for c in ctxs):
             raise ValueError("an empty context must be replaced by BOS/EOS (encode_pair does)")
         tree = cls([], [], [], [])
         node_of: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
-        for cont in conts:
-            seq, node, path = ctx + cont, -1, []
+        for context, cont in zip(ctxs, conts):
+            seq, node, path = context + cont, -1, []
             for depth, token in enumerate(seq[:-1]):
                 key = (node, token)
                 if key not in node_of:
@@ -241,7 +246,7 @@ class QuestionTree:
                     tree.depths.append(depth)
                 node = node_of[key]
                 path.append(node)
-            tree.predictors.append(path[len(ctx) - 1:])
+            tree.predictors.append(path[len(context) - 1:])
         return tree
 
     def ancestors(self):
@@ -281,14 +286,15 @@ def pack_rows(lengths: dict[int, int], row_tokens: int) -> list[list[int]]:
 
 def score_questions(
     model,
-    questions: list[tuple[list[int], list[list[int]]]],
+    questions: list[tuple[list[int] | list[list[int]], list[list[int]]]],
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "scoring",
     row_tokens: int | None = None,
 ) -> list[list[ScoredChoice]]:
     """Packed scorer: (context_tokens, [continuation_tokens per choice]) per question ->
-    ScoredChoice per choice.
+    ScoredChoice per choice. A question whose choices have contexts of their own passes a list of
+    context token lists (one per choice) instead.
 
     Each question becomes one segment: its prefix tree (`QuestionTree`: the context once, then
     the choices' continuations, sharing any common start), every token attending only to its
@@ -310,8 +316,9 @@ def score_questions(
     for qi, (ctx, conts) in enumerate(questions):
         if any(not c for c in conts):
             raise ValueError("a continuation encodes to no tokens; choices must be non-empty text")
-        if len(ctx) + max(len(c) for c in conts) - 1 > window:
-            results[qi] = score_requests(model, [(ctx, c) for c in conts], batch_size=len(conts))
+        ctxs = ctx if ctx and isinstance(ctx[0], list) else [ctx] * len(conts)
+        if max(len(x) + len(c) for x, c in zip(ctxs, conts)) - 1 > window:
+            results[qi] = score_requests(model, list(zip(ctxs, conts)), batch_size=len(conts))
         else:
             trees[qi] = QuestionTree.build(ctx, conts)
     length = {qi: len(tree.tokens) for qi, tree in trees.items()}

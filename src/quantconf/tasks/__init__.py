@@ -1,13 +1,19 @@
 """Tasks: find a task by name and load its documents as validated questions.
 
 Definitions live in `registry.py` (`Task`, `register_task`). Every other module in this package
-is imported on first use, so a new built-in task is one new file that calls
-`register_task(Task(...))`; nothing else needs editing. `file:PATH.jsonl` names a local task.
+(but `lm_eval_bridge.py`) is imported on first use, so a new built-in task is one new file that
+calls `register_task(Task(...))`; nothing else needs editing. `file:PATH.jsonl` names a local task.
+
+Names resolve to the built-in registry first, then to lm-evaluation-harness's tasks, groups and
+tags (`lm_eval_bridge.py`); `lm_eval:NAME` forces lm-eval's definition of a built-in name, and a
+built-in asked for with num_fewshot > 0 is served by lm-eval's definition of the same name (its
+sampler makes the few-shot contexts). `resolve_tasks` expands groups into their leaf tasks.
 `datasets` is imported only when a task's documents come from the hub (it takes seconds to import).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import json
@@ -18,9 +24,12 @@ from pathlib import Path
 from typing import Iterable
 
 from quantconf.errors import QuantconfError
+from quantconf.tasks import lm_eval_bridge
 from quantconf.tasks.registry import REGISTRY, Question, Task, register_task
 
-__all__ = ["Question", "Task", "register_task", "get_task", "task_names", "load_task", "LoadedTask", "read_jsonl"]
+__all__ = ["Question", "Task", "register_task", "get_task", "resolve_tasks", "task_names", "load_task", "LoadedTask",
+           "read_jsonl"]
+LM_EVAL_PREFIX = "lm_eval:"
 
 DATA_DIR_ENV = "QUANTCONF_DATA_DIR"
 
@@ -34,7 +43,7 @@ def _load_builtin_tasks() -> None:
         return
     _LOADED = True
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "registry":
+        if mod.name not in ("registry", "lm_eval_bridge"):
             importlib.import_module(f"{__name__}.{mod.name}")
 
 
@@ -43,20 +52,84 @@ def task_names() -> list[str]:
     return sorted(REGISTRY)
 
 
-def get_task(name: str) -> Task:
-    """A registered task by name, or a generic local task for `file:PATH`."""
+def _check_fewshot(num_fewshot: int | None, fewshot_seed: int) -> None:
+    if num_fewshot is not None and (isinstance(num_fewshot, bool) or not isinstance(num_fewshot, int)
+                                    or num_fewshot < 0):
+        raise QuantconfError(f"num_fewshot must be a whole number >= 0, got {num_fewshot!r}", param="num_fewshot")
+    if isinstance(fewshot_seed, bool) or not isinstance(fewshot_seed, int):
+        raise QuantconfError(f"fewshot_seed must be an integer, got {fewshot_seed!r}", param="fewshot_seed")
+
+
+def resolve_tasks(names: list[str], num_fewshot: int | None = None, fewshot_seed: int = 1234,
+                  include_path: str | None = None) -> tuple[list[Task], dict[str, dict]]:
+    """Requested names -> (leaf tasks in order, groups met: {group: {"tasks", "aggregate_metric_list"}}).
+
+    Built-in and `file:` names are leaves; lm-eval groups and tags expand to their tasks. Nothing
+    is loaded; lm-eval names are checked to be multiple-choice tasks."""
+    _check_fewshot(num_fewshot, fewshot_seed)
+    _load_builtin_tasks()
+    leaves: dict[str, Task] = {}
+    groups: dict[str, dict] = {}
+    for name in names:
+        if _is_builtin(name, num_fewshot) or (name in REGISTRY and REGISTRY[name].generate is not None):
+            found = [get_task(name, num_fewshot, fewshot_seed, include_path)]
+        else:
+            lm_name = name.removeprefix(LM_EVAL_PREFIX)
+            resolved = _resolve_lm_eval(lm_name, include_path)
+            groups.update(resolved.groups)
+            found = [lm_eval_bridge.lm_eval_task(leaf, over, num_fewshot, fewshot_seed, include_path)
+                     for leaf, over in resolved.leaves]
+        for task in found:
+            leaves.setdefault(task.name, task)
+    return list(leaves.values()), groups
+
+
+def _is_builtin(name: str, num_fewshot: int | None) -> bool:
+    if name.startswith("file:"):
+        return True
+    return name in REGISTRY and not num_fewshot
+
+
+def _resolve_lm_eval(name: str, include_path: str | None):
+    try:
+        return lm_eval_bridge.resolve_lm_eval(name, include_path)
+    except QuantconfError as e:
+        if not str(e).startswith("unknown task"):
+            raise
+        hint = difflib.get_close_matches(name, task_names(), n=3, cutoff=0.6)
+        hint += lm_eval_bridge.close_matches(name, include_path)
+        raise QuantconfError(f"unknown task {name!r}" + (f"; did you mean {', '.join(dict.fromkeys(hint))}?" if hint
+                             else "") + "; built-ins: " + ", ".join(task_names()) +
+                             "; lm-eval's: `quantconf tasks --lm-eval PATTERN`; or file:PATH.jsonl",
+                             param="tasks") from None
+
+
+def get_task(name: str, num_fewshot: int | None = None, fewshot_seed: int = 1234,
+             include_path: str | None = None) -> Task:
+    """One task by name: a built-in, a generic local task for `file:PATH`, or an lm-eval task (not a group)."""
+    _check_fewshot(num_fewshot, fewshot_seed)
     _load_builtin_tasks()
     if name.startswith("file:"):
+        if num_fewshot:
+            raise QuantconfError(f"num_fewshot does not apply to {name}: a file task has no few-shot split",
+                                 param="num_fewshot")
         return file_task(Path(name[len("file:"):]))
-    if name not in REGISTRY:
-        raise QuantconfError(
-            f"unknown task {name!r}; choose from {', '.join(task_names())} or file:PATH.jsonl"
-        )
-    return REGISTRY[name]
+    if _is_builtin(name, num_fewshot):
+        return REGISTRY[name]
+    if name in REGISTRY and REGISTRY[name].generate is not None:
+        raise QuantconfError(f"num_fewshot does not apply to {name}: a generated task has no few-shot split",
+                             param="num_fewshot")
+    tasks, groups = resolve_tasks([name], num_fewshot, fewshot_seed, include_path)
+    if groups or len(tasks) != 1:
+        raise QuantconfError(f"{name} is an lm-eval group or tag of {len(tasks)} tasks; use resolve_tasks",
+                             param="tasks")
+    return tasks[0]
 
 
 def file_task(path: Path) -> Task:
-    """Any jsonl whose rows hold `query` (str), `choices` (list of str) and `gold` (int)."""
+    """Any jsonl whose rows hold `query` (str), `choices` (list of str) and `gold` (int), or, for a
+    question whose choices sit in the context (Winogrande-style), `contexts` (list of str, one per
+    choice), `continuation` (str, scored after each of them) and `gold`."""
     try:
         exists = path.is_file()
     except (ValueError, OSError) as e:  # an embedded NUL byte, a name too long for the file system
@@ -67,8 +140,9 @@ def file_task(path: Path) -> Task:
         name=f"file:{path}",
         version="file-1",
         doc_to_text=lambda d: d["query"],
-        doc_to_choices=lambda d: d["choices"],
+        doc_to_choices=lambda d: d["contexts"] if "contexts" in d else d["choices"],
         doc_to_gold=lambda d: d["gold"],
+        doc_to_continuation=lambda d: d["continuation"] if "contexts" in d else None,
         file=path,
         split=None,
         description=f"local file {path}",
@@ -152,13 +226,22 @@ def _hub_docs(task: Task) -> list[dict]:
 
 
 def load_task(
-    name: str, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 1234
+    name: str | Task, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 1234,
+    num_fewshot: int | None = None, fewshot_seed: int = 1234, include_path: str | None = None,
 ) -> LoadedTask:
-    """Documents of a task as validated `Question`s (first `limit` of them)."""
+    """Documents of a task as validated `Question`s (first `limit` of them). `name` may be a Task
+    that `resolve_tasks` returned (then the few-shot arguments are its own)."""
     if limit is not None and limit <= 0:
         raise QuantconfError(f"limit must be a positive number of questions, got {limit}", param="limit")
-    task = get_task(name)
+    task = name if isinstance(name, Task) else get_task(name, num_fewshot, fewshot_seed, include_path)
     data_dir = resolve_data_dir(data_dir)
+    if task.lm_eval is not None:
+        builtin = REGISTRY.get(task.name)
+        questions, source, digest = lm_eval_bridge.load_lm_eval_questions(
+            task, data_dir, limit, builtin.local_folder if builtin is not None else None)
+        if not questions:
+            raise QuantconfError(f"task {task.name}: no documents in {source}")
+        return LoadedTask(task, questions, source, digest)
     local = _local_file(task, data_dir)
     if task.generate is not None:
         docs, where, source = task.generate(seed), None, f"generated:seed={seed}"
@@ -181,12 +264,15 @@ def _to_question(task: Task, doc_id: int, doc: dict, where: Path | None) -> Ques
     # jsonl rows skip blank lines, so report the row number (1-based) as the line for files
     loc = f"{where}:{doc_id + 1}" if where else f"{task.name} doc {doc_id}"
     try:
-        context = task.doc_to_text(doc)
+        continuation = task.doc_to_continuation(doc) if task.doc_to_continuation is not None else None
+        context = task.doc_to_text(doc) if continuation is None else None
         choices = list(task.doc_to_choices(doc))
         gold = task.doc_to_gold(doc)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise QuantconfError(f"{loc}: row does not fit task {task.name} ({type(e).__name__}: {e}); fix that row") from None
-    if not isinstance(context, str):
+    if continuation is not None and not isinstance(continuation, str):
+        raise QuantconfError(f"{loc}: continuation must be a string")
+    if continuation is None and not isinstance(context, str):
         raise QuantconfError(f"{loc}: context must be a string")
     if not choices:
         raise QuantconfError(f"{loc}: empty choice list; every question needs at least one choice")
@@ -200,6 +286,11 @@ def _to_question(task: Task, doc_id: int, doc: dict, where: Path | None) -> Ques
             raise QuantconfError(f"{loc}: gold label must be an integer index, got {g!r}")
         if not 0 <= g < len(choices):
             raise QuantconfError(f"{loc}: gold label {g} out of range for {len(choices)} choices")
+    if continuation is not None:  # the choices are the per-choice contexts
+        if not continuation:
+            raise QuantconfError(f"{loc}: empty continuation; it is the text every choice is scored on")
+        return Question(doc_id, os.path.commonprefix(choices), choices, gold, contexts=tuple(choices),
+                        continuation=continuation)
     return Question(doc_id, context, choices, gold)
 
 
@@ -208,4 +299,4 @@ def task_texts(name: str, data_dir: str | Path | None = None, seed: int = 1234) 
     loaded = load_task(name, data_dir=data_dir, seed=seed)
     for q in loaded.questions:
         gold = q.gold[0] if isinstance(q.gold, list) else q.gold
-        yield q.context + loaded.task.target_delimiter + q.choices[gold]
+        yield "".join(q.requests(loaded.task.target_delimiter)[gold])

@@ -5,6 +5,13 @@ A task says where its documents come from (a Hugging Face hub dataset, mirrored 
 `Question`: the context text, the list of choice strings, and the gold index (or indices).
 Scoring appends `target_delimiter + choice` to the context, exactly as lm-evaluation-harness
 does for `output_type: multiple_choice`.
+
+Some tasks put the choice in the context instead (lm-eval's "multiple input" tasks, e.g.
+Winogrande: "The trophy doesn't fit in the suitcase because the [trophy|suitcase]" + " is too
+big."): then `Question.contexts` holds one context per choice and every choice is scored on the
+same `continuation`. `Question.requests` gives the (context, continuation) pairs either way.
+Tasks served by lm-evaluation-harness itself (`Task.lm_eval`) build their questions through
+lm-eval (`tasks/lm_eval_bridge.py`) and have no doc_to_* functions here.
 """
 
 from __future__ import annotations
@@ -17,18 +24,29 @@ from typing import Callable
 @dataclass(frozen=True)
 class Question:
     doc_id: int
-    context: str
-    choices: list[str]
+    context: str  # with per-choice contexts: the part all of them share (for display)
+    choices: list[str]  # what lm-eval's doc_to_choice returns; acc_norm divides by their lengths
     gold: int | list[int]  # list of indices for multi-true tasks (truthfulqa_mc2)
+    contexts: tuple[str, ...] | None = None  # one context per choice (multiple-input tasks)
+    continuation: str | None = None  # with `contexts`: the one continuation all choices score
+
+    def requests(self, target_delimiter: str) -> list[tuple[str, str]]:
+        """(context, continuation) per choice, as lm-eval's `construct_requests` builds them."""
+        if self.contexts is not None:
+            return [(c, target_delimiter + self.continuation) for c in self.contexts]
+        return [(self.context, target_delimiter + c) for c in self.choices]
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
     version: str
-    doc_to_text: Callable[[dict], str]
-    doc_to_choices: Callable[[dict], list[str]]
-    doc_to_gold: Callable[[dict], int | list[int]]
+    doc_to_text: Callable[[dict], str] | None = None
+    doc_to_choices: Callable[[dict], list[str]] | None = None
+    doc_to_gold: Callable[[dict], int | list[int]] | None = None
+    # multiple-input tasks: doc -> the continuation every choice shares (doc_to_choices then gives
+    # the per-choice contexts); None for a doc whose choices are continuations as usual
+    doc_to_continuation: Callable[[dict], str | None] | None = None
     hub_path: str | None = None  # datasets.load_dataset(hub_path, hub_name, split=split)
     hub_name: str | None = None
     split: str | None = "validation"
@@ -37,6 +55,11 @@ class Task:
     target_delimiter: str = " "
     generate: Callable[[int], list[dict]] | None = None  # generated tasks: seed -> docs
     description: str = ""
+    lm_eval: str | None = None  # served by lm-evaluation-harness's task of this name
+    num_fewshot: int = 0  # lm-eval tasks only
+    fewshot_seed: int = 1234
+    include_path: str | None = None  # lm-eval: extra YAML task folder
+    lm_eval_overrides: dict | None = None  # lm-eval: config keys its group sets for it
 
 
 REGISTRY: dict[str, Task] = {}

@@ -1,0 +1,278 @@
+"""Tasks served by lm-evaluation-harness itself: any `output_type: multiple_choice` task it defines.
+
+quantconf scores them with its own (packed) scorer, but every prompt comes from lm-eval: the task
+object is built by lm-eval's `TaskManager` and `build_all_requests` makes the (context,
+continuation) pairs, so contexts, choices, few-shot examples (lm-eval's sampler, seeded as
+`simple_evaluate` seeds it), descriptions and delimiters are lm-eval's, byte for byte.
+
+Name resolution (`resolve_lm_eval`): a task name, a tag (expands to its tasks) or a group (expands
+to its leaf tasks, recursively; the group's `aggregate_metric_list` is kept so `metrics` can show
+the group's aggregate as lm-eval does). Only YAML is read to expand names and check output types,
+so a generative task or a missing local file fails before any dataset or model is loaded.
+
+Offline (`data_dir`): lm-eval reads `DIR/<dataset_path>/<dataset_name>/<split>.jsonl` (no
+`<dataset_name>` level when the task has none) through the `json` dataset builder, for the splits
+the run uses: the eval split, and the few-shot split when num_fewshot > 0. For names that are also
+quantconf built-ins, the built-in layout `DIR/<local_folder>/<split>.jsonl` (../shared/data) is
+accepted too.
+
+lm_eval is imported inside functions: it takes seconds to import and its task index ~10 s to build
+(cached per include path for the life of the process).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quantconf.errors import QuantconfError
+from quantconf.io import captured_library_output
+from quantconf.tasks.registry import Question, Task
+
+_MANAGERS: dict[str | None, object] = {}
+
+
+def task_manager(include_path: str | None = None):
+    """lm-eval's TaskManager (its index of ~15k names takes ~10 s to build, so it is cached)."""
+    key = str(include_path) if include_path else None
+    if key not in _MANAGERS:
+        if key is not None and not Path(key).is_dir():
+            raise QuantconfError(f"include path {key} is not a directory of lm-eval task YAML files",
+                                 param="include_path")
+        try:
+            from lm_eval.tasks import TaskManager
+        except ImportError as e:
+            raise QuantconfError(f"lm-evaluation-harness is needed for lm-eval tasks ({e}); "
+                                 "pip install 'lm_eval==0.4.13'") from None
+        logging.getLogger("lm_eval").setLevel(logging.ERROR)
+        _MANAGERS[key] = TaskManager(include_path=key)
+    return _MANAGERS[key]
+
+
+def list_lm_eval_tasks(pattern: str = "*", include_path: str | None = None) -> list[tuple[str, str]]:
+    """(name, kind) of lm-eval's tasks, groups and tags matching a glob pattern (or a substring)."""
+    tm = task_manager(include_path)
+    if not any(ch in pattern for ch in "*?["):
+        pattern = f"*{pattern}*"
+    return [(n, tm.task_index[n].kind.name.lower()) for n in tm.all_tasks if fnmatch.fnmatch(n, pattern)]
+
+
+def close_matches(name: str, include_path: str | None = None) -> list[str]:
+    try:
+        names = task_manager(include_path).all_tasks
+    except QuantconfError:
+        return []
+    return difflib.get_close_matches(name, names, n=5, cutoff=0.75)
+
+
+def _raw_config(tm, name: str, overrides: dict | None = None) -> dict:
+    # lm-eval's own YAML loader (includes and !function resolved); no dataset is touched
+    return tm._factory._load_full_config(tm.task_index[name], overrides)
+
+
+@dataclass
+class Resolved:
+    """What one requested name stands for: leaf tasks (with the overrides their groups apply) and
+    the groups met on the way, each with its direct children and lm-eval's aggregation rule."""
+
+    leaves: list[tuple[str, dict]] = field(default_factory=list)
+    groups: dict[str, dict] = field(default_factory=dict)
+
+
+def resolve_lm_eval(name: str, include_path: str | None = None) -> Resolved:
+    from lm_eval.tasks._factory import GROUP_FIELD_NAMES
+
+    tm = task_manager(include_path)
+    if name not in tm.task_index:
+        hint = close_matches(name, include_path)
+        raise QuantconfError(f"unknown task {name!r}" + (f"; did you mean {', '.join(hint)}?" if hint else
+                             "; see `quantconf tasks` and `quantconf tasks --lm-eval PATTERN`"), param="tasks")
+    out = Resolved()
+
+    def walk(item: str, overrides: dict, parent: str | None) -> str:
+        entry = tm.task_index.get(item)
+        kind = entry.kind.name if entry is not None else "INLINE"
+        if kind == "TAG":
+            children = [walk(t, overrides, parent) for t in sorted(entry.tags)]
+            return children[0] if len(children) == 1 else item
+        if kind == "GROUP":
+            cfg = _raw_config(tm, item)
+            inherited = {**{k: v for k, v in cfg.items() if k not in GROUP_FIELD_NAMES and k != "metadata"},
+                         **overrides}
+            children = []
+            for child in cfg.get("task") or []:
+                if isinstance(child, str):
+                    child_name, child_over = child, inherited
+                elif isinstance(child, dict) and ("task" in child or "group" in child):
+                    child_name = child.get("task", child.get("group"))
+                    child_over = {**inherited, **{k: v for k, v in child.items() if k not in ("task", "group")}}
+                else:
+                    raise QuantconfError(f"lm-eval group {item}: cannot read member {child!r}")
+                if child_name not in tm.task_index:
+                    raise QuantconfError(f"lm-eval group {item}: inline task {child_name!r} is not supported; "
+                                         "define it in its own YAML (--include-path)")
+                if tm.task_index[child_name].kind.name == "TAG":
+                    children += sorted(tm.task_index[child_name].tags)
+                    for t in sorted(tm.task_index[child_name].tags):
+                        walk(t, child_over, item)
+                else:
+                    children.append(walk(child_name, child_over, item))
+            out.groups[item] = {"tasks": children, "aggregate_metric_list": cfg.get("aggregate_metric_list") or []}
+            return item
+        if kind == "INLINE":
+            raise QuantconfError(f"unknown lm-eval task {item!r}")
+        out.leaves.append((item, overrides))
+        return item
+
+    walk(name, {}, None)
+    return out
+
+
+def _split_files(cfg: dict, name: str, data_dir: Path, num_fewshot: int, local_folder: str | None) -> dict:
+    """Config overrides that point lm-eval at DIR's jsonl files for the splits this run reads."""
+    eval_split = cfg.get("test_split") or cfg.get("validation_split")
+    fewshot_split = (cfg.get("fewshot_split") or (cfg.get("fewshot_config") or {}).get("split")
+                     or cfg.get("training_split") or cfg.get("validation_split") or cfg.get("test_split"))
+    needed = [eval_split] + ([fewshot_split] if num_fewshot > 0 and fewshot_split != eval_split else [])
+    base = data_dir / str(cfg.get("dataset_path"))
+    if cfg.get("dataset_name"):
+        base = base / str(cfg["dataset_name"])
+    files = {}
+    for split in needed:
+        path = base / f"{split}.jsonl"
+        if not path.is_file() and local_folder and (data_dir / local_folder / f"{split}.jsonl").is_file():
+            path = data_dir / local_folder / f"{split}.jsonl"
+        if not path.is_file():
+            what = "few-shot split" if split != eval_split else "eval split"
+            alt = f" or {data_dir / local_folder / f'{split}.jsonl'}" if local_folder else ""
+            raise QuantconfError(f"task {name}: {path}{alt} not found (its {what} {split!r}, hub schema of "
+                                 f"{cfg.get('dataset_path')}{'/' + cfg['dataset_name'] if cfg.get('dataset_name') else ''})",
+                                 param="data_dir")
+        files[split] = str(path)
+    overrides = {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files},
+                 "custom_dataset": None}
+    # splits this run does not read are switched off, so lm-eval does not look for their files
+    for key in ("test_split", "validation_split", "training_split", "fewshot_split"):
+        if cfg.get(key) is not None and cfg[key] not in files:
+            overrides[key] = None
+    if num_fewshot > 0 and fewshot_split not in (cfg.get("test_split"), cfg.get("validation_split"),
+                                                   cfg.get("training_split")):
+        overrides["fewshot_split"] = fewshot_split
+    return overrides
+
+
+def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_seed: int,
+                 include_path: str | None, description: str = "") -> Task:
+    """A quantconf Task for one lm-eval leaf task (checked to be multiple choice; nothing loaded)."""
+    tm = task_manager(include_path)
+    cfg = _raw_config(tm, name, {**overrides, "task": name})
+    output_type = cfg.get("output_type", "generate_until")
+    if output_type != "multiple_choice":
+        raise QuantconfError(f"task {name} is an lm-eval {output_type!r} task; quantconf scores "
+                             "multiple_choice tasks only", param="tasks")
+    if num_fewshot is None:
+        num_fewshot = int(cfg.get("num_fewshot") or 0)  # the task's own default, as lm-eval uses
+    version = (cfg.get("metadata") or {}).get("version", "?")
+    import lm_eval
+
+    return Task(
+        name=name, version=f"lm-eval-{lm_eval.__version__}/{version}", lm_eval=name,
+        hub_path=cfg.get("dataset_path"), hub_name=cfg.get("dataset_name"),
+        split=cfg.get("test_split") or cfg.get("validation_split"),
+        target_delimiter=cfg.get("target_delimiter") if cfg.get("target_delimiter") is not None else " ",
+        num_fewshot=num_fewshot, fewshot_seed=fewshot_seed, include_path=include_path,
+        description=description or f"lm-eval task {name}" + (f", {num_fewshot}-shot" if num_fewshot else ""),
+        lm_eval_overrides=overrides or None,
+    )
+
+
+def check_lm_eval_files(task: Task, data_dir: Path | None, local_folder: str | None = None) -> None:
+    """Fail before any model loads when a local split file is missing or the few-shot pool is too small."""
+    if data_dir is None:
+        return
+    tm = task_manager(task.include_path)
+    cfg = _raw_config(tm, task.lm_eval, {**_group_overrides(task), "task": task.lm_eval})
+    _split_files(cfg, task.name, data_dir, task.num_fewshot, local_folder)
+
+
+def _group_overrides(task: Task) -> dict:
+    return dict(task.lm_eval_overrides or {})
+
+
+def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
+                           builtin_folder: str | None = None) -> tuple[list[Question], str, str]:
+    """Questions of an lm-eval task through lm-eval's own request builder: (questions, source, sha256)."""
+    tm = task_manager(task.include_path)
+    overrides = {**_group_overrides(task), "task": task.lm_eval}
+    cfg = _raw_config(tm, task.lm_eval, overrides)
+    if data_dir is not None:
+        overrides.update(_split_files(cfg, task.name, data_dir, task.num_fewshot, builtin_folder))
+        source = "lm_eval:" + ",".join(sorted(overrides["dataset_kwargs"]["data_files"].values()))
+    else:
+        source = f"lm_eval:hub:{cfg.get('dataset_path')}/{cfg.get('dataset_name') or ''}"
+    with captured_library_output():  # datasets' and lm-eval's progress bars and INFO lines
+        lm_task = _build(tm, task, overrides)
+        lm_task.set_config(key="num_fewshot", value=task.num_fewshot)
+        lm_task.set_fewshot_seed(seed=task.fewshot_seed)  # as simple_evaluate does, once per task
+        if task.num_fewshot > 0:
+            pool = len(lm_task.sampler.df) - (1 if lm_task.fewshot_cfg.split == lm_task.config.test_split else 0)
+            if pool < task.num_fewshot:
+                raise QuantconfError(f"task {task.name}: num_fewshot {task.num_fewshot} is more than the "
+                                     f"{pool} examples of its few-shot split", param="num_fewshot")
+        lm_task.build_all_requests(limit=limit, rank=0, world_size=1)
+    by_doc: dict[int, list] = {}
+    for inst in lm_task.instances:
+        by_doc.setdefault(inst.doc_id, []).append(inst)
+    questions, record = [], []
+    for doc_id in sorted(by_doc):
+        insts = sorted(by_doc[doc_id], key=lambda i: i.idx)
+        doc = insts[0].doc
+        questions.append(_question(lm_task, task, doc_id, doc, [i.arguments for i in insts]))
+        record.append([doc, [list(i.arguments) for i in insts]])
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+    return questions, source, digest
+
+
+def _build(tm, task: Task, overrides: dict):
+    entry = tm.task_index[task.lm_eval]
+    try:
+        return tm._factory.build(entry, overrides=overrides, registry=tm.task_index)
+    except Exception as e:  # offline hub access, a malformed file, ...: one line naming the fix
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise QuantconfError(f"task {task.name}: lm-eval could not load its documents ({type(e).__name__}: {first}); "
+                             "offline, pass --data-dir DIR with DIR/<dataset_path>/<dataset_name>/<split>.jsonl") from None
+
+
+def _question(lm_task, task: Task, doc_id: int, doc: dict, pairs: list[tuple[str, str]]) -> Question:
+    """A Question from lm-eval's requests for one doc, with the gold label as its process_results finds it."""
+    where = f"{task.name} doc {doc_id}"
+    choices = list(lm_task.doc_to_choice(doc))
+    pairs = pairs[:len(choices)]  # acc_mutual_info appends unconditional requests after the choices
+    if len(pairs) != len(choices):
+        raise QuantconfError(f"{where}: {len(pairs)} requests for {len(choices)} choices")
+    delim = task.target_delimiter
+    gold = lm_task.doc_to_text(doc) if lm_task.multiple_input else lm_task.doc_to_target(doc)
+    if isinstance(gold, str):
+        if gold not in choices:
+            raise QuantconfError(f"{where}: target {gold!r} is not one of the choices")
+        gold = choices.index(gold)
+    if isinstance(gold, list):
+        gold = [int(g) for g in gold]
+    else:
+        gold = int(gold)
+    contexts = [ctx for ctx, _ in pairs]
+    if lm_task.multiple_input:
+        continuation = pairs[0][1]
+        if any(cont != continuation for _, cont in pairs) or not continuation.startswith(delim):
+            raise QuantconfError(f"{where}: multiple-input requests do not share one continuation")
+        return Question(doc_id, os.path.commonprefix(contexts), choices, gold, contexts=tuple(contexts),
+                        continuation=continuation[len(delim):])
+    if any(ctx != contexts[0] for ctx in contexts) or any(cont != delim + c for (_, cont), c in zip(pairs, choices)):
+        raise QuantconfError(f"{where}: lm-eval's requests are not (context, delimiter + choice) pairs")
+    return Question(doc_id, contexts[0], choices, gold)
