@@ -72,5 +72,6 @@ def shared_data() -> Path:
 def write_jsonl(path: Path, rows: list) -> Path:
     import json
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path

@@ -2,11 +2,10 @@
 
 lm-eval runs its own task definitions (included from its package) with only the dataset pointed at
 ../shared/data, so both prompts and scoring are checked against the reference implementation.
-Its samples are then written in the `--log_samples` layout and imported back with
-`quantconf import-lm-eval`.
+Its samples are written by lm-eval's own EvaluationTracker (what `--log_samples` runs) and
+imported back with `quantconf import-lm-eval`.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +21,13 @@ pytestmark = pytest.mark.integration
 
 LIMIT = 50
 def run_both(lm, data_dir: Path, tmp_path: Path):
-    lm_eval = pytest.importorskip("lm_eval")
-    from lm_eval.models.huggingface import HFLM
+    pytest.importorskip("lm_eval")
     from lm_eval.tasks import TaskManager
-    from lm_eval.utils import handle_non_serializable
+    from test_lm_eval_tasks import run_lm_eval  # simple_evaluate + lm-eval's own EvaluationTracker files
 
     write_offline_task_yamls(tmp_path, data_dir)
-    hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=8, device="cpu")
-    res = lm_eval.simple_evaluate(model=hflm, tasks=[f"qc_{t}" for t in OFFLINE_TASKS], limit=LIMIT, log_samples=True,
-                                  task_manager=TaskManager(include_path=str(tmp_path)), bootstrap_iters=0)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    for name in OFFLINE_TASKS:
-        with open(logs / f"samples_{name}_2026-01-01T00-00-00.000000.jsonl", "w") as f:
-            for s in res["samples"][f"qc_{name}"]:
-                f.write(json.dumps(s, default=handle_non_serializable) + "\n")
+    res, logs = run_lm_eval(lm, [f"qc_{t}" for t in OFFLINE_TASKS], TaskManager(include_path=str(tmp_path)),
+                            tmp_path / "logs", limit=LIMIT)
     ours = {name: evaluate_task(lm, load_task(name, data_dir=data_dir, limit=LIMIT), batch_size=8) for name in OFFLINE_TASKS}
     return res, logs, ours
 
@@ -61,7 +52,7 @@ def check_agreement(res, logs, ours, tmp_path, rtol=0.0):
         if "acc_norm,none" in res["results"][f"qc_{name}"]:
             assert ours_acc["acc_norm"] == res["results"][f"qc_{name}"]["acc_norm,none"]
         # the importer reproduces lm-eval's numbers and gold labels
-        imp = theirs[name]
+        imp = theirs[f"qc_{name}"]
         assert list(imp["gold"]) == list(df["gold"])
         assert accuracy(imp) == pytest.approx(ours_acc, abs=1e-12)
 

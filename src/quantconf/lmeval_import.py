@@ -2,9 +2,15 @@
 
 Two layouts:
   * `--log_samples` files `samples_<task>_<timestamp>.jsonl`, one question per line with
-    `doc_id`, `doc`, `target`, `arguments` (one [context, continuation] per choice; newer versions
-    write {"gen_args_0": {"arg_0": ..., "arg_1": ...}}), and `filtered_resps` / `resps` holding
-    [loglik, is_greedy] per choice — as numbers, or as strings ("-12.5", "False", or "(-12.5, False)").
+    `doc_id`, `doc`, `target`, `arguments` and `filtered_resps` / `resps`. lm-eval 0.4.13's
+    `EvaluationTracker` (what `--log_samples` runs) writes `arguments` as one dict per question,
+    {"gen_args_0": {"arg_0": context, "arg_1": continuation}, "gen_args_1": ...}, `target` as a
+    string, and the responses as strings: [["-18.63", "False"], ...]. Older versions wrote a list
+    of [context, continuation] pairs and numbers; both are read.
+    Multiple-input tasks (Winogrande: one context per choice, one shared continuation) log the
+    continuation text as `target`; their gold index is what the task's own `doc_to_text` returns
+    for the logged `doc` (read through lm-eval's task index when lm-eval is installed), or, for two
+    choices, follows from the logged `acc`.
   * the old `--write_out` files `<task>_write_out_info.json`: a list of {doc_id, prompt_0,
     logit_0..logit_{k-1}, truth}. `truth` is a gold index, or the gold continuation text, which we
     match against the task's choices (needs `--data-dir` or the hub, since the file has no choices).
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 from pathlib import Path
 
@@ -31,13 +38,20 @@ from quantconf.io import atomic_write_json, ensure_writable_dir, package_version
 from quantconf.predictions import MANIFEST, task_file_name, write_predictions
 from quantconf.tasks import load_task
 
-# quantconf task -> (lm-eval yaml relative to lm_eval/tasks, split key, file under the data dir)
-OFFLINE_TASKS = {
+# quantconf built-in -> (lm-eval yaml relative to lm_eval/tasks, split, file under the data dir)
+BUILTIN_LM_EVAL_YAMLS = {
     "piqa": ("piqa/piqa.yaml", "validation", "piqa/validation.jsonl"),
     "arc_easy": ("arc/arc_easy.yaml", "test", "arc_easy/test.jsonl"),
+    "arc_challenge": ("arc/arc_challenge.yaml", "test", "arc_challenge/test.jsonl"),
     "hellaswag": ("hellaswag/hellaswag.yaml", "validation", "hellaswag/validation.jsonl"),
     "boolq": ("super_glue/boolq/default.yaml", "validation", "boolq/validation.jsonl"),
+    "openbookqa": ("openbookqa/openbookqa.yaml", "test", "openbookqa/test.jsonl"),
+    "xstory_cloze_en": ("xstorycloze/default_en.yaml", "eval", "xstory_cloze_en/eval.jsonl"),
+    "truthfulqa_mc1": ("truthfulqa/truthfulqa_mc1.yaml", "validation", "truthful_qa/validation.jsonl"),
+    "truthfulqa_mc2": ("truthfulqa/truthfulqa_mc2.yaml", "validation", "truthful_qa/validation.jsonl"),
 }
+# the ones the scoring agreement tests and benchmarks/vs_lm_eval.py run lm-eval on
+OFFLINE_TASKS = {name: BUILTIN_LM_EVAL_YAMLS[name] for name in ("piqa", "arc_easy", "hellaswag", "boolq")}
 SAMPLES_RE = re.compile(r"samples_(?P<task>.+?)_\d{4}-\d{2}-\d{2}T[\d\-\.]+\.jsonl$")
 WRITE_OUT_RE = re.compile(r"(?P<task>.+)_write_out_info\.json$")
 
@@ -64,6 +78,12 @@ def _pair(value, where: str) -> tuple[float, bool]:
 
 
 def _args(arguments, where: str) -> list[tuple[str, str]]:
+    if isinstance(arguments, dict):  # lm-eval 0.4.13: {"gen_args_0": {"arg_0": ctx, "arg_1": cont}, ...}
+        keys = sorted(arguments, key=lambda k: int(re.sub(r"\D", "", k) or -1))
+        if not all(re.fullmatch(r"gen_args_\d+", k) for k in keys):
+            raise QuantconfError(f"{where}: field 'arguments' must hold [context, continuation] pairs "
+                                 f"or gen_args_<i> entries, got keys {keys[:3]}")
+        arguments = [arguments[k] for k in keys]
     out = []
     for a in arguments:
         if isinstance(a, dict):
@@ -101,6 +121,39 @@ def _row(task, doc_id, context, choices, gold, pairs) -> dict:
             "is_greedy": [p[1] for p in pairs]}
 
 
+def _task_doc_function(task: str, field: str):
+    """The task's own doc_to_text/doc_to_choice when lm-eval defines it as a Python function."""
+    try:
+        from quantconf.tasks.lm_eval_bridge import raw_config, task_manager
+
+        tm = task_manager()
+        fn = raw_config(tm, task).get(field) if task in tm.task_index else None
+    except Exception:  # lm-eval missing or the name unknown to it: fall back to the logged acc
+        return None
+    return fn if callable(fn) else None
+
+
+def _multiple_input_row(task: str, row: dict, args, pairs, where: str) -> dict:
+    """A Winogrande-style question: per-choice contexts, one continuation, gold from the doc."""
+    contexts = [ctx for ctx, _ in args]
+    continuation = args[0][1][1:] if args[0][1].startswith(" ") else args[0][1]
+    doc = row.get("doc") or {}
+    to_gold, to_choices = _task_doc_function(task, "doc_to_text"), _task_doc_function(task, "doc_to_choice")
+    if to_gold is not None and doc:
+        gold = int(to_gold(doc))
+    elif len(pairs) == 2 and "acc" in row:  # acc says whether argmax was right; with 2 choices that names gold
+        best = max(range(2), key=lambda i: pairs[i][0])
+        gold = best if float(row["acc"]) == 1.0 else 1 - best
+    else:
+        raise QuantconfError(f"{where}: a per-choice-context question whose gold index cannot be recovered "
+                             "(install lm-eval so the task's doc_to_text can be read)")
+    choices = list(to_choices(doc)) if to_choices is not None and doc else contexts
+    if len(choices) != len(contexts) or not 0 <= gold < len(choices):
+        raise QuantconfError(f"{where}: gold {gold} / {len(choices)} choices do not fit {len(contexts)} requests")
+    out = _row(task, row["doc_id"], os.path.commonprefix(contexts), choices, gold, pairs)
+    return {**out, "contexts": contexts, "continuation": continuation}
+
+
 def read_samples_file(path: Path, task: str | None = None) -> pd.DataFrame:
     m = SAMPLES_RE.search(path.name)
     task = task or (m.group("task") if m else path.stem.removeprefix("samples_"))
@@ -124,11 +177,18 @@ def read_samples_file(path: Path, task: str | None = None) -> pd.DataFrame:
             if len(resps) != len(args):
                 raise QuantconfError(f"{where}: {len(resps)} responses for {len(args)} choices")
             pairs = [_pair(r, where) for r in resps]
+            if len({ctx for ctx, _ in args}) > 1 and len({cont for _, cont in args}) == 1:
+                rows.append(_multiple_input_row(task, row, args, pairs, where))
+                continue
             # lm-eval appends target_delimiter (" ") + choice; the choice text is without it
             choices = [cont[1:] if cont.startswith(" ") else cont for _, cont in args]
             rows.append(_row(task, row["doc_id"], args[0][0], choices, _gold(task, row, choices, where), pairs))
     if not rows:
         raise QuantconfError(f"{path}: no samples")
+    if any("contexts" in r for r in rows):
+        for r in rows:
+            r.setdefault("contexts", None)
+            r.setdefault("continuation", None)
     return pd.DataFrame(rows).sort_values("doc_id").reset_index(drop=True)
 
 
@@ -210,7 +270,7 @@ def write_offline_task_yamls(folder: Path, data_dir: Path, tasks: dict = OFFLINE
 
     root = Path(lm_eval.__file__).parent / "tasks"
     for name, (yaml_rel, split, local) in tasks.items():
-        splits = {"validation_split": split if split == "validation" else None,
+        splits = {"validation_split": split if split != "test" else None,
                   "test_split": split if split == "test" else None}
         (Path(folder) / f"qc_{name}.yaml").write_text(json.dumps({  # JSON is valid YAML
             "include": str(root / yaml_rel), "task": f"qc_{name}", "tag": [], "dataset_path": "json",

@@ -71,7 +71,7 @@ def close_matches(name: str, include_path: str | None = None) -> list[str]:
     return difflib.get_close_matches(name, names, n=5, cutoff=0.75)
 
 
-def _raw_config(tm, name: str, overrides: dict | None = None) -> dict:
+def raw_config(tm, name: str, overrides: dict | None = None) -> dict:
     # lm-eval's own YAML loader (includes and !function resolved); no dataset is touched
     return tm._factory._load_full_config(tm.task_index[name], overrides)
 
@@ -102,7 +102,7 @@ def resolve_lm_eval(name: str, include_path: str | None = None) -> Resolved:
             children = [walk(t, overrides, parent) for t in sorted(entry.tags)]
             return children[0] if len(children) == 1 else item
         if kind == "GROUP":
-            cfg = _raw_config(tm, item)
+            cfg = raw_config(tm, item)
             inherited = {**{k: v for k, v in cfg.items() if k not in GROUP_FIELD_NAMES and k != "metadata"},
                          **overrides}
             children = []
@@ -171,7 +171,7 @@ def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_se
                  include_path: str | None, description: str = "") -> Task:
     """A quantconf Task for one lm-eval leaf task (checked to be multiple choice; nothing loaded)."""
     tm = task_manager(include_path)
-    cfg = _raw_config(tm, name, {**overrides, "task": name})
+    cfg = raw_config(tm, name, {**overrides, "task": name})
     output_type = cfg.get("output_type", "generate_until")
     if output_type != "multiple_choice":
         raise QuantconfError(f"task {name} is an lm-eval {output_type!r} task; quantconf scores "
@@ -197,7 +197,7 @@ def check_lm_eval_files(task: Task, data_dir: Path | None, local_folder: str | N
     if data_dir is None:
         return
     tm = task_manager(task.include_path)
-    cfg = _raw_config(tm, task.lm_eval, {**_group_overrides(task), "task": task.lm_eval})
+    cfg = raw_config(tm, task.lm_eval, {**_group_overrides(task), "task": task.lm_eval})
     _split_files(cfg, task.name, data_dir, task.num_fewshot, local_folder)
 
 
@@ -210,7 +210,7 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
     """Questions of an lm-eval task through lm-eval's own request builder: (questions, source, sha256)."""
     tm = task_manager(task.include_path)
     overrides = {**_group_overrides(task), "task": task.lm_eval}
-    cfg = _raw_config(tm, task.lm_eval, overrides)
+    cfg = raw_config(tm, task.lm_eval, overrides)
     if data_dir is not None:
         overrides.update(_split_files(cfg, task.name, data_dir, task.num_fewshot, builtin_folder))
         source = "lm_eval:" + ",".join(sorted(overrides["dataset_kwargs"]["data_files"].values()))
@@ -221,10 +221,12 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
         lm_task.set_config(key="num_fewshot", value=task.num_fewshot)
         lm_task.set_fewshot_seed(seed=task.fewshot_seed)  # as simple_evaluate does, once per task
         if task.num_fewshot > 0:
-            pool = len(lm_task.sampler.df) - (1 if lm_task.fewshot_cfg.split == lm_task.config.test_split else 0)
-            if pool < task.num_fewshot:
-                raise QuantconfError(f"task {task.name}: num_fewshot {task.num_fewshot} is more than the "
-                                     f"{pool} examples of its few-shot split", param="num_fewshot")
+            # lm-eval draws K + 1 when the question itself may be among them (then drops it)
+            needed = task.num_fewshot + (lm_task.fewshot_cfg.split == lm_task.config.test_split)
+            pool = len(lm_task.sampler.df)
+            if pool < needed:
+                raise QuantconfError(f"task {task.name}: num_fewshot {task.num_fewshot} needs {needed} examples in "
+                                     f"its few-shot split, which has {pool}", param="num_fewshot")
         lm_task.build_all_requests(limit=limit, rank=0, world_size=1)
     by_doc: dict[int, list] = {}
     for inst in lm_task.instances:

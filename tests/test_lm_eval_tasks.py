@@ -1,0 +1,330 @@
+"""Tasks served by lm-evaluation-harness: names, groups, few-shot, per-choice contexts, offline files.
+
+Agreement tests run lm-eval itself (`simple_evaluate` with its own task YAMLs, only the dataset
+pointed at local jsonl files) and quantconf on the same tiny model, then compare contexts byte for
+byte, per-choice log-likelihoods, acc/acc_norm and group aggregates. lm-eval's samples are written
+by its own `EvaluationTracker` (what `--log_samples` runs) and imported back with import-lm-eval.
+"""
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import build_tiny_model, write_jsonl
+from quantconf import QuantconfError
+from quantconf.calibration import accuracy
+from quantconf.evaluation import evaluate_task, evaluate_to_dir
+from quantconf.lmeval_import import BUILTIN_LM_EVAL_YAMLS, import_lm_eval, write_offline_task_yamls
+from quantconf.predictions import group_metrics, read_manifest, read_prediction_dir
+from quantconf.scoring import QuestionTree, score_questions, score_requests
+from quantconf.tasks import Question, load_task, resolve_tasks
+
+lm_eval = pytest.importorskip("lm_eval")
+LM_EVAL_TASKS = Path(lm_eval.__file__).parent / "tasks"
+
+WINOGRANDE_ROWS = [
+    {"sentence": "The trophy doesn't fit into the brown suitcase because the _ is too large.",
+     "option1": "trophy", "option2": "suitcase", "answer": "1"},
+    {"sentence": "The trophy doesn't fit into the brown suitcase because the _ is too small.",
+     "option1": "trophy", "option2": "suitcase", "answer": "2"},
+    {"sentence": "Sarah was a much better surgeon than Maria so _ always got the harder cases.",
+     "option1": "Sarah", "option2": "Maria", "answer": "1"},
+    {"sentence": "Sarah was a much better surgeon than Maria so _ always got the easier cases.",
+     "option1": "Sarah", "option2": "Maria", "answer": "2"},
+    {"sentence": "The city councilmen refused the demonstrators a permit because _ feared violence.",
+     "option1": "the city councilmen", "option2": "the demonstrators", "answer": "1"},
+    {"sentence": "The city councilmen refused the demonstrators a permit because _ advocated violence.",
+     "option1": "the city councilmen", "option2": "the demonstrators", "answer": "2"},
+]
+
+
+@pytest.fixture(scope="module")
+def long_lm(tmp_path_factory):
+    """The tiny model with a window long enough for 5-shot prompts in its short tokens."""
+    from quantconf.models import load_model
+
+    return load_model(str(build_tiny_model(tmp_path_factory.mktemp("tiny-long"), max_positions=4096)))
+
+
+def run_lm_eval(lm, tasks, task_manager, out: Path, **kwargs) -> tuple[dict, Path]:
+    """simple_evaluate, then lm-eval's own EvaluationTracker writes the --log_samples files, called
+    as lm-eval's CLI (`lm_eval run ... --log_samples --output_path OUT`) calls it."""
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.models.huggingface import HFLM
+
+    hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=4, device="cpu")
+    tracker = EvaluationTracker(output_path=str(out))
+    res = lm_eval.simple_evaluate(model=hflm, tasks=tasks, log_samples=True, task_manager=task_manager,
+                                  bootstrap_iters=0, evaluation_tracker=tracker, **kwargs)
+    samples = res.pop("samples")
+    tracker.save_results_aggregated(results=res, samples=copy.deepcopy(samples))
+    for name in res["configs"]:
+        tracker.save_results_samples(task_name=name, samples=copy.deepcopy(samples[name]))  # it rewrites them
+    assert list(out.rglob("samples_*.jsonl")), "lm-eval wrote no samples files"
+    return {**res, "samples": samples}, out
+
+
+def check_same(samples: list[dict], df, rtol=1e-6):
+    """lm-eval's in-memory samples vs our predictions: contexts byte-identical, logliks, greedy, acc."""
+    samples = sorted(samples, key=lambda s: s["doc_id"])
+    assert len(samples) == len(df)
+    for s, (_, row) in zip(samples, df.iterrows()):
+        assert s["doc_id"] == row["doc_id"]
+        contexts = [a[0] for a in s["arguments"]]
+        if "contexts" in row and row["contexts"] is not None:
+            assert contexts == list(row["contexts"])
+            assert {a[1] for a in s["arguments"]} == {" " + row["continuation"]}
+        else:
+            assert set(contexts) == {row["context"]}
+            assert [a[1] for a in s["arguments"]] == [" " + c for c in row["choices"]]
+        np.testing.assert_allclose(row["loglik"], [float(r[0]) for r in s["filtered_resps"]], atol=1e-4, rtol=rtol)
+        assert [bool(r[1]) for r in s["filtered_resps"]] == list(row["is_greedy"])
+        assert s["acc"] == float(np.argmax(row["loglik"]) == row["gold"])
+        if "acc_norm" in s:
+            assert s["acc_norm"] == float(np.argmax(np.array(row["loglik"]) / np.array(row["n_chars"])) == row["gold"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The question model: per-choice contexts
+
+
+def test_requests_of_shared_and_per_choice_contexts():
+    q = Question(0, "Q: x\nA:", ["yes", "no"], 1)
+    assert q.requests(" ") == [("Q: x\nA:", " yes"), ("Q: x\nA:", " no")]
+    w = Question(1, "The cat ", ["The cat sat", "The dog sat"], 0, contexts=("The cat sat", "The dog sat"),
+                 continuation="on the mat.")
+    assert w.requests(" ") == [("The cat sat", " on the mat."), ("The dog sat", " on the mat.")]
+
+
+def test_prefix_tree_shares_what_per_choice_contexts_have_in_common(tiny_lm):
+    ctxs, conts = [[1, 2, 3, 4], [1, 2, 5]], [[7, 8], [7, 8]]
+    tree = QuestionTree.build(ctxs, conts)
+    # 1,2 shared; then 3,4,7 and 5,7 (the last continuation token is never an input)
+    assert tree.tokens == [1, 2, 3, 4, 7, 5, 7]
+    assert tree.depths == [0, 1, 2, 3, 4, 2, 3]
+    assert tree.predictors == [[3, 4], [5, 6]]
+    with pytest.raises(ValueError, match="2 contexts for 3"):
+        QuestionTree.build(ctxs, conts + [[9]])
+    packed = score_questions(tiny_lm.model, [(ctxs, conts)])[0]
+    naive = score_requests(tiny_lm.model, list(zip(ctxs, conts)))
+    np.testing.assert_allclose([s.loglik for s in packed], [s.loglik for s in naive], atol=1e-5)
+
+
+def test_file_task_with_per_choice_contexts(tmp_path, tiny_lm):
+    rows = [{"contexts": [r["sentence"].split("_")[0] + r["option1"], r["sentence"].split("_")[0] + r["option2"]],
+             "continuation": r["sentence"].split("_")[1].strip(), "gold": int(r["answer"]) - 1}
+            for r in WINOGRANDE_ROWS] + [{"query": "Is it?", "choices": ["yes", "no"], "gold": 0}]
+    f = write_jsonl(tmp_path / "wg.jsonl", rows)
+    loaded = load_task(f"file:{f}")
+    q = loaded.questions[0]
+    assert q.contexts[1] == "The trophy doesn't fit into the brown suitcase because the suitcase"
+    assert q.continuation == "is too large." and q.context.endswith("because the ")
+    assert loaded.questions[-1].contexts is None
+    packed = evaluate_task(tiny_lm, loaded)
+    naive = evaluate_task(tiny_lm, loaded, scorer="naive")
+    np.testing.assert_allclose(np.concatenate(packed["loglik"]), np.concatenate(naive["loglik"]), rtol=1e-6)
+    assert list(packed["contexts"][0]) == list(q.contexts) and packed["contexts"].iloc[-1] is None
+    # a per-choice row without its continuation names the row
+    write_jsonl(tmp_path / "bad.jsonl", [{"contexts": ["a", "b"], "gold": 0}])
+    with pytest.raises(QuantconfError, match=r"bad.jsonl:1: .*continuation"):
+        load_task(f"file:{tmp_path / 'bad.jsonl'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Names, groups, bad input (nothing is loaded)
+
+
+def test_names_resolve_builtins_first_then_lm_eval():
+    (arc,), groups = resolve_tasks(["arc_easy"])
+    assert arc.lm_eval is None and not groups
+    (forced,), _ = resolve_tasks(["lm_eval:arc_easy"])
+    assert forced.lm_eval == "arc_easy" and forced.version.startswith("lm-eval-")
+    (fewshot,), _ = resolve_tasks(["arc_easy"], num_fewshot=5)
+    assert fewshot.lm_eval == "arc_easy" and fewshot.num_fewshot == 5 and fewshot.fewshot_seed == 1234
+    (wg,), _ = resolve_tasks(["winogrande"])
+    assert (wg.lm_eval, wg.hub_path, wg.hub_name, wg.split) == ("winogrande", "allenai/winogrande", "winogrande_xl",
+                                                                 "validation")
+    tasks, groups = resolve_tasks(["mmlu"])
+    assert len(tasks) == 57 and "mmlu_machine_learning" in [t.name for t in tasks]
+    assert set(groups) == {"mmlu", "mmlu_stem", "mmlu_other", "mmlu_social_sciences", "mmlu_humanities"}
+    assert sorted(groups["mmlu"]["tasks"]) == ["mmlu_humanities", "mmlu_other", "mmlu_social_sciences", "mmlu_stem"]
+    assert groups["mmlu_stem"]["aggregate_metric_list"][0]["weight_by_size"] is True
+    tasks, groups = resolve_tasks(["ai2_arc"])  # a tag: its tasks, no group
+    assert sorted(t.name for t in tasks) == ["arc_challenge", "arc_easy"] and not groups
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: resolve_tasks(["winogrand"]), r"unknown task 'winogrand'; did you mean winogrande"),
+    (lambda: resolve_tasks(["pika"]), r"did you mean piqa"),
+    (lambda: resolve_tasks(["gsm8k"]), r"task gsm8k is an lm-eval 'generate_until' task"),
+    (lambda: resolve_tasks(["file:x.jsonl"], num_fewshot=2), r"num_fewshot does not apply to file:x.jsonl"),
+    (lambda: resolve_tasks(["arithmetic"], num_fewshot=2), r"num_fewshot does not apply to arithmetic"),
+    (lambda: resolve_tasks(["piqa"], num_fewshot=-1), r"num_fewshot must be a whole number >= 0"),
+])
+def test_bad_names_and_options(call, message):
+    with pytest.raises(QuantconfError, match=message):
+        call()
+
+
+def test_missing_split_and_too_many_shots_fail_before_the_model_loads(tmp_path, tiny_model_dir, monkeypatch):
+    import quantconf.evaluation as evaluation
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(evaluation, "load_model", no_model)
+    data = tmp_path / "data"
+    write_jsonl(data / "allenai/winogrande/winogrande_xl/validation.jsonl", WINOGRANDE_ROWS)
+    with pytest.raises(QuantconfError, match=r"winogrande_xl/train.jsonl not found \(its few-shot split 'train'"):
+        evaluate_to_dir(str(tiny_model_dir), ["winogrande"], tmp_path / "o1", data_dir=data, num_fewshot=1)
+    with pytest.raises(QuantconfError, match=r"allenai/winogrande/winogrande_xl/validation.jsonl not found"):
+        evaluate_to_dir(str(tiny_model_dir), ["winogrande"], tmp_path / "o2", data_dir=tmp_path, limit=2)
+    write_jsonl(data / "allenai/winogrande/winogrande_xl/train.jsonl", WINOGRANDE_ROWS[:3])
+    with pytest.raises(QuantconfError, match=r"num_fewshot 3 needs 4 examples in its few-shot split, which has 3"):
+        evaluate_to_dir(str(tiny_model_dir), ["winogrande"], tmp_path / "o3", data_dir=data, num_fewshot=3)
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))  # failed first runs leave no dirs
+
+
+def test_builtins_equal_lm_eval_on_every_shared_document(shared_data, tmp_path):
+    """Contexts, choices and gold of every built-in (but the generated one) equal what lm-eval's own
+    task definitions build for every document of ../shared/data."""
+    from lm_eval.tasks import TaskManager
+
+    names = write_offline_task_yamls(tmp_path, shared_data, BUILTIN_LM_EVAL_YAMLS)
+    tm = TaskManager(include_path=str(tmp_path))
+    for name, lm_name in zip(BUILTIN_LM_EVAL_YAMLS, names):
+        task = tm.load([lm_name])["tasks"][lm_name]
+        task.build_all_requests(limit=None)
+        by_doc = {}
+        for inst in task.instances:
+            by_doc.setdefault(inst.doc_id, []).append(inst)
+        ours = load_task(name, data_dir=shared_data).questions
+        assert len(ours) == len(by_doc), name
+        for q in ours:
+            insts = sorted(by_doc[q.doc_id], key=lambda i: i.idx)
+            assert [i.arguments for i in insts] == q.requests(" "), (name, q.doc_id)
+            doc = insts[0].doc
+            assert task.doc_to_choice(doc) == q.choices, (name, q.doc_id)
+            if name != "truthfulqa_mc2":  # lm-eval's mc2 finds the true answers in process_results
+                assert task.doc_to_target(doc) == q.gold, (name, q.doc_id)
+            else:
+                assert q.gold == [i for i, v in enumerate(doc["mc2_targets"]["labels"]) if v == 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with lm-eval itself
+
+
+def _lm_eval_yaml(folder: Path, task: str, include: str, data_files: dict, **extra) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{task}.yaml").write_text(json.dumps({
+        "include": str(LM_EVAL_TASKS / include), "task": task, "tag": [], "dataset_path": "json",
+        "dataset_name": None, "dataset_kwargs": {"data_files": {k: str(v) for k, v in data_files.items()}}, **extra}))
+
+
+def test_per_choice_context_task_agrees_with_lm_eval(tmp_path, long_lm):
+    """lm-eval's winogrande (choices in the context) from local files, 0- and 2-shot."""
+    from lm_eval.tasks import TaskManager
+
+    data = tmp_path / "data"
+    valid = write_jsonl(data / "allenai/winogrande/winogrande_xl/validation.jsonl", WINOGRANDE_ROWS)
+    train = write_jsonl(data / "allenai/winogrande/winogrande_xl/train.jsonl", WINOGRANDE_ROWS[::-1])
+    _lm_eval_yaml(tmp_path / "yaml", "qc_winogrande", "winogrande/default.yaml",
+                  {"validation": valid, "train": train})
+    for shots in (0, 2):
+        res, logs = run_lm_eval(long_lm, ["qc_winogrande"], TaskManager(include_path=str(tmp_path / "yaml")),
+                                tmp_path / f"logs{shots}", num_fewshot=shots)
+        ours = evaluate_task(long_lm, load_task("winogrande", data_dir=data, num_fewshot=shots))
+        assert ours["task"][0] == "winogrande" and len(ours) == len(WINOGRANDE_ROWS)
+        check_same(res["samples"]["qc_winogrande"], ours)
+        assert accuracy(ours)["acc"] == res["results"]["qc_winogrande"]["acc,none"]
+        # lm-eval's own --log_samples file imports back to the same numbers and gold labels
+        imported = read_prediction_dir(_import(logs, tmp_path / f"imp{shots}"))["qc_winogrande"]
+        assert list(imported["gold"]) == list(ours["gold"])
+        assert [list(c) for c in imported["contexts"]] == [list(c) for c in ours["contexts"]]
+        np.testing.assert_allclose(np.concatenate(imported["loglik"]), np.concatenate(ours["loglik"]), atol=1e-4)
+        assert accuracy(imported) == pytest.approx(accuracy(ours))
+    assert "\n\n" in ours["contexts"][0][0]  # the 2-shot contexts hold two solved examples
+
+
+def _import(logs: Path, out: Path) -> Path:
+    import_lm_eval([logs], out)
+    return out
+
+
+def test_five_shot_arc_easy_agrees_with_lm_eval(shared_data, tmp_path, long_lm):
+    """arc_easy 5-shot: lm-eval's sampler (seed 1234) draws from the train split; the test split
+    and a train split are cut from ../shared/data's ARC-Easy test file into a hub-layout dir."""
+    from lm_eval.tasks import TaskManager
+
+    rows = [json.loads(line) for line in (shared_data / "arc_easy/test.jsonl").read_text().splitlines()[:200]]
+    data = tmp_path / "data"
+    test = write_jsonl(data / "allenai/ai2_arc/ARC-Easy/test.jsonl", rows[:12])
+    train = write_jsonl(data / "allenai/ai2_arc/ARC-Easy/train.jsonl", rows[100:200])
+    _lm_eval_yaml(tmp_path / "yaml", "qc_arc_easy", "arc/arc_easy.yaml", {"test": test, "train": train},
+                  validation_split=None)
+    res, logs = run_lm_eval(long_lm, ["qc_arc_easy"], TaskManager(include_path=str(tmp_path / "yaml")),
+                            tmp_path / "logs", num_fewshot=5)
+    loaded = load_task("arc_easy", data_dir=data, num_fewshot=5)
+    assert loaded.task.lm_eval == "arc_easy" and loaded.questions[0].context.count("Question:") == 6
+    ours = evaluate_task(long_lm, loaded)
+    check_same(res["samples"]["qc_arc_easy"], ours)
+    for metric in ("acc", "acc_norm"):
+        assert accuracy(ours)[metric] == res["results"]["qc_arc_easy"][f"{metric},none"]
+    imported = read_prediction_dir(_import(logs, tmp_path / "imp"))["qc_arc_easy"]
+    assert list(imported["gold"]) == list(ours["gold"]) and list(imported["context"]) == list(ours["context"])
+    # another few-shot seed draws other examples
+    other = load_task("arc_easy", data_dir=data, num_fewshot=5, fewshot_seed=7)
+    assert other.questions[0].context != loaded.questions[0].context
+    assert other.source_sha256 != loaded.source_sha256
+
+
+def test_group_of_user_yaml_tasks_agrees_with_lm_eval(shared_data, tmp_path, long_lm):
+    """--include-path with the user's own YAML tasks and a group over them: one parquet per task,
+    and the group's aggregate equal to lm-eval's (weighted by size)."""
+    from lm_eval.tasks import TaskManager
+
+    yaml_dir = tmp_path / "yaml"
+    _lm_eval_yaml(yaml_dir, "my_piqa", "piqa/piqa.yaml", {"validation": shared_data / "piqa/validation.jsonl"},
+                  training_split=None)
+    _lm_eval_yaml(yaml_dir, "my_boolq", "super_glue/boolq/default.yaml",
+                  {"validation": shared_data / "boolq/validation.jsonl"}, training_split=None)
+    (yaml_dir / "my_group.yaml").write_text(json.dumps({
+        "group": "my_group", "task": ["my_piqa", "my_boolq"],
+        "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": True},
+                                  {"metric": "acc_norm", "aggregation": "mean", "weight_by_size": False}]}))
+    res, logs = run_lm_eval(long_lm, ["my_group"], TaskManager(include_path=str(yaml_dir)), tmp_path / "logs",
+                            limit=8)
+    out = tmp_path / "out"
+    summary = evaluate_to_dir(long_lm, ["my_group"], out, limit=8, include_path=str(yaml_dir), progress=False,
+                              log=lambda m: None)
+    assert list(summary) == ["my_piqa", "my_boolq"]
+    preds = read_prediction_dir(out)
+    for name in ("my_piqa", "my_boolq"):
+        check_same(res["samples"][name], preds[name])
+    manifest = read_manifest(out)
+    assert manifest["groups"]["my_group"]["tasks"] == ["my_piqa", "my_boolq"]
+    results = {name: {"n": len(df), **accuracy(df)} for name, df in preds.items()}
+    agg = group_metrics(results, manifest["groups"])["my_group"]
+    assert agg["acc"] == pytest.approx(res["results"]["my_group"]["acc,none"], abs=1e-12)
+    assert agg["acc_norm"] == pytest.approx(np.mean([results[t]["acc_norm"] for t in ("my_piqa", "my_boolq")]))
+    assert manifest["tasks"]["my_piqa"]["lm_eval_task"] == "my_piqa"
+    # a second run reuses both tasks; another few-shot count is a new key
+    again = evaluate_to_dir(long_lm, ["my_group"], out, limit=8, include_path=str(yaml_dir), progress=False,
+                            log=lambda m: None)
+    assert all(v["reused"] for v in again.values())
+
+
+def test_group_metrics_by_hand():
+    results = {"a": {"n": 10, "acc": 0.5}, "b": {"n": 30, "acc": 0.9}, "c": {"n": 20, "acc": 0.2}}
+    groups = {"inner": {"tasks": ["a", "b"], "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}]},
+              "outer": {"tasks": ["inner", "c"], "aggregate_metric_list": [{"metric": "acc", "weight_by_size": False}]},
+              "bare": {"tasks": ["a"], "aggregate_metric_list": []},
+              "partial": {"tasks": ["a", "zzz"], "aggregate_metric_list": [{"metric": "acc"}]}}
+    out = group_metrics(results, groups)
+    assert out["inner"]["acc"] == pytest.approx((10 * 0.5 + 30 * 0.9) / 40) and out["inner"]["n"] == 40
+    assert out["outer"]["acc"] == pytest.approx((0.8 + 0.2) / 2) and out["outer"]["n"] == 60
+    assert "bare" not in out and "partial" not in out
