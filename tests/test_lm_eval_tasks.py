@@ -282,7 +282,7 @@ def test_five_shot_arc_easy_agrees_with_lm_eval(shared_data, tmp_path, long_lm):
     assert other.source_sha256 != loaded.source_sha256
 
 
-def test_group_of_user_yaml_tasks_agrees_with_lm_eval(shared_data, tmp_path, long_lm):
+def test_group_of_user_yaml_tasks_agrees_with_lm_eval(shared_data, tmp_path, long_lm, capsys):
     """--include-path with the user's own YAML tasks and a group over them: one parquet per task,
     and the group's aggregate equal to lm-eval's (weighted by size)."""
     from lm_eval.tasks import TaskManager
@@ -312,6 +312,12 @@ def test_group_of_user_yaml_tasks_agrees_with_lm_eval(shared_data, tmp_path, lon
     assert agg["acc"] == pytest.approx(res["results"]["my_group"]["acc,none"], abs=1e-12)
     assert agg["acc_norm"] == pytest.approx(np.mean([results[t]["acc_norm"] for t in ("my_piqa", "my_boolq")]))
     assert manifest["tasks"]["my_piqa"]["lm_eval_task"] == "my_piqa"
+    from quantconf.cli import main  # `quantconf metrics` shows the group's aggregate beside its tasks
+
+    assert main(["metrics", str(out), "--json", "--bootstrap", "0"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["my_group"]["acc"] == pytest.approx(res["results"]["my_group"]["acc,none"], abs=1e-12)
+    assert shown["my_group"]["n"] == 16 and shown["my_group"]["tasks"] == ["my_piqa", "my_boolq"]
     # a second run reuses both tasks; another few-shot count is a new key
     again = evaluate_to_dir(long_lm, ["my_group"], out, limit=8, include_path=str(yaml_dir), progress=False,
                             log=lambda m: None)
@@ -328,3 +334,35 @@ def test_group_metrics_by_hand():
     assert out["inner"]["acc"] == pytest.approx((10 * 0.5 + 30 * 0.9) / 40) and out["inner"]["n"] == 40
     assert out["outer"]["acc"] == pytest.approx((0.8 + 0.2) / 2) and out["outer"]["n"] == 60
     assert "bare" not in out and "partial" not in out
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI and studies
+
+
+def test_cli_lists_lm_eval_tasks_and_names_the_flag(capsys, tmp_path):
+    from quantconf.cli import main
+
+    assert main(["tasks", "--lm-eval", "winogr"]) == 0
+    out = capsys.readouterr()
+    assert "winogrande" in out.out and "task" in out.out and "lm-eval names match" in out.err
+    assert main(["tasks"]) == 0
+    assert "quantconf tasks --lm-eval PATTERN" in capsys.readouterr().out
+    f = write_jsonl(tmp_path / "t.jsonl", [{"query": "q", "choices": ["a", "b"], "gold": 0}])
+    assert main(["eval", "default", "--tasks", f"file:{f}", "--out", str(tmp_path / "o"), "--num-fewshot", "2"]) == 2
+    assert "--num-fewshot does not apply to file:" in capsys.readouterr().err
+    assert main(["eval", "default", "--tasks", "winogrand", "--out", str(tmp_path / "o")]) == 2
+    assert "did you mean winogrande" in capsys.readouterr().err
+
+
+def test_study_takes_num_fewshot_and_expands_groups(tmp_path):
+    from quantconf.study import load_study, plan
+
+    base = {"models": ["default"], "variants": [{"method": "rtn", "bits": 4, "group_size": 64}]}
+    zero = plan(load_study(data={**base, "tasks": ["winogrande", "ai2_arc"]}), tmp_path)
+    five = plan(load_study(data={**base, "tasks": ["winogrande", "ai2_arc"], "num_fewshot": 5}), tmp_path)
+    evals = [s for s in zero if s.kind == "eval"]
+    assert evals[0].tasks == ("winogrande", "arc_challenge", "arc_easy")
+    assert {s.path for s in evals}.isdisjoint({s.path for s in five if s.kind == "eval"})
+    with pytest.raises(QuantconfError, match="gsm8k is an lm-eval 'generate_until' task"):
+        load_study(data={**base, "tasks": ["gsm8k"]})

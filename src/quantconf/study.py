@@ -7,7 +7,10 @@ Config (YAML):
       - {method: gptq, bits: 4, group_size: 128, calib: [pydoc, random], n_samples: 16, seed: 0}
       - {method: rtn, bits: 4, group_size: 64}
       - {method: gptq, bits: 4, group_size: 128, calib: pydoc, n_samples: 16, replicates: 5}  # noise floor
-    tasks: [piqa, arc_easy]
+    tasks: [piqa, arc_easy]           # built-ins, lm-eval tasks/groups (winogrande, mmlu), file:PATH
+    num_fewshot: null                 # few-shot examples (lm-eval's sampler); null: each task's default
+    fewshot_seed: 1234
+    include_path: null                # a folder of your own lm-eval task YAML files
     limit: 100                        # questions per task (null: all)
     data_dir: ../shared/data          # null: $QUANTCONF_DATA_DIR, else the hub
     batch_size: 16
@@ -35,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quantconf._version import __version__
 from quantconf.errors import QuantconfError
@@ -48,7 +51,7 @@ from quantconf.perplexity import text_perplexity
 from quantconf.predictions import read_manifest
 from quantconf.quantizers import QuantConfig, load_methods, run_quantize, validate_config
 from quantconf.report import write_report
-from quantconf.tasks import get_task, load_task, resolve_data_dir
+from quantconf.tasks import load_task, resolve_data_dir, resolve_tasks
 
 
 def expand_variant(spec: dict) -> list[QuantConfig]:
@@ -91,6 +94,9 @@ class Study(BaseModel):
     models: list[str] = Field(min_length=1)  # several sizes of one family give a scale trend
     variants: list[QuantConfig] = Field(min_length=1)  # each variant field may be a list: cross product
     tasks: list[str] = Field(min_length=1)
+    num_fewshot: int | None = Field(None, ge=0)  # few-shot examples (lm-eval's sampler); None: the task's default
+    fewshot_seed: int = 1234
+    include_path: str | None = None  # a folder of your own lm-eval task YAML files
     limit: int | None = Field(100, gt=0)  # questions per task (None: all)
     data_dir: str | None = None  # None: $QUANTCONF_DATA_DIR, else the hub
     batch_size: int = Field(16, gt=0)
@@ -112,12 +118,15 @@ class Study(BaseModel):
         expanded = [v for spec in value for v in (expand_variant(spec) if not isinstance(spec, QuantConfig) else [spec])]
         return list(dict.fromkeys(expanded))  # the same configuration twice is one step
 
-    @field_validator("tasks")
-    @classmethod
-    def _known_tasks(cls, value: list[str]) -> list[str]:
-        for t in value:
-            get_task(t)
-        return value
+    @model_validator(mode="after")
+    def _known_tasks(self) -> "Study":
+        resolve_tasks(self.tasks, self.num_fewshot, self.fewshot_seed, self.include_path)
+        return self
+
+    def leaf_tasks(self) -> tuple[str, ...]:
+        """Task names after lm-eval groups and tags are expanded: one parquet each."""
+        leaves, _ = resolve_tasks(self.tasks, self.num_fewshot, self.fewshot_seed, self.include_path)
+        return tuple(t.name for t in leaves)
 
     def as_dict(self) -> dict:
         return self.model_dump()
@@ -177,11 +186,13 @@ def outlier_calib_sets(study: Study) -> list[str]:
 def plan(study: Study, study_dir: Path) -> list[Step]:
     """Every step of a study, in run order, each at its content-addressed path."""
     steps = []
-    task_names = tuple(get_task(t).name for t in study.tasks)
+    task_names = study.leaf_tasks()
     methods = load_methods()
     for model in study.models:
         fp = model_fingerprint(model)
-        eval_common = [study.tasks, study.limit, study.data_dir, study.seed, study.dtype, __version__]
+        eval_common = [study.tasks, study.limit, study.data_dir, study.seed, study.dtype, __version__,
+                       *([study.num_fewshot, study.fewshot_seed, study.include_path]
+                         if (study.num_fewshot, study.fewshot_seed, study.include_path) != (None, 1234, None) else [])]
         steps.append(Step("eval", model, None, study_dir / "steps" / f"eval-{stable_hash([fp, eval_common])[:16]}",
                           task_names))
         for v in study.variants:
@@ -257,7 +268,8 @@ def run_step(s: Step, study: Study, target: str, sub_log) -> None:
     else:
         evaluate_to_dir(target, study.tasks, s.path, data_dir=study.data_dir, limit=study.limit,
                         batch_size=study.batch_size, dtype=study.dtype, threads=study.threads, seed=study.seed,
-                        progress=False, log=sub_log)
+                        progress=False, log=sub_log, num_fewshot=study.num_fewshot, fewshot_seed=study.fewshot_seed,
+                        include_path=study.include_path)
 
 
 DEMO_TASKS = ["piqa", "arc_easy", "hellaswag", "openbookqa"]
