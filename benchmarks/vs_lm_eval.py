@@ -8,10 +8,17 @@ Prints items/s of each, the speed ratio, peak RSS, and the largest per-choice lo
 difference between the two.
 Usage: .venv/bin/python benchmarks/vs_lm_eval.py [--limit 100] [--tasks hellaswag,piqa] [--batch-size 16]
        [--lm-eval-batch-size 1]   (lm-eval's default batch size)
+       [--fewshot 5]              (few-shot: arc_easy K-shot, both through lm-eval's sampler)
+
+Few-shot case: ../shared/data has no ARC train split, so the benchmark cuts a hub-layout dir from the
+ARC-Easy test file into a temporary folder: `test` = the first --limit items, `train` (the few-shot
+pool lm-eval's arc_easy draws from) = items 1000-1999. Both tools read those same two files; every
+choice of a question repeats the long K-shot context, which quantconf's prefix tree scores once.
 """
 
 import argparse
 import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -29,13 +36,22 @@ from lm_eval.tasks import TaskManager
 from quantconf.models import load_model
 lm = load_model("default")
 folder = Path("{tmp}")
-write_offline_task_yamls(folder, Path("{data}"))
+if {fewshot}:
+    root = Path(lm_eval.__file__).parent / "tasks"
+    hub = Path("{data}") / "allenai/ai2_arc/ARC-Easy"
+    (folder / "qc_{task}.yaml").write_text(json.dumps({{
+        "include": str(root / "arc/arc_easy.yaml"), "task": "qc_{task}", "tag": [], "dataset_path": "json",
+        "dataset_name": None, "validation_split": None,
+        "dataset_kwargs": {{"data_files": {{"test": str(hub / "test.jsonl"), "train": str(hub / "train.jsonl")}}}}}}))
+else:
+    write_offline_task_yamls(folder, Path("{data}"))
 hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size={lm_eval_batch}, device="cpu")
 times = []
 for _ in range({repeat}):
     t = time.perf_counter()
     res = lm_eval.simple_evaluate(model=hflm, tasks=["qc_{task}"], limit={limit}, log_samples=True,
-                                  task_manager=TaskManager(include_path=str(folder)), bootstrap_iters=0)
+                                  task_manager=TaskManager(include_path=str(folder)), bootstrap_iters=0,
+                                  num_fewshot={fewshot} or None)
     times.append(time.perf_counter() - t)
 ll = [[float(r[0]) for r in x["filtered_resps"]] for x in sorted(res["samples"]["qc_{task}"], key=lambda x: x["doc_id"])]
 emit({{"seconds": times, "loglik": ll}})
@@ -51,7 +67,8 @@ lm = load_model("default")
 times = []
 for _ in range({repeat}):
     t = time.perf_counter()
-    df = evaluate_task(lm, load_task("{task}", data_dir="{data}", limit={limit}), batch_size={batch})
+    df = evaluate_task(lm, load_task("{task}", data_dir="{data}", limit={limit}, num_fewshot={fewshot} or None),
+                       batch_size={batch})
     times.append(time.perf_counter() - t)
 emit({{"seconds": times, "loglik": [list(map(float, x)) for x in df["loglik"]]}})
 """
@@ -68,11 +85,21 @@ def main():
                     help="processes of each tool, alternating; the fastest run counts (this machine is noisy)")
     ap.add_argument("--lm-eval-batch-size", type=int, default=None,
                     help="lm-eval's batch size (default: the same as --batch-size; lm-eval's own default is 1)")
+    ap.add_argument("--fewshot", type=int, default=0, help="K > 0: arc_easy K-shot (see the docstring)")
     args = ap.parse_args()
+    data = SHARED_DATA
+    if args.fewshot:
+        args.tasks = "arc_easy"
+        data = Path(tempfile.mkdtemp()) / "hub"
+        rows = (Path(SHARED_DATA) / "arc_easy/test.jsonl").read_text().splitlines()
+        (data / "allenai/ai2_arc/ARC-Easy").mkdir(parents=True)
+        (data / "allenai/ai2_arc/ARC-Easy/test.jsonl").write_text("\n".join(rows[:args.limit]) + "\n")
+        (data / "allenai/ai2_arc/ARC-Easy/train.jsonl").write_text("\n".join(rows[1000:2000]) + "\n")
+        print(f"arc_easy {args.fewshot}-shot; few-shot pool: ARC-Easy test items 1000-1999 ({data})")
     print(f"{'task':<10} {'lm-eval items/s':>16} {'quantconf items/s':>18} {'ratio':>6} {'max |dLL|':>10} "
           f"{'RSS lm-eval':>12} {'RSS quantconf':>14}")
     for task in args.tasks.split(","):
-        kw = dict(task=task, data=SHARED_DATA, limit=args.limit, batch=args.batch_size, threads=args.threads,
+        kw = dict(task=task, data=data, fewshot=args.fewshot, limit=args.limit, batch=args.batch_size, threads=args.threads,
                   lm_eval_batch=args.lm_eval_batch_size or args.batch_size, repeat=args.repeat)
         their_runs, our_runs = [], []
         for _ in range(args.rounds):  # alternate the tools so slow spells of the machine hit both
