@@ -303,8 +303,11 @@ def test_group_of_user_yaml_tasks_agrees_with_lm_eval(shared_data, tmp_path, lon
                               log=lambda m: None)
     assert list(summary) == ["my_piqa", "my_boolq"]
     preds = read_prediction_dir(out)
+    imported = read_prediction_dir(_import(logs, tmp_path / "imp"))  # lm-eval's files of user YAML tasks
     for name in ("my_piqa", "my_boolq"):
         check_same(res["samples"][name], preds[name])
+        assert list(imported[name]["gold"]) == list(preds[name]["gold"])
+        assert accuracy(imported[name]) == pytest.approx(accuracy(preds[name]))
     manifest = read_manifest(out)
     assert manifest["groups"]["my_group"]["tasks"] == ["my_piqa", "my_boolq"]
     results = {name: {"n": len(df), **accuracy(df)} for name, df in preds.items()}
