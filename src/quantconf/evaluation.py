@@ -14,6 +14,7 @@ per choice; None for a question of that task without them) and `continuation`.
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ import pandas as pd
 
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_write_json, clean_stale_temp, ensure_writable_dir, locked, package_versions,
-                          remove_if_holds_nothing, stable_hash)
+                          read_optional_json, remove_if_holds_nothing, stable_hash)
 from quantconf.calibration import accuracy
 from quantconf.models import LoadedModel, load_model, model_fingerprint, resolve_device, set_threads
 from quantconf.predictions import MANIFEST, read_manifest, read_prediction_file, task_file_name, write_predictions
@@ -30,6 +31,7 @@ from quantconf.scoring import encode_pair, score_questions, score_requests, want
 from quantconf.tasks import LoadedTask, load_task, resolve_tasks
 
 SCORERS = ("packed", "naive")
+COLUMNS = ["doc_id", "task", "context", "choices", "gold", "loglik", "n_tokens", "n_chars", "n_bytes", "is_greedy"]
 # part of the reuse key: bump when the scorer's numbers can change (3: rows packed, LM head in
 # blocks; 4: prefix trees)
 SCORER_VERSION = "4"
@@ -41,15 +43,25 @@ def task_requests(tokenizer, loaded: LoadedTask, add_bos: bool) -> list[tuple[li
 
 
 def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, progress: bool = False,
-                  scorer: str = "packed") -> pd.DataFrame:
+                  scorer: str = "packed", shard: tuple[int, int] | None = None) -> pd.DataFrame:
     """Score every choice of every question. `scorer`: "packed" (context once per question) or
-    "naive" (one sequence per choice); both agree to float rounding."""
+    "naive" (one sequence per choice); both agree to float rounding. `shard=(i, n)`: only the
+    questions of every n-th forward pass of the packed plan (bit-identical to the unsharded run;
+    naive: every n-th question, equal to float rounding)."""
     if scorer not in SCORERS:
         raise QuantconfError(f"scorer must be one of {SCORERS}, got {scorer!r}", param="scorer")
     add_bos = wants_bos(lm.model)
+    if shard is not None and scorer == "naive":
+        loaded = LoadedTask(loaded.task, loaded.questions[shard[0]::shard[1]], loaded.source, loaded.source_sha256)
+        shard = None
     requests = task_requests(lm.tokenizer, loaded, add_bos)
+    per_question: list[list | None] = []  # ScoredChoice per choice; None: not in this shard
     if scorer == "naive":
         scored = score_requests(lm.model, requests, batch_size=batch_size, progress=progress, desc=loaded.task.name)
+        k = 0
+        for q in loaded.questions:
+            per_question.append(scored[k:k + len(q.choices)])
+            k += len(q.choices)
     else:
         groups, k = [], 0
         for q in loaded.questions:
@@ -57,12 +69,12 @@ def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, pro
             k += len(q.choices)
             shared = all(ctx == reqs[0][0] for ctx, _ in reqs)  # false only for per-choice contexts
             groups.append((reqs[0][0] if shared else [ctx for ctx, _ in reqs], [cont for _, cont in reqs]))
-        scored = [s for per_q in score_questions(lm.model, groups, batch_size=batch_size, progress=progress,
-                                                 desc=loaded.task.name) for s in per_q]
-    rows, k = [], 0
-    for q in loaded.questions:
-        s = scored[k:k + len(q.choices)]
-        k += len(q.choices)
+        per_question = score_questions(lm.model, groups, batch_size=batch_size, progress=progress,
+                                       desc=loaded.task.name, shard=shard)
+    rows = []
+    for q, s in zip(loaded.questions, per_question):
+        if s is None:
+            continue
         rows.append({
             "doc_id": q.doc_id,
             "task": loaded.task.name,
@@ -80,7 +92,7 @@ def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, pro
         for row in rows:
             row.setdefault("contexts", None)
             row.setdefault("continuation", None)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=COLUMNS)  # an empty shard
 
 
 def check_eval_options(tasks, batch_size: int, scorer: str) -> None:
@@ -118,6 +130,7 @@ def evaluate_to_dir(
     num_fewshot: int | None = None,
     fewshot_seed: int = 1234,
     include_path: str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
     """Evaluate `model` on `tasks`, write predictions + manifest to `out`, and return
     {task: {"acc", "acc_norm", "n", "reused"}}.
@@ -128,14 +141,22 @@ def evaluate_to_dir(
 
     lm-eval groups in `tasks` expand to one parquet per subtask; the manifest's "groups" records
     them with lm-eval's aggregation rule. `num_fewshot`/`fewshot_seed`/`include_path`: as
-    `tasks.resolve_tasks` (few-shot contexts come from lm-eval's sampler)."""
+    `tasks.resolve_tasks` (few-shot contexts come from lm-eval's sampler).
+
+    `shard=(i, n)` scores only every n-th question starting at i (0-based) into
+    `OUT/.shards/<task>/`; the shard that finds all n done merges them into `OUT/<task>.parquet`
+    (sorted by doc_id, the same rows as an unsharded run) under the unsharded run's reuse key."""
     check_eval_options(tasks, batch_size, scorer)
+    if shard is not None:
+        i, n = shard
+        if not (isinstance(n, int) and isinstance(i, int) and n >= 1 and 0 <= i < n):
+            raise QuantconfError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}", param="shard")
     created = not Path(out).exists()
     out = ensure_writable_dir(out)
     try:
         leaves, groups = resolve_tasks(list(tasks), num_fewshot, fewshot_seed, include_path)
         return _evaluate_into(model, leaves, groups, out, data_dir, limit, batch_size, dtype, device, threads, seed,
-                              overwrite, allow_pickle, trust_remote_code, progress, scorer, log)
+                              overwrite, allow_pickle, trust_remote_code, progress, scorer, log, shard)
     except BaseException:
         if created:  # a failed first run leaves no empty output dir behind
             remove_if_holds_nothing(out)
@@ -143,68 +164,128 @@ def evaluate_to_dir(
 
 
 def _evaluate_into(model, tasks, groups, out, data_dir, limit, batch_size, dtype, device, threads, seed, overwrite,
-                   allow_pickle, trust_remote_code, progress, scorer, log) -> dict:
+                   allow_pickle, trust_remote_code, progress, scorer, log, shard) -> dict:
     """The body of `evaluate_to_dir`. Each task is computed under its own lock (a second writer of the
     same task waits, then reuses it); the manifest is re-read and merged under a lock of its own,
     so two writers of different tasks keep each other's entries."""
     clean_stale_temp(out, recursive=False)
-    lm = None
+    lm, n_threads = None, None
     if isinstance(model, LoadedModel):
         lm, model, dtype, device = model, model.info["spec"], model.info["dtype"], model.info["device"]
-        fingerprint, n_threads, load_seconds = lm.info["fingerprint"], set_threads(threads), 0.0
+        fingerprint, n_threads = lm.info["fingerprint"], set_threads(threads)
     else:
         device = resolve_device(device)
         fingerprint = model_fingerprint(model, allow_pickle)
     loaded_tasks = [load_task(t, data_dir=data_dir, limit=limit, seed=seed) for t in tasks]
     if not overwrite:
         check_same_model(read_manifest(out), fingerprint, out)
-    fresh = overwrite  # --overwrite: the first manifest write of this run starts from nothing
 
     summary = {}
+    state = {"lm": lm, "n_threads": None if lm is None else n_threads, "load_seconds": 0.0, "fresh": overwrite}
+
+    def model_ready() -> LoadedModel:
+        if state["lm"] is None:
+            state["n_threads"] = set_threads(threads)
+            t0 = time.perf_counter()
+            state["lm"] = load_model(model, dtype=dtype, device=device, allow_pickle=allow_pickle,
+                                     trust_remote_code=trust_remote_code)
+            state["load_seconds"] = time.perf_counter() - t0
+        return state["lm"]
+
+    def record(name: str, entry: dict, model_info: dict, n_threads_used) -> None:
+        """Add a finished task to the manifest (re-read and merged under its own lock)."""
+        with locked(out / f".{MANIFEST}.lock", log, what=f"{out / MANIFEST}"):
+            manifest = {} if state["fresh"] else read_manifest(out)
+            check_same_model(manifest, fingerprint, out)
+            state["fresh"] = False
+            manifest.update({
+                "model_spec": model, "model_fingerprint": fingerprint, "model": model_info, "dtype": dtype,
+                "device": device, "threads": n_threads_used, "batch_size": batch_size, "seed": seed, "scorer": scorer,
+                "scorer_version": SCORER_VERSION, "packages": package_versions(),
+                "model_load_seconds": round(state["load_seconds"], 3),
+                "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "tasks": {**manifest.get("tasks", {}), name: entry},
+                **({"groups": {**manifest.get("groups", {}), **groups}} if groups or "groups" in manifest else {}),
+            })
+            atomic_write_json(out / MANIFEST, manifest)
+
     for loaded in loaded_tasks:
         name = loaded.task.name
         fewshot = [loaded.task.num_fewshot, loaded.task.fewshot_seed] if loaded.task.lm_eval else []
         key = stable_hash([fingerprint, dtype, device, name, loaded.task.version, loaded.source_sha256,
                            limit, seed, SCORER_VERSION, *fewshot])
         path = out / task_file_name(name)
+        entry_extra = {"version": loaded.task.version, "source": loaded.source, "source_sha256": loaded.source_sha256,
+                       "limit": limit, **({"lm_eval_task": loaded.task.lm_eval, "num_fewshot": loaded.task.num_fewshot,
+                                            "fewshot_seed": loaded.task.fewshot_seed} if loaded.task.lm_eval else {})}
         with locked(out / f".{path.name}.lock", log, what=f"{name} in {out}"):
             done = read_manifest(out).get("tasks", {})  # as of now: another writer may have finished it
             if not overwrite and done.get(name, {}).get("key") == key and path.is_file():
                 summary[name] = {**accuracy(read_prediction_file(path)), "n": len(loaded.questions), "reused": True}
                 log(f"{name}: reusing {path}")
                 continue
-            if lm is None:
-                n_threads = set_threads(threads)
+            if shard is None:
                 t0 = time.perf_counter()
-                lm = load_model(model, dtype=dtype, device=device, allow_pickle=allow_pickle,
-                                trust_remote_code=trust_remote_code)
-                load_seconds = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            df = evaluate_task(lm, loaded, batch_size=batch_size, progress=progress, scorer=scorer)
-            seconds = time.perf_counter() - t0
-            write_predictions(df, path)  # before the checks below: a broken model's scores stay inspectable
-            acc = accuracy(df)
-            entry = {
-                "key": key, "file": path.name, "version": loaded.task.version, "source": loaded.source,
-                "source_sha256": loaded.source_sha256, "n": len(df), "limit": limit, "seconds": round(seconds, 3),
-                "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2), **acc,
-                **({"lm_eval_task": loaded.task.lm_eval, "num_fewshot": loaded.task.num_fewshot,
-                    "fewshot_seed": loaded.task.fewshot_seed} if loaded.task.lm_eval else {}),
-            }
-            with locked(out / f".{MANIFEST}.lock", log, what=f"{out / MANIFEST}"):
-                manifest = {} if fresh else read_manifest(out)
-                check_same_model(manifest, fingerprint, out)
-                fresh = False
-                manifest.update({
-                    "model_spec": model, "model_fingerprint": fingerprint, "model": lm.info, "dtype": dtype,
-                    "device": device, "threads": n_threads, "batch_size": batch_size, "seed": seed, "scorer": scorer,
-                    "scorer_version": SCORER_VERSION, "packages": package_versions(),
-                    "model_load_seconds": round(load_seconds, 3),
-                    "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "tasks": {**manifest.get("tasks", {}), name: entry},
-                    **({"groups": {**manifest.get("groups", {}), **groups}} if groups or "groups" in manifest else {}),
-                })
-                atomic_write_json(out / MANIFEST, manifest)
-        summary[name] = {**acc, "n": len(df), "reused": False}
-        log(f"{name}: n={len(df)} acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f} ({seconds:.1f}s)")
+                df = evaluate_task(model_ready(), loaded, batch_size=batch_size, progress=progress, scorer=scorer)
+                seconds = time.perf_counter() - t0
+                write_predictions(df, path)  # before the checks below: a broken model's scores stay inspectable
+                acc = accuracy(df)
+                record(name, {"key": key, "file": path.name, "n": len(df), "seconds": round(seconds, 3),
+                              "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2),
+                              **acc, **entry_extra}, state["lm"].info, state["n_threads"])
+                summary[name] = {**acc, "n": len(df), "reused": False}
+                log(f"{name}: n={len(df)} acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f} ({seconds:.1f}s)")
+                continue
+        # one shard: every n-th forward pass of the task as loaded in full (so few-shot contexts, drawn
+        # in document order, and batches are the unsharded run's); the last shard to finish merges them
+        summary[name] = _evaluate_shard(loaded, key, shard, out, path, model_ready, batch_size, progress, scorer,
+                                        record, entry_extra, state, log, overwrite)
     return summary
+
+
+def meta_n(meta_path: Path) -> int:
+    return int(read_optional_json(meta_path, "delete it").get("n", 0))
+
+
+def _shard_files(out: Path, name: str, i: int, n: int) -> tuple[Path, Path]:
+    folder = out / ".shards" / task_file_name(name).removesuffix(".parquet")
+    return folder / f"{i}-of-{n}.parquet", folder / f"{i}-of-{n}.json"
+
+
+def _evaluate_shard(loaded, key, shard, out, path, model_ready, batch_size, progress, scorer, record, entry_extra,
+                    state, log, overwrite) -> dict:
+    i, n = shard
+    name = loaded.task.name
+    shard_path, shard_meta = _shard_files(out, name, i, n)
+    meta = read_optional_json(shard_meta, "delete it")
+    if overwrite or meta.get("key") != key or not shard_path.is_file():
+        t0 = time.perf_counter()
+        df = evaluate_task(model_ready(), loaded, batch_size=batch_size, progress=progress, scorer=scorer,
+                           shard=shard)
+        seconds = time.perf_counter() - t0
+        shard_path.parent.mkdir(parents=True, exist_ok=True)
+        write_predictions(df, shard_path)
+        atomic_write_json(shard_meta, {"key": key, "seconds": round(seconds, 3), "n": len(df),
+                                       "model": state["lm"].info, "threads": state["n_threads"]})
+        log(f"{name}: shard {i + 1}/{n} n={len(df)} ({seconds:.1f}s)")
+    else:
+        log(f"{name}: shard {i + 1}/{n} reusing {shard_path}")
+    with locked(out / f".{path.name}.lock", log, what=f"{name} in {out}"):
+        done = read_manifest(out).get("tasks", {})
+        if not overwrite and done.get(name, {}).get("key") == key and path.is_file():  # another shard merged it
+            return {**accuracy(read_prediction_file(path)), "n": len(loaded.questions), "reused": True, "merged": True}
+        metas = [read_optional_json(_shard_files(out, name, j, n)[1], "delete it") for j in range(n)]
+        if not all(m.get("key") == key and _shard_files(out, name, j, n)[0].is_file() for j, m in enumerate(metas)):
+            return {"n": meta_n(shard_meta), "reused": False, "merged": False}
+        frames = [read_prediction_file(_shard_files(out, name, j, n)[0]) for j in range(n)]
+        df = pd.concat(frames).sort_values("doc_id", kind="stable").reset_index(drop=True)
+        write_predictions(df, path)
+        acc = accuracy(df)
+        seconds = sum(m["seconds"] for m in metas)
+        record(name, {"key": key, "file": path.name, "n": len(df), "seconds": round(seconds, 3), "shards": n,
+                      "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2),
+                      **acc, **entry_extra}, metas[i]["model"], metas[i]["threads"])
+        shutil.rmtree(shard_path.parent, ignore_errors=True)  # the merged file holds them all now
+        remove_if_holds_nothing(shard_path.parent.parent)
+        log(f"{name}: merged {n} shards, n={len(df)} acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f}")
+        return {**acc, "n": len(df), "reused": False, "merged": True}

@@ -291,7 +291,8 @@ def score_questions(
     progress: bool = False,
     desc: str = "scoring",
     row_tokens: int | None = None,
-) -> list[list[ScoredChoice]]:
+    shard: tuple[int, int] | None = None,
+) -> list[list[ScoredChoice] | None]:
     """Packed scorer: (context_tokens, [continuation_tokens per choice]) per question ->
     ScoredChoice per choice. A question whose choices have contexts of their own passes a list of
     context token lists (one per choice) instead.
@@ -303,7 +304,12 @@ def score_questions(
     of up to `row_tokens` tokens (`pack_rows`), and a forward pass takes rows up to
     `batch_size * row_tokens` tokens in all (at least one row), so memory stays bounded by the
     batch size whatever the task's lengths. Questions too long for the window fall back to
-    `score_requests` (whose left truncation then differs per choice, as in lm-eval)."""
+    `score_requests` (whose left truncation then differs per choice, as in lm-eval).
+
+    `shard=(i, n)`: plan the batches of all questions, then run only batches i, i+n, i+2n, ...
+    (and every n-th of the too-long questions); the others come back as None. Each batch holds
+    exactly the inputs it holds in an unsharded run, so the shards' numbers are the unsharded
+    numbers bit for bit (batch composition changes float rounding of the matrix products)."""
     import torch
 
     if batch_size < 1:
@@ -313,12 +319,16 @@ def score_questions(
     dtype = next(model.parameters()).dtype
     results: list[list[ScoredChoice] | None] = [None] * len(questions)
     trees: dict[int, QuestionTree] = {}
+    shard_i, shard_n = shard or (0, 1)
+    n_long = 0
     for qi, (ctx, conts) in enumerate(questions):
         if any(not c for c in conts):
             raise ValueError("a continuation encodes to no tokens; choices must be non-empty text")
         ctxs = ctx if ctx and isinstance(ctx[0], list) else [ctx] * len(conts)
         if max(len(x) + len(c) for x, c in zip(ctxs, conts)) - 1 > window:
-            results[qi] = score_requests(model, list(zip(ctxs, conts)), batch_size=len(conts))
+            if n_long % shard_n == shard_i:
+                results[qi] = score_requests(model, list(zip(ctxs, conts)), batch_size=len(conts))
+            n_long += 1
         else:
             trees[qi] = QuestionTree.build(ctx, conts)
     length = {qi: len(tree.tokens) for qi, tree in trees.items()}
@@ -330,8 +340,10 @@ def score_questions(
         n = max(1, min(len(rows) - start, batch_size * row_tokens // fill[start]))
         batches.append(range(start, start + n))
         start += n
+    batches = batches[shard_i::shard_n]
     neg = torch.finfo(dtype).min
-    with _progress_bar(progress, len(length), desc, "question") as bar, torch.inference_mode():
+    with _progress_bar(progress, sum(len(rows[r]) for b in batches for r in b), desc, "question") as bar, \
+            torch.inference_mode():
         for batch in batches:
             width = fill[batch[0]]
             ids = torch.zeros((len(batch), width), dtype=torch.long)
