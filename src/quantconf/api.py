@@ -422,7 +422,8 @@ def recalibrate(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path
     return recalibrate_task(predictions, n_folds=n_folds, n_boot=n_boot, seed=seed, n_bins=n_bins)
 
 
-def run_study(config: str | Path | dict | Study, out: str | Path, *, dry_run: bool = False, log=print) -> Path | None:
+def run_study(config: str | Path | dict | Study, out: str | Path, *, dry_run: bool = False, log=print,
+              executor: str | None = None, ray_address: str | None = None) -> Path | None:
     """Run a whole study (models x quantization variants x tasks), resumably, and write its report.
 
     Parameters
@@ -435,6 +436,12 @@ def run_study(config: str | Path | dict | Study, out: str | Path, *, dry_run: bo
     dry_run : bool, default=False
         Only list the steps and whether each is done.
     log : callable, default=print
+        Receives the progress lines: one per step start and finish, with elapsed time and steps left.
+    executor : {"local", "ray"}, optional
+        Override the config's ``executor``: steps one after another in this process, or each step
+        a Ray task (``resources:`` per step kind, ``shards:`` per task) — the same numbers either way.
+    ray_address : str, optional
+        A Ray cluster to join (``"auto"``, ``"HOST:PORT"``); default: start Ray on this machine.
 
     Returns
     -------
@@ -444,7 +451,8 @@ def run_study(config: str | Path | dict | Study, out: str | Path, *, dry_run: bo
     Raises
     ------
     QuantconfError
-        Invalid config (one line naming the field), unknown tasks or methods.
+        Invalid config (one line naming the field), unknown tasks or methods; after the run, the
+        steps that failed (the others ran; a re-run resumes what is missing).
 
     Examples
     --------
@@ -455,7 +463,7 @@ def run_study(config: str | Path | dict | Study, out: str | Path, *, dry_run: bo
     """
     study = config if isinstance(config, Study) else (
         load_study(data=config) if isinstance(config, dict) else load_study(Path(config)))
-    return _run_study(study, Path(out), dry_run=dry_run, log=log)
+    return _run_study(study, Path(out), dry_run=dry_run, log=log, executor=executor, ray_address=ray_address)
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame | dict[str, pd.DataFrame]:

@@ -197,7 +197,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_study(args) -> int:
-    report = qc.run_study(Path(args.config), Path(args.out), dry_run=args.dry_run)
+    report = qc.run_study(Path(args.config), Path(args.out), dry_run=args.dry_run, executor=args.executor,
+                          ray_address=args.ray_address)
     if report:
         print(f"report: {report}")
     return 0
@@ -341,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--out", required=True, help="study directory")
     p.add_argument("--dry-run", action="store_true", help="list the steps and whether they are done")
+    p.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="local: steps one after another here; ray: every step a Ray task (default: the config's)")
+    p.add_argument("--ray-address", default=None,
+                   help="a Ray cluster to join (auto, HOST:PORT); default: start Ray on this machine")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("demo", help="the built-in study on the embedded default model")

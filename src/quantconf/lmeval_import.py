@@ -37,6 +37,7 @@ from quantconf.errors import QuantconfError
 from quantconf.io import atomic_write_json, ensure_writable_dir, package_versions, remove_if_holds_nothing
 from quantconf.predictions import MANIFEST, task_file_name, write_predictions
 from quantconf.tasks import load_task
+from quantconf.tasks.lm_eval_bridge import raw_config, task_manager
 
 # quantconf built-in -> (lm-eval yaml relative to lm_eval/tasks, split, file under the data dir)
 BUILTIN_LM_EVAL_YAMLS = {
@@ -124,8 +125,6 @@ def _row(task, doc_id, context, choices, gold, pairs) -> dict:
 def _task_doc_function(task: str, field: str):
     """The task's own doc_to_text/doc_to_choice when lm-eval defines it as a Python function."""
     try:
-        from quantconf.tasks.lm_eval_bridge import raw_config, task_manager
-
         tm = task_manager()
         fn = raw_config(tm, task).get(field) if task in tm.task_index else None
     except Exception:  # lm-eval missing or the name unknown to it: fall back to the logged acc

@@ -20,6 +20,11 @@ Config (YAML):
     ppl_tokens: 4096                  #   tokens of that text (windows of 512, stride 256)
     outliers: false                   # true: activation-outlier stats of each calibration set (full model)
     outlier_samples: 8
+    executor: local                   # or ray: every step a Ray task (--executor/--ray-address override)
+    ray_address: null                 # null: Ray starts on this machine; auto or HOST:PORT: a cluster
+    resources: {quantize: {num_gpus: 1}, eval: {num_cpus: 2, memory: 4e9}}   # Ray resources per step kind
+    shards: 1                         # split each task's evaluation into N parallel jobs (same numbers)
+    max_retries: 2                    # Ray: re-runs of a job whose worker died
 
 Layout of STUDY_DIR: `steps/quant-<key>/` (checkpoints), `steps/eval-<key>/` (predictions), and
 the report files. A step's key hashes everything that determines its output (model weights hash,
@@ -29,7 +34,9 @@ recomputes only missing steps, and editing the config reuses what still applies.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 import sys
@@ -43,8 +50,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from quantconf._version import __version__
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import evaluate_to_dir
+from quantconf.executors import Job, execute
 from quantconf.io import (atomic_write_bytes, atomic_write_json, clean_stale_temp, ensure_writable_dir, locked,
-                          stable_hash)
+                          stable_hash, working_directory)
 from quantconf.models import QUANTIZE_RECORD, model_fingerprint
 from quantconf.outliers import run_outliers
 from quantconf.perplexity import text_perplexity
@@ -109,6 +117,12 @@ class Study(BaseModel):
     ppl_tokens: int = Field(4096, gt=0)
     outliers: bool = False  # activation-outlier stats of each calibration set (full model)
     outlier_samples: int = Field(8, gt=0)
+    # how the steps run (none of these change a result, so none is part of a step's key)
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # None: start Ray on this machine; "auto" or HOST:PORT: join a cluster
+    resources: dict[Literal["quantize", "eval", "ppl", "outliers"], dict[Literal["num_cpus", "num_gpus", "memory"], float]] = {}
+    shards: int = Field(1, ge=1)  # split each task's evaluation into this many parallel jobs
+    max_retries: int = Field(2, ge=0)  # Ray: re-runs of a job whose worker died
 
     @field_validator("variants", mode="before")
     @classmethod
@@ -222,41 +236,87 @@ def perplexity_step(target: str, study: Study, path: Path) -> None:
     atomic_write_json(path, {k: v for k, v in record.items() if k != "model"})
 
 
-def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print) -> Path | None:
-    """Run every step not done yet, then write the report; returns its path (None for a dry run)."""
-    study_dir = ensure_writable_dir(Path(study_dir))
+def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print, executor: str | None = None,
+              ray_address: str | None = None) -> Path | None:
+    """Run every step not done yet, then write the report; returns its path (None for a dry run).
+
+    `executor` ("local" or "ray"; default: the config's) and `ray_address` override the config.
+    A step that fails does not stop the others: the study runs what it can, then raises a
+    QuantconfError listing each failed step (a re-run resumes only what is missing)."""
+    executor = executor or study.executor
+    ray_address = ray_address or study.ray_address
+    study_dir = ensure_writable_dir(Path(study_dir)).resolve()  # absolute: jobs may run elsewhere
     for gone in clean_stale_temp(study_dir):  # what killed runs left (their pid is in the name)
         log(f"removed {gone}, left by a killed run")
     steps = plan(study, study_dir)
-    if not dry_run:
-        atomic_write_bytes(study_dir / "study.yaml", yaml.safe_dump(study.as_dict(), sort_keys=False).encode())
     if dry_run:
         for s in steps:
             log(f"[{'done' if s.done() else 'todo'}] {s.describe()}")
         return None
-    quant_paths = {}
-    for i, s in enumerate(steps, 1):
-        label = s.variant.label() if s.variant else "full"
-        if s.kind == "quantize":
-            quant_paths[(s.model, label)] = s.path
-        # eval steps always run: evaluate_to_dir itself reuses every finished task whose inputs are
-        # unchanged, and locks each task, so two studies on one dir share the work
-        if s.kind != "eval" and s.done():
-            log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}: done, reusing")
-            continue
-        sub_log = lambda m: log(f"    {m}")  # noqa: E731
-        with locked(s.path.parent / f".{s.path.name}.lock", sub_log, what=f"{s.kind} step {s.path.name}"):
-            if s.kind != "eval" and s.done():  # another study finished it while we waited
-                log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}: done by another run, reusing")
-                continue
-            log(f"[{i}/{len(steps)}] {s.kind} {s.model} {label}")
-            run_step(s, study, str(quant_paths[(s.model, label)]) if s.variant else s.model, sub_log)
+    atomic_write_bytes(study_dir / "study.yaml", yaml.safe_dump(study.as_dict(), sort_keys=False).encode())
+    jobs = study_jobs(study, steps, per_task=executor == "ray", log=log if executor == "local" else print)
+    outcome = execute(jobs, executor, log=log, ray_address=ray_address, resources=study.resources,
+                      max_retries=study.max_retries, shared_dir=study_dir)
+    if outcome.failures:
+        failed = [f for f in outcome.failures if not f.skipped]
+        for f in outcome.failures:
+            log(f"{'skipped' if f.skipped else 'FAILED'}: {f.job}: {f.error}")
+        raise QuantconfError(f"{len(failed)} step(s) failed and {len(outcome.failures) - len(failed)} were skipped "
+                             f"(first: {failed[0].job}: {failed[0].error}); fix the cause and re-run: finished steps "
+                             "are reused")
     with locked(study_dir / ".report.lock", log, what="the report"):
         return write_report(study, study_dir, steps, log=log)
 
 
-def run_step(s: Step, study: Study, target: str, sub_log) -> None:
-    """Run one step of the plan (its lock is held by the caller)."""
+def study_jobs(study: Study, steps: list[Step], per_task: bool, log=print) -> list[Job]:
+    """The plan as executor jobs. An eval step becomes one job (all its tasks: the model loads once)
+    or, with `per_task`, one job per task; with `shards` > 1, one job per shard. An eval of a
+    quantized variant, and its ppl step, need that variant's quantize job."""
+    jobs: list[Job] = []
+    quant_job: dict[tuple[str, str], int] = {}
+    quant_path: dict[tuple[str, str], Path] = {}
+    cwd = os.getcwd()
+    for s in steps:
+        label = s.variant.label() if s.variant else "full"
+        deps = (quant_job[(s.model, label)],) if s.variant and s.kind != "quantize" else ()
+        target = str(quant_path[(s.model, label)]) if s.variant and s.kind != "quantize" else s.model
+        if s.kind == "quantize":
+            quant_job[(s.model, label)], quant_path[(s.model, label)] = len(jobs), s.path
+        task_sets = [(t,) for t in s.tasks] if s.kind == "eval" and per_task else [s.tasks]
+        shards = [(i, study.shards) for i in range(study.shards)] if s.kind == "eval" and study.shards > 1 else [None]
+        for tasks in task_sets:
+            for shard in shards:
+                name = " ".join([s.kind, s.model, label, *(tasks if per_task else ()),
+                                 *([f"shard {shard[0] + 1}/{shard[1]}"] if shard else [])])
+                jobs.append(Job(name, s.kind, functools.partial(run_job, s, study, target, tasks, shard, cwd, log),
+                                deps))
+    return jobs
+
+
+def run_job(s: Step, study: Study, target: str, tasks: tuple[str, ...], shard, cwd: str, log=print) -> None:
+    """One job of a study, in the driver's working directory when this machine has it (relative paths
+    in the config then mean what they meant there)."""
+    sub_log = lambda m: log(f"    {m}")  # noqa: E731
+    with working_directory(Path(cwd)) if Path(cwd).is_dir() else contextlib.nullcontext():
+        if s.kind == "eval":
+            # evaluate_to_dir itself reuses every finished task whose inputs are unchanged, and locks
+            # each task, so jobs of one step (and two studies on one dir) share the work
+            run_step(s, study, target, sub_log, tasks=tasks, shard=shard)
+            return
+        if s.done():
+            log(f"    {s.kind} {s.model}: done, reusing {s.path.name}")
+            return
+        with locked(s.path.parent / f".{s.path.name}.lock", sub_log, what=f"{s.kind} step {s.path.name}"):
+            if s.done():  # another study finished it while we waited
+                log(f"    {s.kind} {s.model}: done by another run, reusing {s.path.name}")
+                return
+            run_step(s, study, target, sub_log)
+
+
+def run_step(s: Step, study: Study, target: str, sub_log, tasks: tuple[str, ...] | None = None,
+             shard: tuple[int, int] | None = None) -> None:
+    """Run one step of the plan (its lock is held by the caller). Eval steps: `tasks` (default:
+    the study's) and `shard`."""
     if s.kind == "quantize":
         run_quantize(s.model, s.variant, s.path, overwrite=True, threads=study.threads, data_dir=study.data_dir,
                      quiet=True, log=sub_log)
@@ -266,10 +326,10 @@ def run_step(s: Step, study: Study, target: str, sub_log) -> None:
         run_outliers(s.model, outlier_calib_sets(study), s.path, n_samples=study.outlier_samples,
                      threads=study.threads, data_dir=study.data_dir, log=sub_log)
     else:
-        evaluate_to_dir(target, study.tasks, s.path, data_dir=study.data_dir, limit=study.limit,
+        evaluate_to_dir(target, list(tasks or study.tasks), s.path, data_dir=study.data_dir, limit=study.limit,
                         batch_size=study.batch_size, dtype=study.dtype, threads=study.threads, seed=study.seed,
                         progress=False, log=sub_log, num_fewshot=study.num_fewshot, fewshot_seed=study.fewshot_seed,
-                        include_path=study.include_path)
+                        include_path=study.include_path, shard=shard)
 
 
 DEMO_TASKS = ["piqa", "arc_easy", "hellaswag", "openbookqa"]

@@ -1,0 +1,142 @@
+"""Executors: local and Ray give the same study numbers; failures are isolated; killed workers retried;
+sharded evaluation equals unsharded bit for bit."""
+
+import functools
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from quantconf import QuantconfError
+from quantconf.executors import Job, execute
+from quantconf.predictions import read_prediction_dir
+
+
+def _write(path: str, text: str = "ok") -> None:
+    Path(path).write_text(text)
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def _die_once(marker: str) -> None:
+    """SIGKILL this worker the first time (as a node dying mid-step would); finish the second time."""
+    if not Path(marker).exists():
+        Path(marker).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    Path(marker + ".done").write_text(str(os.getpid()))
+
+
+def _jobs(tmp_path: Path) -> list[Job]:
+    return [
+        Job("a", "quantize", functools.partial(_write, str(tmp_path / "a"))),
+        Job("broken", "quantize", functools.partial(_fail, "deterministic failure")),
+        Job("needs broken", "eval", functools.partial(_write, str(tmp_path / "c")), deps=(1,)),
+        Job("needs a", "eval", functools.partial(_write, str(tmp_path / "d")), deps=(0,)),
+    ]
+
+
+def test_local_executor_isolates_a_failing_job(tmp_path):
+    log = []
+    outcome = execute(_jobs(tmp_path), "local", log=log.append)
+    assert [(f.job, f.skipped) for f in outcome.failures] == [("broken", False), ("needs broken", True)]
+    assert "ValueError: deterministic failure" in outcome.failures[0].error
+    assert (tmp_path / "a").is_file() and (tmp_path / "d").is_file() and not (tmp_path / "c").exists()
+    assert log[0] == "[1/4] start a" and log[1].startswith("[1/4] done a in ") and log[1].endswith("(3 left)")
+    assert any(m.startswith("[2/4] FAILED broken") for m in log)
+    with pytest.raises(ValueError, match="dependencies must be earlier jobs"):
+        execute([Job("x", "eval", print, deps=(0,))], "local")
+    with pytest.raises(QuantconfError, match="executor must be one of"):
+        execute([], "dask")
+
+
+@pytest.fixture
+def ray_mod():
+    ray = pytest.importorskip("ray")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test file
+    return ray
+
+
+def test_ray_retries_a_killed_worker_and_isolates_failures(tmp_path, ray_mod):
+    marker = str(tmp_path / "victim")
+    jobs = _jobs(tmp_path) + [Job("victim", "eval", functools.partial(_die_once, marker))]
+    log = []
+    outcome = execute(jobs, "ray", log=log.append, max_retries=2, shared_dir=tmp_path, ray_num_cpus=2)
+    assert [(f.job, f.skipped) for f in outcome.failures] == [("broken", False), ("needs broken", True)]
+    killed, finished = Path(marker).read_text(), Path(marker + ".done").read_text()
+    assert killed != finished  # a new worker process ran the retry
+    assert (tmp_path / "d").is_file() and not (tmp_path / "c").exists()
+    assert sum("left)" in m for m in log) == len(jobs) and not list(tmp_path.glob(".probe-*"))
+    # without retries the killed job is a failure, the others are unaffected
+    Path(marker).unlink()
+    Path(marker + ".done").unlink()
+    outcome = execute([jobs[0], jobs[-1]], "ray", log=log.append, max_retries=0, ray_num_cpus=2)
+    assert [f.job for f in outcome.failures] == ["victim"] and "died" in outcome.failures[0].error.lower()
+
+
+def test_ray_refuses_a_study_dir_workers_cannot_write(tmp_path, ray_mod):
+    with pytest.raises(QuantconfError, match="Ray workers cannot write the study dir .*storage every node"):
+        execute(_jobs(tmp_path)[:1], "ray", shared_dir=tmp_path / "not-there", ray_num_cpus=2)
+
+
+def _summary_numbers(out: Path) -> pd.DataFrame:
+    df = pd.read_csv(out / "summary.csv")
+    keep = [c for c in df.columns if c not in ("seconds",) and not c.endswith("_seconds")]
+    return df[keep].sort_values(list(df.columns[:3])).reset_index(drop=True)
+
+
+def test_study_through_ray_equals_local_and_shards_equal_unsharded(tiny_model_dir, tmp_path, ray_mod):
+    from quantconf.study import load_study, run_study
+
+    config = {"models": [str(tiny_model_dir)], "tasks": ["arithmetic"], "limit": 60, "bootstrap": 20,
+              "batch_size": 1, "threads": 1,
+              "variants": [{"method": "rtn", "bits": 4, "group_size": 32}, {"method": "rtn", "bits": 3,
+                                                                             "group_size": 32}]}
+    local = tmp_path / "local"
+    run_study(load_study(data=config), local, log=lambda m: None)
+    log = []
+    sharded = {**config, "shards": 3, "resources": {"eval": {"num_cpus": 1}, "quantize": {"num_cpus": 1}}}
+    report = run_study(load_study(data=sharded), tmp_path / "ray", executor="ray", log=log.append)
+    assert report.is_file()
+    pd.testing.assert_frame_equal(_summary_numbers(local), _summary_numbers(tmp_path / "ray"))
+    # 1 full eval + 2 x (quantize + eval), evals in 3 shards each: 3 + 2 * (1 + 3) jobs
+    assert sum(" in " in m and "left)" in m for m in log) == 11 and any("shard 3/3" in m for m in log)
+    for step in (local / "steps").glob("eval-*"):
+        ours = read_prediction_dir(step)["arithmetic"]
+        theirs = read_prediction_dir(tmp_path / "ray" / "steps" / step.name)["arithmetic"]
+        pd.testing.assert_frame_equal(ours, theirs)  # bit for bit, though scored in 3 shards
+        manifest = json.loads((tmp_path / "ray" / "steps" / step.name / "manifest.json").read_text())
+        assert manifest["tasks"]["arithmetic"]["shards"] == 3
+        assert not (tmp_path / "ray" / "steps" / step.name / ".shards").exists()
+
+
+def test_failing_step_is_reported_and_rerun_resumes(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import quantconf.study as study_mod
+    from quantconf.cli import main
+
+    config = tmp_path / "s.yaml"
+    config.write_text(json.dumps({"models": [str(tiny_model_dir)], "tasks": ["arithmetic"], "limit": 12,
+                                  "bootstrap": 10, "variants": [{"method": "rtn", "bits": 4, "group_size": 32},
+                                                                {"method": "rtn", "bits": 8, "group_size": 32}]}))
+    real = study_mod.run_quantize
+
+    def broken_for_8_bits(model, variant, *a, **k):
+        if variant.bits == 8:
+            raise RuntimeError("out of memory (simulated)")
+        return real(model, variant, *a, **k)
+
+    monkeypatch.setattr(study_mod, "run_quantize", broken_for_8_bits)
+    assert main(["study", str(config), "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "FAILED: quantize" in captured.out and "RuntimeError: out of memory (simulated)" in captured.out
+    assert "skipped: eval" in captured.out and "1 step(s) failed and 1 were skipped" in captured.err
+    assert not (tmp_path / "out" / "report.html").exists()
+    monkeypatch.setattr(study_mod, "run_quantize", real)
+    assert main(["study", str(config), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done, reusing") == 1 and "report:" in out  # the 4-bit quantization is not redone
