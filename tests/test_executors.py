@@ -140,3 +140,28 @@ def test_failing_step_is_reported_and_rerun_resumes(tiny_model_dir, tmp_path, mo
     assert main(["study", str(config), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert out.count("done, reusing") == 1 and "report:" in out  # the 4-bit quantization is not redone
+
+
+def test_cli_shards_merge_into_the_unsharded_file(tiny_model_dir, tmp_path, capsys):
+    from quantconf.cli import main
+
+    common = ["eval", str(tiny_model_dir), "--tasks", "arithmetic,piqa", "--limit", "30", "--batch-size", "1",
+              "--quiet"]
+    data = ["--data-dir", str(Path(__file__).resolve().parents[2] / "shared" / "data")]
+    if not Path(data[1]).is_dir():
+        common[3], data = "arithmetic", []
+    assert main(common + data + ["--out", str(tmp_path / "full")]) == 0
+    assert main(common + data + ["--out", str(tmp_path / "sh"), "--shard", "2/3"]) == 0
+    assert "shard 2/3 written" in capsys.readouterr().out
+    assert main(common + data + ["--out", str(tmp_path / "sh"), "--shard", "1/3"]) == 0
+    assert not (tmp_path / "sh" / "arithmetic.parquet").exists()
+    assert main(common + data + ["--out", str(tmp_path / "sh"), "--shard", "3/3"]) == 0
+    full, sharded = read_prediction_dir(tmp_path / "full"), read_prediction_dir(tmp_path / "sh")
+    assert full.keys() == sharded.keys()
+    for task in full:
+        pd.testing.assert_frame_equal(full[task], sharded[task])
+    keys = [json.loads((tmp_path / d / "manifest.json").read_text())["tasks"]["arithmetic"]["key"] for d in ("full", "sh")]
+    assert keys[0] == keys[1]  # an unsharded run reuses the merged file
+    with pytest.raises(SystemExit):
+        main(common + data + ["--out", str(tmp_path / "sh"), "--shard", "4/3"])
+    assert "1 <= I <= N" in capsys.readouterr().err

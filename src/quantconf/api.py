@@ -128,7 +128,8 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
              dtype: str = "float32", device: str = "cpu", threads: int | None = None, seed: int = 1234,
              scorer: str = "packed", overwrite: bool = False, allow_pickle: bool = False,
              trust_remote_code: bool = False, progress: bool = False, log=None, num_fewshot: int | None = None,
-             fewshot_seed: int = 1234, include_path: str | Path | None = None) -> dict[str, pd.DataFrame]:
+             fewshot_seed: int = 1234, include_path: str | Path | None = None,
+             shard: tuple[int, int] | None = None) -> dict[str, pd.DataFrame]:
     """Score every choice of every question of ``tasks`` with ``model``, as lm-evaluation-harness does.
 
     Parameters
@@ -158,6 +159,10 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
         Show a progress bar.
     log : callable, optional
         Receives one line per task (default: silent).
+    shard : (int, int), optional
+        ``(i, n)``, 0-based, with ``out``: score only shard i of n of each task (every n-th forward
+        pass); the shard that finds all n done merges them into ``OUT/<task>.parquet``, identical to
+        an unsharded run. Returns the merged frames, or {} while shards are missing.
 
     Returns
     -------
@@ -187,8 +192,11 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
                                   dtype=dtype, device=device, threads=threads, seed=seed, overwrite=overwrite,
                                   allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, progress=progress,
                                   scorer=scorer, log=log, num_fewshot=num_fewshot, fewshot_seed=fewshot_seed,
-                                  include_path=include_path)
-        return {name: read_prediction_file(Path(out) / task_file_name(name)) for name in summary}
+                                  include_path=include_path, shard=shard)
+        return {name: read_prediction_file(Path(out) / task_file_name(name)) for name, done in summary.items()
+                if done.get("merged", True)}
+    if shard is not None:
+        raise QuantconfError("shard needs out: shards are merged in the output directory", param="shard")
     leaves, _ = resolve_tasks(task_list, num_fewshot, fewshot_seed, include_path)
     loaded_tasks = [_load_task(t, data_dir=data_dir, limit=limit, seed=seed) for t in leaves]
     set_threads(threads)

@@ -38,6 +38,17 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _shard(value: str) -> tuple[int, int]:
+    i, _, n = value.partition("/")
+    try:
+        i, n = int(i), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 2/4, got {value!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"shard I/N needs 1 <= I <= N, got {value!r}")
+    return i - 1, n
+
+
 def _nonnegative_int(value: str) -> int:
     try:
         n = int(value)
@@ -73,8 +84,11 @@ def cmd_eval(args) -> int:
         seed=args.seed, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
         trust_remote_code=args.trust_remote_code, progress=not args.quiet, scorer=args.scorer,
         log=lambda m: print(m, file=sys.stderr), num_fewshot=args.num_fewshot, fewshot_seed=args.fewshot_seed,
-        include_path=args.include_path,
+        include_path=args.include_path, shard=args.shard,
     )
+    if args.shard and not preds:
+        print(f"shard {args.shard[0] + 1}/{args.shard[1]} written; the last shard to finish merges them into {args.out}")
+        return 0
     print(f"{'task':<18} {'n':>6} {'acc':>8} {'acc_norm':>9}")
     for task, df in preds.items():
         acc = accuracy(df)
@@ -287,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "for built-ins)")
     p.add_argument("--fewshot-seed", type=int, default=1234, help="seed of lm-eval's few-shot sampler")
     p.add_argument("--include-path", default=None, help="a folder of your own lm-eval task YAML files")
+    p.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                   help="score only shard I of N (1-based) of each task; the last shard to finish merges them")
     p.add_argument("--limit", type=_positive_int, default=None, help="first N questions per task")
     p.add_argument("--batch-size", type=_positive_int, default=16,
                    help="packed: rows of up to 256 tokens per forward pass; naive: sequences per pass")
