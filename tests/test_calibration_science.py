@@ -417,3 +417,156 @@ def test_compat_edges_all_right_all_wrong_and_far_log_likelihoods():
         assert np.isnan(proskurina2024_metrics([[0.0, -800.0], [0.0, -1.0]], [0, 1])["entropy"])
     # fewer than 15 questions with > 2 choices: the notebook's ace cannot be computed
     assert np.isnan(proskurina2024_metrics([[0.0, -1.0, -2.0]] * 10, [0] * 10)["ace"])
+
+
+# --- recalibration.py against independent references (kills the mutants that survived) -------------
+
+def _ragged(n=300, seed=1, scale=3.0):
+    """Questions with 2, 3 or 4 choices; gold drawn from the softmax of ll / 2 (over-confident by 2)."""
+    rng = np.random.default_rng(seed)
+    ll, gold = [], []
+    for i in range(n):
+        z = rng.normal(size=2 + i % 3) * scale
+        p = np.exp(z / 2) / np.exp(z / 2).sum()
+        ll.append(list(z - 5.0))
+        gold.append(int(rng.choice(len(z), p=p)))
+    return ll, gold
+
+
+def _grid_temperature(ll_rows, gold, weights=None):
+    """Independent T fit: the NLL (scipy's logsumexp over -inf-padded rows) on a log-spaced grid,
+    then a finer grid around its minimum."""
+    from scipy.special import logsumexp
+
+    table = np.full((len(ll_rows), max(map(len, ll_rows))), -np.inf)
+    for i, r in enumerate(ll_rows):
+        table[i, :len(r)] = r
+    w = np.ones(len(gold)) if weights is None else np.asarray(weights, float)
+    rows, gold = np.arange(len(gold)), np.asarray(gold)
+
+    def nll(t):
+        z = table / t
+        return float((w * (logsumexp(z, axis=1) - z[rows, gold])).sum() / w.sum())
+
+    best = 1.0
+    for grid in (np.exp(np.linspace(-3, 3, 601)), None):
+        grid = grid if grid is not None else best * np.exp(np.linspace(-0.012, 0.012, 241))
+        best = float(grid[int(np.argmin([nll(t) for t in grid]))])
+    return best
+
+
+def test_scaled_log_probs_equal_scipy_on_ragged_rows_and_huge_logits():
+    from scipy.special import log_softmax
+
+    from quantconf.recalibration import scaled_log_probs
+
+    rows = [[-1e4, -1e4 - 3.0], [-2.0, -1.0, -7.5], [5e3, 5e3 + 1.0, 5e3 - 2.0, 5e3 + 0.5]]
+    ll, mask = np.zeros((3, 4)), np.zeros((3, 4), bool)
+    for i, r in enumerate(rows):
+        ll[i, :len(r)], mask[i, :len(r)] = r, True
+    for t in (0.5, 1.0, 3.0):
+        out = scaled_log_probs(ll, mask, t)
+        for i, r in enumerate(rows):
+            np.testing.assert_allclose(out[i, :len(r)], log_softmax(np.array(r) / t), rtol=1e-12, atol=1e-12)
+            assert np.all(out[i, len(r):] == -np.inf)
+
+
+def test_fit_temperature_equals_a_grid_search_and_weights_are_counts():
+    ll_rows, gold = _ragged()
+    lp, mask = choice_log_probs(ll_rows)
+    lp = np.where(mask, lp, 0.0)
+    g = np.array(gold)
+    t = fit_temperature(lp, mask, g)
+    assert t == pytest.approx(_grid_temperature(ll_rows, gold), rel=2e-3)
+    assert 1.5 < t < 2.6  # the data are over-confident by a factor 2
+    # integer weights are the same as repeating rows
+    w = np.random.default_rng(0).integers(0, 4, len(gold)).astype(float)
+    rep = np.repeat(np.arange(len(gold)), w.astype(int))
+    assert fit_temperature(lp, mask, g, w) == pytest.approx(fit_temperature(lp[rep], mask[rep], g[rep]), rel=1e-5)
+    assert fit_temperature(lp, mask, g, w) != pytest.approx(t, rel=1e-3)
+
+
+def test_fold_ids_are_balanced_and_seeded():
+    from quantconf.recalibration import fold_ids
+
+    f = fold_ids(103, 5, seed=3)
+    assert sorted(np.bincount(f).tolist()) == [20, 20, 21, 21, 21]
+    assert (f == fold_ids(103, 5, seed=3)).all() and not (f == fold_ids(103, 5, seed=4)).all()
+
+
+def test_cross_fitting_holds_out_each_fold():
+    from quantconf.recalibration import cross_fitted_log_probs, fold_ids, scaled_log_probs
+
+    ll_rows, gold = _ragged(n=200, seed=5)
+    lp, mask = choice_log_probs(ll_rows)
+    lp = np.where(mask, lp, 0.0)
+    g = np.array(gold)
+    out, temps = cross_fitted_log_probs(lp, mask, g, n_folds=4, seed=7)
+    folds = fold_ids(len(g), 4, 7)
+    assert np.isfinite(out[mask]).all() and (out[~mask] == -np.inf).all()
+    for f, t in enumerate(temps):
+        held = folds == f
+        rows = [r for r, h in zip(ll_rows, held) if not h]
+        assert t == pytest.approx(_grid_temperature(rows, [x for x, h in zip(gold, held) if not h]), rel=2e-3)
+        np.testing.assert_allclose(out[held], scaled_log_probs(lp[held], mask[held], t))
+
+
+def test_recalibrate_task_on_ragged_rows_against_hand_references():
+    ll_rows, gold = _ragged(n=240, seed=2)
+    df = _df(ll_rows, gold)
+    res = recalibrate_task(df, n_folds=2, n_boot=30, seed=1)
+    assert res["n"] == 240 and res["n_folds"] == 2 and len(res["fold_temperatures"]) == 2
+    # "before": the metrics of the plain softmax of the log-likelihoods
+    probs = np.zeros((240, 4))
+    for i, r in enumerate(ll_rows):
+        probs[i, :len(r)] = np.exp(np.array(r) - np.logaddexp.reduce(r))
+    mask = np.zeros((240, 4), bool)
+    for i, r in enumerate(ll_rows):
+        mask[i, :len(r)] = True
+    ref = calibration_metrics(probs, np.array(gold), mask, 15)
+    for m in ("acc", "nll", "ece", "brier"):
+        assert res["before"][m] == pytest.approx(ref[m], rel=1e-9)
+    assert res["after"]["acc"] == res["before"]["acc"] and res["after"]["nll"] < res["before"]["nll"]
+    lo, hi = res["temperature_ci"]
+    assert lo < res["temperature"] < hi  # bootstrap refits with resampling weights spread T
+    again = recalibrate_task(df, n_folds=2, n_boot=30, seed=1)
+    assert again["temperature_ci"] == res["temperature_ci"] and again["after"] == res["after"]
+    assert recalibrate_task(df, n_folds=2, n_boot=30, seed=2)["temperature_ci"] != res["temperature_ci"]
+    assert all(np.isnan(recalibrate_task(df, n_folds=2, n_boot=0)["temperature_ci"]))
+
+
+@pytest.mark.parametrize("n_folds", [1, 241])
+def test_recalibrate_task_n_folds_bounds(n_folds):
+    df = _df(*_ragged(n=240, seed=2))
+    with pytest.raises(QuantconfError, match=r"n_folds must be between 2 and the number of questions \(240\)"):
+        recalibrate_task(df, n_folds=n_folds, n_boot=0)
+    assert recalibrate_task(df, n_folds=240, n_boot=0)["n_folds"] == 240
+
+
+def test_temperature_near_the_lower_bound_is_not_flagged():
+    """An under-confident model (log-likelihoods / 100) is fitted T ~ 0.01: inside the bounds."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(400, 3)) * 3
+    gold = [int(np.argmax(r + rng.gumbel(size=3))) for r in z]
+    res = recalibrate_task(_df((z / 100).tolist(), gold), n_boot=0)
+    assert 0.008 < res["temperature"] < 0.013  # above the bound exp(-5) = 0.0067, below twice it
+    assert res["temperature_at_bound"] is False
+
+
+@pytest.mark.parametrize("before_q, after_q, verdict", [
+    (1e-12, 0.0, "temperature scaling"),          # a gap of exactly 1e-12 is a gap
+    (0.2, 0.1, "closes most of it"),              # exactly half: "most"
+    (0.2, 0.2, "does not close it"),              # exactly equal: not narrowed
+    (0.2, 0.15, "narrows it"),
+    (0.0, 0.3, "there was no gap to close"),
+])
+def test_gap_verdict_boundaries(before_q, after_q, verdict):
+    from quantconf.recalibration import gap_verdict
+
+    full = {"before": {"ece": 0.0}, "after": {"ece": 0.0}, "temperature": 1.0}
+    quant = {"before": {"ece": before_q}, "after": {"ece": after_q}, "temperature": 2.0}
+    line = gap_verdict("piqa", full, quant)
+    assert verdict in line and line.startswith("piqa: quantized minus full ECE")
+    assert "search bound" not in line
+    quant["temperature_at_bound"] = True
+    assert "T of the quantized model is at the search bound" in gap_verdict("piqa", full, quant)
