@@ -570,3 +570,51 @@ def test_gap_verdict_boundaries(before_q, after_q, verdict):
     assert "search bound" not in line
     quant["temperature_at_bound"] = True
     assert "T of the quantized model is at the search bound" in gap_verdict("piqa", full, quant)
+
+
+def test_recalibrate_task_defaults_bins_folds_seed_and_bootstrap_against_references():
+    from quantconf.recalibration import cross_fitted_log_probs, recalibrate_task as rt
+
+    ll_rows, gold = _ragged(n=150, seed=9)
+    df = _df(ll_rows, gold)
+    assert rt(df) == rt(df, n_folds=5, n_boot=200, seed=0, n_bins=15)  # the documented defaults
+    lp, mask = choice_log_probs(ll_rows)
+    lp = np.where(mask, lp, 0.0)
+    g = np.array(gold)
+    assert cross_fitted_log_probs(lp, mask, g)[1] == cross_fitted_log_probs(lp, mask, g, 5, 0)[1]
+    res = rt(df, n_folds=3, n_boot=20, seed=4, n_bins=5)
+    # "after": the held-out probabilities of the cross-fit with this seed, at 5 bins, ragged mask honoured
+    after_lp, _ = cross_fitted_log_probs(lp, mask, g, 3, 4)
+    ref = calibration_metrics(np.where(mask, np.exp(after_lp), 0.0), g, mask, 5, log_probs=after_lp)
+    for m in ("acc", "nll", "ece", "ace", "smece", "brier"):
+        assert res["after"][m] == pytest.approx(ref[m], rel=1e-9), m
+    probs = np.where(mask, np.exp(lp), 0.0)
+    before = calibration_metrics(probs, g, mask, 5)
+    assert res["before"]["ace"] == pytest.approx(before["ace"], rel=1e-9)
+    assert res["before"]["ece"] == pytest.approx(before["ece"], rel=1e-9)
+    # the bootstrap: questions resampled with numpy's default_rng(seed), all n of them eligible
+    rng = np.random.default_rng(4)
+    boot = [_grid_temperature(ll_rows, gold, np.bincount(rng.integers(0, 150, 150), minlength=150))
+            for _ in range(20)]
+    lo, hi = res["temperature_ci"]
+    assert lo == pytest.approx(np.percentile(boot, 2.5), rel=3e-3) and hi == pytest.approx(np.percentile(boot, 97.5), rel=3e-3)
+
+
+def test_recalibrate_task_keeps_underflowing_gold_probabilities_finite_and_errors_name_the_parameter():
+    ll = [[0.0, -900.0], [-1.0, -2.0], [-2.0, -1.0], [-0.5, -3.0]] * 10
+    gold = [1, 0, 1, 0] * 10
+    res = recalibrate_task(_df(ll, gold), n_folds=2, n_boot=0)
+    assert np.isfinite(res["before"]["nll"]) and res["before"]["nll"] > 900 / 4 * 0.9
+    with pytest.raises(QuantconfError, match="temperature scaling needs one gold answer per question") as e:
+        recalibrate_task(_df([[0.0, -1.0]] * 3, [[0], [1], [0]]), n_boot=0)
+    with pytest.raises(QuantconfError) as e:
+        recalibrate_task(_df(ll, gold), n_folds=1, n_boot=0)
+    assert e.value.param == "n_folds"
+
+
+def test_temperature_at_the_lower_bound_is_flagged():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(300, 3)) * 3
+    gold = [int(np.argmax(r)) for r in z]  # the model is always right, but 1e6 times too unsure
+    res = recalibrate_task(_df((z / 1e6).tolist(), gold), n_boot=0)
+    assert res["temperature"] == pytest.approx(np.exp(-5.0), rel=1e-3) and res["temperature_at_bound"] is True
