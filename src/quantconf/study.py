@@ -53,7 +53,7 @@ from quantconf.evaluation import evaluate_to_dir
 from quantconf.executors import Job, execute
 from quantconf.io import (atomic_write_bytes, atomic_write_json, clean_stale_temp, ensure_writable_dir, locked,
                           stable_hash, working_directory)
-from quantconf.models import QUANTIZE_RECORD, model_fingerprint
+from quantconf.models import QUANTIZE_RECORD, load_model, model_fingerprint, set_threads
 from quantconf.outliers import run_outliers
 from quantconf.perplexity import text_perplexity
 from quantconf.predictions import read_manifest
@@ -255,7 +255,7 @@ def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print, e
         return None
     atomic_write_bytes(study_dir / "study.yaml", yaml.safe_dump(study.as_dict(), sort_keys=False).encode())
     jobs = study_jobs(study, steps, per_task=executor == "ray", log=log if executor == "local" else print)
-    outcome = execute(jobs, executor, log=log, ray_address=ray_address, resources=study.resources,
+    outcome = execute(jobs, executor, log=log, ray_address=ray_address, resources=job_resources(study),
                       max_retries=study.max_retries, shared_dir=study_dir)
     if outcome.failures:
         failed = [f for f in outcome.failures if not f.skipped]
@@ -301,7 +301,7 @@ def run_job(s: Step, study: Study, target: str, tasks: tuple[str, ...], shard, c
         if s.kind == "eval":
             # evaluate_to_dir itself reuses every finished task whose inputs are unchanged, and locks
             # each task, so jobs of one step (and two studies on one dir) share the work
-            run_step(s, study, target, sub_log, tasks=tasks, shard=shard)
+            run_step(s, study, _worker_model(target, study, s, tasks), sub_log, tasks=tasks, shard=shard)
             return
         if s.done():
             log(f"    {s.kind} {s.model}: done, reusing {s.path.name}")
@@ -313,7 +313,33 @@ def run_job(s: Step, study: Study, target: str, tasks: tuple[str, ...], shard, c
             run_step(s, study, target, sub_log)
 
 
-def run_step(s: Step, study: Study, target: str, sub_log, tasks: tuple[str, ...] | None = None,
+_WORKER_MODEL: dict = {}  # the last model an eval job loaded in this process, for the next job of that model
+
+
+def _worker_model(target: str, study: Study, s: Step, tasks: tuple[str, ...]):
+    """For a job that scores only some of a step's tasks (Ray: one job per task or shard), the model
+    the previous job in this worker process loaded, when it is the same: a warm Ray worker then
+    scores the next task without loading the model again. Otherwise the spec (loaded only if some
+    task needs scoring)."""
+    finished = read_manifest(s.path).get("tasks", {}) if s.path.is_dir() else {}
+    if set(tasks) == set(s.tasks) or all(t in finished for t in tasks):
+        return target
+    key = (target, model_fingerprint(target), study.dtype)
+    if _WORKER_MODEL.get("key") != key:
+        _WORKER_MODEL.clear()  # one model at a time: a worker's memory holds one
+        set_threads(study.threads)
+        _WORKER_MODEL.update(key=key, lm=load_model(target, dtype=study.dtype))
+    return _WORKER_MODEL["lm"]
+
+
+def job_resources(study: Study) -> dict:
+    """Ray resources per step kind: the config's, and by default as many CPUs as the job's torch
+    threads (study.threads, else this machine's cores), so two jobs never share cores unasked."""
+    cpus = float(study.threads or os.cpu_count() or 1)
+    return {kind: {"num_cpus": cpus, **study.resources.get(kind, {})} for kind in ("quantize", "eval", "ppl", "outliers")}
+
+
+def run_step(s: Step, study: Study, target, sub_log, tasks: tuple[str, ...] | None = None,
              shard: tuple[int, int] | None = None) -> None:
     """Run one step of the plan (its lock is held by the caller). Eval steps: `tasks` (default:
     the study's) and `shard`."""
