@@ -254,7 +254,7 @@ def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print, e
             log(f"[{'done' if s.done() else 'todo'}] {s.describe()}")
         return None
     atomic_write_bytes(study_dir / "study.yaml", yaml.safe_dump(study.as_dict(), sort_keys=False).encode())
-    jobs = study_jobs(study, steps, per_task=executor == "ray", log=log if executor == "local" else print)
+    jobs = study_jobs(study, steps, per_task=executor == "ray", log=log if executor == "local" else worker_log)
     outcome = execute(jobs, executor, log=log, ray_address=ray_address, resources=job_resources(study),
                       max_retries=study.max_retries, shared_dir=study_dir)
     if outcome.failures:
@@ -266,6 +266,12 @@ def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print, e
                              "are reused")
     with locked(study_dir / ".report.lock", log, what="the report"):
         return write_report(study, study_dir, steps, log=log)
+
+
+def worker_log(message: str) -> None:
+    """What a Ray job prints (Ray forwards workers' output to the driver). A module function, so
+    jobs pickle it by name: the driver's builtins.print may be wrapped and not picklable."""
+    print(message, flush=True)
 
 
 def study_jobs(study: Study, steps: list[Step], per_task: bool, log=print) -> list[Job]:
