@@ -45,7 +45,7 @@ def test_local_executor_isolates_a_failing_job(tmp_path):
     log = []
     outcome = execute(_jobs(tmp_path), "local", log=log.append)
     assert [(f.job, f.skipped) for f in outcome.failures] == [("broken", False), ("needs broken", True)]
-    assert "ValueError: deterministic failure" in outcome.failures[0].error
+    assert "ValueError: deterministic failure (at test_executors.py:" in outcome.failures[0].error
     assert (tmp_path / "a").is_file() and (tmp_path / "d").is_file() and not (tmp_path / "c").exists()
     assert log[0] == "[1/4] start a" and log[1].startswith("[1/4] done a in ") and log[1].endswith("(3 left)")
     assert any(m.startswith("[2/4] FAILED broken") for m in log)

@@ -131,3 +131,25 @@ def test_gptq_refuses_unknown_architecture():
 
     with pytest.raises(QuantconfError, match="does not support architecture 'weird'"):
         _check_model(SimpleNamespace(model_type="weird"), QuantConfig())
+
+
+def test_gptqmodel_gemma3_rope_entries_are_dropped_before_saving(tmp_path):
+    """GPTQModel 7.6 adds top-level rope entries to Gemma 3's per-layer-type rope_parameters, which
+    transformers then refuses to save; the per-layer-type parameters must survive untouched."""
+    from transformers import Gemma3TextConfig
+
+    from quantconf.quantizers.gptq import _restore_rope_parameters
+
+    config = Gemma3TextConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                              num_key_value_heads=1, head_dim=32, vocab_size=100)
+    original = {k: dict(v) for k, v in config.rope_parameters.items()}
+    config.rope_parameters.update({"rope_type": "default", "rope_theta": {"global": 1e6, "local": 1e4}})
+    with pytest.raises(AttributeError):
+        config.save_pretrained(tmp_path / "broken")
+    _restore_rope_parameters(config)
+    assert config.rope_parameters == original
+    config.save_pretrained(tmp_path / "fixed")
+    flat = Gemma3TextConfig(num_hidden_layers=2, layer_types=None)
+    before = dict(flat.rope_parameters)
+    _restore_rope_parameters(flat)  # nothing to do for a config without per-layer-type entries
+    assert flat.rope_parameters == before

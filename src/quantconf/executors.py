@@ -75,8 +75,11 @@ def _run_one(job: Job) -> dict:
         job.run()
     except Exception as e:  # every kind of error a step can raise is recorded, never lost
         msg = str(e).splitlines()[0][:300] if str(e) else ""
-        detail = "" if isinstance(e, QuantconfError) else " | " + traceback.format_exc().strip().splitlines()[-1][:200]
-        return {"status": "failed", "error": f"{type(e).__name__}: {msg}{detail}",
+        where = ""
+        if not isinstance(e, QuantconfError):  # an unexpected error: say where it was raised
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            where = f" (at {Path(frame.filename).name}:{frame.lineno} in {frame.name})"
+        return {"status": "failed", "error": f"{type(e).__name__}: {msg}{where}",
                 "seconds": time.perf_counter() - t0}
     return {"status": "ok", "seconds": time.perf_counter() - t0}
 

@@ -28,6 +28,17 @@ def _check_model(hf_config, config) -> None:
                              "use --method rtn or a supported model (llama, qwen2, gemma3, ...)")
 
 
+def _restore_rope_parameters(hf_config) -> None:
+    """GPTQModel 7.6's Gemma 3 support adds top-level "rope_type"/"rope_theta" entries to a config
+    whose rope_parameters are per layer type ({"full_attention": {...}, "sliding_attention": {...}}),
+    and transformers then refuses to save it ("'str' object has no attribute 'get'"). Drop the
+    added entries: the per-layer-type parameters, which the model uses, are untouched."""
+    rope, layer_types = getattr(hf_config, "rope_parameters", None), set(getattr(hf_config, "layer_types", None) or [])
+    if isinstance(rope, dict) and layer_types & set(rope):  # per layer type: parameter names do not belong here
+        for key in ("rope_type", "type", "rope_theta"):
+            rope.pop(key, None)
+
+
 def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))
     from gptqmodel import GPTQModel, QuantizeConfig
@@ -41,6 +52,7 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
     with working_directory(out_dir):  # GPTQModel writes ./logs/ here: keep it inside the checkpoint
         model = GPTQModel.load(str(model_src), qcfg, device="cpu")
         model.quantize(data, batch_size=1)
+        _restore_rope_parameters(model.model.config)
         model.save(str(out_dir))
     layers = {}
     log = out_dir / "quant_log.csv"
