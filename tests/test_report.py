@@ -111,3 +111,19 @@ def test_headlines_and_spread_from_tables(finished_study):
     spread = calib_spread(res.metrics)
     accs = res.metrics[res.metrics["variant"] != "full"]["acc"]
     assert spread["acc_range"].iloc[0] == pytest.approx(accs.max() - accs.min())
+
+
+def test_model_method_table_averages_tasks_by_hand():
+    from quantconf.study_results import model_method_table
+
+    def comp(model, task, dacc, dece, js, low, high):
+        return {"model": model, "variant": "rtn", "task": task, "delta_acc": dacc, "delta_ece": dece, "js_mean": js,
+                "by_confidence_bin": [{"flip_rate": low}, {"flip_rate": 0.5}, {"flip_rate": high}]}
+
+    table = model_method_table([comp("a", "t1", -0.1, 0.02, 0.2, 0.4, 0.0), comp("a", "t2", 0.0, 0.04, 0.1, 0.2, 0.1),
+                                comp("b", "t1", 0.05, -0.01, 0.3, 0.3, 0.2)])
+    assert table["model"].tolist() == ["a", "b"] and table["tasks"].tolist() == [2, 1]
+    a = table.iloc[0]
+    assert a["Δacc"] == pytest.approx(-0.05) and a["ΔECE"] == pytest.approx(0.03) and a["JS mean"] == pytest.approx(0.15)
+    assert a["flip rate, least-confident bin"] == pytest.approx(0.3) and a["flip rate, most-confident bin"] == pytest.approx(0.05)
+    assert model_method_table([]).empty

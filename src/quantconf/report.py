@@ -22,7 +22,8 @@ import pandas as pd
 from quantconf.io import atomic_write_bytes, atomic_write_json
 from quantconf.calibration import probs_from_predictions, reliability_bins
 from quantconf.study_results import (StudyResults, calib_spread, collect, comparison_table, confidence_bin_table,
-                                     headlines, instability_table, metrics_table, noise_floor_table, outliers_vs_loss,
+                                     headlines, instability_table, metrics_table, model_method_table, noise_floor_table,
+                                     outliers_vs_loss,
                                      provenance, recalibration_table, recalibration_verdicts, scale_table)
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("quantconf", "templates"), autoescape=True,
@@ -156,6 +157,16 @@ def comparison_section(res: StudyResults) -> Section:
                    [table_block(comparison_table(res.comparisons))])
 
 
+def model_method_section(res: StudyResults) -> Section | None:
+    if len({c["model"] for c in res.comparisons}) < 2:
+        return None
+    return Section("Models side by side",
+                   "Per model and quantization variant, the mean over tasks of the full-vs-quantized comparison; "
+                   "flip rates in the full model's least- and most-confident equal-mass bins (the bins of the "
+                   "next table). Different model families can react differently to the same quantization.",
+                   [table_block(model_method_table(res.comparisons))])
+
+
 def confidence_bin_section(res: StudyResults) -> Section:
     return Section("Were low-confidence samples affected more?",
                    "Questions split into equal-mass bins of the full model's confidence; per bin the mean absolute "
@@ -242,7 +253,8 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
     spread = calib_spread(res.metrics)
     if not spread.empty:
         atomic_write_bytes(study_dir / "calib_spread.csv", spread.to_csv(index=False).encode())
-    sections = [headline_section(res), noise_floor_section(res), comparison_section(res), confidence_bin_section(res),
+    sections = [headline_section(res), noise_floor_section(res), comparison_section(res), model_method_section(res),
+                confidence_bin_section(res),
                 metrics_section(res),
                 calib_spread_section(spread), recalibration_section(res), *outlier_sections(res), *task_plot_sections(study, res),
                 scale_section(res), provenance_section(study, steps)]

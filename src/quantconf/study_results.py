@@ -198,6 +198,24 @@ def comparison_table(comparisons: list[dict]) -> pd.DataFrame:
         for c in comparisons])
 
 
+def model_method_table(comparisons: list[dict]) -> pd.DataFrame:
+    """Per (model, variant), the mean over tasks of Δacc, ΔECE, JS and the correctness-flip rate in
+    the full model's least- and most-confident equal-mass bins: model families side by side."""
+    rows = []
+    for c in comparisons:
+        bins = c.get("by_confidence_bin") or []
+        rows.append({"model": c["model"], "variant": c["variant"], "Δacc": c.get("delta_acc", np.nan),
+                     "ΔECE": c.get("delta_ece", np.nan), "JS mean": c["js_mean"],
+                     "flip rate, least-confident bin": bins[0]["flip_rate"] if bins else np.nan,
+                     "flip rate, most-confident bin": bins[-1]["flip_rate"] if bins else np.nan})
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    out = df.groupby(["model", "variant"], sort=False).mean(numeric_only=True).reset_index()
+    out.insert(2, "tasks", df.groupby(["model", "variant"], sort=False).size().to_numpy())
+    return out
+
+
 def _ci(c, key) -> str:
     ci = c.get("ci", {}).get(key)
     return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
