@@ -85,9 +85,23 @@ def test_rtn_checkpoint_roundtrip_and_out_dir_guard(tiny_model_dir, tmp_path):
     assert len(torch.unique(w[0, :32])) <= 16
     with pytest.raises(QuantconfError, match="already exists"):
         run_quantize(str(tiny_model_dir), QuantConfig(method="rtn"), out)
-    with pytest.raises(QuantconfError, match="does not divide layer width"):
-        run_quantize(str(tiny_model_dir), QuantConfig(method="rtn", group_size=128), tmp_path / "x")
+    with pytest.raises(QuantconfError, match="bits must be one of"):
+        run_quantize(str(tiny_model_dir), QuantConfig(method="rtn", bits=5), tmp_path / "x")
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.tmp-*"))
+
+
+@pytest.mark.parametrize("sym", [True, False])
+def test_rtn_group_that_does_not_divide_the_width_leaves_a_shorter_last_group(sym):
+    """576 columns at group 128: four groups of 128, then one of 64 quantized on its own (as GPTQModel)."""
+    from quantconf.quantizers.rtn import rtn_quantize_weight
+
+    w = torch.randn(8, 576, generator=torch.Generator().manual_seed(0))
+    q = rtn_quantize_weight(w, 4, 128, sym)
+    for lo, hi in [(0, 128), (128, 256), (384, 512), (512, 576)]:  # each group = that slice quantized per row
+        torch.testing.assert_close(q[:, lo:hi], rtn_quantize_weight(w[:, lo:hi], 4, -1, sym), rtol=0, atol=0)
+    assert all(len(torch.unique(q[r, 512:])) <= 16 for r in range(8))
+    torch.testing.assert_close(rtn_quantize_weight(w[:, :512], 4, 128, sym), q[:, :512], rtol=0, atol=0)
+    assert rtn_quantize_weight(w[:, :40], 4, 128, sym).shape == (8, 40)  # a group wider than the layer: one group
 
 
 def test_interrupted_quantization_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch):

@@ -62,11 +62,15 @@ class QuantConfig:
         return f"{self.method}-w{self.bits}{g}" + (f"-{calib}-s{self.seed}" if self.method != "rtn" else "")
 
 
+def accept_any_model(hf_config, config) -> None:
+    """The check of a method that runs on every architecture and layer width."""
+
+
 @dataclass(frozen=True)
 class Quantizer:
     name: str
     quantize: Callable  # (model_src, tokenizer, calib_samples, config, out_dir) -> dict
-    check_model: Callable  # (hf_config, config) -> None; raise QuantconfError before any work
+    check_model: Callable = accept_any_model  # (hf_config, config) -> None; raise QuantconfError before any work
     needs_calibration: bool = True
     # False when the checkpoint depends on the torch thread count (summation order): GPTQ's
     # Hessian updates do; then study step keys and quantize.json record the thread count
@@ -80,7 +84,3 @@ def register_quantizer(q: Quantizer) -> Quantizer:
     QUANTIZERS[q.name] = q
     return q
 
-
-def linear_in_features(hf_config) -> list[int]:
-    """Input widths of the decoder's linear layers (hidden and MLP intermediate sizes)."""
-    return [v for v in (getattr(hf_config, "hidden_size", None), getattr(hf_config, "intermediate_size", None)) if v]

@@ -1,6 +1,7 @@
 """Round-to-nearest (RTN): the baseline — quantize each weight group independently, no data.
 
-Per output row and group of `group_size` input columns (the whole row for -1), with
+Per output row and group of `group_size` input columns (the whole row for -1; when the group size
+does not divide a layer's width, the last group is shorter, as GPTQModel does), with
 maxq = 2^bits - 1:
   asymmetric: scale = (max - min) / maxq, zero = round(-min / scale)
   symmetric:  scale = 2 max|w| / maxq,     zero = (maxq + 1) / 2      (GPTQ's convention)
@@ -14,18 +15,26 @@ torch and transformers are imported inside the functions (seconds to import; onl
 from __future__ import annotations
 
 from quantconf.errors import QuantconfError
-from quantconf.quantizers.base import Quantizer, linear_in_features, register_quantizer
+from quantconf.quantizers.base import Quantizer, register_quantizer
 
 
 def rtn_quantize_weight(w, bits: int, group_size: int, sym: bool):
     import torch
 
     out_f, in_f = w.shape
-    g = in_f if group_size == -1 else group_size
-    if in_f % g:
-        raise ValueError(f"in_features {in_f} not divisible by group size {g}")
+    g = in_f if group_size == -1 else min(group_size, in_f)
+    full = in_f - in_f % g  # columns in whole groups; the rest is one shorter group
+    parts = [_rtn_groups(w[:, :full].float().reshape(out_f, full // g, g), bits, sym).reshape(out_f, full)]
+    if full < in_f:
+        parts.append(_rtn_groups(w[:, full:].float().reshape(out_f, 1, in_f - full), bits, sym).reshape(out_f, -1))
+    return torch.cat(parts, dim=1).to(w.dtype)
+
+
+def _rtn_groups(wg, bits: int, sym: bool):
+    """Fake-quantize [rows, groups, width] along the last axis, one scale and zero per group."""
+    import torch
+
     maxq = 2**bits - 1
-    wg = w.float().reshape(out_f, in_f // g, g)
     if sym:
         scale = 2 * wg.abs().amax(-1, keepdim=True) / maxq
         zero = torch.full_like(scale, (maxq + 1) / 2)
@@ -35,17 +44,7 @@ def rtn_quantize_weight(w, bits: int, group_size: int, sym: bool):
         zero = torch.round(-lo / torch.where(scale > 0, scale, torch.ones_like(scale)))
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = torch.clamp(torch.round(wg / scale) + zero, 0, maxq)
-    return (scale * (q - zero)).reshape(out_f, in_f).to(w.dtype)
-
-
-def _check_model(hf_config, config) -> None:
-    if config.group_size == -1:
-        return
-    bad = [f for f in linear_in_features(hf_config) if f % config.group_size]
-    if bad:
-        ok = [g for g in (32, 64, 128) if all(f % g == 0 for f in linear_in_features(hf_config))]
-        raise QuantconfError(f"RTN group size {config.group_size} does not divide layer width {bad[0]}; "
-                             f"use --group-size {' or '.join(map(str, ok)) or '-1'}")
+    return scale * (q - zero)
 
 
 def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
@@ -68,4 +67,4 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
             "library": "quantconf.rtn"}
 
 
-register_quantizer(Quantizer("rtn", quantize=_quantize, check_model=_check_model, needs_calibration=False))
+register_quantizer(Quantizer("rtn", quantize=_quantize, needs_calibration=False))
