@@ -167,3 +167,18 @@ def test_gptqmodel_gemma3_rope_entries_are_dropped_before_saving(tmp_path):
     before = dict(flat.rope_parameters)
     _restore_rope_parameters(flat)  # nothing to do for a config without per-layer-type entries
     assert flat.rope_parameters == before
+
+
+def test_methods_lists_every_registered_method(capsys):
+    from quantconf.cli import main
+
+    assert main(["methods", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) == {"gptq", "rtn"}
+    assert by_name["gptq"]["needs_calibration"] is True and by_name["rtn"]["needs_calibration"] is False
+    assert by_name["gptq"]["library"] == "gptqmodel" and by_name["gptq"]["library_version"] == "7.6.0"
+    assert all(r["bits"] == [2, 3, 4, 8] and 128 in r["group_sizes"] and "cpu" in r["devices"] for r in rows)
+    assert main(["methods"]) == 0
+    table = capsys.readouterr().out
+    assert "rtn" in table and "none" in table and "gptqmodel 7.6.0" in table

@@ -18,6 +18,7 @@ from quantconf.evaluation import SCORERS
 from quantconf.lmeval_import import import_lm_eval
 from quantconf.models import read_quantize_record
 from quantconf.predictions import group_metrics, read_manifest
+from quantconf.quantizers import load_methods
 from quantconf.outliers import run_outliers
 from quantconf.perplexity import text_perplexity
 from quantconf.recalibration import gap_verdict
@@ -265,6 +266,20 @@ def cmd_import_lm_eval(args) -> int:
     return 0
 
 
+def cmd_methods(args) -> int:
+    rows = [q.describe() for q in load_methods().values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'method':<8} {'calibration':<12} {'bits':<10} {'group sizes':<16} {'library':<22} {'devices':<10} description")
+    for r in rows:
+        lib = f"{r['library']} {r['library_version'] or '(not installed)'}"
+        print(f"{r['name']:<8} {'needed' if r['needs_calibration'] else 'none':<12} "
+              f"{','.join(map(str, r['bits'])):<10} {','.join(map(str, r['group_sizes'])):<16} {lib:<22} "
+              f"{','.join(r['devices']):<10} {r['description']}")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     if args.lm_eval is not None:
         found = list_lm_eval_tasks(args.lm_eval, args.include_path)
@@ -403,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--data-dir", default=None, help="task data, to match old write_out 'truth' texts to choices")
     p.set_defaults(func=cmd_import_lm_eval)
+
+    p = sub.add_parser("methods", help="the quantization methods: calibration, bits, group sizes, library, devices")
+    p.add_argument("--json", action="store_true", help="a list of objects (name, needs_calibration, ...)")
+    p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("tasks", help="list the built-in tasks (--lm-eval PATTERN: lm-eval's)")
     p.add_argument("--lm-eval", metavar="PATTERN", default=None,

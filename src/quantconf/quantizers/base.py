@@ -75,6 +75,21 @@ class Quantizer:
     # False when the checkpoint depends on the torch thread count (summation order): GPTQ's
     # Hessian updates do; then study step keys and quantize.json record the thread count
     threads_invariant: bool = True
+    library: str = "quantconf"  # the distribution doing the work (its version goes in `quantconf methods`)
+    devices: tuple[str, ...] = ("cpu", "cuda")  # where its checkpoints can be made and evaluated
+    description: str = ""
+
+    def describe(self) -> dict:
+        """One row of `quantconf methods`: what the method takes and needs."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            lib_version = version(self.library)
+        except PackageNotFoundError:
+            lib_version = None
+        return {"name": self.name, "needs_calibration": self.needs_calibration, "bits": list(VALID_BITS),
+                "group_sizes": list(VALID_GROUPS), "activation_options": [], "library": self.library,
+                "library_version": lib_version, "devices": list(self.devices), "description": self.description}
 
 
 QUANTIZERS: dict[str, Quantizer] = {}

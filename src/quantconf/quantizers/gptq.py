@@ -70,4 +70,6 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
             "library": f"gptqmodel {gptqmodel.__version__}"}
 
 
-register_quantizer(Quantizer("gptq", quantize=_quantize, check_model=_check_model, threads_invariant=False))
+register_quantizer(Quantizer("gptq", quantize=_quantize, check_model=_check_model, threads_invariant=False,
+                             library="gptqmodel",
+                             description="GPTQ (second-order error compensation on a calibration set), v1 format"))

@@ -67,4 +67,5 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
             "library": "quantconf.rtn"}
 
 
-register_quantizer(Quantizer("rtn", quantize=_quantize, needs_calibration=False))
+register_quantizer(Quantizer("rtn", quantize=_quantize, needs_calibration=False,
+                             description="round-to-nearest per weight group, no data (the baseline)"))
