@@ -26,12 +26,12 @@ from quantconf.io import (atomic_write_json, clean_stale_temp, ensure_writable_d
                           read_optional_json, remove_if_holds_nothing, stable_hash)
 from quantconf.calibration import accuracy
 from quantconf.models import LoadedModel, load_model, model_fingerprint, resolve_device, set_threads
-from quantconf.predictions import MANIFEST, read_manifest, read_prediction_file, task_file_name, write_predictions
+from quantconf.predictions import (MANIFEST, predictions_frame, read_manifest, read_prediction_file, task_file_name,
+                                   write_predictions)
 from quantconf.scoring import encode_pair, score_questions, score_requests, wants_bos
 from quantconf.tasks import LoadedTask, load_task, resolve_tasks
 
 SCORERS = ("packed", "naive")
-COLUMNS = ["doc_id", "task", "context", "choices", "gold", "loglik", "n_tokens", "n_chars", "n_bytes", "is_greedy"]
 # part of the reuse key: bump when the scorer's numbers can change (3: rows packed, LM head in
 # blocks; 4: prefix trees)
 SCORER_VERSION = "4"
@@ -88,11 +88,7 @@ def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, pro
             "is_greedy": [x.is_greedy for x in s],
             **({"contexts": list(q.contexts), "continuation": q.continuation} if q.contexts is not None else {}),
         })
-    if any("contexts" in row for row in rows):
-        for row in rows:
-            row.setdefault("contexts", None)
-            row.setdefault("continuation", None)
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=COLUMNS)  # an empty shard
+    return predictions_frame(rows)
 
 
 def check_eval_options(tasks, batch_size: int, scorer: str) -> None:
@@ -143,9 +139,10 @@ def evaluate_to_dir(
     them with lm-eval's aggregation rule. `num_fewshot`/`fewshot_seed`/`include_path`: as
     `tasks.resolve_tasks` (few-shot contexts come from lm-eval's sampler).
 
-    `shard=(i, n)` scores only every n-th question starting at i (0-based) into
-    `OUT/.shards/<task>/`; the shard that finds all n done merges them into `OUT/<task>.parquet`
-    (sorted by doc_id, the same rows as an unsharded run) under the unsharded run's reuse key."""
+    `shard=(i, n)` (0-based) scores only every n-th forward pass of the unsharded plan, starting at
+    pass i (`evaluate_task`), into `OUT/.shards/<task>/`; the shard that finds all n done merges them
+    into `OUT/<task>.parquet` (sorted by doc_id: the unsharded run's rows, bit for bit) under the
+    unsharded run's reuse key."""
     check_eval_options(tasks, batch_size, scorer)
     if shard is not None:
         i, n = shard

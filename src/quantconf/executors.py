@@ -51,7 +51,6 @@ class Failure:
 @dataclass
 class Outcome:
     failures: list[Failure] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def execute(jobs: list[Job], executor: str = "local", *, log=print, ray_address: str | None = None,
@@ -84,6 +83,10 @@ def _run_one(job: Job) -> dict:
     return {"status": "ok", "seconds": time.perf_counter() - t0}
 
 
+def _skipped(needed: str) -> dict:
+    return {"status": "skipped", "error": f"needs {needed}, which did not finish", "seconds": 0.0}
+
+
 def _finish_line(i: int, n: int, job: Job, result: dict, left: int) -> str:
     what = {"ok": "done", "failed": "FAILED", "skipped": "skipped"}[result["status"]]
     extra = f": {result['error']}" if result["status"] != "ok" else ""
@@ -95,7 +98,7 @@ def _execute_local(jobs: list[Job], log) -> Outcome:
     for i, job in enumerate(jobs):
         failed_deps = [jobs[d].name for d in job.deps if results[d]["status"] != "ok"]
         if failed_deps:
-            result = {"status": "skipped", "error": f"needs {failed_deps[0]}, which did not finish", "seconds": 0.0}
+            result = _skipped(failed_deps[0])
         else:
             log(f"[{i + 1}/{len(jobs)}] start {job.name}")
             result = _run_one(job)
@@ -106,7 +109,6 @@ def _execute_local(jobs: list[Job], log) -> Outcome:
 
 
 def _record(outcome: Outcome, job: Job, result: dict) -> None:
-    outcome.seconds[job.name] = result["seconds"]
     if result["status"] != "ok":
         outcome.failures.append(Failure(job.name, result["error"], skipped=result["status"] == "skipped"))
 
@@ -115,8 +117,7 @@ def _ray_job(job: Job, index: int, total: int, *dep_results: dict) -> dict:
     """The body of every Ray task: skip if a dependency did not finish, else run and report."""
     failed = [r["job"] for r in dep_results if r["status"] != "ok"]
     if failed:
-        return {"status": "skipped", "error": f"needs {failed[0]}, which did not finish", "seconds": 0.0,
-                "job": job.name}
+        return {**_skipped(failed[0]), "job": job.name}
     print(f"[{index + 1}/{total}] start {job.name} (pid {os.getpid()} on {socket.gethostname()})", flush=True)
     return {**_run_one(job), "job": job.name}
 

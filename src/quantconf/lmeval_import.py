@@ -35,7 +35,7 @@ import pandas as pd
 
 from quantconf.errors import QuantconfError
 from quantconf.io import atomic_write_json, ensure_writable_dir, package_versions, remove_if_holds_nothing
-from quantconf.predictions import MANIFEST, task_file_name, write_predictions
+from quantconf.predictions import MANIFEST, predictions_frame, task_file_name, write_predictions
 from quantconf.tasks import load_task
 from quantconf.tasks.lm_eval_bridge import raw_config, task_manager
 
@@ -184,11 +184,7 @@ def read_samples_file(path: Path, task: str | None = None) -> pd.DataFrame:
             rows.append(_row(task, row["doc_id"], args[0][0], choices, _gold(task, row, choices, where), pairs))
     if not rows:
         raise QuantconfError(f"{path}: no samples")
-    if any("contexts" in r for r in rows):
-        for r in rows:
-            r.setdefault("contexts", None)
-            r.setdefault("continuation", None)
-    return pd.DataFrame(rows).sort_values("doc_id").reset_index(drop=True)
+    return predictions_frame(rows).sort_values("doc_id").reset_index(drop=True)
 
 
 def read_write_out_file(path: Path, data_dir=None) -> pd.DataFrame:

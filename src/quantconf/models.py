@@ -252,7 +252,7 @@ def dequantized_gguf_dir(gguf_path: Path) -> Path:
     if (target / "quantconf-complete").is_file():
         return target
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from transformers import AutoModelForCausalLM, GgufConfig
 
     with atomic_directory(target) as tmp:
         model = AutoModelForCausalLM.from_pretrained(

@@ -20,6 +20,17 @@ REQUIRED_COLUMNS = ["doc_id", "task", "choices", "gold", "loglik", "n_tokens", "
 MANIFEST = "manifest.json"
 
 
+def predictions_frame(rows: list[dict]) -> pd.DataFrame:
+    """Question rows as a predictions frame. When some question has per-choice contexts, every row
+    gets `contexts`/`continuation` (None where it has none); no rows (an empty shard) give an empty
+    frame that still has the required columns."""
+    if not rows:
+        return pd.DataFrame(columns=["doc_id", "task", "context", *REQUIRED_COLUMNS[2:]])
+    if any("contexts" in row for row in rows):
+        rows = [{**row, "contexts": row.get("contexts"), "continuation": row.get("continuation")} for row in rows]
+    return pd.DataFrame(rows)
+
+
 def write_predictions(df: pd.DataFrame, path: Path) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:

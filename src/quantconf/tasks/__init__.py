@@ -91,17 +91,14 @@ def _is_builtin(name: str, num_fewshot: int | None) -> bool:
 
 
 def _resolve_lm_eval(name: str, include_path: str | None):
-    try:
-        return lm_eval_bridge.resolve_lm_eval(name, include_path)
-    except QuantconfError as e:
-        if not str(e).startswith("unknown task"):
-            raise
+    if not lm_eval_bridge.knows(name, include_path):
         hint = difflib.get_close_matches(name, task_names(), n=3, cutoff=0.6)
         hint += lm_eval_bridge.close_matches(name, include_path)
         raise QuantconfError(f"unknown task {name!r}" + (f"; did you mean {', '.join(dict.fromkeys(hint))}?" if hint
                              else "") + "; built-ins: " + ", ".join(task_names()) +
                              "; lm-eval's: `quantconf tasks --lm-eval PATTERN`; or file:PATH.jsonl",
-                             param="tasks") from None
+                             param="tasks")
+    return lm_eval_bridge.resolve_lm_eval(name, include_path)
 
 
 def get_task(name: str, num_fewshot: int | None = None, fewshot_seed: int = 1234,

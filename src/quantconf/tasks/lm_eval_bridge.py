@@ -85,27 +85,28 @@ class Resolved:
     groups: dict[str, dict] = field(default_factory=dict)
 
 
+def knows(name: str, include_path: str | None = None) -> bool:
+    """Whether lm-eval (with the user's include path) has a task, tag or group of this name."""
+    return name in task_manager(include_path).task_index
+
+
 def resolve_lm_eval(name: str, include_path: str | None = None) -> Resolved:
+    """The leaf tasks and groups an lm-eval name stands for (the caller checked `knows(name)`)."""
     from lm_eval.tasks._factory import GROUP_FIELD_NAMES
 
     tm = task_manager(include_path)
-    if name not in tm.task_index:
-        hint = close_matches(name, include_path)
-        raise QuantconfError(f"unknown task {name!r}" + (f"; did you mean {', '.join(hint)}?" if hint else
-                             "; see `quantconf tasks` and `quantconf tasks --lm-eval PATTERN`"), param="tasks")
     out = Resolved()
 
-    def walk(item: str, overrides: dict, parent: str | None) -> str:
-        entry = tm.task_index.get(item)
-        kind = entry.kind.name if entry is not None else "INLINE"
-        if kind == "TAG":
-            children = [walk(t, overrides, parent) for t in sorted(entry.tags)]
-            return children[0] if len(children) == 1 else item
-        if kind == "GROUP":
+    def walk(item: str, overrides: dict) -> list[str]:
+        """Record `item`'s leaf tasks and groups; return what it stands for as a member of a group."""
+        entry = tm.task_index[item]
+        if entry.kind.name == "TAG":  # a shorthand for its tasks, not a container
+            return [member for t in sorted(entry.tags) for member in walk(t, overrides)]
+        if entry.kind.name == "GROUP":
             cfg = raw_config(tm, item)
             inherited = {**{k: v for k, v in cfg.items() if k not in GROUP_FIELD_NAMES and k != "metadata"},
                          **overrides}
-            children = []
+            members = []
             for child in cfg.get("task") or []:
                 if isinstance(child, str):
                     child_name, child_over = child, inherited
@@ -117,20 +118,13 @@ def resolve_lm_eval(name: str, include_path: str | None = None) -> Resolved:
                 if child_name not in tm.task_index:
                     raise QuantconfError(f"lm-eval group {item}: inline task {child_name!r} is not supported; "
                                          "define it in its own YAML (--include-path)")
-                if tm.task_index[child_name].kind.name == "TAG":
-                    children += sorted(tm.task_index[child_name].tags)
-                    for t in sorted(tm.task_index[child_name].tags):
-                        walk(t, child_over, item)
-                else:
-                    children.append(walk(child_name, child_over, item))
-            out.groups[item] = {"tasks": children, "aggregate_metric_list": cfg.get("aggregate_metric_list") or []}
-            return item
-        if kind == "INLINE":
-            raise QuantconfError(f"unknown lm-eval task {item!r}")
+                members += walk(child_name, child_over)
+            out.groups[item] = {"tasks": members, "aggregate_metric_list": cfg.get("aggregate_metric_list") or []}
+            return [item]
         out.leaves.append((item, overrides))
-        return item
+        return [item]
 
-    walk(name, {}, None)
+    walk(name, {})
     return out
 
 
@@ -168,7 +162,7 @@ def _split_files(cfg: dict, name: str, data_dir: Path, num_fewshot: int, local_f
 
 
 def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_seed: int,
-                 include_path: str | None, description: str = "") -> Task:
+                 include_path: str | None) -> Task:
     """A quantconf Task for one lm-eval leaf task (checked to be multiple choice; nothing loaded)."""
     tm = task_manager(include_path)
     cfg = raw_config(tm, name, {**overrides, "task": name})
@@ -187,18 +181,9 @@ def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_se
         split=cfg.get("test_split") or cfg.get("validation_split"),
         target_delimiter=cfg.get("target_delimiter") if cfg.get("target_delimiter") is not None else " ",
         num_fewshot=num_fewshot, fewshot_seed=fewshot_seed, include_path=include_path,
-        description=description or f"lm-eval task {name}" + (f", {num_fewshot}-shot" if num_fewshot else ""),
+        description=f"lm-eval task {name}" + (f", {num_fewshot}-shot" if num_fewshot else ""),
         lm_eval_overrides=overrides or None,
     )
-
-
-def check_lm_eval_files(task: Task, data_dir: Path | None, local_folder: str | None = None) -> None:
-    """Fail before any model loads when a local split file is missing or the few-shot pool is too small."""
-    if data_dir is None:
-        return
-    tm = task_manager(task.include_path)
-    cfg = raw_config(tm, task.lm_eval, {**_group_overrides(task), "task": task.lm_eval})
-    _split_files(cfg, task.name, data_dir, task.num_fewshot, local_folder)
 
 
 def _group_overrides(task: Task) -> dict:
