@@ -30,7 +30,7 @@ def test_rtn_weight_levels_and_error():
     ({"group_size": 48}, "group_size must be one of"),
     ({"method": "awq9"}, "method 'awq9' is unknown"),
     ({"damp": 2.0}, "damp must be in"),
-    ({"method": "rtn", "desc_act": True}, "desc_act only applies"),
+    ({"method": "rtn", "desc_act": True}, "desc_act does not apply to method rtn"),
     ({"bits": "4"}, "bits must be of type int"),
 ])
 def test_invalid_configs_fail_before_work(kwargs, message, tmp_path):
@@ -43,7 +43,7 @@ def test_invalid_configs_fail_before_work(kwargs, message, tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--bits", "5"], "quantconf: error: --bits must be one of"),
     (["--group-size", "48"], "quantconf: error: --group-size must be one of"),
-    (["--method", "rtn", "--desc-act"], "quantconf: error: --desc-act only applies"),
+    (["--method", "rtn", "--desc-act"], "quantconf: error: --desc-act does not apply to method rtn"),
 ])
 def test_cli_names_the_flag(flags, message, tmp_path, capsys):
     from quantconf.cli import main
@@ -175,10 +175,15 @@ def test_methods_lists_every_registered_method(capsys):
     assert main(["methods", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     by_name = {r["name"]: r for r in rows}
-    assert set(by_name) == {"gptq", "rtn"}
-    assert by_name["gptq"]["needs_calibration"] is True and by_name["rtn"]["needs_calibration"] is False
+    assert set(by_name) == {"gptq", "rtn", "awq", "w8a8", "fp8", "bnb", "gguf", "hqq"}
+    needs = {name for name, r in by_name.items() if r["needs_calibration"]}
+    assert needs == {"gptq", "awq", "w8a8"}
     assert by_name["gptq"]["library"] == "gptqmodel" and by_name["gptq"]["library_version"] == "7.6.0"
-    assert all(r["bits"] == [2, 3, 4, 8] and 128 in r["group_sizes"] and "cpu" in r["devices"] for r in rows)
+    assert by_name["awq"]["library"] == "llmcompressor" and by_name["bnb"]["library_version"] == "0.50.2"
+    assert by_name["rtn"]["bits"] == [2, 3, 4, 8] and 128 in by_name["rtn"]["group_sizes"]
+    assert by_name["w8a8"]["activation_options"] == ["activations", "smoothquant_alpha"]
+    assert by_name["gguf"]["group_sizes"] == [] and "Q8_0" in by_name["gguf"]["schemes"]
+    assert all("cpu" in r["devices"] for r in rows)  # every method here runs on CPU (fp8 simulated)
     assert main(["methods"]) == 0
     table = capsys.readouterr().out
-    assert "rtn" in table and "none" in table and "gptqmodel 7.6.0" in table
+    assert "rtn" in table and "none" in table and "gptqmodel 7.6.0" in table and "--smoothquant-alpha" in table

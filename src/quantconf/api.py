@@ -206,11 +206,9 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
             for t in loaded_tasks}
 
 
-def quantize(model: str | Path | LoadedModel, out: str | Path, *, method: str = "gptq", bits: int = 4,
-             group_size: int = 128, calib: str = "c4", sym: bool = True, desc_act: bool = False,
-             damp: float = 0.01, n_samples: int = 128, seq_len: int = 512, seed: int = 0,
-             overwrite: bool = False, threads: int | None = None, data_dir: str | Path | None = None,
-             quiet: bool = False, log=None) -> Path:
+def quantize(model: str | Path | LoadedModel, out: str | Path, *, method: str = "gptq", overwrite: bool = False,
+             threads: int | None = None, data_dir: str | Path | None = None, quiet: bool = False, log=None,
+             **options) -> Path:
     """Quantize a model's weights and write a checkpoint that :func:`load_model` reloads.
 
     Parameters
@@ -220,18 +218,18 @@ def quantize(model: str | Path | LoadedModel, out: str | Path, *, method: str = 
         weights it was loaded from).
     out : str or Path
         Checkpoint directory, written atomically (an interrupted run leaves nothing behind).
-    method : {"gptq", "rtn"}, default="gptq"
-        GPTQ through GPTQModel, or round-to-nearest (no data).
-    bits : {2, 3, 4, 8}, default=4
-    group_size : {-1, 32, 64, 128}, default=128
-        Columns sharing a scale (-1: one per output channel).
-    calib : str, default="c4"
-        Calibration data: ``c4``, ``wikitext2`` (hub; offline ``c4:PATH``), ``task:<name>``,
-        ``random``, ``punct``, ``pydoc`` (offline everywhere), ``file:PATH``.
-    sym, desc_act, damp
-        Symmetric grid; GPTQ act-order; GPTQ dampening (fraction of the mean Hessian diagonal).
-    n_samples, seq_len, seed
-        Calibration windows, their length in tokens, and the seed that draws them.
+    method : {"gptq", "rtn", "awq", "w8a8", "fp8", "bnb", "gguf", "hqq"}, default="gptq"
+        The quantizer (``quantconf methods`` lists what each takes, its library and devices).
+    **options
+        :class:`QuantConfig` fields the method takes; the rest keep the method's defaults, and
+        giving one the method does not take raises. Common ones:
+        ``bits`` (2, 3, 4, 8; default 4, w8a8/fp8 8), ``group_size`` (-1 = per channel, 32, 64, 128;
+        default 128, awq/hqq 64), ``sym`` (gptq/rtn/awq), ``calib`` (methods that use data:
+        ``c4``, ``wikitext2`` (hub; offline ``c4:PATH``), ``task:<name>``, ``random``, ``punct``,
+        ``pydoc``, ``file:PATH``), ``n_samples``, ``seq_len``, ``seed`` (the calibration draw),
+        ``desc_act``/``damp`` (gptq), ``scheme`` (bnb nf4/fp4/int8, gguf Q4_0/Q4_1/Q5_0/Q5_1/Q8_0),
+        ``double_quant``/``outlier_threshold`` (bnb), ``activations`` static/dynamic and
+        ``smoothquant_alpha`` (w8a8).
     overwrite : bool, default=False
         Replace an existing ``out``.
     threads : int, optional
@@ -261,8 +259,11 @@ def quantize(model: str | Path | LoadedModel, out: str | Path, *, method: str = 
     PosixPath('runs/rtn4')
     """
     spec = model.info["spec"] if isinstance(model, LoadedModel) else str(model)
-    config = QuantConfig(method=method, bits=bits, group_size=group_size, sym=sym, desc_act=desc_act, damp=damp,
-                         calib=calib, n_samples=n_samples, seq_len=seq_len, seed=seed)
+    unknown = set(options) - set(QuantConfig.__dataclass_fields__)
+    if unknown:
+        raise QuantconfError(f"unknown quantize option(s) {sorted(unknown)}; options are QuantConfig fields: "
+                             f"{', '.join(f for f in QuantConfig.__dataclass_fields__ if f != 'method')}")
+    config = QuantConfig.for_method(method, **options)
     run_quantize(spec, config, Path(out), overwrite=overwrite, threads=threads,
                  data_dir=str(data_dir) if data_dir is not None else None, quiet=quiet,
                  log=log or (lambda message: None))

@@ -19,6 +19,7 @@ from quantconf.lmeval_import import import_lm_eval
 from quantconf.models import read_quantize_record
 from quantconf.predictions import group_metrics, read_manifest
 from quantconf.quantizers import load_methods
+from quantconf.quantizers.base import QuantConfig
 from quantconf.outliers import run_outliers
 from quantconf.perplexity import text_perplexity
 from quantconf.recalibration import gap_verdict
@@ -159,31 +160,45 @@ def cmd_recalibrate(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    out = qc.quantize(args.model, Path(args.out), method=args.method, bits=args.bits, group_size=args.group_size,
-                      sym=args.sym, desc_act=args.desc_act, damp=args.damp, calib=args.calib,
-                      n_samples=args.n_samples, seq_len=args.seq_len, seed=args.seed, overwrite=args.overwrite,
-                      threads=args.threads, data_dir=args.data_dir, log=print)
+    options = {f: getattr(args, f) for f in QuantConfig.__dataclass_fields__ if f != "method" and hasattr(args, f)}
+    out = qc.quantize(args.model, Path(args.out), method=args.method, overwrite=args.overwrite,
+                      threads=args.threads, data_dir=args.data_dir, log=print, **options)
     record = read_quantize_record(out)
     mb = lambda b: f"{b / 2**20:.1f} MiB" if b else "?"  # noqa: E731
+    bits = f", {record['bits_per_weight']:.2f} bits/weight" if record.get("bits_per_weight") else ""
     print(f"{record['label']}: {record['seconds']}s, size {mb(record['size_before_bytes'])} -> "
-          f"{mb(record['size_after_bytes'])}, calibration {record['calibration']['name']} "
-          f"{record['calibration'].get('sha256', '')[:12]}")
+          f"{mb(record['size_after_bytes'])} stored, {mb(record.get('deployed_bytes'))} deployed{bits}, "
+          f"calibration {record['calibration']['name']} {record['calibration'].get('sha256', '')[:12]}")
     return 0
 
 
 def add_quant_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="gptq", help="gptq | rtn")
-    p.add_argument("--bits", type=int, default=4, help="2, 3, 4 or 8")
-    p.add_argument("--group-size", type=int, default=128, help="-1 (per channel), 32, 64 or 128")
-    p.add_argument("--sym", dest="sym", action="store_true", default=True, help="symmetric (default)")
-    p.add_argument("--asym", dest="sym", action="store_false", help="asymmetric, with zero points")
-    p.add_argument("--desc-act", action="store_true", help="GPTQ act-order (off in the seed config)")
-    p.add_argument("--damp", type=float, default=0.01, help="GPTQ dampening, fraction of mean diag(H)")
-    p.add_argument("--calib", default="c4", help="c4[:PATH] | wikitext2[:PATH] | pydoc | punct | random | "
-                   "task:<name> | file:PATH")
-    p.add_argument("--n-samples", type=_positive_int, default=128)
-    p.add_argument("--seq-len", type=_positive_int, default=512)
-    p.add_argument("--seed", type=int, default=0)
+    """Method options. Unset ones are left out (SUPPRESS): each method has its own defaults, and
+    an option a method does not take is refused only when given (`quantconf methods` lists them)."""
+    opt = {"default": argparse.SUPPRESS}
+    p.add_argument("--method", default="gptq", help="gptq | rtn | awq | w8a8 | fp8 | bnb | gguf | hqq "
+                   "(quantconf methods: what each takes)")
+    p.add_argument("--bits", type=int, help="2, 3, 4 or 8 (per method; default 4, w8a8/fp8 8)", **opt)
+    p.add_argument("--group-size", type=int, help="-1 (per channel), 32, 64 or 128 (default 128; awq/hqq 64)", **opt)
+    p.add_argument("--sym", dest="sym", action="store_true", help="symmetric grid (gptq/rtn default)", **opt)
+    p.add_argument("--asym", dest="sym", action="store_false", help="asymmetric, with zero points (awq default)",
+                   **opt)
+    p.add_argument("--desc-act", action="store_true", help="GPTQ act-order (off in the seed config)", **opt)
+    p.add_argument("--damp", type=float, help="GPTQ dampening, fraction of mean diag(H) (default 0.01)", **opt)
+    p.add_argument("--calib", help="c4[:PATH] | wikitext2[:PATH] | pydoc | punct | random | task:<name> | "
+                   "file:PATH (default c4; methods that use data)", **opt)
+    p.add_argument("--n-samples", type=_positive_int, help="calibration windows (default 128)", **opt)
+    p.add_argument("--seq-len", type=_positive_int, help="tokens per window (default 512)", **opt)
+    p.add_argument("--seed", type=int, help="draws the calibration windows (default 0)", **opt)
+    p.add_argument("--scheme", help="bnb: nf4 | fp4 | int8; gguf: Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | k-quants", **opt)
+    p.add_argument("--activations", choices=["static", "dynamic"],
+                   help="w8a8: per-tensor scales from the calibration set (default) or per-token at inference",
+                   **opt)
+    p.add_argument("--smoothquant-alpha", type=float, help="w8a8: SmoothQuant strength, e.g. 0.5 or 0.8 (0 = off)",
+                   **opt)
+    p.add_argument("--double-quant", action="store_true", help="bnb nf4/fp4: quantize the block scales too", **opt)
+    p.add_argument("--outlier-threshold", type=float, help="bnb int8: LLM.int8 outlier threshold (default 6.0)",
+                   **opt)
 
 
 def cmd_compare(args) -> int:
@@ -271,12 +286,15 @@ def cmd_methods(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'method':<8} {'calibration':<12} {'bits':<10} {'group sizes':<16} {'library':<22} {'devices':<10} description")
+    print(f"{'method':<7} {'calibration':<12} {'bits':<12} {'groups / schemes':<22} {'library':<22} "
+          f"{'devices':<9} description")
     for r in rows:
         lib = f"{r['library']} {r['library_version'] or '(not installed)'}"
-        print(f"{r['name']:<8} {'needed' if r['needs_calibration'] else 'none':<12} "
-              f"{','.join(map(str, r['bits'])):<10} {','.join(map(str, r['group_sizes'])):<16} {lib:<22} "
-              f"{','.join(r['devices']):<10} {r['description']}")
+        shapes = ",".join(r["schemes"]) if r["schemes"] else ",".join(map(str, r["group_sizes"])) or "-"
+        print(f"{r['name']:<7} {'needed' if r['needs_calibration'] else 'none':<12} "
+              f"{','.join(map(str, r['bits'])):<12} {shapes[:22]:<22} {lib:<22} {','.join(r['devices']):<9} "
+              f"{r['description']}")
+        print(f"{'':<7} options: {', '.join('--' + o.replace('_', '-') for o in r['options']) or 'none'}")
     return 0
 
 
@@ -351,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_recalibrate)
 
-    p = sub.add_parser("quantize", help="quantize a model (GPTQ or RTN) with a chosen calibration set")
+    p = sub.add_parser("quantize", help="quantize a model (GPTQ, RTN, AWQ, W8A8, FP8, bitsandbytes, GGUF, HQQ)")
     p.add_argument("model")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")

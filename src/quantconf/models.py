@@ -286,7 +286,9 @@ def read_quantize_record(path: Path) -> dict:
 
 def load_quantized(path: Path, dtype, device: str):
     """A quantized checkpoint as a model that runs here, and facts for the model info.
-    GPTQ goes through `load_gptq`; dense fake-quant checkpoints (RTN) load as plain safetensors."""
+    GPTQ goes through `load_gptq`; bitsandbytes and compressed-tensors (awq, w8a8, fp8) through
+    transformers' own quantizers (compressed-tensors quantizes W8A8/FP8 activations in each forward);
+    dense fake-quant checkpoints (rtn, hqq, gguf) load as plain safetensors."""
     from transformers import AutoModelForCausalLM
 
     record = read_quantize_record(path)
@@ -294,6 +296,8 @@ def load_quantized(path: Path, dtype, device: str):
     info = {"quantization": record.get("config") or cfg, "calibration": record.get("calibration")}
     if cfg.get("quant_method") == "gptq" or record.get("method") == "gptq":
         return load_gptq(Path(path), dtype, device), info
+    if cfg.get("quant_method") == "bitsandbytes":  # placed on the device while loading: .to() is refused
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, device_map=device), info
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True).to(device)
     return model, info
 

@@ -40,7 +40,7 @@ import functools
 import itertools
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,19 +77,30 @@ def expand_variant(spec: dict) -> list[QuantConfig]:
     unknown = set(spec) - set(allowed)
     if unknown:
         raise QuantconfError(f"unknown variant field(s) {sorted(unknown)}; allowed: {sorted(allowed)} and replicates")
+    method_values = spec.pop("method", "gptq")
     keys = list(spec)
     values = [v if isinstance(v, list) else [v] for v in spec.values()]
-    out = []
-    for combo in itertools.product(*values):
-        cfg = QuantConfig(**dict(zip(keys, combo)))
-        validate_config(cfg)
-        method = load_methods()[cfg.method]
-        n = replicates
-        if replicates > 1 and not method.needs_calibration and method.threads_invariant:
-            print(f"quantconf: {cfg.label()} is deterministic (no calibration data, the same at any thread count): "
-                  f"1 replicate instead of {replicates}", file=sys.stderr)
-            n = 1
-        out += [cfg] + [dataclasses.replace(cfg, seed=cfg.seed + r) for r in range(1, n)]
+    out, seen = [], set()
+    methods = load_methods()
+    for method in method_values if isinstance(method_values, list) else [method_values]:
+        for combo in itertools.product(*values):
+            given = dict(zip(keys, combo))
+            quantizer = methods.get(method)
+            if quantizer is not None and isinstance(method_values, list):
+                # a sweep over methods crosses every field with every method: a field a method does
+                # not take (calib for RTN) is dropped for that method, which then runs once
+                given = {k: v for k, v in given.items() if k in quantizer.options}
+            cfg = QuantConfig.for_method(method, **given)
+            validate_config(cfg)
+            if cfg in seen:
+                continue
+            seen.add(cfg)
+            n = replicates
+            if replicates > 1 and not quantizer.needs_calibration and quantizer.threads_invariant:
+                print(f"quantconf: {cfg.label()} is deterministic (no calibration data, the same at any thread "
+                      f"count): 1 replicate instead of {replicates}", file=sys.stderr)
+                n = 1
+            out += [cfg] + [dataclasses.replace(cfg, seed=cfg.seed + r) for r in range(1, n)]
     return out
 
 
@@ -213,7 +224,7 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
             # a method whose result depends on the summation order (GPTQ's Hessian updates) is keyed by
             # the thread count it runs with; RTN and other exact methods are not
             threads = [] if methods[v.method].threads_invariant else [study.threads or os.cpu_count() or 1]
-            qkey = stable_hash([fp, asdict(v), study.data_dir, __version__, *threads])[:16]
+            qkey = stable_hash([fp, v.key_fields(), study.data_dir, __version__, *threads])[:16]
             qpath = study_dir / "steps" / f"quant-{qkey}"
             steps.append(Step("quantize", model, v, qpath))
             steps.append(Step("eval", model, v, study_dir / "steps" / f"eval-{stable_hash([qkey, eval_common])[:16]}",

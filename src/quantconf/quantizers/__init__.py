@@ -7,7 +7,9 @@ quantizes into a temporary directory and renames it into place, so an interrupte
 no half checkpoint; `quantize.json` records method, bits, group size, calibration set + hash,
 seed, library versions, wall time, per-layer error, and size before/after.
 
-Methods: `gptq` (GPTQModel 7.6, GPTQ v1 checkpoint) and `rtn` (round-to-nearest baseline).
+Methods (`quantconf methods`): gptq (GPTQModel), rtn, awq / w8a8 / fp8 (llm-compressor), bnb
+(bitsandbytes), gguf (gguf-py; llama.cpp for k-quants), hqq. Every one records the same per-layer
+error (relative squared weight error) and bits per weight, so `deployed_bytes` compares across them.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ __all__ = ["QuantConfig", "Quantizer", "load_methods", "validate_config", "run_q
 def load_methods() -> dict[str, Quantizer]:
     """Import every method module of this package once (each registers itself); the registry."""
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name not in ("base", "calib_data"):
+        if mod.name not in ("base", "calib_data", "llm_compressor"):
             importlib.import_module(f"{__name__}.{mod.name}")
     return QUANTIZERS
 
@@ -43,6 +45,33 @@ def validate_config(config: QuantConfig) -> None:
 
 def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+
+
+def count_params(path) -> int | None:
+    """Parameters stored in a model directory's safetensors (headers only)."""
+    import json
+    import math
+    import struct
+
+    files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+    total = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    return total or None
+
+
+def deployed_bytes(extra: dict, total_params: int | None) -> int | None:
+    """Bytes of the weights in the method's deployed format, the same formula for every method:
+    quantized layers at their bits per weight (scales and zeros included), every other parameter
+    (embeddings, norms, lm_head) at 16 bits. Comparable across methods, whatever the checkpoint
+    stores (dense fake-quant, packed, GGUF)."""
+    bits, quantized = extra.get("bits_per_weight"), extra.get("quantized_params")
+    if not bits or not quantized or not total_params:
+        return None
+    return round((quantized * bits + (total_params - quantized) * 16) / 8)
 
 
 def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = False, threads: int | None = None,
@@ -75,13 +104,15 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
         give_umask_modes(tmp)  # safetensors writes 0600; results get the mode any other file gets
         record = {
             "method": config.method, "config": asdict(config), "label": config.label(),
+            "method_options": {k: getattr(config, k) for k in quantizer.options},
             "model_spec": model, "model_fingerprint": model_fingerprint(model),
             "calibration": calib.record() if calib else {"name": "none", "note": f"{config.method} uses no data"},
             "seconds": round(seconds, 2), "threads": n_threads,
             "threads_note": ("the checkpoint depends on the thread count (summation order)"
                              if not quantizer.threads_invariant else "the checkpoint does not depend on threads"),
             "size_before_bytes": dir_size(Path(src)) if Path(src).is_dir() else None,
-            "size_after_bytes": dir_size(tmp), "packages": package_versions(),
+            "size_after_bytes": dir_size(tmp), "deployed_bytes": deployed_bytes(extra, count_params(src)),
+            "packages": package_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
         }
         atomic_write_json(tmp / QUANTIZE_RECORD, record)

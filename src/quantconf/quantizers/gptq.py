@@ -16,7 +16,8 @@ from pathlib import Path
 
 from quantconf.errors import QuantconfError
 from quantconf.io import captured_library_output, working_directory
-from quantconf.quantizers.base import Quantizer, register_quantizer
+from quantconf.quantizers.base import (Quantizer, group_bits, layer_record, register_quantizer, relative_error,
+                                       source_weights)
 
 
 def _check_model(hf_config, config) -> None:
@@ -54,6 +55,7 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
         model.quantize(data, batch_size=1)
         _restore_rope_parameters(model.model.config)
         model.save(str(out_dir))
+    weight_facts = _weight_errors(out_dir, model_src, config)
     layers = {}
     log = out_dir / "quant_log.csv"
     if log.is_file():
@@ -66,10 +68,36 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
                         layers[f"layer{row.get('layer', '')}.{name}"] = float(loss)
     import gptqmodel
 
-    return {"layer_error": {"metric": "GPTQModel reconstruction loss (quant_log.csv)", "layers": layers},
+    return {**weight_facts, "gptq_loss": {
+                "metric": "GPTQModel reconstruction loss (quant_log.csv)", "layers": layers},
             "library": f"gptqmodel {gptqmodel.__version__}"}
+
+
+def _weight_errors(out_dir, model_src, config) -> dict:
+    """The relative weight error every method records: the saved checkpoint's layers dequantized
+    (as `quantconf eval` loads them) vs the source's float weights; bits per weight with fp16 scales
+    and zeros packed at `bits` (GPTQ v1). GPTQ minimises output error, not weight error, so its
+    weight error can exceed RTN's while its outputs are closer."""
+    import torch
+
+    from quantconf.models import load_gptq
+
+    sources = source_weights(model_src)
+    errors, bits, numel = {}, {}, {}
+    model = load_gptq(Path(out_dir), torch.float32, "cpu")
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and f"{name}.weight" in sources.files and "lm_head" not in name:
+            w = sources[f"{name}.weight"]
+            if w.shape != mod.weight.shape or torch.equal(w, mod.weight):
+                continue  # not a quantized layer
+            errors[name] = relative_error(w, mod.weight)
+            bits[name] = group_bits(config.bits, config.group_size, mod.in_features, 16, config.bits)
+            numel[name] = mod.weight.numel()
+    return layer_record(errors, bits, numel)
 
 
 register_quantizer(Quantizer("gptq", quantize=_quantize, check_model=_check_model, threads_invariant=False,
                              library="gptqmodel",
+                             options=("bits", "group_size", "sym", "desc_act", "damp", "calib", "n_samples",
+                                      "seq_len", "seed"),
                              description="GPTQ (second-order error compensation on a calibration set), v1 format"))

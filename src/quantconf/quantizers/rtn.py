@@ -15,7 +15,7 @@ torch and transformers are imported inside the functions (seconds to import; onl
 from __future__ import annotations
 
 from quantconf.errors import QuantconfError
-from quantconf.quantizers.base import Quantizer, register_quantizer
+from quantconf.quantizers.base import Quantizer, group_bits, layer_record, register_quantizer, relative_error
 
 
 def rtn_quantize_weight(w, bits: int, group_size: int, sym: bool):
@@ -52,19 +52,21 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(model_src), dtype=torch.float32)
-    layers = {}
+    errors, bits, numel = {}, {}, {}
     with torch.no_grad():
         for name, mod in model.named_modules():
             if isinstance(mod, torch.nn.Linear) and "lm_head" not in name:
                 w = mod.weight
                 wq = rtn_quantize_weight(w, config.bits, config.group_size, config.sym)
-                layers[name] = float(((w - wq).norm() / w.norm()).item() ** 2)
+                errors[name] = relative_error(w, wq)
+                bits[name] = group_bits(config.bits, config.group_size, w.shape[1], 16, 0 if config.sym else config.bits)
+                numel[name] = w.numel()
                 w.copy_(wq)
-    if not layers:
+    if not errors:
         raise QuantconfError("no linear layers found to quantize; unsupported architecture for RTN")
     model.save_pretrained(out_dir, safe_serialization=True)
-    return {"layer_error": {"metric": "relative squared weight error ||W - Wq||^2 / ||W||^2", "layers": layers},
-            "library": "quantconf.rtn"}
+    return {**layer_record(errors, bits, numel), "library": "quantconf.rtn",
+            "stored_as": "dense fake-quant safetensors (the dequantized values)"}
 
 
 register_quantizer(Quantizer("rtn", quantize=_quantize, needs_calibration=False,
