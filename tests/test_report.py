@@ -127,3 +127,23 @@ def test_model_method_table_averages_tasks_by_hand():
     assert a["Δacc"] == pytest.approx(-0.05) and a["ΔECE"] == pytest.approx(0.03) and a["JS mean"] == pytest.approx(0.15)
     assert a["flip rate, least-confident bin"] == pytest.approx(0.3) and a["flip rate, most-confident bin"] == pytest.approx(0.05)
     assert model_method_table([]).empty
+
+
+def test_methods_table_reads_records_and_averages_tasks_by_hand():
+    from quantconf.study_results import methods_table
+
+    def comp(variant, task, dacc, js, c2w, w2c, n=10):
+        return {"model": "m", "variant": variant, "task": task, "n": n, "delta_acc": dacc, "delta_ece": 0.01,
+                "js_mean": js, "flips_correct_to_wrong": c2w, "flips_wrong_to_correct": w2c}
+
+    records = {("m", "gguf-Q4_0"): {"method": "gguf", "bits_per_weight": 4.5, "deployed_bytes": 2_000_000,
+                                    "seconds": 3.0}}
+    table = methods_table([comp("gguf-Q4_0", "t1", -0.1, 0.2, 2, 1), comp("gguf-Q4_0", "t2", 0.0, 0.1, 0, 1),
+                           comp("bnb-nf4", "t1", 0.1, 0.3, 0, 0)], records)
+    g = table.iloc[0]
+    assert g["method"] == "gguf" and g["bits/weight"] == 4.5 and g["size (MB)"] == 2.0 and g["quantize (s)"] == 3.0
+    assert g["Δacc"] == pytest.approx(-0.05) and g["JS mean"] == pytest.approx(0.15)
+    assert g["flip rate"] == pytest.approx((0.3 + 0.1) / 2)
+    b = table.iloc[1]  # no record: method from the label, costs unknown
+    assert b["method"] == "bnb" and np.isnan(b["bits/weight"]) and b["flip rate"] == 0
+    assert methods_table([], {}).empty

@@ -1,6 +1,7 @@
 """study.py: config validation, planning, running, resuming; the demo study's fallbacks."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -119,3 +120,24 @@ def test_demo_study_falls_back_to_generated_task_offline(monkeypatch, tmp_path):
     s = study_mod.demo_study(None)
     assert s.tasks == ["arithmetic"] and s.data_dir is None
     assert [v.method for v in s.variants] == ["gptq", "rtn"] and s.variants[0].group_size == 128
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_example_study_loads(path):
+    """The examples the README points to validate (every method and option they use exists)."""
+    from quantconf.study import load_study
+
+    study = load_study(path)
+    assert study.variants and study.tasks
+
+
+def test_methods_sweep_example_covers_every_cpu_method():
+    from quantconf.quantizers import load_methods
+    from quantconf.study import load_study
+
+    study = load_study(Path(__file__).resolve().parents[1] / "examples" / "methods_sweep.yaml")
+    assert {v.method for v in study.variants} == set(load_methods())
+    calib = load_study(Path(__file__).resolve().parents[1] / "examples" / "calib_sweep.yaml")
+    static = [v for v in calib.variants if v.method == "w8a8"]
+    assert {v.activations for v in static} == {"static"} and len({v.calib for v in static}) == 4

@@ -38,15 +38,22 @@ class StudyResults:
     outliers: dict = field(default_factory=dict)  # model -> outliers.json content + "dir"
     recalibration: list = field(default_factory=list)  # one per (model, variant, single-label task)
     noise_floors: list = field(default_factory=list)  # one per (model, replicated configuration, task)
+    quantize_records: dict = field(default_factory=dict)  # (model, variant label) -> its quantize.json
 
 
 def step_label(step) -> str:
     return step.variant.label() if step.variant else "full"
 
 
+def method_order(step) -> tuple:
+    """Full model first, then variants by method, bits and label: every table lists methods together."""
+    v = step.variant
+    return (0, "", 0, "") if v is None else (1, v.method, v.bits, v.label())
+
+
 def collect(study, steps) -> StudyResults:
     """Metrics and comparisons of every (model, variant, task) of a finished study."""
-    evals = [s for s in steps if s.kind == "eval"]
+    evals = sorted((s for s in steps if s.kind == "eval"), key=method_order)  # stable: model order kept within
     rows, comparisons, samples, preds = [], [], [], {}
     for s in evals:
         label = step_label(s)
@@ -91,8 +98,10 @@ def collect(study, steps) -> StudyResults:
               **recalibrate_task(df, n_boot=min(study.bootstrap, 200), n_bins=study.bins)}
              for (model, label), p in preds.items() for task, df in p.items()
              if not any(isinstance(g, list) for g in df["gold"])]
+    records = {(s.model, step_label(s)): read_quantize_record(s.path) for s in steps
+               if s.kind == "quantize" and s.path.is_dir()}
     return StudyResults(metrics, comparisons, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
-                        preds, outliers, recal, floors)
+                        preds, outliers, recal, floors, records)
 
 
 NOISE_COLUMNS = ["js_mean", "flip_rate", "delta_acc_sd", "delta_ece_sd"]
@@ -214,6 +223,31 @@ def model_method_table(comparisons: list[dict]) -> pd.DataFrame:
     out = df.groupby(["model", "variant"], sort=False).mean(numeric_only=True).reset_index()
     out.insert(2, "tasks", df.groupby(["model", "variant"], sort=False).size().to_numpy())
     return out
+
+
+def methods_table(comparisons: list[dict], records: dict) -> pd.DataFrame:
+    """Per (model, variant), ordered by method: what the method costs (bits per weight, deployed size,
+    quantize time; from quantize.json) and what it does (mean over tasks of Δacc, ΔECE, JS distance and
+    the rate of correctness flips in either direction)."""
+    rows = []
+    for c in comparisons:
+        n = c.get("n") or np.nan
+        flips = c.get("flips_correct_to_wrong", np.nan) + c.get("flips_wrong_to_correct", np.nan)
+        rows.append({"model": c["model"], "variant": c["variant"], "Δacc": c.get("delta_acc", np.nan),
+                     "ΔECE": c.get("delta_ece", np.nan), "JS mean": c["js_mean"], "flip rate": flips / n})
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows).groupby(["model", "variant"], sort=False).mean(numeric_only=True).reset_index()
+    facts = []
+    for model, variant in zip(df["model"], df["variant"]):
+        r = records.get((model, variant), {})
+        deployed = r.get("deployed_bytes")
+        facts.append({"method": r.get("method", variant.split("-")[0]), "bits/weight": r.get("bits_per_weight", np.nan),
+                      "size (MB)": deployed / 1e6 if deployed else np.nan,
+                      "quantize (s)": r.get("seconds", np.nan)})
+    out = pd.concat([pd.DataFrame(facts), df], axis=1)
+    return out[["model", "method", "variant", "bits/weight", "size (MB)", "quantize (s)", "Δacc", "ΔECE",
+                "JS mean", "flip rate"]]
 
 
 def _ci(c, key) -> str:
