@@ -174,8 +174,12 @@ def test_an_outlier_channel_hurts_static_activation_scales_far_more_than_dynamic
     (["--method", "gguf", "--scheme", "Q4_K_M"], "--scheme Q4_K_M is a llama.cpp k-quant"),
     (["--method", "w8a8", "--smoothquant-alpha", "1.5"], "--smoothquant-alpha must be in [0, 1)"),
 ])
-def test_options_a_method_does_not_take_fail_in_one_line(flags, message, tmp_path, capsys):
+def test_options_a_method_does_not_take_fail_in_one_line(flags, message, tmp_path, capsys, monkeypatch):
+    import sys
+
     from quantconf.cli import main
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as without the optional llama-cpp-python
 
     assert main(["quantize", "no-such-model", "--out", str(tmp_path / "q"), *flags]) == 2
     err = capsys.readouterr().err

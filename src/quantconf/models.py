@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import json
+import logging
 import os
 import struct
 import sys
@@ -297,7 +298,21 @@ def load_quantized(path: Path, dtype, device: str):
     if cfg.get("quant_method") == "gptq" or record.get("method") == "gptq":
         return load_gptq(Path(path), dtype, device), info
     if cfg.get("quant_method") == "bitsandbytes":  # placed on the device while loading: .to() is refused
+        logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)  # a warning per int8 matmul
         return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, device_map=device), info
+    if cfg.get("quant_method") == "compressed-tensors":
+        # decompress the weights now: left compressed, they are decompressed by a hook on the model's
+        # own forward, which our scorer bypasses (it runs the decoder, then the head). Activation
+        # quantization (W8A8, FP8) stays: each Linear's forward keeps its quantize-dequantize wrapper.
+        import warnings
+
+        from transformers import CompressedTensorsConfig
+
+        with warnings.catch_warnings():  # "loading attributes ... will be overwritten": what we ask for
+            warnings.filterwarnings("ignore", message="You passed `quantization_config`")
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=dtype, quantization_config=CompressedTensorsConfig(dequantize=True))
+        return model.to(device), info
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True).to(device)
     return model, info
 

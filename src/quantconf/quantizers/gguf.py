@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from quantconf.errors import QuantconfError
-from quantconf.quantizers.base import Quantizer, layer_record, register_quantizer, relative_error
+from quantconf.quantizers.base import Quantizer, layer_record, register_quantizer, relative_error, source_weights
 
 BLOCK = 32
 # scheme -> (bits, bits per weight in the file: the weights plus each block's fp16 scale / minimum)
@@ -155,20 +155,37 @@ def _llama_cpp_quantize(model_src, config, out_dir) -> dict:
     params.allow_requantize = True
     if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params) != 0:
         raise QuantconfError(f"llama.cpp could not quantize {source} to {config.scheme}")
-    _dense_from_gguf(target, out_dir)
-    return {"library": f"llama-cpp-python {llama_cpp.__version__}", "gguf_scheme": config.scheme,
-            "gguf_file": "model.gguf", "gguf_source": str(source), "gguf_file_bytes": target.stat().st_size,
-            "bits_per_weight": K_QUANTS[config.scheme][1], "stored_as": "model.gguf + its dequantized values"}
+    dense = _dense_from_gguf(target, out_dir)
+    sources = source_weights(model_src)
+    errors = {name.removesuffix(".weight"): relative_error(sources[name], w) for name, w in dense.items()
+              if name.endswith(".weight") and w.dim() == 2 and ".layers." in name and name in sources.files}
+    # bits per weight as written: llama.cpp mixes types per tensor (and falls back from k-quants to
+    # Q5_0/Q8_0 where a row is not a multiple of 256, as SmolLM2's 576)
+    import gguf
+
+    bits, numel, types = {}, {}, {}
+    for t in gguf.GGUFReader(str(target)).tensors:
+        if is_linear_tensor(t.name, len(t.shape)):
+            numel[t.name], bits[t.name] = int(t.n_elements), 8 * int(t.n_bytes) / int(t.n_elements)
+            types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+    return {**layer_record(errors, bits, numel), "library": f"llama-cpp-python {llama_cpp.__version__}",
+            "gguf_scheme": config.scheme, "gguf_file": "model.gguf", "gguf_source": str(source),
+            "gguf_file_bytes": target.stat().st_size, "gguf_linear_tensor_types": types,
+            "stored_as": "model.gguf + its dequantized values"}
 
 
-def _dense_from_gguf(path: Path, out_dir) -> None:
+def _dense_from_gguf(path: Path, out_dir) -> dict:
+    """Save the GGUF file's dequantized weights as the dense checkpoint; its state dict."""
     import torch
     from transformers import AutoModelForCausalLM, GgufConfig
 
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
                                                  quantization_config=GgufConfig(dequantize=True))
     model.config.quantization_config = None
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
     model.save_pretrained(out_dir, safe_serialization=True)
+    return model.state_dict()
 
 
 def _label(config) -> str:
