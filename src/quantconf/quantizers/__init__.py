@@ -14,8 +14,6 @@ error (relative squared weight error) and bits per weight, so `deployed_bytes` c
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -25,18 +23,10 @@ from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_directory, atomic_write_json, clean_stale_temp, give_umask_modes, library_output_to,
                           package_versions)
 from quantconf.models import QUANTIZE_RECORD, local_model_dir, model_fingerprint, set_threads
-from quantconf.quantizers.base import QUANTIZERS, QuantConfig, Quantizer
+from quantconf.quantizers.base import QUANTIZERS, QuantConfig, Quantizer, load_methods
 from quantconf.quantizers.calib_data import build_calibration
 
 __all__ = ["QuantConfig", "Quantizer", "load_methods", "validate_config", "run_quantize"]
-
-
-def load_methods() -> dict[str, Quantizer]:
-    """Import every method module of this package once (each registers itself); the registry."""
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name not in ("base", "calib_data", "llm_compressor"):
-            importlib.import_module(f"{__name__}.{mod.name}")
-    return QUANTIZERS
 
 
 def validate_config(config: QuantConfig) -> None:

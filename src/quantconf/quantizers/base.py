@@ -49,8 +49,6 @@ class QuantConfig:
     @classmethod
     def for_method(cls, method: str = "gptq", **given) -> "QuantConfig":
         """The method's defaults, then `given` on top (what the CLI, the API and studies build)."""
-        from quantconf.quantizers import load_methods
-
         quantizer = load_methods().get(method)
         base = dict(quantizer.defaults) if quantizer else {}
         if quantizer and quantizer.scheme_bits:  # a named format fixes the bits, and bits pick a format
@@ -95,8 +93,6 @@ class QuantConfig:
         return {k: v for k, v in asdict(self).items() if k not in METHOD_FIELDS or v != getattr(defaults, k)}
 
     def label(self) -> str:
-        from quantconf.quantizers import load_methods
-
         quantizer = load_methods().get(self.method)
         if quantizer is not None and quantizer.label is not None:
             return quantizer.label(self)
@@ -205,6 +201,19 @@ class Quantizer:
 
 
 QUANTIZERS: dict[str, Quantizer] = {}
+NOT_METHODS = ("__init__", "base", "calib_data", "llm_compressor")  # modules of this package that register nothing
+
+
+def load_methods() -> dict[str, Quantizer]:
+    """Import every method module of this package once (each registers itself); the registry."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if mod.name not in NOT_METHODS:
+            importlib.import_module(f"{__package__}.{mod.name}")
+    return QUANTIZERS
 
 
 def register_quantizer(q: Quantizer) -> Quantizer:

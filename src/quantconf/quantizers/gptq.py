@@ -16,6 +16,7 @@ from pathlib import Path
 
 from quantconf.errors import QuantconfError
 from quantconf.io import captured_library_output, working_directory
+from quantconf.models import load_gptq
 from quantconf.quantizers.base import (Quantizer, group_bits, layer_record, register_quantizer, relative_error,
                                        source_weights)
 
@@ -79,8 +80,6 @@ def _weight_errors(out_dir, model_src, config) -> dict:
     and zeros packed at `bits` (GPTQ v1). GPTQ minimises output error, not weight error, so its
     weight error can exceed RTN's while its outputs are closer."""
     import torch
-
-    from quantconf.models import load_gptq
 
     sources = source_weights(model_src)
     errors, bits, numel = {}, {}, {}
