@@ -10,19 +10,12 @@ Default group size 64, not 128: llm-compressor refuses a group that does not div
 
 from __future__ import annotations
 
-from quantconf.errors import QuantconfError
-from quantconf.quantizers.base import Quantizer, group_bits, register_quantizer
+from quantconf.quantizers.base import Quantizer, check_group_divides, group_bits, register_quantizer
 from quantconf.quantizers.llm_compressor import run_oneshot, scheme, weight_args
 
 
 def _check_model(hf_config, config) -> None:
-    if config.group_size == -1:
-        return
-    for name in ("hidden_size", "intermediate_size"):
-        width = getattr(hf_config, name, None)
-        if width is not None and width % config.group_size:
-            raise QuantconfError(f"awq group_size {config.group_size} does not divide this model's {name} {width} "
-                                 "(llm-compressor refuses it); choose 64 or 32", param="group_size")
+    check_group_divides(hf_config, config, " (llm-compressor refuses it)")
 
 
 def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:

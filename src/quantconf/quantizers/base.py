@@ -154,6 +154,38 @@ def source_weights(model_src) -> dict:
     return weights
 
 
+def fake_quantize_linears(model_src, out_dir, quantize_layer) -> dict:
+    """Load `model_src` in float32, replace every Linear's weight but lm_head's with
+    `quantize_layer(module) -> (dequantized weight, bits per weight)`, save dense safetensors to
+    `out_dir`; the layer record. The loop of every method that stores fake-quant weights (rtn, hqq, gguf)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_src), dtype=torch.float32)
+    errors, bits, numel = {}, {}, {}
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, torch.nn.Linear) and "lm_head" not in name:
+                wq, bits[name] = quantize_layer(mod)
+                errors[name], numel[name] = relative_error(mod.weight, wq), mod.weight.numel()
+                mod.weight.copy_(wq)
+    if not errors:
+        raise QuantconfError("no linear layers found to quantize; unsupported architecture for this method")
+    model.save_pretrained(out_dir, safe_serialization=True)
+    return layer_record(errors, bits, numel)
+
+
+def check_group_divides(hf_config, config, hint: str) -> None:
+    """Refuse (before any work) a group size that does not divide the model's hidden or MLP width."""
+    if config.group_size == -1:
+        return
+    for name in ("hidden_size", "intermediate_size"):
+        width = getattr(hf_config, name, None)
+        if width is not None and width % config.group_size:
+            raise QuantconfError(f"group_size {config.group_size} does not divide this model's {name} {width} "
+                                 f"for method {config.method}{hint}; choose 64 or 32", param="group_size")
+
+
 def layer_record(errors: dict, bits_per_weight: dict, numel: dict) -> dict:
     """The `layer_error` and size facts of quantize.json, the same for every method:
     bits_per_weight is the numel-weighted mean over quantized layers (scales and zeros included)."""

@@ -21,7 +21,8 @@ import json
 from pathlib import Path
 
 from quantconf.errors import QuantconfError
-from quantconf.quantizers.base import Quantizer, layer_record, register_quantizer, relative_error, source_weights
+from quantconf.quantizers.base import (Quantizer, fake_quantize_linears, layer_record, register_quantizer, relative_error,
+                                       source_weights)
 
 BLOCK = 32
 # scheme -> (bits, bits per weight in the file: the weights plus each block's fp16 scale / minimum)
@@ -68,21 +69,14 @@ def gguf_roundtrip(w, scheme: str):
 
 def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
     import torch
-    from transformers import AutoModelForCausalLM
 
     if config.scheme in K_QUANTS:
         return _llama_cpp_quantize(model_src, config, out_dir)
-    model = AutoModelForCausalLM.from_pretrained(str(model_src), dtype=torch.float32)
-    errors, bits, numel = {}, {}, {}
-    with torch.no_grad():
-        for name, mod in model.named_modules():
-            if isinstance(mod, torch.nn.Linear) and "lm_head" not in name:
-                w = mod.weight
-                wq = torch.from_numpy(gguf_roundtrip(w.numpy(), config.scheme)[0])
-                errors[name], bits[name], numel[name] = relative_error(w, wq), SCHEMES[config.scheme][1], w.numel()
-                w.copy_(wq)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    facts = {**layer_record(errors, bits, numel), "library": "gguf", "gguf_scheme": config.scheme,
+    def layer(mod):
+        return torch.from_numpy(gguf_roundtrip(mod.weight.numpy(), config.scheme)[0]), SCHEMES[config.scheme][1]
+
+    record = fake_quantize_linears(model_src, out_dir, layer)
+    facts = {**record, "library": "gguf", "gguf_scheme": config.scheme,
              "stored_as": "dense safetensors of llama.cpp's dequantized values"}
     source = _source_gguf(model_src)
     if source is not None:

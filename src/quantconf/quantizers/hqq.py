@@ -10,18 +10,11 @@ refuses CPU.) Asymmetric by construction (a zero point per group); embeddings an
 
 from __future__ import annotations
 
-from quantconf.errors import QuantconfError
-from quantconf.quantizers.base import Quantizer, group_bits, layer_record, register_quantizer, relative_error
+from quantconf.quantizers.base import Quantizer, check_group_divides, fake_quantize_linears, group_bits, register_quantizer
 
 
 def _check_model(hf_config, config) -> None:
-    if config.group_size == -1:
-        return
-    for name in ("hidden_size", "intermediate_size"):
-        width = getattr(hf_config, name, None)
-        if width is not None and width % config.group_size:
-            raise QuantconfError(f"hqq group_size {config.group_size} does not divide this model's {name} {width}; "
-                                 "choose a group size that does (e.g. 64 or 32)", param="group_size")
+    check_group_divides(hf_config, config, "")
 
 
 def hqq_roundtrip(linear, bits: int, group_size: int):
@@ -37,23 +30,13 @@ def hqq_roundtrip(linear, bits: int, group_size: int):
 
 def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
     import hqq
-    import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_src), dtype=torch.float32)
-    errors, bits, numel = {}, {}, {}
-    with torch.no_grad():
-        for name, mod in model.named_modules():
-            if isinstance(mod, torch.nn.Linear) and "lm_head" not in name:
-                w = mod.weight
-                wq = hqq_roundtrip(mod, config.bits, config.group_size)
-                # fp16 scale and zero per group (hqq's default: neither is itself quantized)
-                errors[name] = relative_error(w, wq)
-                bits[name] = group_bits(config.bits, config.group_size, w.shape[1], 16, 16)
-                numel[name] = w.numel()
-                w.copy_(wq)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    return {**layer_record(errors, bits, numel), "library": f"hqq {hqq.__version__ if hasattr(hqq, '__version__') else ''}".strip(),
+    def layer(mod):  # fp16 scale and zero per group (hqq's default: neither is itself quantized)
+        return (hqq_roundtrip(mod, config.bits, config.group_size),
+                group_bits(config.bits, config.group_size, mod.in_features, 16, 16))
+
+    return {**fake_quantize_linears(model_src, out_dir, layer),
+            "library": f"hqq {getattr(hqq, '__version__', '')}".strip(),
             "stored_as": "dense fake-quant safetensors (HQQLinear.dequantize())"}
 
 

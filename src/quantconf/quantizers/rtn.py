@@ -14,8 +14,7 @@ torch and transformers are imported inside the functions (seconds to import; onl
 
 from __future__ import annotations
 
-from quantconf.errors import QuantconfError
-from quantconf.quantizers.base import Quantizer, group_bits, layer_record, register_quantizer, relative_error
+from quantconf.quantizers.base import Quantizer, fake_quantize_linears, group_bits, register_quantizer
 
 
 def rtn_quantize_weight(w, bits: int, group_size: int, sym: bool):
@@ -48,24 +47,12 @@ def _rtn_groups(wg, bits: int, sym: bool):
 
 
 def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM
+    def layer(mod):
+        w = mod.weight
+        return (rtn_quantize_weight(w, config.bits, config.group_size, config.sym),
+                group_bits(config.bits, config.group_size, w.shape[1], 16, 0 if config.sym else config.bits))
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_src), dtype=torch.float32)
-    errors, bits, numel = {}, {}, {}
-    with torch.no_grad():
-        for name, mod in model.named_modules():
-            if isinstance(mod, torch.nn.Linear) and "lm_head" not in name:
-                w = mod.weight
-                wq = rtn_quantize_weight(w, config.bits, config.group_size, config.sym)
-                errors[name] = relative_error(w, wq)
-                bits[name] = group_bits(config.bits, config.group_size, w.shape[1], 16, 0 if config.sym else config.bits)
-                numel[name] = w.numel()
-                w.copy_(wq)
-    if not errors:
-        raise QuantconfError("no linear layers found to quantize; unsupported architecture for RTN")
-    model.save_pretrained(out_dir, safe_serialization=True)
-    return {**layer_record(errors, bits, numel), "library": "quantconf.rtn",
+    return {**fake_quantize_linears(model_src, out_dir, layer), "library": "quantconf.rtn",
             "stored_as": "dense fake-quant safetensors (the dequantized values)"}
 
 
