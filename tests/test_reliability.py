@@ -298,8 +298,12 @@ def test_fuzz_file_task_reader_gives_questions_or_one_error(tmp_path, lines, raw
 
 STUDY_KEYS = ["name", "models", "variants", "tasks", "limit", "data_dir", "batch_size", "threads", "seed", "dtype",
               "bootstrap", "bins", "ppl_text", "ppl_tokens", "outliers", "outlier_samples", "colour"]
-VARIANT = st.dictionaries(st.sampled_from(["method", "bits", "group_size", "sym", "calib", "n_samples", "seed", "x"]),
-                          JSON | st.sampled_from(["rtn", "gptq", 4, 8, 32, [2, 4], "pydoc"]), max_size=4)
+VARIANT = st.dictionaries(st.sampled_from(["method", "bits", "group_size", "sym", "calib", "n_samples", "seed", "x",
+                                           "scheme", "activations", "smoothquant_alpha", "double_quant",
+                                           "outlier_threshold", "replicates"]),
+                          JSON | st.sampled_from(["rtn", "gptq", "bnb", "gguf", "w8a8", "hqq", 4, 8, 32, [2, 4],
+                                                  "pydoc", "nf4", "Q4_0", "static", 0.5, ["rtn", "bnb"]]),
+                          max_size=4)
 
 
 @FUZZ

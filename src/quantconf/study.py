@@ -80,6 +80,14 @@ def expand_variant(spec: dict) -> list[QuantConfig]:
     method_values = spec.pop("method", "gptq")
     keys = list(spec)
     values = [v if isinstance(v, list) else [v] for v in spec.values()]
+    # a field value is one scalar or a list of scalars; a nested mapping or list is a typo in the YAML
+    for name, options in zip(["method", *keys], [method_values if isinstance(method_values, list)
+                                                 else [method_values], *values]):
+        bad = [v for v in options if not (v is None or isinstance(v, (str, int, float)))]
+        if bad or (name == "method" and not all(isinstance(v, str) for v in options)):
+            raise QuantconfError(f"study config: variant field {name!r} must be a "
+                                 f"{'method name' if name == 'method' else 'scalar'} or a list of them, "
+                                 f"got {(bad or options)[0]!r}")
     out, seen = [], set()
     methods = load_methods()
     for method in method_values if isinstance(method_values, list) else [method_values]:
