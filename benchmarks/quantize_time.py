@@ -5,7 +5,9 @@ calibration (16 x 256 tokens by default). Each measurement is a fresh process (i
 quantconf and the direct call alternate, `--repeats` times, and the script prints min and median of
 both and their ratios (goal: quantconf <= 1.1x the library). quantconf's time includes what the
 direct call does not: drawing the calibration windows, the per-layer error of every layer (for GPTQ a
-reload of the checkpoint), quantize.json. RTN has no library (quantconf is the implementation).
+reload of the checkpoint), quantize.json. Both sides import torch and transformers' auto classes before
+the clock starts; each method's library is imported inside the timed part on both sides.
+RTN has no library (quantconf is the implementation).
 Usage: .venv/bin/python benchmarks/quantize_time.py [--methods gguf,bnb] [--repeats 3] [--n-samples 16] [--seq-len 256]
 """
 
@@ -28,12 +30,14 @@ t = time.perf_counter()
 """
 
 OURS = """
-import time
+import time, torch
+torch.set_num_threads(2)
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # imported before the clock, as in SETUP
 from quantconf.quantizers import QuantConfig, run_quantize
 cfg = QuantConfig.for_method("{method}", **{options})
 t = time.perf_counter()
-run_quantize("default", cfg, "{out}/ours-{i}", threads=2, quiet=True, log=lambda m: None)
-emit({{"seconds": time.perf_counter() - t}})
+record = run_quantize("default", cfg, "{out}/ours-{i}", threads=2, quiet=True, log=lambda m: None)
+emit({{"seconds": time.perf_counter() - t, "extra_file_seconds": record.get("gguf_file_seconds", 0)}})
 """
 
 LLMCOMPRESSOR = """
@@ -144,6 +148,10 @@ def main():
             if who == "direct":
                 o, d = [r["seconds"] for r in ours], secs
                 print(f"   {min(o) / min(d):.2f}x, {statistics.median(o) / statistics.median(d):.2f}x", end="")
+                extra = [r["seconds"] - r.get("extra_file_seconds", 0) for r in ours]
+                if any(r.get("extra_file_seconds") for r in ours):  # gguf also writes model.gguf; direct does not
+                    print(f"; without writing model.gguf {min(extra) / min(d):.2f}x, "
+                          f"{statistics.median(extra) / statistics.median(d):.2f}x", end="")
             print(flush=True)
 
 

@@ -68,6 +68,7 @@ def test_gguf_writes_a_file_transformers_loads_with_the_same_weights(swept):
     ckpt, record, _, _ = swept["gguf-Q4_0"]
     path = ckpt / "model.gguf"
     assert record["gguf_file"] == "model.gguf" and record["gguf_tensors_requantized"] == 210
+    assert 0 < record["gguf_file_seconds"] < record["seconds"]  # a share of the quantize time
     src, new = gguf.GGUFReader(str(default_gguf_path())), gguf.GGUFReader(str(path))
     assert {f for f in src.fields if not f.startswith("GGUF.")} == {f for f in new.fields if not f.startswith("GGUF.")}
     assert new.fields["general.file_type"].contents() == int(gguf.LlamaFileType.MOSTLY_Q4_0)

@@ -247,11 +247,11 @@ def dir_weights(path: Path, allow_pickle: bool) -> list[Path]:
 
 def dequantized_gguf_dir(gguf_path: Path) -> Path:
     """Float copy of a GGUF model as safetensors, made once (atomically) under the cache."""
-    check_gguf(gguf_path)
     digest = sha256_file(gguf_path)
     target = cache_dir() / f"{gguf_path.stem.lower()}-dequantized-{digest[:16]}"
     if (target / "quantconf-complete").is_file():
-        return target
+        return target  # these exact bytes were parsed when the copy was made: no second parse (~3 s)
+    check_gguf(gguf_path)
     import torch
     from transformers import AutoModelForCausalLM, GgufConfig
 

@@ -18,6 +18,7 @@ they need llama.cpp's own quantizer, through the optional `llama-cpp-python` (`p
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from quantconf.errors import QuantconfError
@@ -81,9 +82,12 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
     source = _source_gguf(model_src)
     if source is not None:
         target = Path(out_dir) / "model.gguf"
+        t0 = time.perf_counter()
         n = write_requantized_gguf(source, target, config.scheme)
+        # the share of `seconds` spent on the llama.cpp file (a second quantization pass, from the
+        # source's own tensors, so its layout and metadata are the source's)
         facts.update(gguf_file="model.gguf", gguf_source=str(source), gguf_tensors_requantized=n,
-                     gguf_file_bytes=target.stat().st_size)
+                     gguf_file_bytes=target.stat().st_size, gguf_file_seconds=round(time.perf_counter() - t0, 2))
     return facts
 
 
