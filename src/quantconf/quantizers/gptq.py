@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import os
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
         model.quantize(data, batch_size=1)
         _restore_rope_parameters(model.model.config)
         model.save(str(out_dir))
+    del model  # before the checkpoint is reloaded for the weight error: one model in memory, not two
+    gc.collect()
     weight_facts = _weight_errors(out_dir, model_src, config)
     layers = {}
     log = out_dir / "quant_log.csv"
