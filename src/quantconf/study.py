@@ -80,17 +80,17 @@ def expand_variant(spec: dict) -> list[QuantConfig]:
     method_values = spec.pop("method", "gptq")
     keys = list(spec)
     values = [v if isinstance(v, list) else [v] for v in spec.values()]
+    method_list = method_values if isinstance(method_values, list) else [method_values]
     # a field value is one scalar or a list of scalars; a nested mapping or list is a typo in the YAML
-    for name, options in zip(["method", *keys], [method_values if isinstance(method_values, list)
-                                                 else [method_values], *values]):
-        bad = [v for v in options if not (v is None or isinstance(v, (str, int, float)))]
-        if bad or (name == "method" and not all(isinstance(v, str) for v in options)):
+    for name, options in [("method", method_list), *zip(keys, values)]:
+        bad = [v for v in options if not (isinstance(v, str) if name == "method"
+                                         else v is None or isinstance(v, (str, int, float)))]
+        if bad:
             raise QuantconfError(f"study config: variant field {name!r} must be a "
-                                 f"{'method name' if name == 'method' else 'scalar'} or a list of them, "
-                                 f"got {(bad or options)[0]!r}")
+                                 f"{'method name' if name == 'method' else 'scalar'} or a list of them, got {bad[0]!r}")
     out, seen = [], set()
     methods = load_methods()
-    for method in method_values if isinstance(method_values, list) else [method_values]:
+    for method in method_list:
         for combo in itertools.product(*values):
             given = dict(zip(keys, combo))
             quantizer = methods.get(method)
