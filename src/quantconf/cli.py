@@ -275,7 +275,8 @@ def cmd_ppl(args) -> int:
 
 
 def cmd_import_lm_eval(args) -> int:
-    for task, n in import_lm_eval([Path(p) for p in args.paths], Path(args.out), args.data_dir).items():
+    for task, n in import_lm_eval([Path(p) for p in args.paths], Path(args.out), args.data_dir,
+                                  overwrite=args.overwrite).items():
         print(f"{task}: {n} questions")
     print(f"predictions: {args.out}")
     return 0
@@ -435,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="files or directories")
     p.add_argument("--out", required=True)
     p.add_argument("--data-dir", default=None, help="task data, to match old write_out 'truth' texts to choices")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing --out dir (the imported tasks are replaced, the others kept)")
     p.set_defaults(func=cmd_import_lm_eval)
 
     p = sub.add_parser("methods", help="the quantization methods: calibration, bits, group sizes, library, devices")

@@ -57,6 +57,57 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+# Checkpoint files from before quantize.json listed what it wrote: what a quantizer may leave there.
+LEGACY_CHECKPOINT_FILE = re.compile(r"^(.+\.(safetensors|json|gguf|model)|library\.log|merges\.txt|vocab\.txt)$")
+
+
+def _our_hidden_entry(name: str) -> bool:
+    """Our lock, probe and temp entries (never a user's dotfile)."""
+    return (name.endswith(".lock") and name.startswith(".")) or name == ".quantconf-write-test" or bool(
+        TEMP_FILE.match(name) or TEMP_DIR.match(name))
+
+
+def protected_directory(path: Path) -> bool:
+    """The working directory, one of its ancestors, the home directory or a filesystem root: never removed."""
+    resolved, cwd = Path(path).resolve(), Path.cwd().resolve()
+    return resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve() or resolved.parent == resolved
+
+
+def check_ours_to_replace(target: Path, marker: str, what: str, param: str = "out") -> None:
+    """The one rule before any directory is replaced: quantconf deletes only what it can prove it wrote.
+    `target` may go if it is empty (but for our own lock/temp entries), or if it holds `marker` (e.g.
+    quantize.json) and every other entry is one that marker lists in "files" (older records without
+    that list: files a checkpoint holds by name). Never the working directory, an ancestor of it, the
+    home directory or a root. Otherwise a one-line QuantconfError, and nothing is touched."""
+    target = Path(target)
+    if not target.exists() and not target.is_symlink():
+        return
+    if protected_directory(target):
+        raise QuantconfError(f"{param} {target} is the working directory, one of its parents or the home directory; "
+                             f"quantconf never deletes it: choose a new {param} dir", param=param)
+    if target.is_symlink() or not target.is_dir():
+        raise QuantconfError(f"{param} {target} is not a directory quantconf wrote; choose another {param} dir",
+                             param=param)
+    entries = sorted(p.name for p in target.iterdir() if not _our_hidden_entry(p.name))
+    if not entries:
+        return
+    if marker not in entries:
+        raise QuantconfError(
+            f"{param} {target} is not a quantconf {what} (it has no {marker}) and --overwrite only replaces what "
+            f"quantconf wrote; choose a new {param} dir, or remove {target} yourself", param=param)
+    try:
+        listed = json.loads((target / marker).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    foreign = [e for e in entries if e != marker and (e not in listed if isinstance(listed, list)
+                                                       else not LEGACY_CHECKPOINT_FILE.match(e))]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise QuantconfError(f"{param} {target} holds files quantconf did not write ({shown}); --overwrite only "
+                             f"replaces a {what} it wrote: choose a new {param} dir, or move those files away",
+                             param=param)
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path):
     """Build a directory under a temporary name beside `target`; on success it replaces `target`,
@@ -68,6 +119,8 @@ def atomic_directory(target: Path):
         os.chmod(tmp, _umask_mode(0o777))
         yield tmp
         if target.exists():
+            if protected_directory(target):  # a last guard: callers check with check_ours_to_replace first
+                raise QuantconfError(f"{target} is the working directory or a parent of it; not replacing it")
             shutil.rmtree(target)
         os.replace(tmp, target)
     finally:

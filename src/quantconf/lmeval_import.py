@@ -34,7 +34,8 @@ from pathlib import Path
 import pandas as pd
 
 from quantconf.errors import QuantconfError
-from quantconf.io import atomic_write_json, ensure_writable_dir, package_versions, remove_if_holds_nothing
+from quantconf.io import (atomic_write_json, ensure_writable_dir, locked, package_versions, read_optional_json,
+                          remove_if_holds_nothing)
 from quantconf.predictions import MANIFEST, predictions_frame, task_file_name, write_predictions
 from quantconf.tasks import load_task
 from quantconf.tasks.lm_eval_bridge import raw_config, task_manager
@@ -222,7 +223,11 @@ def read_write_out_file(path: Path, data_dir=None) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("doc_id").reset_index(drop=True)
 
 
-def import_lm_eval(paths: list[Path], out: Path, data_dir=None) -> dict[str, int]:
+def import_lm_eval(paths: list[Path], out: Path, data_dir=None, overwrite: bool = False) -> dict[str, int]:
+    """Convert lm-eval output files into a prediction directory `out`. An existing `out` that holds
+    anything needs `overwrite`: the imported tasks' files and manifest entries are then replaced
+    (under the locks eval uses), other tasks' entries are kept; a directory of `quantconf eval`
+    predictions of a model is never mixed with imported ones."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -233,23 +238,45 @@ def import_lm_eval(paths: list[Path], out: Path, data_dir=None) -> dict[str, int
             raise QuantconfError(f"{p} not found")
     if not files:
         raise QuantconfError("no samples_<task>_*.jsonl or *_write_out_info.json files found")
-    created = not Path(out).exists()
+    out = Path(out)
+    if out.is_dir() and any(not e.name.startswith(".") for e in out.iterdir()) and not overwrite:
+        raise QuantconfError(f"out {out} already exists; pass --overwrite to write the imported tasks into it "
+                             "(its other tasks are kept), or choose another out dir", param="out")
+    existing = read_optional_json(out / MANIFEST, f"delete {out / MANIFEST} or choose another out dir")
+    if existing.get("model_fingerprint"):
+        raise QuantconfError(f"out {out} holds predictions quantconf eval made of {existing.get('model_spec')}; "
+                             "imported lm-eval results would be mixed with them: choose another out dir",
+                             param="out")
+    frames = {}
+    for f in files:  # every file is read and checked before anything is written
+        if WRITE_OUT_RE.search(f.name):
+            df = read_write_out_file(f, data_dir)
+        elif f.suffix == ".jsonl":
+            df = read_samples_file(f)
+        else:
+            raise QuantconfError(f"{f}: unknown layout; expected samples_<task>_<date>.jsonl or "
+                                 "<task>_write_out_info.json")
+        task = df["task"].iloc[0]
+        if task in frames:
+            raise QuantconfError(f"{f}: task {task} is also in {frames[task][0]}; import one file per task")
+        frames[task] = (f, df)
+    created = not out.exists()
     out = ensure_writable_dir(out)
     try:
         done = {}
-        for f in files:
-            if WRITE_OUT_RE.search(f.name):
-                df = read_write_out_file(f, data_dir)
-            elif f.suffix == ".jsonl":
-                df = read_samples_file(f)
-            else:
-                raise QuantconfError(f"{f}: unknown layout; expected samples_<task>_<date>.jsonl or "
-                                     "<task>_write_out_info.json")
-            task = df["task"].iloc[0]
-            write_predictions(df, out / task_file_name(task))
-            done[task] = {"file": str(f), "n": len(df)}
-        atomic_write_json(out / MANIFEST, {"imported_from": "lm-evaluation-harness", "tasks": done,
-                                           "packages": package_versions()})
+        for task, (f, df) in frames.items():
+            path = out / task_file_name(task)
+            with locked(out / f".{path.name}.lock", what=f"{task} in {out}"):
+                write_predictions(df, path)
+            done[task] = {"file": str(f), "n": len(df), "imported_from": "lm-evaluation-harness"}
+        with locked(out / f".{MANIFEST}.lock", what=str(out / MANIFEST)):
+            manifest = read_optional_json(out / MANIFEST, f"delete {out / MANIFEST} or choose another out dir")
+            if manifest.get("model_fingerprint"):  # an eval wrote it meanwhile
+                raise QuantconfError(f"out {out} now holds quantconf eval predictions; choose another out dir",
+                                     param="out")
+            atomic_write_json(out / MANIFEST, {**manifest, "imported_from": "lm-evaluation-harness",
+                                               "tasks": {**manifest.get("tasks", {}), **done},
+                                               "packages": package_versions()})
     except BaseException:
         if created:
             remove_if_holds_nothing(out)

@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from quantconf.errors import QuantconfError
-from quantconf.io import (atomic_directory, atomic_write_json, clean_stale_temp, give_umask_modes, library_output_to,
-                          package_versions)
+from quantconf.io import (atomic_directory, atomic_write_json, check_ours_to_replace, clean_stale_temp,
+                          ensure_writable_dir, give_umask_modes, library_output_to, package_versions)
 from quantconf.models import QUANTIZE_RECORD, local_model_dir, model_fingerprint, set_threads
 from quantconf.quantizers.base import QUANTIZERS, QuantConfig, Quantizer, load_methods
 from quantconf.quantizers.calib_data import build_calibration
@@ -76,6 +76,8 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
     if out.exists() and not overwrite:
         raise QuantconfError(f"out {out} already exists; overwrite it or choose another out dir",
                              param="out")
+    check_ours_to_replace(out, QUANTIZE_RECORD, "checkpoint")  # before any work, and before anything is deleted
+    ensure_writable_dir(out.parent)
     clean_stale_temp(out.parent, recursive=False)  # checkpoints half-written by killed runs
     n_threads = set_threads(threads)
     src = local_model_dir(model)
@@ -105,6 +107,8 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
             "packages": package_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
         }
+        # what --overwrite may later remove: exactly the entries written here
+        record["files"] = sorted({p.name for p in tmp.iterdir()} | {QUANTIZE_RECORD})
         atomic_write_json(tmp / QUANTIZE_RECORD, record)
     log(f"quantized {model} with {config.label()} in {seconds:.1f}s -> {out}")
     return record
