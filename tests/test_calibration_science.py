@@ -192,6 +192,31 @@ def test_auroc_equals_mann_whitney():
     assert weighted_auroc(conf, correct.astype(float), w[None, :].astype(float))[0] == pytest.approx(u2, abs=1e-12)
 
 
+def test_aurc_is_tie_invariant_and_counts_bootstrap_copies_as_copies():
+    import itertools
+
+    conf = np.array([0.9, 0.7, 0.7, 0.7, 0.5, 0.5])
+    correct = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+
+    def classic(order):  # risk(k) = errors among the first k, averaged over k
+        wrong = 1 - correct[list(order)]
+        return np.mean(np.cumsum(wrong) / np.arange(1, len(wrong) + 1))
+
+    # the expectation over every order that sorts confidence decreasingly (ties in any order)
+    orders = [o for o in itertools.permutations(range(6)) if np.all(np.diff(conf[list(o)]) <= 0)]
+    expected = np.mean([classic(o) for o in orders])
+    aurc, _ = weighted_aurc(conf, correct, np.ones((1, 6)))
+    assert aurc[0] == pytest.approx(expected)
+    perm = [3, 0, 5, 2, 4, 1]  # the question order does not matter
+    assert weighted_aurc(conf[perm], correct[perm], np.ones((1, 6)))[0][0] == pytest.approx(expected)
+    # a bootstrap weight of 2 is two copies: the same as the expanded sample with unit weights
+    w = np.array([2.0, 0.0, 1.0, 3.0, 1.0, 1.0])
+    rep = np.repeat(np.arange(6), w.astype(int))
+    a_w, e_w = weighted_aurc(conf, correct, w[None])
+    a_x, e_x = weighted_aurc(conf[rep], correct[rep], np.ones((1, len(rep))))
+    assert a_w[0] == pytest.approx(a_x[0]) and e_w[0] == pytest.approx(e_x[0])
+
+
 def test_aurc_by_hand():
     conf = np.array([0.9, 0.8, 0.7, 0.6])
     correct = np.array([1.0, 0.0, 1.0, 0.0])
@@ -376,12 +401,25 @@ def test_gap_verdict_wording_for_every_case():
 
     full = r(0.10, 0.05, 1.5)
     assert gap_verdict("piqa", full, r(0.20, 0.06)) == (
-        "piqa: quantized minus full ECE +0.100 before scaling, +0.010 after (T full 1.50, quantized 2.00): "
-        "temperature scaling closes most of it.")
-    assert gap_verdict("piqa", full, r(0.20, 0.12)).endswith("temperature scaling narrows it.")
-    assert gap_verdict("piqa", full, r(0.20, 0.20)).endswith("temperature scaling does not close it.")
+        "piqa: quantized minus full ECE +0.100 before scaling, +0.010 after (no interval) (T full 1.50, quantized "
+        "2.00): smaller after scaling (point estimates only: no test).")
+    assert gap_verdict("piqa", full, r(0.20, 0.20)).endswith("not smaller after scaling (point estimates only: no test).")
     assert gap_verdict("piqa", full, r(0.10, 0.30)).endswith("there was no gap to close.")
     assert gap_verdict("piqa", full, r(0.20, 0.10), metric="smece").startswith("piqa: quantized minus full SMECE +0.100")
+
+    def g(b, blo, bhi, a, alo, ahi):
+        return {"before": {"estimate": b, "ci": [blo, bhi]}, "after": {"estimate": a, "ci": [alo, ahi]}}
+
+    closed = gap_verdict("piqa", full, r(0.20, 0.06), gap=g(0.1, 0.05, 0.15, 0.01, -0.02, 0.04))
+    assert closed == ("piqa: quantized minus full ECE +0.100 [+0.050, +0.150] before scaling, +0.010 [-0.020, +0.040] "
+                      "after (95% paired bootstrap over questions) (T full 1.50, quantized 2.00): after temperature "
+                      "scaling no gap is detectable.")
+    assert gap_verdict("piqa", full, r(0.2, 0.1), gap=g(0.1, 0.05, 0.15, 0.05, 0.01, 0.09)).endswith(
+        "temperature scaling narrows it, but a gap remains.")
+    assert gap_verdict("piqa", full, r(0.2, 0.2), gap=g(0.1, 0.05, 0.15, 0.12, 0.06, 0.2)).endswith(
+        "temperature scaling does not close it.")
+    assert gap_verdict("piqa", full, r(0.2, 0.2), gap=g(0.02, -0.01, 0.05, 0.0, -0.02, 0.02)).endswith(
+        "no gap was detectable before scaling.")
     bound = gap_verdict("obqa", r(0.1, 0.1, 148.4, True), r(0.3, 0.1, 148.4, True))
     assert bound.endswith("T of the full and quantized model is at the search bound: its confidence carries almost "
                           "no information on this task, and the best single temperature flattens it towards uniform.")
@@ -554,10 +592,9 @@ def test_temperature_near_the_lower_bound_is_not_flagged():
 
 
 @pytest.mark.parametrize("before_q, after_q, verdict", [
-    (1e-12, 0.0, "temperature scaling"),          # a gap of exactly 1e-12 is a gap
-    (0.2, 0.1, "closes most of it"),              # exactly half: "most"
-    (0.2, 0.2, "does not close it"),              # exactly equal: not narrowed
-    (0.2, 0.15, "narrows it"),
+    (1e-12, 0.0, "smaller after scaling"),        # a gap of exactly 1e-12 is a gap
+    (0.2, 0.2, "not smaller after scaling"),      # exactly equal: not smaller
+    (0.2, 0.15, "smaller after scaling"),
     (0.0, 0.3, "there was no gap to close"),
 ])
 def test_gap_verdict_boundaries(before_q, after_q, verdict):
@@ -570,6 +607,41 @@ def test_gap_verdict_boundaries(before_q, after_q, verdict):
     assert "search bound" not in line
     quant["temperature_at_bound"] = True
     assert "T of the quantized model is at the search bound" in gap_verdict("piqa", full, quant)
+
+
+@pytest.mark.parametrize("before_ci, after_ci, verdict", [
+    ([0.0, 0.1], [0.0, 0.1], "no gap was detectable before scaling"),   # an interval ending at 0 contains it
+    ([0.01, 0.1], [-0.1, 0.0], "no gap is detectable"),
+    ([0.01, 0.1], [0.001, 0.05], "narrows it, but a gap remains"),
+    ([-0.1, -0.01], [-0.3, -0.2], "does not close it"),
+])
+def test_gap_verdict_with_intervals_boundaries(before_ci, after_ci, verdict):
+    from quantconf.recalibration import gap_verdict
+
+    r = {"before": {"ece": 0.0}, "after": {"ece": 0.0}, "temperature": 1.0}
+    gap = {"before": {"estimate": float(np.mean(before_ci)), "ci": before_ci},
+           "after": {"estimate": float(np.mean(after_ci)), "ci": after_ci}}
+    assert gap_verdict("piqa", r, r, gap=gap).endswith(verdict + ".")
+
+
+def test_gap_interval_against_a_direct_resampling():
+    from quantconf.calibration import calibration_metrics
+    from quantconf.recalibration import choice_log_probs, cross_fitted_log_probs, gap_interval
+
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(300, 3)) * 2
+    gold = [int(np.argmax(r + rng.gumbel(size=3))) for r in z]
+    full, quant = _df(z.tolist(), gold), _df((z * 3.0).tolist(), gold)  # quantized: over-confident
+    res = gap_interval(full, quant, n_boot=300, seed=1)
+    ece = {}
+    for name, df in (("full", full), ("quant", quant)):
+        ll, mask = choice_log_probs(list(df["loglik"]))
+        after, _ = cross_fitted_log_probs(ll, mask, np.array(gold), 5, 1)
+        ece[name] = calibration_metrics(np.exp(after), np.array(gold), mask)["ece"]
+    assert res["after"]["estimate"] == pytest.approx(ece["quant"] - ece["full"])
+    assert res["before"]["estimate"] > 0 and res["before"]["ci"][0] > 0  # the over-confident model: a real gap
+    lo, hi = res["after"]["ci"]
+    assert lo < res["after"]["estimate"] < hi and hi - lo < res["before"]["ci"][1] - res["before"]["ci"][0] + 0.1
 
 
 def test_recalibrate_task_defaults_bins_folds_seed_and_bootstrap_against_references():
@@ -618,3 +690,26 @@ def test_temperature_at_the_lower_bound_is_flagged():
     gold = [int(np.argmax(r)) for r in z]  # the model is always right, but 1e6 times too unsure
     res = recalibrate_task(_df((z / 1e6).tolist(), gold), n_boot=0)
     assert res["temperature"] == pytest.approx(np.exp(-5.0), rel=1e-3) and res["temperature_at_bound"] is True
+
+
+def test_sweep_answers_n_at_once_when_no_bin_count_can_break_monotonicity():
+    """All correct, all wrong, or confidence separating correct from wrong: every equal-mass binning is
+    monotone, so the sweep's answer is n, the value the full loop reaches (checked by a reference loop)."""
+    from quantconf.calibration import _bin_sums, equal_mass_bin
+
+    def reference(conf, correct):
+        best = 1
+        for b in range(2, len(conf) + 1):
+            count, (sa,) = _bin_sums(np.ones((1, len(conf))), equal_mass_bin(conf, b), b, correct)
+            if np.any(np.diff(sa[0] / count[0]) < 0):
+                break
+            best = b
+        return best
+
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.3, 1, 40)
+    for correct in (np.ones(40), np.zeros(40), (conf > 0.6).astype(float)):
+        assert sweep_bin_count(conf, correct) == reference(conf, correct) == 40
+    mixed = (rng.random(40) < conf).astype(float)
+    assert sweep_bin_count(conf, mixed) == reference(conf, mixed) < 40
+    assert sweep_bin_count(rng.uniform(size=20000), np.ones(20000)) == 20000  # no O(n^2) loop to get there

@@ -1,5 +1,6 @@
-"""noise_floor.py and replicated studies: statistics against hand computations on fixed predictions,
-replicates that really differ, and resuming a study with more replicates."""
+"""noise_floor.py: effects with intervals over questions *and* replicates, a systematic-movement
+test that holds its level when replicates scatter around the full model, hand computations of every
+statistic, and simulations with a known truth showing each test's type-I error and power."""
 
 import itertools
 import json
@@ -8,17 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import ttest_1samp, wilcoxon
 
-from quantconf.noise_floor import noise_floor, replicate_family
+from quantconf.noise_floor import (adjust_floors, align, delta_effects, holm, noise_floor, replicate_family,
+                                   systematic_movement, two_way_effect, verdict)
 from quantconf.quantizers import QuantConfig
+
+CHOICES = ["a", "b", "c", "d"]
 
 
 def _df(ll, gold):
-    n = len(ll)
-    return pd.DataFrame({"doc_id": range(n), "task": "t", "choices": [["a", "b", "c"]] * n, "gold": gold,
-                         "loglik": [list(r) for r in ll], "n_tokens": [[1, 1, 1]] * n, "n_chars": [[1, 1, 1]] * n,
-                         "n_bytes": [[1, 1, 1]] * n, "is_greedy": [[False] * 3] * n})
+    n, k = np.shape(ll)
+    return pd.DataFrame({"doc_id": range(n), "task": "t", "choices": [CHOICES[:k]] * n, "gold": list(gold),
+                         "loglik": [list(r) for r in ll], "n_tokens": [[1] * k] * n, "n_chars": [[1] * k] * n,
+                         "n_bytes": [[1] * k] * n, "is_greedy": [[False] * k] * n})
 
 
 def _softmax(ll):
@@ -26,67 +29,262 @@ def _softmax(ll):
     return e / e.sum(1, keepdims=True)
 
 
-def test_noise_floor_equals_hand_computation():
+# --------------------------------------------------------------------------- hand computations
+
+
+def test_descriptive_statistics_equal_hand_computation():
     rng = np.random.default_rng(0)
     n = 60
     full = rng.normal(size=(n, 3)) * 2
     gold = rng.integers(0, 3, n)
     reps = [full + rng.normal(size=(n, 3)) * s for s in (0.8, 1.0, 1.2)]
-    nf = noise_floor(_df(full, gold.tolist()), [_df(r, gold.tolist()) for r in reps], n_bins=5, n_conf_bins=3)
+    nf = noise_floor(_df(full, gold), [_df(r, gold) for r in reps], n_bins=5, n_conf_bins=3, n_boot=50)
     pf, pr = _softmax(full), [_softmax(r) for r in reps]
     correct_f, correct_r = pf.argmax(1) == gold, [p.argmax(1) == gold for p in pr]
     d_acc = [c.mean() - correct_f.mean() for c in correct_r]
-    assert nf["replicates"] == 3 and nf["pairs"] == 3
+    assert nf["replicates"] == 3 and nf["pairs"] == 3 and nf["n"] == n
+    assert nf["delta_acc"]["estimate"] == pytest.approx(np.mean(d_acc))
+    assert nf["delta_acc"]["per_replicate"] == pytest.approx(d_acc)
     assert nf["effect"]["delta_acc_mean"] == pytest.approx(np.mean(d_acc))
     assert nf["noise"]["delta_acc_sd"] == pytest.approx(np.std(d_acc, ddof=1))
     pairs = list(itertools.combinations(range(3), 2))
     js_pair = [jensenshannon(pr[i], pr[j], base=2, axis=1) for i, j in pairs]
     assert nf["noise"]["js_mean"] == pytest.approx(np.mean([x.mean() for x in js_pair]))
+    assert nf["js"]["to_full_mean"] == pytest.approx(np.mean([jensenshannon(pf, p, base=2, axis=1).mean() for p in pr]))
     flips = [np.mean(correct_r[i] != correct_r[j]) for i, j in pairs]
     assert nf["noise"]["flip_rate"] == pytest.approx(np.mean(flips))
-    assert nf["noise"]["delta_acc"] == pytest.approx(np.mean([abs(correct_r[j].mean() - correct_r[i].mean())
-                                                             for i, j in pairs]))
-    js_eff = np.mean([jensenshannon(pf, p, base=2, axis=1) for p in pr], axis=0)
-    js_noise = np.mean(js_pair, axis=0)
-    assert nf["test"]["js_effect_mean"] == pytest.approx(js_eff.mean())
-    assert nf["test"]["p_wilcoxon_greater"] == pytest.approx(wilcoxon(js_eff - js_noise, alternative="greater").pvalue)
-    assert nf["test"]["p_ttest_delta_acc"] == pytest.approx(ttest_1samp(d_acc, 0.0).pvalue)
     preds = np.stack([p.argmax(1) for p in pr])
     unstable = (preds != preds[0]).any(0)
     assert nf["instability"]["unstable_share"] == pytest.approx(unstable.mean())
     assert sum(b["n"] for b in nf["instability"]["by_full_confidence"]) == n
 
 
-def test_verdict_separates_effect_from_noise():
+def test_systematic_movement_equals_its_definition_in_clr_space():
     rng = np.random.default_rng(1)
-    n = 200
-    full = rng.normal(size=(n, 3)) * 2
-    gold = rng.integers(0, 3, n).tolist()
-    shifted = full + rng.normal(size=(n, 3)) * 2  # a large common change ...
-    big = [_df(shifted + rng.normal(size=(n, 3)) * 0.1, gold) for _ in range(3)]  # ... replicates agree closely
-    nf = noise_floor(_df(full, gold), big)
-    assert nf["test"]["clears_noise_floor"] and "more than re-drawing" in nf["verdict"]
-    noisy = [_df(full + rng.normal(size=(n, 3)) * 1.0, gold) for _ in range(3)]  # replicates as far apart as from full
-    nf = noise_floor(_df(full, gold), noisy)
-    assert not nf["test"]["clears_noise_floor"] and "noise of the quantizer" in nf["verdict"]
-    with pytest.raises(ValueError, match="at least two replicates"):
-        noise_floor(_df(full, gold), noisy[:1])
+    n, r = 40, 4
+    full = rng.normal(size=(n, 4))
+    gold = rng.integers(0, 4, n)
+    reps = [full + rng.normal(size=(n, 4)) * 0.7 + 0.5 for _ in range(r)]
+
+    def clr(ll):
+        lp = np.log(_softmax(ll))
+        return lp - lp.mean(1, keepdims=True)
+
+    f, q = clr(full), [clr(x) for x in reps]
+    total = np.mean([((f - x) ** 2).sum(1).mean() for x in q])
+    between = np.mean([((q[i] - q[j]) ** 2).sum(1).mean() for i in range(r) for j in range(r) if i != j])
+    m = systematic_movement(align(_df(full, gold), [_df(x, gold) for x in reps]), n_boot=100)
+    assert m["total_divergence"] == pytest.approx(total)
+    assert m["systematic"]["estimate"] == pytest.approx(total - between / 2)
+    assert m["systematic_share"]["estimate"] == pytest.approx((total - between / 2) / total)
+    # a constant added to one question's log-likelihoods is the same distribution: nothing changes
+    shifted = [x + rng.normal(size=(n, 1)) * 5 for x in reps]
+    m2 = systematic_movement(align(_df(full, gold), [_df(x, gold) for x in shifted]), n_boot=100)
+    assert m2["systematic"]["estimate"] == pytest.approx(m["systematic"]["estimate"])
+    # the jackknife over replicates by hand
+    loo = []
+    for i in range(r):
+        keep = [q[j] for j in range(r) if j != i]
+        t = np.mean([((f - x) ** 2).sum(1).mean() for x in keep])
+        b = np.mean([((keep[a] - keep[c]) ** 2).sum(1).mean() for a in range(r - 1) for c in range(r - 1) if a != c])
+        loo.append(t - b / 2)
+    loo = np.array(loo)
+    assert m["systematic"]["se_replicates"] ** 2 == pytest.approx((r - 1) / r * ((loo - loo.mean()) ** 2).sum())
 
 
-def test_verdict_wording_of_the_average_effect():
-    from quantconf.noise_floor import verdict
+def test_two_way_effect_combines_questions_and_replicates_with_satterthwaite_df():
+    from scipy.stats import t
 
-    nf = {"replicates": 5, "effect": {"delta_acc_mean": -0.044, "delta_acc_sd": 0.012},
-          "test": {"js_effect_mean": 0.149, "js_noise_mean": 0.125, "p_wilcoxon_greater": 0.54, "alpha": 0.05,
-                   "clears_noise_floor": False, "p_ttest_delta_acc": 0.001}}
-    assert verdict("piqa", nf) == (
-        "piqa: quantization moves answers no more than re-drawing the calibration sample does (mean JS to full "
-        "0.149 vs 0.125 between replicates, one-sided Wilcoxon p = 0.54): per question, read full-vs-quantized "
-        "differences as noise of the quantizer; on average the accuracy change is consistent across calibration "
-        "draws, a real effect: Δacc -0.044 ± 0.012 over 5 replicates (t-test p = 0.001).")
-    nf["test"]["p_ttest_delta_acc"] = 0.4
-    assert verdict("piqa", nf).endswith("the accuracy change is not distinguishable from zero across calibration "
-                                        "draws: Δacc -0.044 ± 0.012 over 5 replicates (t-test p = 0.4).")
+    draws = np.random.default_rng(0).normal(0.1, 0.02, 5000)
+    v_q, v_r = draws.var(ddof=1), 0.03 ** 2
+    e = two_way_effect(0.1, draws, v_r, 500, 5, alpha=0.05)
+    se = np.sqrt(v_q + v_r)
+    df = (v_q + v_r) ** 2 / (v_q ** 2 / 499 + v_r ** 2 / 4)
+    assert e["se"] == pytest.approx(se) and e["df"] == pytest.approx(df)
+    assert e["ci"] == pytest.approx([0.1 - t.ppf(0.975, df) * se, 0.1 + t.ppf(0.975, df) * se])
+    assert e["p"] == pytest.approx(2 * t.sf(0.1 / se, df))
+    # replicate spread dominating: the interval is a t over replicates (df -> R - 1)
+    wide = two_way_effect(0.1, draws * 0 + 0.1, 0.05 ** 2, 500, 5)
+    assert wide["df"] == pytest.approx(4) and wide["ci"][1] - 0.1 == pytest.approx(t.ppf(0.975, 4) * 0.05)
+
+
+def test_question_variance_matches_the_analytic_variance_of_a_mean():
+    rng = np.random.default_rng(2)
+    n = 300
+    full = rng.normal(size=(n, 4)) * 2
+    gold = rng.integers(0, 4, n)
+    reps = [full + rng.normal(size=(n, 4)) for _ in range(3)]
+    a = align(_df(full, gold), [_df(x, gold) for x in reps])
+    e = delta_effects(a, ["acc", "nll"], n_boot=4000, seed=3)
+    cf = (_softmax(full).argmax(1) == gold).astype(float)
+    per_q = np.mean([(_softmax(x).argmax(1) == gold) - cf for x in reps], axis=0)
+    assert e["delta_acc"]["se_questions"] == pytest.approx(per_q.std(ddof=1) / np.sqrt(n), rel=0.06)
+    d = e["delta_acc"]["per_replicate"]
+    assert e["delta_acc"]["se_replicates"] == pytest.approx(np.std(d, ddof=1) / np.sqrt(3))
+
+
+def test_zero_spread_is_undefined_never_p_zero():
+    rng = np.random.default_rng(3)
+    full = rng.normal(size=(50, 3))
+    gold = rng.integers(0, 3, 50)
+    nf = noise_floor(_df(full, gold), [_df(full, gold), _df(full, gold), _df(full, gold)], n_boot=50)
+    assert nf["delta_acc"]["p"] is None and nf["systematic_share"]["p"] is None
+    assert "no test" in nf["verdict"] and "p = 0" not in nf["verdict"]
+    # identical replicate deltas but questions that change: the question variance makes a real test
+    moved = full.copy()
+    moved[:10, 0] += 10
+    nf = noise_floor(_df(full, gold), [_df(moved, gold)] * 3, n_boot=200)
+    assert nf["delta_acc"]["se_replicates"] == 0 and nf["delta_acc"]["p"] is not None
+    assert 0 < nf["delta_acc"]["p"] <= 1
+
+
+def test_refuses_one_replicate_and_bad_options():
+    from quantconf.errors import QuantconfError
+
+    full = np.zeros((5, 2))
+    with pytest.raises(QuantconfError, match="at least two replicates"):
+        noise_floor(_df(full, [0] * 5), [_df(full, [0] * 5)])
+    with pytest.raises(QuantconfError, match="alpha"):
+        noise_floor(_df(full, [0] * 5), [_df(full, [0] * 5)] * 2, alpha=1.5)
+    with pytest.raises(QuantconfError, match="n_boot"):
+        noise_floor(_df(full, [0] * 5), [_df(full, [0] * 5)] * 2, n_boot=0)
+
+
+def test_holm_equals_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    p = [0.01, 0.04, 0.03, 0.2, 0.005, 0.5]
+    assert holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+    assert holm([0.01, None, 0.04]) == pytest.approx([0.02, None, 0.04])
+
+
+def test_verdict_words_match_the_test_and_say_holm():
+    e = {"estimate": -0.044, "ci": [-0.084, -0.004], "p": 0.03, "se": 0.02}
+    nf = {"task": "piqa", "n": 200, "replicates": 5, "alpha": 0.05, "delta_acc": dict(e),
+          "delta_ece": {"estimate": 0.01, "ci": [-0.01, 0.03], "p": 0.3},
+          "systematic_share": {"estimate": 0.65, "ci": [0.4, 0.9], "p": 0.0004}}
+    text = verdict(nf)
+    assert text.startswith("piqa: quantization lowers accuracy on piqa: -4.4 points [-8.4, -0.4], p = .030 "
+                           "(200 questions × 5 calibration draws)")
+    assert "no ECE change on piqa detectable" in text and "p < .001" in text
+    assert "beyond the quantizer's own run-to-run scatter" in text
+    floors = [nf, {**nf, "task": "arc", "delta_acc": {**e, "p": 0.02}}]
+    adjust_floors(floors)
+    assert floors[0]["delta_acc"]["p_holm"] == pytest.approx(0.04) and floors[0]["delta_acc"]["holm_tests"] == 2
+    assert "Holm-adjusted over 2 tests" in floors[0]["verdict"]
+    floors[0]["delta_acc"]["p"] = floors[1]["delta_acc"]["p"] = 0.04
+    adjust_floors(floors)
+    assert "no accuracy change on piqa detectable" in floors[0]["verdict"]  # .08 after Holm
+
+
+# --------------------------------------------------------------------------- simulations with a known truth
+#
+# Four kinds of truth, 200 questions x 5 replicates (examples/noise_floor.yaml's shape), 4 choices:
+#   hetero    no population change of accuracy, but a quarter of the questions react to quantization,
+#             each in its own direction (correct -> wrong or wrong -> correct, balanced in expectation)
+#   loss      the same, with correct -> wrong more likely: a real accuracy loss
+#   scatter   replicates scatter around the full model (zero-mean noise in log-probability space,
+#             per question and shared within a replicate): no systematic movement
+#   shift     a fixed shift of the answer distribution on 30% of the questions, plus the scatter
+
+
+def _simulated_study(kind: str, rng, n: int = 200, r: int = 5, k: int = 4):
+    gold = rng.integers(0, k, n)
+    full = rng.normal(0, 1.0, (n, k))
+    a0 = 0.6
+    correct = rng.random(n) < a0
+    top = np.where(correct, gold, (gold + rng.integers(1, k, n)) % k)
+    full[np.arange(n), top] = full.max(1) + rng.exponential(1.0, n) + 0.05
+    reps = []
+    if kind in ("hetero", "loss"):
+        react = rng.random(n) < 0.25
+        # expected flips balance: P(correct) * rate(c->w) = P(wrong) * rate(w->c)
+        rate = np.where(correct, 0.6 * (1 - a0), 0.6 * a0) * np.where(correct, 1.6, 0.4) ** (kind == "loss")
+        for _ in range(r):
+            q = full + rng.normal(0, 0.05, full.shape)
+            flip = react & (rng.random(n) < rate)
+            new_top = np.where(flip, np.where(correct, (gold + rng.integers(1, k, n)) % k, gold), top)
+            q[np.arange(n), new_top] = q.max(1) + 0.3 + rng.exponential(0.5, n)
+            reps.append(q)
+    else:
+        spread = rng.gamma(2, 0.25, n)[:, None]
+        shared = rng.normal(0, 1, (n, k)) * 0.3
+        shift = np.zeros((n, k))
+        if kind == "shift":
+            some = rng.random(n) < 0.3
+            shift[some] = rng.normal(0, 1.0, (some.sum(), k))
+        reps = [full + shift + rng.normal() * shared + rng.normal(0, 1, (n, k)) * spread for _ in range(r)]
+    return _df(full, gold), [_df(q, gold) for q in reps]
+
+
+def _rejection_rates(kind: str, studies: int = 300, alpha: float = 0.05) -> dict:
+    rng = np.random.default_rng({"hetero": 11, "loss": 12, "scatter": 13, "shift": 14}[kind])
+    acc = sysm = 0
+    for s in range(studies):
+        full, reps = _simulated_study(kind, rng)
+        a = align(full, reps)
+        p_acc = delta_effects(a, ["acc"], n_boot=200, seed=s)["delta_acc"]["p"]
+        p_sys = systematic_movement(a, n_boot=200, seed=s)["systematic"]["p"]
+        acc += p_acc is not None and p_acc < alpha
+        sysm += p_sys is not None and p_sys < alpha
+    return {"delta_acc": acc / studies, "systematic": sysm / studies}
+
+
+def _bound(alpha=0.05, studies=300):  # alpha + 2.5 binomial standard errors of the simulated rate
+    return alpha + 2.5 * np.sqrt(alpha * (1 - alpha) / studies)
+
+
+def test_simulation_type_one_error_and_power(capsys):
+    rates = {kind: _rejection_rates(kind) for kind in ("hetero", "loss", "scatter", "shift")}
+    with capsys.disabled():
+        print("\nnoise-floor simulations (300 studies each, 200 questions x 5 replicates, alpha .05): "
+              + "; ".join(f"{k}: P(reject Δacc=0) {v['delta_acc']:.3f}, P(reject no systematic) {v['systematic']:.3f}"
+                          for k, v in rates.items()))
+    # the null of each test holds its level ...
+    assert rates["hetero"]["delta_acc"] <= _bound()      # no population change despite question heterogeneity
+    assert rates["scatter"]["systematic"] <= _bound()    # replicates scatter around the full model
+    # ... and each finds what is there
+    assert rates["loss"]["delta_acc"] >= 0.4             # a 3.4-point loss on 200 questions
+    assert rates["shift"]["systematic"] >= 0.9
+    assert rates["hetero"]["systematic"] >= 0.9          # per-question reactions are systematic movement
+
+
+def test_the_old_replicate_t_test_fails_the_same_null():
+    """The test this module replaced (a t-test over the 5 replicate deltas) says "real effect" far too
+    often under the heterogeneity null; kept as a regression witness of why."""
+    from scipy.stats import ttest_1samp
+
+    rng = np.random.default_rng(11)
+    rejects = 0
+    for _ in range(100):
+        full, reps = _simulated_study("hetero", rng)
+        d = align(full, reps)
+        cf = d.probs[0].argmax(1) == d.gold
+        deltas = [(p.argmax(1) == d.gold).mean() - cf.mean() for p in d.probs[1:]]
+        rejects += ttest_1samp(deltas, 0).pvalue < 0.05
+    assert rejects / 100 > 0.15
+
+
+def test_public_api_noise_floor(tmp_path):
+    import quantconf as qc
+    from quantconf.predictions import write_predictions
+
+    rng = np.random.default_rng(5)
+    full, reps = _simulated_study("loss", rng, n=120, r=3)
+    res = qc.noise_floor(full, reps, n_boot=100)
+    for key in ("delta_acc", "delta_ece", "delta_nll", "delta_smece", "delta_brier", "delta_auroc", "systematic_share"):
+        assert set(res[key]) >= {"estimate", "ci", "p"} and len(res[key]["ci"]) == 2
+    assert set(res) >= {"instability", "verdict"}
+    # dicts by task and directories, as qc.compare takes them
+    by_task = qc.noise_floor({"t": full}, [{"t": q} for q in reps], n_boot=50)
+    assert by_task["t"]["delta_acc"]["estimate"] == pytest.approx(res["delta_acc"]["estimate"])
+    dirs = []
+    for i, df in enumerate([full, *reps]):
+        (tmp_path / str(i)).mkdir()
+        write_predictions(df, tmp_path / str(i) / "t.parquet")
+        dirs.append(tmp_path / str(i))
+    from_dirs = qc.noise_floor(dirs[0], dirs[1:], n_boot=50)
+    assert from_dirs["t"]["delta_acc"]["estimate"] == pytest.approx(res["delta_acc"]["estimate"])
 
 
 def test_replicate_family_drops_only_the_seed():
@@ -132,7 +330,13 @@ def test_replicated_study_differs_per_replicate_and_resumes(tiny_model_dir, tmp_
     assert rtn[0]["replicates"] == 1 and rtn[0]["noise"]["js_mean"] is None
     (floor,) = summary["noise_floor"]
     assert floor["variant"] == "gptq-w2g32-pydoc" and len(floor["members"]) == 3
+    assert set(floor["delta_acc"]) >= {"estimate", "ci", "p", "p_holm"} and "systematic_share" in floor
+    assert floor["verdict"].startswith("arithmetic: ") and "3 calibration draws" in floor["verdict"]
+    assert all("quantizer's own run-to-run noise is not in these intervals" in c["inference"] for c in rtn)
     csv = pd.read_csv(out / "summary.csv")
-    assert {"replicates", "noise_js_mean", "noise_flip_rate", "noise_delta_acc_sd", "noise_delta_ece_sd"} <= set(csv)
+    assert {"replicates", "noise_js_mean", "noise_flip_rate", "noise_delta_acc_sd", "noise_delta_ece_sd",
+            "nf_delta_acc", "nf_delta_acc_lo", "nf_delta_acc_hi", "nf_delta_acc_p_holm", "nf_systematic_share"} <= set(csv)
+    row = csv[csv["variant"] == "gptq-w2g32-pydoc-s0"].iloc[0]
+    assert row["nf_delta_acc"] == pytest.approx(floor["delta_acc"]["estimate"])
     page = (out / "report.html").read_text()
     assert "Is it quantization or noise?" in page and "between replicates" in page

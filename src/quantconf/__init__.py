@@ -9,9 +9,9 @@ with quantizers, outliers and perplexity beside it. The public API is `quantconf
 """
 
 from quantconf._version import __version__
-from quantconf.api import (compare, evaluate, load_model, load_task, metrics, quantize, read_predictions, recalibrate,
-                           run_study)
+from quantconf.api import (compare, evaluate, load_model, load_task, metrics, noise_floor, quantize, read_predictions,
+                           recalibrate, run_study)
 from quantconf.errors import QuantconfError
 
-__all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "recalibrate", "run_study",
+__all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "noise_floor", "recalibrate", "run_study",
            "read_predictions", "QuantconfError", "__version__"]

@@ -1,4 +1,4 @@
-"""The public Python API (`import quantconf as qc`): the whole pipeline as eight functions.
+"""The public Python API (`import quantconf as qc`): the whole pipeline as ten functions.
 
 Each function is a thin, documented door into the module that does the work, so that a notebook
 and the command line run the same code: the CLI (`cli.py`) only parses flags, prints and maps
@@ -26,8 +26,8 @@ from quantconf.study import run_study as _run_study
 from quantconf.tasks import LoadedTask, resolve_tasks
 from quantconf.tasks import load_task as _load_task
 
-__all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "recalibrate", "run_study",
-           "read_predictions"]
+__all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "noise_floor", "recalibrate",
+           "run_study", "read_predictions"]
 
 
 def load_model(spec: str | Path, *, dtype: str = "float32", device: str = "cpu", allow_pickle: bool = False,
@@ -429,6 +429,73 @@ def recalibrate(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path
     if n_boot < 0:
         raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
     return recalibrate_task(predictions, n_folds=n_folds, n_boot=n_boot, seed=seed, n_bins=n_bins)
+
+
+def noise_floor(full, replicates, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, n_bins: int = 15,
+                n_conf_bins: int = 5) -> dict:
+    """Is it quantization or noise? Full vs several replicate quantizations, with honest intervals.
+
+    Every full-vs-quantized delta gets an interval and p-value that include both sources of
+    variation: which questions were asked (a bootstrap over questions, every model scored on the
+    same resampled questions) and which calibration sample the quantizer drew (the spread of the
+    replicates), combined with Welch-Satterthwaite degrees of freedom. The systematic share says
+    how much of the movement of the answer distributions is not the quantizer's own scatter around
+    the full model (centred log-probabilities; test of "replicates scatter around the full model").
+
+    Parameters
+    ----------
+    full : pandas.DataFrame, dict of str to DataFrame, str or Path
+        The full model's predictions: one task's frame, a dict by task, or a predictions directory.
+    replicates : list
+        Two or more runs of one quantization configuration that differ only in the calibration
+        draw (seed), each of the same kind as ``full``.
+    n_boot : int, default=1000
+        Bootstrap resamples of the questions.
+    seed : int, default=0
+    alpha : float, default=0.05
+        Level of the tests and 1 - coverage of the intervals.
+    n_bins, n_conf_bins : int
+        Bins of the calibration metrics; equal-mass bins of the full model's confidence for the
+        instability table.
+
+    Returns
+    -------
+    dict
+        For one task: ``delta_acc``, ``delta_ece``, ``delta_nll``, ``delta_ace``, ``delta_smece``,
+        ``delta_brier``, ``delta_conf_true``, ``delta_auroc``, ``delta_aurc`` and ``systematic_share``
+        (and ``systematic``), each ``{"estimate", "ci", "p", "se", "se_questions", "se_replicates",
+        "df"}`` (``p`` is None where nothing varies: undefined, never 0); ``effect`` and ``noise``
+        (descriptive means, sds and between-replicate values), ``js``, ``instability`` and
+        ``verdict``. A dict by task when given dicts or directories.
+
+    Raises
+    ------
+    QuantconfError
+        Fewer than two replicates, no questions or tasks in common, choices that differ.
+
+    Examples
+    --------
+    >>> import quantconf as qc
+    >>> nf = qc.noise_floor("runs/full", ["runs/gptq-s0", "runs/gptq-s1", "runs/gptq-s2"])  # doctest: +SKIP
+    >>> nf["piqa"]["delta_acc"]["ci"], nf["piqa"]["systematic_share"]["estimate"]           # doctest: +SKIP
+    """
+    from quantconf.noise_floor import noise_floor as _noise_floor
+
+    if not isinstance(replicates, (list, tuple)) or len(replicates) < 2:
+        raise QuantconfError("replicates must be a list of at least two prediction sets (for one quantized run "
+                             "use compare)", param="replicates")
+    full = read_predictions(full) if isinstance(full, (str, Path)) else full
+    replicates = [read_predictions(r) if isinstance(r, (str, Path)) else r for r in replicates]
+    options = {"n_boot": n_boot, "seed": seed, "alpha": alpha, "n_bins": n_bins, "n_conf_bins": n_conf_bins}
+    if isinstance(full, dict) or any(isinstance(r, dict) for r in replicates):
+        if not (isinstance(full, dict) and all(isinstance(r, dict) for r in replicates)):
+            raise QuantconfError("full and replicates must all be frames of one task, or all dicts by task")
+        common = sorted(set(full).intersection(*replicates))
+        if not common:
+            raise QuantconfError("the full model and the replicates share no task; evaluate all on the same tasks")
+        return {t: _noise_floor(full[t], [r[t] for r in replicates], task=t, **options) for t in common}
+    task = str(full["task"].iloc[0]) if len(full) else ""
+    return _noise_floor(full, list(replicates), task=task, **options)
 
 
 def run_study(config: str | Path | dict | Study, out: str | Path, *, dry_run: bool = False, log=print,

@@ -36,8 +36,8 @@ y[i] the gold index, conf_i = max_j p[i, j], pred_i = argmax_j p[i, j], correct_
                confidence (Roelofs et al. 2022, p = 1)
   auroc        area under the ROC of confidence as a detector of its own correctness
                (= Mann-Whitney U / (n_correct n_wrong), ties count 1/2)
-  aurc, eaurc  area under the risk-coverage curve (Geifman & El-Yaniv 2017; ties in question order),
-               and its excess over a perfect ranking
+  aurc, eaurc  area under the risk-coverage curve (Geifman & El-Yaniv 2017; tied confidences in
+               random order, expectation taken), and its excess over a perfect ranking
   brier_reliability, brier_resolution, brier_uncertainty, brier_within_bin
                Murphy's decomposition of the multi-class Brier score, summed over classes: for class
                j, B equal-width bins of p[:, j]; REL = sum_b n_b/n (mean p - mean y)^2, RES =
@@ -307,6 +307,11 @@ def sweep_bin_count(conf, correct) -> int:
     """Roelofs et al. (2022)'s ECE_sweep: the largest number of equal-mass bins (`equal_mass_bin`)
     for which bin accuracy, in order of confidence, is monotonically non-decreasing."""
     conf, correct = np.asarray(conf, float), np.asarray(correct, float)
+    # Bins are contiguous runs in rank order, so if correctness itself never decreases in that order
+    # (all correct, all wrong, or confidence separating them perfectly) every bin count is monotone
+    # and the sweep would run to n: answer n at once (the same value, without the O(n^2) loop)
+    if np.all(np.diff(correct[np.argsort(conf, kind="stable")]) >= 0):
+        return len(conf)
     best = 1
     for b in range(2, len(conf) + 1):
         count, (sa,) = _bin_sums(np.ones((1, len(conf))), equal_mass_bin(conf, b), b, correct)
@@ -332,20 +337,38 @@ def weighted_auroc(conf, correct, weights) -> np.ndarray:
     return _safe_div(pairs, np.where(ok, w, 0).sum(axis=1) * wrong_w.sum(axis=1))
 
 
-def _risk_coverage_area(order, wrong, weights) -> np.ndarray:
+def _risk_coverage_area(key, wrong, weights) -> np.ndarray:
+    """Mean selective risk over coverage, questions taken in decreasing `key`, weights as multiplicities
+    (a bootstrap count of 2 is two copies) and every group of equal keys in uniformly random order:
+    the expected area, so it depends on neither the question order nor how duplicates are counted.
+    A group of W copies with E errors after K copies with C errors adds
+        sum_{j=1..W} (C + j E/W) / (K + j) = C dH + (E/W) (W - K dH),  dH = sum_{j=1..W} 1/(K + j)
+    (digamma differences, which also take fractional weights)."""
+    from scipy.special import digamma
+
+    order = np.argsort(-key, kind="stable")
+    k = key[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
     w = weights[:, order]
-    cum_w, cum_err = np.cumsum(w, axis=1), np.cumsum(w * wrong[order], axis=1)
-    risk = _safe_div(cum_err, cum_w)
-    return (w * np.nan_to_num(risk)).sum(axis=1) / w.sum(axis=1)
+    group_w = np.add.reduceat(w, starts, axis=1)
+    group_e = np.add.reduceat(w * wrong[order], starts, axis=1)
+    before_w = np.cumsum(group_w, axis=1) - group_w
+    before_e = np.cumsum(group_e, axis=1) - group_e
+    dh = digamma(before_w + group_w + 1) - digamma(before_w + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        area = np.where(group_w > 0, before_e * dh + group_e / group_w * (group_w - before_w * dh), 0.0)
+    return area.sum(axis=1) / w.sum(axis=1)
 
 
 def weighted_aurc(conf, correct, weights) -> tuple[np.ndarray, np.ndarray]:
-    """(AURC, E-AURC) of Geifman & El-Yaniv: questions taken in order of decreasing confidence (ties in
-    question order); risk(k) = error rate of the k most confident; AURC = mean over k of risk(k).
-    E-AURC subtracts the AURC of a perfect ranking (every correct answer first)."""
+    """(AURC, E-AURC) of Geifman & El-Yaniv: questions in order of decreasing confidence; risk(k) =
+    error rate of the k most confident; AURC = mean over k of risk(k). Tied confidences (and the copies
+    a bootstrap draws) are in random order and the expectation is taken (`_risk_coverage_area`), so
+    point estimates and bootstrap replicates use one tie-invariant definition. E-AURC subtracts the
+    AURC of a perfect ranking (every correct answer first)."""
     wrong = 1.0 - correct
-    aurc = _risk_coverage_area(np.argsort(-conf, kind="stable"), wrong, weights)
-    best = _risk_coverage_area(np.argsort(wrong, kind="stable"), wrong, weights)
+    aurc = _risk_coverage_area(np.asarray(conf, float), wrong, weights)
+    best = _risk_coverage_area(np.asarray(correct, float), wrong, weights)
     return aurc, aurc - best
 
 

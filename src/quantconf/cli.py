@@ -22,7 +22,7 @@ from quantconf.quantizers import load_methods
 from quantconf.quantizers.base import QuantConfig
 from quantconf.outliers import run_outliers
 from quantconf.perplexity import text_perplexity
-from quantconf.recalibration import gap_verdict
+from quantconf.recalibration import gap_interval, gap_verdict
 from quantconf.report import write_report
 from quantconf.study import demo_study, load_study, plan
 from quantconf.tasks import get_task, task_names
@@ -154,8 +154,15 @@ def cmd_recalibrate(args) -> int:
             print(f"{d[-28:]:<28} {task:<14} {r['temperature']:>6.2f} {ci:>14}  {cells}")
     dirs = list(results)
     for quant in dirs[1:]:
-        for task in results[dirs[0]].keys() & results[quant].keys():
-            print(f"{quant}: " + gap_verdict(task, results[dirs[0]][task], results[quant][task]))
+        common = sorted(results[dirs[0]].keys() & results[quant].keys())
+        if not common:
+            raise QuantconfError(f"{dirs[0]} and {quant} share no task, so there is no gap to judge; "
+                                 "recalibrate predictions of the same --tasks")
+        full_preds, quant_preds = qc.read_predictions(dirs[0]), qc.read_predictions(quant)
+        for task in common:
+            gap = gap_interval(full_preds[task], quant_preds[task], n_folds=args.folds, n_boot=max(args.bootstrap, 1),
+                               seed=args.seed, n_bins=args.bins)
+            print(f"{quant}: " + gap_verdict(task, results[dirs[0]][task], results[quant][task], gap=gap))
     return 0
 
 

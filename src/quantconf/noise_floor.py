@@ -1,23 +1,42 @@
-"""Is it quantization or noise? Full-vs-quantized effects measured against replicate quantizations.
+"""Is it quantization or noise? Full-vs-quantized effects with intervals over questions *and* replicates.
 
 Two runs of one quantizer that differ only in the calibration sample (another seed draws another
-sample from the same calibration set) are equally valid quantized models. The differences between
-them are the noise floor: an "effect of quantization" smaller than that is not an effect of
-quantization as such, but of which calibration sample happened to be drawn.
+sample) are equally valid quantized models. A claim "quantization did X on this task" must hold
+beyond both the questions that happened to be asked and the calibration sample that happened to
+be drawn. For one task: the full model's predictions F and replicates Q_1..Q_R (R >= 2) of one
+configuration, paired on the questions all of them answered.
 
-For one task, the full model's predictions F and replicates Q_1..Q_R (R >= 2) of one configuration:
-  effect   every full-vs-quantized statistic of `paired.compare_task(F, Q_i)`, as mean and sd over i
-  noise    the same statistics between replicate pairs, `compare_task(Q_i, Q_j)` for i < j (the
-           signed deltas of a pair have no meaningful sign, so the noise of a delta is the mean
-           |delta| over pairs, and `delta_<m>_sd` is the sd of the full-vs-Q_i deltas over i)
-  test     (a) per question, its mean JS(F, Q_i) over replicates against its mean JS(Q_i, Q_j) over
-           pairs: a one-sided Wilcoxon signed-rank test over questions that quantization moves a
-           question's answer distribution more than re-drawing the calibration sample does;
-           (b) for the task-level deltas (Δacc, ΔECE): a one-sample t-test over replicates that the
-           mean delta is not 0 (consistent across calibration draws, so an effect of quantization)
-  instability   share of questions whose predicted answer is not the same in every replicate, per
-           equal-mass bin of the full model's confidence, and the AUROC of low full-model
-           confidence as a predictor of instability (0.5: no concentration on low confidence)
+effects (delta_<m>, m in EFFECT_METRICS)
+    estimate  mean over replicates of metric(Q_r) - metric(F) on the questions
+    interval  two-way ("pigeonhole", Owen 2007) bootstrap: each draw resamples the questions with
+              replacement *and*, independently, the replicates, and recomputes the mean delta
+              (every model scored on the same resampled questions; a metric's data-chosen
+              structure, the smECE bandwidth and the sweep's bin count, fixed per model as in
+              paired.py). Percentile CI; two-sided p = share of draws on the far side of 0, doubled
+              ((1 + count) / (1 + B)). Null: no change of the task-level metric in the population
+              of questions and calibration draws. The pigeonhole bootstrap is conservative for
+              crossed designs (it counts the question x replicate interaction more than once).
+              Zero spread (no draw differs) is "undefined": p is None, never 0.
+systematic share (the noise floor that can find a systematic shift)
+    Answer distributions are compared as centred log-probabilities (clr(p) = log p - mean log p
+    over the question's choices: Aitchison geometry, a Hilbert space), where for each question
+        E ||F - Q||^2 = ||F - mu||^2 + tr Sigma     and     E ||Q - Q'||^2 = 2 tr Sigma
+    (mu, Sigma: centre and spread of the replicates). So per question
+        systematic_i = mean_r ||F - Q_r||^2 - 1/2 mean_{r != s} ||Q_r - Q_s||^2
+    is unbiased for ||F - mu||^2, the movement that is not the quantizer's own scatter. Averaged
+    over questions, as a share of the total divergence mean_r ||F - Q_r||^2, with the two-way
+    bootstrap (replicate draws holding fewer than two distinct replicates are redrawn: the scatter
+    needs a pair). One-sided test of H0 "replicates scatter around the full model" (mu = F on every
+    question): p = (1 + #draws <= 0) / (1 + B). Log-probabilities that differ by a constant over a
+    question's choices are the same distribution, which clr respects.
+descriptive (no test)
+    mean JS distance to the full model and between replicates, flip rates, the deltas' mean and sd
+    over replicates, |delta| between replicate pairs; instability: share of questions whose
+    predicted answer is not the same in every replicate, per equal-mass bin of the full model's
+    confidence, and the AUROC of low full-model confidence as a predictor of instability.
+
+Several (configuration, task) verdicts in one study are adjusted together with Holm's step-down
+method (`holm`), per family of tests (accuracy; systematic share); `verdict` says so.
 """
 
 from __future__ import annotations
@@ -27,13 +46,18 @@ import itertools
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu, ttest_1samp, wilcoxon
+from scipy.stats import mannwhitneyu
+from scipy.stats import t as student_t
 
-from quantconf.calibration import equal_mass_bin, probs_from_predictions
-from quantconf.paired import compare_task, js_distance, pair_predictions
+from quantconf.calibration import (equal_mass_bin, log_probs_from_predictions, metric_structure, metrics_weighted,
+                                   resample_weights)
+from quantconf.errors import QuantconfError
+from quantconf.paired import js_distance
 
-EFFECT_KEYS = ["delta_acc", "delta_nll", "delta_ece", "delta_ace", "delta_smece", "delta_brier", "delta_conf_true",
-               "js_mean", "flip_rate"]
+EFFECT_METRICS = ["acc", "nll", "ece", "ace", "smece", "brier", "conf_true", "auroc", "aurc"]
+DESCRIPTIVE_KEYS = ["delta_acc", "delta_nll", "delta_ece", "delta_ace", "delta_smece", "delta_brier",
+                    "delta_conf_true", "js_mean", "flip_rate"]
+METHOD = "two-way bootstrap over questions and replicates (pigeonhole)"
 
 
 def replicate_family(config) -> str:
@@ -41,52 +65,200 @@ def replicate_family(config) -> str:
     return dataclasses.replace(config, seed=0).label().removesuffix("-s0")
 
 
-def _with_flip_rate(c: dict) -> dict:
-    return {**c, "flip_rate": (c["flips_correct_to_wrong"] + c["flips_wrong_to_correct"]) / c["n"]}
+# ---------------------------------------------------------------------------------------------
+# Inputs: one task's predictions of the full model and every replicate, on common questions
 
 
-def noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n_bins: int = 15, n_conf_bins: int = 5,
-                alpha: float = 0.05, task: str = "") -> dict:
-    """Effect (full vs each replicate), noise floor (replicate vs replicate), the per-question test and
-    the instability of predictions across replicates, for one task. See the module docstring."""
+@dataclasses.dataclass
+class Aligned:
+    """Everything the tests need, as arrays over the questions all runs answered (doc_id order of F)."""
+    doc_ids: np.ndarray
+    gold: np.ndarray          # (n,)
+    mask: np.ndarray          # (n, k) valid choices
+    log_probs: list           # [F, Q_1..Q_R], each (n, k) log-softmax, 0 where masked
+
+    @property
+    def probs(self) -> list:
+        return [np.where(self.mask, np.exp(lp), 0.0) for lp in self.log_probs]
+
+
+def align(full: pd.DataFrame, replicates: list[pd.DataFrame], task: str = "") -> Aligned:
     if len(replicates) < 2:
-        raise ValueError("a noise floor needs at least two replicates")
-    effect = [_with_flip_rate(compare_task(full, q, n_bins=n_bins, n_boot=0, task=task)) for q in replicates]
-    pairs = list(itertools.combinations(range(len(replicates)), 2))
-    noise = [_with_flip_rate(compare_task(replicates[i], replicates[j], n_bins=n_bins, n_boot=0, task=task))
-             for i, j in pairs]
-    out: dict = {"replicates": len(replicates), "pairs": len(pairs), "effect": {}, "noise": {}}
-    for key in EFFECT_KEYS:
-        e = np.array([c[key] for c in effect], float)
-        nz = np.array([c[key] for c in noise], float)
+        raise QuantconfError(f"{task}: a noise floor needs at least two replicates (got {len(replicates)}); "
+                             "for one quantized run use compare", param="replicates")
+    common = set(full["doc_id"])
+    for q in replicates:
+        common &= set(q["doc_id"])
+    if not common:
+        raise QuantconfError(f"{task}: no questions in common between the full model and the replicates")
+    order = [d for d in full["doc_id"] if d in common]
+    frames = [df.set_index("doc_id").loc[order].reset_index() for df in [full, *replicates]]
+    for i, df in enumerate(frames[1:], 1):
+        for d, a, b in zip(order, frames[0]["choices"], df["choices"]):
+            if list(a) != list(b):
+                raise QuantconfError(f"{task} doc {d}: choices differ between the full model and replicate {i}; "
+                                     "were they evaluated on the same data?")
+    gold_col = list(frames[0]["gold"])
+    if any(isinstance(g, list) for g in gold_col):
+        raise QuantconfError(f"{task}: several true answers per question; the noise floor needs one gold answer")
+    lps = []
+    for df in frames:
+        lp, mask = log_probs_from_predictions(df)
+        lps.append(np.where(mask, lp, 0.0))
+    return Aligned(np.asarray(order), np.asarray(gold_col, int), mask, lps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Two sources of variation: questions (bootstrap) and replicates (their spread), Satterthwaite df
+
+
+def two_way_effect(estimate: float, question_draws, replicate_var: float, n_questions: int, n_replicates: int,
+                   alpha: float = 0.05, alternative: str = "two-sided", **extra) -> dict:
+    """Estimate, (1 - alpha) t-interval and p from two variance components: `question_draws` (a
+    bootstrap over questions with the replicates held fixed: the variance from which questions were
+    asked) and `replicate_var` (the variance from which calibration draws were made, estimated from
+    the replicates themselves). se^2 = sum of the two; degrees of freedom by Welch-Satterthwaite
+    (n_questions - 1 and n_replicates - 1), so with few replicates whose spread dominates the
+    interval widens as a t over replicates would. se = 0: p is None (undefined), never 0."""
+    q = np.asarray(question_draws, float)
+    q = q[np.isfinite(q)]
+    v_q = float(q.var(ddof=1)) if q.size > 1 else 0.0
+    v_r = float(replicate_var) if np.isfinite(replicate_var) else 0.0
+    se = float(np.sqrt(v_q + v_r))
+    out = {"estimate": float(estimate), "se": se, "se_questions": float(np.sqrt(v_q)),
+           "se_replicates": float(np.sqrt(v_r)), **extra}
+    if not np.isfinite(estimate) or se < 1e-12:  # float rounding of identical values is not spread
+        return {**out, "ci": [float(estimate)] * 2, "df": None, "p": None}
+    terms = v_q ** 2 / max(n_questions - 1, 1) + v_r ** 2 / max(n_replicates - 1, 1)
+    df = float((v_q + v_r) ** 2 / terms) if terms > 0 else float("inf")
+    half = float(student_t.ppf(1 - alpha / 2, df)) * se
+    z = estimate / se
+    p = float(2 * student_t.sf(abs(z), df)) if alternative == "two-sided" else float(student_t.sf(z, df))
+    return {**out, "ci": [float(estimate - half), float(estimate + half)], "df": df, "p": p}
+
+
+def delta_effects(a: Aligned, metrics=EFFECT_METRICS, n_bins: int = 15, n_boot: int = 1000, seed: int = 0,
+                  alpha: float = 0.05, chunk: int = 100) -> dict:
+    """delta_<m> for m in `metrics`: estimate (mean over replicates of metric(Q_r) - metric(F)), with
+    the question bootstrap (every model on the same resampled questions) and the replicates' spread."""
+    probs, n, r = a.probs, len(a.gold), len(a.log_probs) - 1
+    rows = np.arange(n)
+    # metrics that are means over questions need only a matrix product; the others all of metrics_weighted
+    additive = [{"acc": (p.argmax(1) == a.gold).astype(float), "nll": -lp[rows, a.gold],
+                 "brier": ((p - np.eye(p.shape[1])[a.gold]) ** 2).sum(1), "conf_true": p[rows, a.gold]}
+                for p, lp in zip(probs, a.log_probs)]
+    binned = [m for m in metrics if m not in additive[0]]
+    structures = [metric_structure(p, a.mask, a.gold, n_bins) for p in probs] if binned else [None] * len(probs)
+
+    def scored(weights):  # (models, metrics, draws)
+        out = []
+        for p, lp, s, add in zip(probs, a.log_probs, structures, additive):
+            full = (metrics_weighted(p, a.mask, a.gold, weights, n_bins, log_probs=lp, structure=s)
+                    if binned else {})
+            out.append([weights @ add[m] / weights.sum(1) if m in add else full[m] for m in metrics])
+        return np.asarray(out)
+
+    per_rep = (scored(np.ones((1, n)))[:, :, 0])  # (models, metrics)
+    per_rep = per_rep[1:] - per_rep[0]  # (R, metrics)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for start in range(0, n_boot, chunk):
+        s = scored(resample_weights(rng, n, min(chunk, n_boot - start)))
+        draws.append(s[1:].mean(0) - s[0])  # (metrics, b)
+    d = np.concatenate(draws, axis=1)
+    return {f"delta_{m}": two_way_effect(per_rep[:, j].mean(), d[j], per_rep[:, j].var(ddof=1) / r, n, r, alpha,
+                                         per_replicate=[float(x) for x in per_rep[:, j]])
+            for j, m in enumerate(metrics)}
+
+
+def clr(log_probs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Centred log-probabilities over each question's valid choices (0 where masked)."""
+    k = mask.sum(1, keepdims=True)
+    centre = np.where(mask, log_probs, 0.0).sum(1, keepdims=True) / k
+    return np.where(mask, log_probs - centre, 0.0)
+
+
+def systematic_movement(a: Aligned, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, chunk: int = 500) -> dict:
+    """The part of the full-vs-quantized movement that is not replicate scatter (module docstring):
+    per question mean_{r != s} (F - Q_r).(F - Q_s) in clr space (= mean_r ||F - Q_r||^2 - 1/2
+    mean_{r != s} ||Q_r - Q_s||^2), averaged over questions. Its replicate variance is the
+    delete-one-replicate jackknife (needs 3 replicates; with 2 it is not estimable and p is None)."""
+    x = [clr(lp, a.mask) for lp in a.log_probs]
+    dev = np.stack([x[0] - q for q in x[1:]], axis=1)  # (n, R, k): F - Q_r
+    n, r = dev.shape[:2]
+    gram = np.einsum("nrk,nsk->nrs", dev, dev)  # (n, R, R)
+    to_full = np.einsum("nrr->nr", gram)  # ||F - Q_r||^2
+
+    def on(keep):  # per-question total and systematic using the replicates in `keep`
+        g = gram[:, keep][:, :, keep]
+        m = len(keep)
+        off = (g.sum((1, 2)) - np.einsum("nrr->n", g)) / (m * (m - 1))
+        return to_full[:, keep].mean(1), off
+
+    total_i, sys_i = on(list(range(r)))
+    total, systematic = float(total_i.mean()), float(sys_i.mean())
+    share = systematic / total if total > 0 else float("nan")
+    rng = np.random.default_rng(seed)
+    w = np.concatenate([resample_weights(rng, n, min(chunk, n_boot - s)) for s in range(0, n_boot, chunk)])
+    t_draws, s_draws = w @ total_i / n, w @ sys_i / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share_draws = s_draws / t_draws
+    if r >= 3:  # delete-one-replicate jackknife
+        loo = [on([j for j in range(r) if j != i]) for i in range(r)]
+        loo_sys = np.array([s.mean() for _, s in loo])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loo_share = np.array([s.mean() / t.mean() for t, s in loo])
+        var_sys, var_share = [(r - 1) / r * ((v - v.mean()) ** 2).sum() for v in (loo_sys, loo_share)]
+    else:
+        var_sys = var_share = float("nan")
+    note = {} if r >= 3 else {"note": "2 replicates: the variance between calibration draws is not estimable "
+                                      "for this statistic; no test (use at least 3 replicates)"}
+    sys_e = two_way_effect(systematic, s_draws, var_sys, n, r, alpha, "greater", **note)
+    share_e = two_way_effect(share, share_draws, var_share, n, r, alpha, "greater", **note)
+    share_e["p"] = sys_e["p"]  # one test: is the systematic part > 0 (the share's interval describes its size)
+    if r < 3:
+        sys_e["p"] = share_e["p"] = None
+    return {"total_divergence": total, "noise_divergence": total - systematic, "systematic": sys_e,
+            "systematic_share": share_e,
+            "space": "centred log-probabilities (clr), squared Euclidean distance summed over choices"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Descriptive: effect and between-replicate statistics, instability
+
+
+def _descriptive(a: Aligned, n_bins: int, n_conf_bins: int) -> dict:
+    probs = a.probs
+    pf, reps = probs[0], probs[1:]
+    r = len(reps)
+    pairs = list(itertools.combinations(range(r), 2))
+    rows = np.arange(len(a.gold))
+
+    def stats(p, q, lp, lq):
+        mp = metrics_weighted(p, a.mask, a.gold, np.ones((1, len(a.gold))), n_bins, log_probs=lp)
+        mq = metrics_weighted(q, a.mask, a.gold, np.ones((1, len(a.gold))), n_bins, log_probs=lq)
+        cp, cq = p.argmax(1) == a.gold, q.argmax(1) == a.gold
+        out = {f"delta_{m}": float(mq[m][0] - mp[m][0]) for m in ("acc", "nll", "ece", "ace", "smece", "brier")}
+        out["delta_conf_true"] = float((q[rows, a.gold] - p[rows, a.gold]).mean())
+        out["js_mean"] = float(js_distance(p, q).mean())
+        out["flip_rate"] = float((cp != cq).mean())
+        return out
+
+    effect = [stats(pf, q, a.log_probs[0], a.log_probs[i + 1]) for i, q in enumerate(reps)]
+    noise = [stats(reps[i], reps[j], a.log_probs[i + 1], a.log_probs[j + 1]) for i, j in pairs]
+    out = {"effect": {}, "noise": {}}
+    for key in DESCRIPTIVE_KEYS:
+        e = np.array([c[key] for c in effect])
+        nz = np.array([c[key] for c in noise])
         out["effect"][f"{key}_mean"] = float(e.mean())
         out["effect"][f"{key}_sd"] = float(e.std(ddof=1))
-        # a replicate pair has no direction: its size is what counts
-        out["noise"][key] = float(np.abs(nz).mean() if key.startswith("delta_") else nz.mean())
+        out["noise"][key] = float(np.abs(nz).mean() if key.startswith("delta_") else nz.mean())  # pairs have no sign
         if key.startswith("delta_"):
-            out["noise"][f"{key}_sd"] = float(e.std(ddof=1))  # how much the effect itself moves between replicates
+            out["noise"][f"{key}_sd"] = float(e.std(ddof=1))
+    out["js"] = {"to_full_mean": float(np.mean([js_distance(pf, q).mean() for q in reps])),
+                 "between_replicates_mean": float(np.mean([js_distance(reps[i], reps[j]).mean() for i, j in pairs]))}
 
-    # per question: JS to the full model vs JS between replicates, paired over questions
-    f0, _ = pair_predictions(full, replicates[0], task)
-    probs = []
-    for q in replicates:
-        _, qq = pair_predictions(f0, q, task)
-        probs.append(probs_from_predictions(qq)[0])
-    pf, _ = probs_from_predictions(f0)
-    js_effect = np.mean([js_distance(pf, p) for p in probs], axis=0)
-    js_noise = np.mean([js_distance(probs[i], probs[j]) for i, j in pairs], axis=0)
-    diff = js_effect - js_noise
-    p = float(wilcoxon(diff, alternative="greater").pvalue) if np.any(diff != 0) else 1.0
-    clears = bool(p < alpha and js_effect.mean() > js_noise.mean())
-    out["test"] = {"js_effect_mean": float(js_effect.mean()), "js_noise_mean": float(js_noise.mean()),
-                   "p_wilcoxon_greater": p, "alpha": alpha, "clears_noise_floor": clears}
-    for key in ("delta_acc", "delta_ece"):
-        d = np.array([c[key] for c in effect], float)
-        out["test"][f"p_ttest_{key}"] = float(ttest_1samp(d, 0.0).pvalue) if d.std() > 0 else (
-            1.0 if d.mean() == 0 else 0.0)
-
-    # instability: does the predicted answer change between replicates, and where?
-    preds = np.stack([p.argmax(1) for p in probs])
+    preds = np.stack([p.argmax(1) for p in reps])
     unstable = (preds != preds[0]).any(axis=0)
     conf = pf.max(1)
     k = min(n_conf_bins, len(conf))
@@ -99,24 +271,108 @@ def noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n_bins: int 
         auroc = float(mannwhitneyu(conf[~unstable], conf[unstable]).statistic / (unstable.sum() * (~unstable).sum()))
     out["instability"] = {"unstable_share": float(unstable.mean()), "by_full_confidence": by_bin,
                           "auroc_low_confidence_predicts_unstable": auroc}
-    out["verdict"] = verdict(task, out)
     return out
 
 
-def verdict(task: str, nf: dict) -> str:
-    """Plain sentences: does the effect of quantization clear the noise floor, per question and on average?"""
-    t, e = nf["test"], nf["effect"]
-    js = (f"mean JS to full {t['js_effect_mean']:.3f} vs {t['js_noise_mean']:.3f} between replicates, one-sided "
-          f"Wilcoxon p = {t['p_wilcoxon_greater']:.2g}")
-    if t["clears_noise_floor"]:
-        answers = f"quantization moves answers more than re-drawing the calibration sample does ({js})"
+# ---------------------------------------------------------------------------------------------
+# One task
+
+
+def noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n_bins: int = 15, n_conf_bins: int = 5,
+                alpha: float = 0.05, task: str = "", n_boot: int = 1000, seed: int = 0,
+                metrics=EFFECT_METRICS) -> dict:
+    """Effects with two-way intervals, the systematic share of the movement, the descriptive noise
+    floor and instability, and a verdict, for one task. See the module docstring."""
+    if n_boot < 1:
+        raise QuantconfError(f"n_boot must be >= 1 for a noise floor, got {n_boot}", param="n_boot")
+    if not 0 < alpha < 1:
+        raise QuantconfError(f"alpha must be between 0 and 1, got {alpha}", param="alpha")
+    a = align(full, replicates, task)
+    out: dict = {"task": task, "n": len(a.gold), "replicates": len(replicates),
+                 "pairs": len(replicates) * (len(replicates) - 1) // 2, "alpha": alpha, "n_boot": n_boot,
+                 "seed": seed, "method": METHOD}
+    out.update(delta_effects(a, metrics, n_bins, n_boot, seed, alpha))
+    out.update(systematic_movement(a, n_boot, seed + 1, alpha))
+    out.update(_descriptive(a, n_bins, n_conf_bins))
+    out["verdict"] = verdict(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Several verdicts: Holm's adjustment, and the words
+
+
+def holm(pvalues: list) -> list:
+    """Holm's step-down adjusted p-values (None stays None and is not counted)."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None and np.isfinite(p)]
+    m = len(idx)
+    adjusted: list = [None] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def adjust_floors(floors: list[dict]) -> None:
+    """Holm over every floor of a study, per family (delta_acc, delta_ece, systematic_share): each gets
+    `p_holm` and `holm_tests`, and the verdict is rewritten with the adjusted p."""
+    for key in ("delta_acc", "delta_ece", "systematic_share"):
+        tests = [f for f in floors if key in f]
+        adjusted = holm([f[key]["p"] for f in tests])
+        for f, p in zip(tests, adjusted):
+            f[key]["p_holm"], f[key]["holm_tests"] = p, sum(x is not None for x in adjusted)
+    for f in floors:
+        f["verdict"] = verdict(f)
+
+
+def _p_text(e: dict) -> str:
+    p = e.get("p_holm", e["p"])
+    if p is None:
+        return "p undefined"
+    shown = "p < .001" if p < 0.001 else f"p = {p:.3f}".replace("0.", ".")
+    if "p_holm" in e and e.get("holm_tests", 1) > 1:
+        shown += f", Holm-adjusted over {e['holm_tests']} tests"
+    return shown
+
+
+def _significant(e: dict, alpha: float) -> bool | None:
+    p = e.get("p_holm", e["p"])
+    return None if p is None else p < alpha
+
+
+def _points(e: dict) -> str:
+    lo, hi = e["ci"]
+    return f"{e['estimate'] * 100:+.1f} points [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+
+
+def verdict(nf: dict) -> str:
+    """Plain sentences whose words match the tests: accuracy, ECE, and the systematic share."""
+    task, alpha = nf["task"] or "this task", nf["alpha"]
+    design = f"{nf['n']} questions × {nf['replicates']} calibration draws"
+    parts = []
+    for key, what, up, down in (("delta_acc", "accuracy", "raises", "lowers"), ("delta_ece", "ECE", "raises", "lowers")):
+        if key not in nf:
+            continue
+        e = nf[key]
+        sig = _significant(e, alpha)
+        if sig is None:
+            parts.append(f"{what} did not change on any question in any replicate (no test: zero spread)")
+        elif sig:
+            parts.append(f"quantization {down if e['estimate'] < 0 else up} {what} on {task}: {_points(e)}, "
+                         f"{_p_text(e)} ({design})")
+        else:
+            parts.append(f"no {what} change on {task} detectable beyond questions and calibration draws: "
+                         f"{_points(e)}, {_p_text(e)} ({design})")
+    s = nf["systematic_share"]
+    lo, hi = s["ci"]
+    share = f"systematic share of the answer movement {s['estimate']:.2f} [{lo:.2f}, {hi:.2f}], {_p_text(s)}"
+    sig = _significant(s, alpha)
+    if sig:
+        parts.append(f"quantization moves answer distributions beyond the quantizer's own run-to-run scatter ({share})")
+    elif sig is None:
+        parts.append(f"the systematic share is undefined ({share})")
     else:
-        answers = (f"quantization moves answers no more than re-drawing the calibration sample does ({js}): "
-                   "per question, read full-vs-quantized differences as noise of the quantizer")
-    acc = (f"Δacc {e['delta_acc_mean']:+.3f} ± {e['delta_acc_sd']:.3f} over {nf['replicates']} replicates "
-           f"(t-test p = {t['p_ttest_delta_acc']:.2g})")
-    if t["p_ttest_delta_acc"] < t["alpha"]:
-        average = f"on average the accuracy change is consistent across calibration draws, a real effect: {acc}"
-    else:
-        average = f"the accuracy change is not distinguishable from zero across calibration draws: {acc}"
-    return f"{task}: {answers}; {average}."
+        parts.append("the answer movement is not distinguishable from the quantizer's run-to-run scatter around "
+                     f"the full model ({share})")
+    return f"{task}: " + "; ".join(parts) + "."

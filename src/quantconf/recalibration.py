@@ -94,21 +94,74 @@ def recalibrate_task(df: pd.DataFrame, n_folds: int = 5, n_boot: int = 200, seed
             "fold_temperatures": fold_t, "n_folds": n_folds, "before": metrics(before_lp), "after": metrics(after_lp)}
 
 
-def gap_verdict(task: str, full: dict, quant: dict, metric: str = "ece") -> str:
-    """One plain line: does the quantized model's calibration gap to the full model close after scaling?"""
+def gap_interval(full: pd.DataFrame, quant: pd.DataFrame, metric: str = "ece", n_folds: int = 5, n_boot: int = 200,
+                 seed: int = 0, n_bins: int = 15, alpha: float = 0.05) -> dict:
+    """The calibration gap quantized - full in `metric`, before and after (cross-fitted) temperature
+    scaling, each with a paired percentile bootstrap CI over the questions both answered (the same
+    resampled questions for both models). The held-out probabilities are computed once: the CI is
+    for the gap on these questions given the fitted folds, not for the refitting of T."""
+    from quantconf.calibration import metric_structure, metrics_weighted
+    from quantconf.calibration import bootstrap_draws
+    from quantconf.paired import pair_predictions
+
+    f, q = pair_predictions(full, quant, str(full["task"].iloc[0]) if len(full) else "")
+    gold = np.asarray(list(f["gold"]), int)
+    sides = {}
+    for name, df in (("full", f), ("quant", q)):
+        check_finite_logliks(df)
+        ll, mask = choice_log_probs(list(df["loglik"]))
+        ll = np.where(mask, ll, 0.0)
+        sides[name] = {"before": scaled_log_probs(ll, mask, 1.0),
+                       "after": cross_fitted_log_probs(ll, mask, gold, n_folds, seed)[0], "mask": mask}
+    out = {"metric": metric, "n": len(gold)}
+    for when in ("before", "after"):
+        lps = [sides[m][when] for m in ("full", "quant")]
+        masks = [sides[m]["mask"] for m in ("full", "quant")]
+        probs = [np.where(mk, np.exp(lp), 0.0) for lp, mk in zip(lps, masks)]
+        structs = [metric_structure(p, mk, gold, n_bins) for p, mk in zip(probs, masks)]
+
+        def gap(w, lps=lps, masks=masks, probs=probs, structs=structs):
+            a, b = (metrics_weighted(p, mk, gold, w, n_bins, log_probs=lp, structure=st)[metric]
+                    for p, mk, lp, st in zip(probs, masks, lps, structs))
+            return {"gap": b - a}
+
+        point = float(gap(np.ones((1, len(gold))))["gap"][0])
+        draws = bootstrap_draws(gap, len(gold), n_boot, seed)["gap"] if n_boot else np.array([])
+        out[when] = {"estimate": point, "ci": percentile_interval(draws, 1 - alpha) if n_boot else [np.nan, np.nan]}
+    return out
+
+
+def gap_verdict(task: str, full: dict, quant: dict, metric: str = "ece", gap: dict | None = None) -> str:
+    """One plain line: does the quantized model's calibration gap to the full model close after scaling?
+    With `gap` (gap_interval's output) the words follow the intervals: a gap is "closed" only when
+    the after-scaling interval contains 0, and there was one to close only when the before interval
+    excludes it."""
     before = quant["before"][metric] - full["before"][metric]
     after = quant["after"][metric] - full["after"][metric]
-    if abs(before) < 1e-12:
-        verdict = "there was no gap to close"
-    elif abs(after) <= 0.5 * abs(before):
-        verdict = "temperature scaling closes most of it"
-    elif abs(after) < abs(before):
-        verdict = "temperature scaling narrows it"
+    name = metric.upper()
+    if gap is not None:
+        (b, (blo, bhi)), (a, (alo, ahi)) = ((gap[w]["estimate"], gap[w]["ci"]) for w in ("before", "after"))
+        numbers = (f"quantized minus full {name} {b:+.3f} [{blo:+.3f}, {bhi:+.3f}] before scaling, "
+                   f"{a:+.3f} [{alo:+.3f}, {ahi:+.3f}] after (95% paired bootstrap over questions)")
+        if blo <= 0 <= bhi:
+            verdict = "no gap was detectable before scaling"
+        elif alo <= 0 <= ahi:
+            verdict = "after temperature scaling no gap is detectable"
+        elif abs(a) < abs(b):
+            verdict = "temperature scaling narrows it, but a gap remains"
+        else:
+            verdict = "temperature scaling does not close it"
     else:
-        verdict = "temperature scaling does not close it"
-    bound = [name for name, r in (("full", full), ("quantized", quant)) if r.get("temperature_at_bound")]
+        numbers = f"quantized minus full {name} {before:+.3f} before scaling, {after:+.3f} after (no interval)"
+        if abs(before) < 1e-12:
+            verdict = "there was no gap to close"
+        elif abs(after) < abs(before):
+            verdict = "smaller after scaling (point estimates only: no test)"
+        else:
+            verdict = "not smaller after scaling (point estimates only: no test)"
+    bound = [name_ for name_, r in (("full", full), ("quantized", quant)) if r.get("temperature_at_bound")]
     note = (f" T of the {' and '.join(bound)} model is at the search bound: its confidence carries almost no "
             "information on this task, and the best single temperature flattens it towards uniform."
             if bound else "")
-    return (f"{task}: quantized minus full {metric.upper()} {before:+.3f} before scaling, {after:+.3f} after "
-            f"(T full {full['temperature']:.2f}, quantized {quant['temperature']:.2f}): {verdict}.{note}")
+    return (f"{task}: {numbers} (T full {full['temperature']:.2f}, quantized {quant['temperature']:.2f}): "
+            f"{verdict}.{note}")

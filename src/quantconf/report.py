@@ -142,18 +142,24 @@ def noise_floor_section(res: StudyResults) -> Section | None:
         return None
     return Section("Is it quantization or noise?",
                    "Replicates quantize with the same configuration and another draw of the calibration sample. "
-                   "Effect: full vs each replicate (mean ± sd over replicates). Noise floor: the same statistics "
-                   "between replicate pairs. The tests ask, question by question, whether the answer distribution "
-                   "moves further from the full model than between replicates (one-sided Wilcoxon signed-rank), and "
-                   "whether the mean Δacc / ΔECE over replicates differs from 0 (one-sample t-test). "
-                   "Unstable answers: questions whose predicted answer differs between replicates, by the full "
-                   "model's confidence (AUROC > 0.5: instability concentrates on low-confidence questions).",
+                   "Each Δ is the mean over replicates of quantized − full; its 95% CI and p include both sources "
+                   "of variation: which questions were asked (bootstrap over questions) and which calibration "
+                   "sample was drawn (the replicates' spread), with Welch-Satterthwaite degrees of freedom; p is "
+                   "Holm-adjusted over every configuration × task of the study (per statistic). Systematic share: "
+                   "the part of the movement of the answer distributions (centred log-probabilities) that is not "
+                   "the quantizer's own scatter around the full model, tested one-sided against 'replicates "
+                   "scatter around the full model'. JS and flip rates to full and between replicates are "
+                   "descriptive. Unstable answers: questions whose predicted answer differs between replicates, "
+                   "by the full model's confidence (AUROC > 0.5: instability concentrates on low-confidence "
+                   "questions).",
                    [table_block(noise_floor_table(res.noise_floors)), table_block(instability_table(res.noise_floors))])
 
 
 def comparison_section(res: StudyResults) -> Section:
     return Section("Did quantization change accuracy and calibration?",
-                   "Δ = quantized − full, paired over the same questions; CIs from a paired bootstrap.",
+                   "Δ = quantized − full, paired over the same questions; CIs from a paired bootstrap over "
+                   "questions of each quantization run, so they do not include the quantizer's own run-to-run "
+                   "noise (for configurations with replicates, see 'Is it quantization or noise?').",
                    [table_block(comparison_table(res.comparisons))])
 
 

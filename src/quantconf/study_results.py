@@ -21,8 +21,8 @@ from quantconf.calibration import task_metrics
 from quantconf.models import read_quantize_record
 from quantconf.paired import compare_task, per_sample_frame
 from quantconf.predictions import read_manifest, read_prediction_dir
-from quantconf.noise_floor import noise_floor, replicate_family
-from quantconf.recalibration import gap_verdict, recalibrate_task
+from quantconf.noise_floor import adjust_floors, noise_floor, replicate_family
+from quantconf.recalibration import gap_interval, gap_verdict, recalibrate_task
 
 TABLE_METRICS = ["acc", "acc_norm", "nll", "brier", "ece", "ace", "mce", "conf", "conf_true", "entropy",
                  "smece", "ece_sweep", "tace", "auroc", "aurc", "eaurc",
@@ -98,6 +98,10 @@ def collect(study, steps) -> StudyResults:
               **recalibrate_task(df, n_boot=min(study.bootstrap, 200), n_bins=study.bins)}
              for (model, label), p in preds.items() for task, df in p.items()
              if not any(isinstance(g, list) for g in df["gold"])]
+    for r in recal:  # the quantized-minus-full gap before/after scaling, with paired intervals
+        if r["variant"] != "full" and (r["model"], "full") in preds and r["task"] in preds[(r["model"], "full")]:
+            r["gap"] = gap_interval(preds[(r["model"], "full")][r["task"]], preds[(r["model"], r["variant"])][r["task"]],
+                                    n_boot=max(min(study.bootstrap, 200), 1), n_bins=study.bins)
     records = {(s.model, step_label(s)): read_quantize_record(s.path) for s in steps
                if s.kind == "quantize" and s.path.is_dir()}
     return StudyResults(metrics, comparisons, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
@@ -105,12 +109,14 @@ def collect(study, steps) -> StudyResults:
 
 
 NOISE_COLUMNS = ["js_mean", "flip_rate", "delta_acc_sd", "delta_ece_sd"]
+# per replicated configuration and task, in summary.csv: the two-way effects (estimate, CI, p, Holm p)
+FLOOR_COLUMNS = ["delta_acc", "delta_ece", "delta_nll", "delta_smece", "systematic_share"]
 
 
 def noise_floors(study, evals, preds, comparisons, metrics) -> list[dict]:
     """Group quantized variants that differ only in their seed (replicates), compute each group's
-    noise floor per task, and record `replicates` and `noise` on every comparison entry and on the
-    metric rows (NaN/None where a configuration has a single replicate)."""
+    noise floor per task (Holm-adjusted over the study), and record `replicates`, `noise` and the
+    two-way effects on every comparison entry and metric row (NaN/None for a single replicate)."""
     families: dict[tuple[str, str], list[str]] = {}
     for s in evals:
         if s.variant is not None:
@@ -124,8 +130,10 @@ def noise_floors(study, evals, preds, comparisons, metrics) -> list[dict]:
         for task in sorted(set(full).intersection(*(preds[(model, lab)] for lab in labels))):
             if any(isinstance(g, list) for g in full[task]["gold"]):
                 continue
-            nf = noise_floor(full[task], [preds[(model, lab)][task] for lab in labels], n_bins=study.bins, task=task)
-            floors.append({"model": model, "variant": fam, "task": task, "members": labels, **nf})
+            nf = noise_floor(full[task], [preds[(model, lab)][task] for lab in labels], n_bins=study.bins,
+                             task=task, n_boot=max(study.bootstrap, 200))
+            floors.append({"model": model, "variant": fam, "members": labels, **nf})
+    adjust_floors(floors)
     by = {(f["model"], f["variant"], f["task"]): f for f in floors}
     for c in comparisons:
         fam, labels = member_of[(c["model"], c["variant"])]
@@ -133,8 +141,13 @@ def noise_floors(study, evals, preds, comparisons, metrics) -> list[dict]:
         c["replicates"] = len(labels)
         c["replicate_family"] = fam
         c["noise"] = f["noise"] if f else {k: None for k in NOISE_COLUMNS}
+        c["inference"] = ("two-way: questions × replicates (see noise_floor)" if f else
+                          "paired bootstrap over questions of one quantization run: the quantizer's own "
+                          "run-to-run noise is not in these intervals")
     if not metrics.empty:
-        for col in ["replicates"] + [f"noise_{k}" for k in NOISE_COLUMNS]:
+        cols = ["replicates"] + [f"noise_{k}" for k in NOISE_COLUMNS] + [
+            f"nf_{k}{x}" for k in FLOOR_COLUMNS for x in ("", "_lo", "_hi", "_p", "_p_holm")]
+        for col in cols:
             metrics[col] = np.nan
         for i, row in metrics.iterrows():
             if row["variant"] == "full":
@@ -142,25 +155,43 @@ def noise_floors(study, evals, preds, comparisons, metrics) -> list[dict]:
             fam, labels = member_of[(row["model"], row["variant"])]
             metrics.loc[i, "replicates"] = len(labels)
             f = by.get((row["model"], fam, row["task"]))
+            if not f:
+                continue
             for k in NOISE_COLUMNS:
-                metrics.loc[i, f"noise_{k}"] = f["noise"][k] if f else np.nan
+                metrics.loc[i, f"noise_{k}"] = f["noise"][k]
+            for k in FLOOR_COLUMNS:
+                e = f[k]
+                metrics.loc[i, [f"nf_{k}", f"nf_{k}_lo", f"nf_{k}_hi"]] = [e["estimate"], *e["ci"]]
+                metrics.loc[i, f"nf_{k}_p"] = np.nan if e["p"] is None else e["p"]
+                metrics.loc[i, f"nf_{k}_p_holm"] = np.nan if e.get("p_holm") is None else e["p_holm"]
     return floors
 
 
+def _est_ci(e: dict, scale: float = 1.0) -> str:
+    lo, hi = e["ci"]
+    return f"{e['estimate'] * scale:+.3f} [{lo * scale:+.3f}, {hi * scale:+.3f}]"
+
+
+def _p(e: dict, key: str = "p") -> str:
+    p = e.get(key)
+    return "undefined" if p is None else f"{p:.3g}"
+
+
 def noise_floor_table(floors: list[dict]) -> pd.DataFrame:
-    """Per (model, replicated configuration, task): effect mean ± sd over replicates vs the noise floor."""
+    """Per (model, replicated configuration, task): effects with two-way 95% CIs and Holm-adjusted p,
+    the systematic share of the answer movement, and the descriptive noise floor."""
     rows = []
     for f in floors:
-        e, n, t = f["effect"], f["noise"], f["test"]
-        rows.append({"model": f["model"], "variant": f["variant"], "task": f["task"], "replicates": f["replicates"],
-                     "Δacc (mean ± sd)": f"{e['delta_acc_mean']:+.3f} ± {e['delta_acc_sd']:.3f}",
-                     "|Δacc| between replicates": n["delta_acc"], "p Δacc ≠ 0 (t over replicates)": t["p_ttest_delta_acc"],
-                     "ΔECE (mean ± sd)": f"{e['delta_ece_mean']:+.3f} ± {e['delta_ece_sd']:.3f}",
-                     "|ΔECE| between replicates": n["delta_ece"], "p ΔECE ≠ 0 (t over replicates)": t["p_ttest_delta_ece"],
-                     "JS to full": t["js_effect_mean"], "JS between replicates": t["js_noise_mean"],
+        e, n = f["effect"], f["noise"]
+        rows.append({"model": f["model"], "variant": f["variant"], "task": f["task"], "n": f["n"],
+                     "replicates": f["replicates"],
+                     "Δacc [95% CI]": _est_ci(f["delta_acc"]), "p Δacc (Holm)": _p(f["delta_acc"], "p_holm"),
+                     "ΔECE [95% CI]": _est_ci(f["delta_ece"]), "p ΔECE (Holm)": _p(f["delta_ece"], "p_holm"),
+                     "systematic share [95% CI]": _est_ci(f["systematic_share"]),
+                     "p systematic (Holm)": _p(f["systematic_share"], "p_holm"),
+                     "Δacc sd over replicates": e["delta_acc_sd"], "|Δacc| between replicates": n["delta_acc"],
+                     "JS to full": f["js"]["to_full_mean"], "JS between replicates": f["js"]["between_replicates_mean"],
                      "flip rate to full": e["flip_rate_mean"], "flip rate between replicates": n["flip_rate"],
-                     "p (effect > noise)": t["p_wilcoxon_greater"],
-                     "clears noise floor": "yes" if t["clears_noise_floor"] else "no",
                      "unstable answers": f["instability"]["unstable_share"],
                      "AUROC low conf → unstable": f["instability"]["auroc_low_confidence_predicts_unstable"]})
     return pd.DataFrame(rows)
@@ -190,7 +221,7 @@ def recalibration_table(recalibration: list[dict]) -> pd.DataFrame:
 def recalibration_verdicts(recalibration: list[dict]) -> list[str]:
     """One line per (model, quantized variant, task): does scaling close the calibration gap to full?"""
     by = {(r["model"], r["variant"], r["task"]): r for r in recalibration}
-    return [f"{model} / {variant} / " + gap_verdict(task, by[(model, "full", task)], r)
+    return [f"{model} / {variant} / " + gap_verdict(task, by[(model, "full", task)], r, gap=r.get("gap"))
             for (model, variant, task), r in by.items() if variant != "full" and (model, "full", task) in by]
 
 
@@ -362,7 +393,9 @@ def headlines(comparisons) -> list[str]:
         lines.append(
             f"{model} / {variant}: mean Δacc {dacc * 100:+.1f} points over {len(cs)} tasks; accuracy significantly "
             f"lower on {', '.join(acc_down) or 'no task'}; NLL significantly higher on {', '.join(nll_up) or 'no task'}; "
-            f"ECE significantly higher on {', '.join(ece_up) or 'no task'} (95% paired bootstrap).")
+            f"ECE significantly higher on {', '.join(ece_up) or 'no task'} (95% paired bootstrap over questions"
+            + (f"; {cs[0]['replicates']} replicates, see the two-way verdicts below)." if cs[0].get("replicates", 1) > 1
+               else " of one quantization run: the quantizer's own run-to-run noise is not in it)."))
         verdict = "yes" if js_low > js_high and flip_low >= flip_high else "no"
         lines.append(
             f"{model} / {variant}: low-confidence samples hit hardest? {verdict} — least-confident fifth of questions: "
