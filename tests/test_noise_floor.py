@@ -340,3 +340,9 @@ def test_replicated_study_differs_per_replicate_and_resumes(tiny_model_dir, tmp_
     assert row["nf_delta_acc"] == pytest.approx(floor["delta_acc"]["estimate"])
     page = (out / "report.html").read_text()
     assert "Is it quantization or noise?" in page and "between replicates" in page
+    # the README findings script reads this summary as it reads examples/noise_floor.yaml's
+    from test_findings import _findings
+
+    f = _findings()
+    text = f.render(f.extract(out))
+    assert "| arithmetic | 40 |" in text and "systematic share" in text
