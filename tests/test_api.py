@@ -14,7 +14,7 @@ import quantconf.api
 from quantconf.cli import main
 from conftest import SHARED_DATA, write_jsonl
 
-PUBLIC = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "recalibrate", "run_study",
+PUBLIC = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "noise_floor", "recalibrate", "run_study",
           "read_predictions"]
 README = Path(__file__).resolve().parents[1] / "README.md"
 

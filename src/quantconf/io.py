@@ -223,6 +223,8 @@ def captured_library_output():
         try:
             with fds_to(f):
                 yield
+        except QuantconfError:  # our own one-line error already says what went wrong and how to fix it
+            raise
         except BaseException:
             f.seek(0)
             sys.stderr.write(f.read().decode(errors="replace")[-4000:])

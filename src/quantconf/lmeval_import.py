@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -36,7 +37,7 @@ import pandas as pd
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_write_json, ensure_writable_dir, locked, package_versions, read_optional_json,
                           remove_if_holds_nothing)
-from quantconf.predictions import MANIFEST, predictions_frame, task_file_name, write_predictions
+from quantconf.predictions import MANIFEST, check_predictions, predictions_frame, task_file_name, write_predictions
 from quantconf.tasks import load_task
 from quantconf.tasks.lm_eval_bridge import raw_config, task_manager
 
@@ -74,12 +75,24 @@ def _pair(value, where: str) -> tuple[float, bool]:
         ll = float(ll)
     except (TypeError, ValueError):
         raise QuantconfError(f"{where}: loglik {ll!r} is not a number") from None
+    if not math.isfinite(ll):
+        raise QuantconfError(f"{where}: log-likelihood {ll} is not finite (NaN/inf); lm-eval wrote a broken "
+                             "score there: re-run lm-eval for this task, then import again")
     if isinstance(greedy, str):
         greedy = greedy.strip().lower() == "true"
     return ll, bool(greedy)
 
 
+def _doc_id(value, where: str) -> int:
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+        raise QuantconfError(f"{where}: doc_id {value!r} is not an integer")
+    return int(value)
+
+
 def _args(arguments, where: str) -> list[tuple[str, str]]:
+    if not isinstance(arguments, (list, dict)):
+        raise QuantconfError(f"{where}: field 'arguments' must be a list of [context, continuation] pairs "
+                             f"or a dict of gen_args_<i>, got {type(arguments).__name__}")
     if isinstance(arguments, dict):  # lm-eval 0.4.13: {"gen_args_0": {"arg_0": ctx, "arg_1": cont}, ...}
         keys = sorted(arguments, key=lambda k: int(re.sub(r"\D", "", k) or -1))
         if not all(re.fullmatch(r"gen_args_\d+", k) for k in keys):
@@ -154,35 +167,58 @@ def _multiple_input_row(task: str, row: dict, args, pairs, where: str) -> dict:
     return {**out, "contexts": contexts, "continuation": continuation}
 
 
+def _sample_row(task: str, row, where: str) -> dict:
+    if not isinstance(row, dict):
+        raise QuantconfError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
+    for key in ("doc_id", "arguments"):
+        if key not in row:
+            raise QuantconfError(f"{where}: field {key!r} missing; is this an lm-eval --log_samples file?")
+    row = {**row, "doc_id": _doc_id(row["doc_id"], where)}
+    resps = row.get("filtered_resps", row.get("resps"))
+    if not isinstance(resps, list):
+        raise QuantconfError(f"{where}: field 'filtered_resps' (or 'resps') missing or not a list")
+    args = _args(row["arguments"], where)
+    if len(resps) != len(args):
+        raise QuantconfError(f"{where}: {len(resps)} responses for {len(args)} choices")
+    pairs = [_pair(r, where) for r in resps]
+    if len({ctx for ctx, _ in args}) > 1 and len({cont for _, cont in args}) == 1:
+        return _multiple_input_row(task, row, args, pairs, where)
+    # lm-eval appends target_delimiter (" ") + choice; the choice text is without it
+    choices = [cont[1:] if cont.startswith(" ") else cont for _, cont in args]
+    return _row(task, row["doc_id"], args[0][0], choices, _gold(task, row, choices, where), pairs)
+
+
 def read_samples_file(path: Path, task: str | None = None) -> pd.DataFrame:
+    """One lm-eval --log_samples file as predictions; any row that does not fit is one error naming file:line."""
     m = SAMPLES_RE.search(path.name)
     task = task or (m.group("task") if m else path.stem.removeprefix("samples_"))
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise QuantconfError(f"{where}: malformed JSON") from None
-            for key in ("doc_id", "arguments"):
-                if key not in row:
-                    raise QuantconfError(f"{where}: field {key!r} missing; is this an lm-eval --log_samples file?")
-            resps = row.get("filtered_resps", row.get("resps"))
-            if resps is None:
-                raise QuantconfError(f"{where}: field 'filtered_resps' (or 'resps') missing")
-            args = _args(row["arguments"], where)
-            if len(resps) != len(args):
-                raise QuantconfError(f"{where}: {len(resps)} responses for {len(args)} choices")
-            pairs = [_pair(r, where) for r in resps]
-            if len({ctx for ctx, _ in args}) > 1 and len({cont for _, cont in args}) == 1:
-                rows.append(_multiple_input_row(task, row, args, pairs, where))
-                continue
-            # lm-eval appends target_delimiter (" ") + choice; the choice text is without it
-            choices = [cont[1:] if cont.startswith(" ") else cont for _, cont in args]
-            rows.append(_row(task, row["doc_id"], args[0][0], choices, _gold(task, row, choices, where), pairs))
+    rows, seen = [], {}
+    try:
+        f = open(path, encoding="utf-8")
+        lines = list(f)
+        f.close()
+    except UnicodeDecodeError:
+        raise QuantconfError(f"{path}: not UTF-8 text; is this an lm-eval --log_samples file?") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise QuantconfError(f"{where}: malformed JSON") from None
+        try:
+            out = _sample_row(task, row, where)
+        except QuantconfError:
+            raise
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:  # any other shape lm-eval never writes
+            raise QuantconfError(f"{where}: row does not have lm-eval's --log_samples layout "
+                                 f"({type(e).__name__}: {e})") from None
+        if out["doc_id"] in seen:
+            raise QuantconfError(f"{where}: doc_id {out['doc_id']} already at line {seen[out['doc_id']]}; "
+                                 "each question once (were two runs concatenated?)")
+        seen[out["doc_id"]] = lineno
+        rows.append(out)
     if not rows:
         raise QuantconfError(f"{path}: no samples")
     return predictions_frame(rows).sort_values("doc_id").reset_index(drop=True)
@@ -197,12 +233,19 @@ def read_write_out_file(path: Path, data_dir=None) -> pd.DataFrame:
     if not isinstance(entries, list):
         raise QuantconfError(f"{path}: expected a JSON list of per-document entries")
     questions = None
-    rows = []
+    rows, seen = [], {}
     for i, e in enumerate(entries):
         where = f"{path} entry {i}"
+        if not isinstance(e, dict):
+            raise QuantconfError(f"{where}: expected an object with doc_id, logit_<i> and truth")
         logits = sorted((int(k.split("_")[1]), v) for k, v in e.items() if re.fullmatch(r"logit_\d+", k))
         if not logits or "truth" not in e or "doc_id" not in e:
             raise QuantconfError(f"{where}: needs doc_id, logit_<i> and truth fields")
+        e = {**e, "doc_id": _doc_id(e["doc_id"], where)}
+        if e["doc_id"] in seen:
+            raise QuantconfError(f"{where}: doc_id {e['doc_id']} already in entry {seen[e['doc_id']]}; each question once")
+        seen[e["doc_id"]] = i
+        values = [_pair([v, False], where)[0] for _, v in logits]
         truth = e["truth"]
         if isinstance(truth, int) or (isinstance(truth, str) and truth.strip().isdigit()):
             choices, gold = [f"choice_{j}" for j, _ in logits], int(truth)
@@ -219,7 +262,7 @@ def read_write_out_file(path: Path, data_dir=None) -> pd.DataFrame:
             gold = stripped.index(str(truth).strip())
         if len(choices) != len(logits) or not 0 <= gold < len(choices):
             raise QuantconfError(f"{where}: {len(logits)} logits but {len(choices)} choices / gold {gold}")
-        rows.append(_row(task, e["doc_id"], e.get("prompt_0", ""), choices, gold, [(float(v), False) for _, v in logits]))
+        rows.append(_row(task, e["doc_id"], e.get("prompt_0", ""), choices, gold, [(v, False) for v in values]))
     return pd.DataFrame(rows).sort_values("doc_id").reset_index(drop=True)
 
 
@@ -259,6 +302,7 @@ def import_lm_eval(paths: list[Path], out: Path, data_dir=None, overwrite: bool 
         task = df["task"].iloc[0]
         if task in frames:
             raise QuantconfError(f"{f}: task {task} is also in {frames[task][0]}; import one file per task")
+        check_predictions(df, str(f), "fix the file or re-run lm-eval for this task")
         frames[task] = (f, df)
     created = not out.exists()
     out = ensure_writable_dir(out)

@@ -31,6 +31,33 @@ def predictions_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_predictions(df: pd.DataFrame, source: str, fix: str) -> None:
+    """The rules every prediction set meets, checked where it enters (a parquet read, an import):
+    integer doc_ids, each once; a non-empty list of string choices; one numeric log-likelihood per
+    choice; a gold index (or list of them) in range. One error naming source, doc and the fix."""
+    seen: set = set()
+    for doc_id, choices, loglik, gold in zip(df["doc_id"], df["choices"], df["loglik"], df["gold"]):
+        where = f"{source} doc {doc_id!r}"
+        if not _is_int(doc_id):
+            raise QuantconfError(f"{where}: doc_id must be an integer; {fix}")
+        if doc_id in seen:
+            raise QuantconfError(f"{where}: doc_id appears twice (each question once); {fix}")
+        seen.add(doc_id)
+        if not isinstance(choices, (list, tuple, np.ndarray)) or len(choices) == 0 or not all(
+                isinstance(c, str) for c in choices):
+            raise QuantconfError(f"{where}: choices must be a non-empty list of strings; {fix}")
+        if not isinstance(loglik, (list, tuple, np.ndarray)) or len(loglik) != len(choices) or not all(
+                isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in loglik):
+            raise QuantconfError(f"{where}: needs one numeric log-likelihood per choice ({len(choices)}); {fix}")
+        golds = list(gold) if isinstance(gold, (list, tuple, np.ndarray)) else [gold]
+        if not golds or not all(_is_int(g) and 0 <= g < len(choices) for g in golds):
+            raise QuantconfError(f"{where}: gold {gold!r} is not an index into its {len(choices)} choices; {fix}")
+
+
 def write_predictions(df: pd.DataFrame, path: Path) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
@@ -60,6 +87,8 @@ def read_prediction_file(path: Path) -> pd.DataFrame:
         df[col] = df[col].map(lambda v: list(v))
     if "contexts" in df.columns:
         df["contexts"] = df["contexts"].map(lambda v: None if v is None else list(v))
+    check_predictions(df, str(path), "recompute it (quantconf eval --overwrite, or import-lm-eval --overwrite for "
+                                     "imported results)")
     df["gold"] = df["gold"].map(lambda g: [int(x) for x in g] if isinstance(g, (list, np.ndarray)) else int(g))
     return df
 

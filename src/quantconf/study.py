@@ -143,6 +143,17 @@ class Study(BaseModel):
     shards: int = Field(1, ge=1)  # split each task's evaluation into this many parallel jobs
     max_retries: int = Field(2, ge=0)  # Ray: re-runs of a job whose worker died
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """YAML's `true` is not a number: pydantic would read `limit: true` as 1."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name)
+                if field is not None and isinstance(value, bool) and field.annotation is not bool:
+                    raise QuantconfError(f"study config field `{name}`: expected {field.annotation}, got {value!r}")
+        return data
+
     @field_validator("variants", mode="before")
     @classmethod
     def _expand_variants(cls, value: Any) -> list[QuantConfig]:
@@ -172,6 +183,11 @@ def load_study(path: Path | None = None, data: dict | None = None) -> Study:
             data = yaml.safe_load(Path(path).read_text())
         except FileNotFoundError:
             raise QuantconfError(f"study config {path} not found") from None
+        except UnicodeDecodeError as e:
+            raise QuantconfError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); a study config is a "
+                                 "YAML file (see examples/)") from None
+        except OSError as e:
+            raise QuantconfError(f"study config {path}: cannot read it ({e.strerror})") from None
         except yaml.YAMLError as e:
             raise QuantconfError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -249,6 +265,22 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
     return steps
 
 
+def check_study_data(study: Study, log=print) -> None:
+    """Every task's documents load (local files read and validated, or the hub reached): a study whose
+    full-model evaluation would fail for missing data stops here, before any quantization."""
+    leaves, _ = resolve_tasks(study.tasks, study.num_fewshot, study.fewshot_seed, study.include_path)
+    problems = []
+    for task in leaves:
+        try:
+            load_task(task, data_dir=study.data_dir, limit=study.limit, seed=study.seed)
+        except QuantconfError as e:
+            problems.append(str(e))
+    if problems:
+        more = f" (and {len(problems) - 1} more task(s))" if len(problems) > 1 else ""
+        raise QuantconfError(f"study data: {problems[0]}{more}; nothing was run", param="data_dir")
+    log(f"data: {len(leaves)} task(s) load from {study.data_dir or 'the hub / $QUANTCONF_DATA_DIR'}")
+
+
 def perplexity_step(target: str, study: Study, path: Path) -> None:
     record = text_perplexity(target, study.ppl_text, window=512, stride=256, max_tokens=study.ppl_tokens,
                              seed=study.seed, data_dir=study.data_dir, dtype=study.dtype, threads=study.threads)
@@ -268,6 +300,8 @@ def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print, e
     for gone in clean_stale_temp(study_dir):  # what killed runs left (their pid is in the name)
         log(f"removed {gone}, left by a killed run")
     steps = plan(study, study_dir)
+    if not all(s.done() for s in steps if s.kind == "eval"):
+        check_study_data(study, log)  # before minutes of quantization are spent on a study that cannot finish
     if dry_run:
         for s in steps:
             log(f"[{'done' if s.done() else 'todo'}] {s.describe()}")

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from quantconf.calibration import task_metrics
+from quantconf.errors import QuantconfError
 from quantconf.models import read_quantize_record
 from quantconf.paired import compare_task, per_sample_frame
 from quantconf.predictions import read_manifest, read_prediction_dir
@@ -54,6 +55,11 @@ def method_order(step) -> tuple:
 def collect(study, steps) -> StudyResults:
     """Metrics and comparisons of every (model, variant, task) of a finished study."""
     evals = sorted((s for s in steps if s.kind == "eval"), key=method_order)  # stable: model order kept within
+    missing = [s for s in evals if not s.done()]
+    if missing:
+        raise QuantconfError(f"{len(missing)} evaluation step(s) of this study are missing or unfinished (first: "
+                             f"{missing[0].describe()}); re-run `quantconf study CONFIG --out "
+                             f"{missing[0].path.parent.parent}`: finished steps are reused")
     rows, comparisons, samples, preds = [], [], [], {}
     for s in evals:
         label = step_label(s)

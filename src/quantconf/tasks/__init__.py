@@ -25,7 +25,7 @@ from typing import Iterable
 
 from quantconf.errors import QuantconfError
 from quantconf.tasks import lm_eval_bridge
-from quantconf.tasks.registry import REGISTRY, Question, Task, register_task
+from quantconf.tasks.registry import REGISTRY, Question, Task, check_gold, register_task
 
 __all__ = ["Question", "Task", "register_task", "get_task", "resolve_tasks", "task_names", "load_task", "LoadedTask",
            "read_jsonl"]
@@ -275,14 +275,7 @@ def _to_question(task: Task, doc_id: int, doc: dict, where: Path | None) -> Ques
         raise QuantconfError(f"{loc}: empty choice list; every question needs at least one choice")
     if not all(isinstance(c, str) for c in choices):
         raise QuantconfError(f"{loc}: choices must be strings")
-    golds = gold if isinstance(gold, list) else [gold]
-    if not golds:
-        raise QuantconfError(f"{loc}: no gold label")
-    for g in golds:
-        if isinstance(g, bool) or not isinstance(g, int):
-            raise QuantconfError(f"{loc}: gold label must be an integer index, got {g!r}")
-        if not 0 <= g < len(choices):
-            raise QuantconfError(f"{loc}: gold label {g} out of range for {len(choices)} choices")
+    check_gold(gold, len(choices), loc)
     if continuation is not None:  # the choices are the per-choice contexts
         if not continuation:
             raise QuantconfError(f"{loc}: empty continuation; it is the text every choice is scored on")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from quantconf.errors import QuantconfError
 from quantconf.io import captured_library_output
-from quantconf.tasks.registry import Question, Task
+from quantconf.tasks.registry import Question, Task, check_gold
 
 _MANAGERS: dict[str | None, object] = {}
 
@@ -50,9 +50,31 @@ def task_manager(include_path: str | None = None):
         except ImportError as e:
             raise QuantconfError(f"lm-evaluation-harness is needed for lm-eval tasks ({e}); "
                                  "pip install 'lm_eval==0.4.13'") from None
+        if key is not None:
+            check_task_yamls(Path(key))
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
         _MANAGERS[key] = TaskManager(include_path=key)
     return _MANAGERS[key]
+
+
+def check_task_yamls(folder: Path) -> None:
+    """Every YAML file under a user's include path parses, or one error naming the file and the parser's
+    message (lm-eval itself skips a broken file with a log line, and the user sees only "unknown task")."""
+    import yaml
+
+    class AnyTagLoader(yaml.SafeLoader):  # lm-eval's `!function module.name` tags: parsed, not resolved
+        pass
+
+    AnyTagLoader.add_multi_constructor("", lambda loader, suffix, node: None)
+    for path in sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")]):
+        try:
+            yaml.load(path.read_bytes().decode("utf-8"), Loader=AnyTagLoader)
+        except UnicodeDecodeError:
+            raise QuantconfError(f"{path}: not UTF-8 text; save the task YAML as UTF-8", param="include_path") from None
+        except yaml.YAMLError as e:
+            message = " ".join(str(e).split())[:200]
+            raise QuantconfError(f"{path}: invalid YAML ({message}); fix it or move it out of the include path",
+                                 param="include_path") from None
 
 
 def list_lm_eval_tasks(pattern: str = "*", include_path: str | None = None) -> list[tuple[str, str]]:
@@ -197,12 +219,16 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
     overrides = {**_group_overrides(task), "task": task.lm_eval}
     cfg = raw_config(tm, task.lm_eval, overrides)
     if data_dir is not None:
+        from quantconf.tasks import read_jsonl  # the same file:line errors as the built-ins' reader
+
         overrides.update(_split_files(cfg, task.name, data_dir, task.num_fewshot, builtin_folder))
+        for path in overrides["dataset_kwargs"]["data_files"].values():
+            read_jsonl(Path(path))
         source = "lm_eval:" + ",".join(sorted(overrides["dataset_kwargs"]["data_files"].values()))
     else:
         source = f"lm_eval:hub:{cfg.get('dataset_path')}/{cfg.get('dataset_name') or ''}"
     with captured_library_output():  # datasets' and lm-eval's progress bars and INFO lines
-        lm_task = _build(tm, task, overrides)
+        lm_task = _build(tm, task, overrides, local=data_dir is not None or cfg.get("dataset_path") in LOCAL_LOADERS)
         lm_task.set_config(key="num_fewshot", value=task.num_fewshot)
         lm_task.set_fewshot_seed(seed=task.fewshot_seed)  # as simple_evaluate does, once per task
         if task.num_fewshot > 0:
@@ -226,14 +252,20 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
     return questions, source, digest
 
 
-def _build(tm, task: Task, overrides: dict):
+LOCAL_LOADERS = ("json", "csv", "parquet", "text")  # a YAML task's dataset_path that reads local files
+
+
+def _build(tm, task: Task, overrides: dict, local: bool = False):
     entry = tm.task_index[task.lm_eval]
     try:
         return tm._factory.build(entry, overrides=overrides, registry=tm.task_index)
     except Exception as e:  # offline hub access, a malformed file, ...: one line naming the fix
         first = str(e).splitlines()[0][:200] if str(e) else ""
+        fix = ("its data files were read, so check the task's doc_to_text / doc_to_choice / doc_to_target "
+               "against their fields" if local else
+               "offline, pass --data-dir DIR with DIR/<dataset_path>/<dataset_name>/<split>.jsonl")
         raise QuantconfError(f"task {task.name}: lm-eval could not load its documents ({type(e).__name__}: {first}); "
-                             "offline, pass --data-dir DIR with DIR/<dataset_path>/<dataset_name>/<split>.jsonl") from None
+                             f"{fix}") from None
 
 
 def _question(lm_task, task: Task, doc_id: int, doc: dict, pairs: list[tuple[str, str]]) -> Question:
@@ -249,10 +281,11 @@ def _question(lm_task, task: Task, doc_id: int, doc: dict, pairs: list[tuple[str
         if gold not in choices:
             raise QuantconfError(f"{where}: target {gold!r} is not one of the choices")
         gold = choices.index(gold)
-    if isinstance(gold, list):
-        gold = [int(g) for g in gold]
-    else:
-        gold = int(gold)
+    try:
+        gold = [int(g) for g in gold] if isinstance(gold, list) else int(gold)
+    except (TypeError, ValueError):
+        raise QuantconfError(f"{where}: target {gold!r} is neither a choice nor an index") from None
+    check_gold(gold, len(choices), where)
     contexts = [ctx for ctx, _ in pairs]
     if lm_task.multiple_input:
         continuation = pairs[0][1]

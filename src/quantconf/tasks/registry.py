@@ -21,6 +21,23 @@ from pathlib import Path
 from typing import Callable
 
 
+def check_gold(gold, n_choices: int, loc: str) -> int | list[int]:
+    """The gold label(s) as ints in range of the choices, or one error naming the question: every
+    reader of task data (built-in, file:, lm-eval YAML) refuses an impossible label at the door."""
+    from quantconf.errors import QuantconfError
+
+    golds = gold if isinstance(gold, list) else [gold]
+    if not golds:
+        raise QuantconfError(f"{loc}: no gold label")
+    for g in golds:
+        if isinstance(g, bool) or not isinstance(g, int):
+            raise QuantconfError(f"{loc}: gold label must be an integer index, got {g!r}")
+        if not 0 <= g < n_choices:
+            raise QuantconfError(f"{loc}: gold label {g} out of range for {n_choices} choices; fix the task's "
+                                 "data or its doc_to_target")
+    return gold
+
+
 @dataclass(frozen=True)
 class Question:
     doc_id: int
