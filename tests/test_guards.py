@@ -351,3 +351,11 @@ def test_fuzz_predictions_reader_gives_frames_or_one_error(tmp_path, rows):
         golds = gold if isinstance(gold, list) else [gold]
         assert len(ll) == len(choices) > 0 and all(0 <= g < len(choices) for g in golds)
     assert df["doc_id"].is_unique
+
+
+def test_outliers_into_an_existing_result_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "outliers.json").write_text('{"mine": 1}')
+    err = _one_line_error(capsys, ["outliers", "default", "--out", str(out)])  # refused before the model loads
+    assert "--overwrite" in err and (out / "outliers.json").read_text() == '{"mine": 1}'

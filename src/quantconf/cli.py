@@ -261,7 +261,7 @@ def cmd_report(args) -> int:
 def cmd_outliers(args) -> int:
     summary = run_outliers(args.model, _csv(args.calib), Path(args.out), n_samples=args.n_samples,
                            seq_len=args.seq_len, seed=args.seed, threshold=args.threshold, top_k=args.top_k,
-                           threads=args.threads, data_dir=args.data_dir)
+                           threads=args.threads, data_dir=args.data_dir, overwrite=args.overwrite)
     for spec, s in summary["per_set"].items():
         print(f"{spec:<16} max|x| {s['max_abs']:9.2f}  mean kurtosis {s['mean_kurtosis']:9.2f}  "
               f"outlier channels {s['outlier_channels']}")
@@ -426,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_positive_int, default=None)
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace the outliers.json (and its files) in --out")
     p.set_defaults(func=cmd_outliers)
 
     p = sub.add_parser("ppl", help="held-out sliding-window perplexity on a text set")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from quantconf.errors import QuantconfError
 from quantconf.io import atomic_write_json, atomic_write_parquet, ensure_writable_dir, package_versions
 from quantconf.models import load_model, set_threads
 from quantconf.quantizers.calib_data import build_calibration
@@ -127,7 +128,12 @@ def jaccard(a, b) -> float:
 
 def run_outliers(model_spec: str, calib_sets: list[str], out, n_samples: int = 16, seq_len: int = 512,
                  seed: int = 0, threshold: float = 6.0, top_k: int = 10, threads=None, data_dir=None,
-                 log=print) -> dict:
+                 log=print, overwrite: bool = False) -> dict:
+    """Per-layer activation-outlier statistics of `model_spec` on each calibration set, into `out`
+    (an existing outliers.json there is replaced only with `overwrite`)."""
+    if (Path(out) / "outliers.json").exists() and not overwrite:
+        raise QuantconfError(f"out {out} already holds outliers.json; pass --overwrite to replace it, or choose "
+                             "another out dir", param="out")
     import matplotlib
 
     matplotlib.use("Agg")

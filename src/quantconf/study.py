@@ -409,7 +409,7 @@ def run_step(s: Step, study: Study, target, sub_log, tasks: tuple[str, ...] | No
         perplexity_step(target, study, s.path)
     elif s.kind == "outliers":
         run_outliers(s.model, outlier_calib_sets(study), s.path, n_samples=study.outlier_samples,
-                     threads=study.threads, data_dir=study.data_dir, log=sub_log)
+                     threads=study.threads, data_dir=study.data_dir, log=sub_log, overwrite=True)
     else:
         evaluate_to_dir(target, list(tasks or study.tasks), s.path, data_dir=study.data_dir, limit=study.limit,
                         batch_size=study.batch_size, dtype=study.dtype, threads=study.threads, seed=study.seed,
