@@ -164,7 +164,7 @@ def test_verdict_words_match_the_test_and_say_holm():
           "delta_ece": {"estimate": 0.01, "ci": [-0.01, 0.03], "p": 0.3},
           "systematic_share": {"estimate": 0.65, "ci": [0.4, 0.9], "p": 0.0004}}
     text = verdict(nf)
-    assert text.startswith("piqa: quantization lowers accuracy on piqa: -4.4 points [-8.4, -0.4], p = .030 "
+    assert text.startswith("quantization lowers accuracy on piqa: -4.4 points [-8.4, -0.4], p = .030 "
                            "(200 questions × 5 calibration draws)")
     assert "no ECE change on piqa detectable" in text and "p < .001" in text
     assert "beyond the quantizer's own run-to-run scatter" in text
@@ -331,7 +331,7 @@ def test_replicated_study_differs_per_replicate_and_resumes(tiny_model_dir, tmp_
     (floor,) = summary["noise_floor"]
     assert floor["variant"] == "gptq-w2g32-pydoc" and len(floor["members"]) == 3
     assert set(floor["delta_acc"]) >= {"estimate", "ci", "p", "p_holm"} and "systematic_share" in floor
-    assert floor["verdict"].startswith("arithmetic: ") and "3 calibration draws" in floor["verdict"]
+    assert "on arithmetic" in floor["verdict"] and "3 calibration draws" in floor["verdict"]
     assert all("quantizer's own run-to-run noise is not in these intervals" in c["inference"] for c in rtn)
     csv = pd.read_csv(out / "summary.csv")
     assert {"replicates", "noise_js_mean", "noise_flip_rate", "noise_delta_acc_sd", "noise_delta_ece_sd",

@@ -375,4 +375,4 @@ def verdict(nf: dict) -> str:
     else:
         parts.append("the answer movement is not distinguishable from the quantizer's run-to-run scatter around "
                      f"the full model ({share})")
-    return f"{task}: " + "; ".join(parts) + "."
+    return "; ".join(parts) + "."
