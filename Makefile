@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.quantconf-installed
 
-.PHONY: demo test install clean mutation llamacpp
+.PHONY: demo test test-fast install clean mutation llamacpp
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra
+
+# unit tests only: tiny in-test models and simulations, no embedded default model or ../shared data
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -ra -m "not integration"
 
 # mutation testing of calibration.py, paired.py and recalibration.py (config: [tool.mutmut] in
 # pyproject.toml); prints the score per file. Slow (tens of minutes on 2 cores): not part of `make test`.
