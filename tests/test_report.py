@@ -147,3 +147,26 @@ def test_methods_table_reads_records_and_averages_tasks_by_hand():
     b = table.iloc[1]  # no record: method from the label, costs unknown
     assert b["method"] == "bnb" and np.isnan(b["bits/weight"]) and b["flip rate"] == 0
     assert methods_table([], {}).empty
+
+
+def test_task_plots_cover_a_groups_subtasks_not_the_group_name():
+    """A study on an lm-eval group (mmlu) evaluates its subtasks: the per-task plots are theirs (the
+    group's own name holds no predictions, so a loop over study.tasks drew empty plots)."""
+    from types import SimpleNamespace
+
+    from quantconf.report import task_plot_sections
+    from quantconf.study_results import StudyResults
+
+    rng = np.random.default_rng(0)
+
+    def frame(task):
+        ll = rng.normal(size=(30, 4))
+        return pd.DataFrame({"doc_id": range(30), "task": task, "choices": [list("abcd")] * 30,
+                             "gold": rng.integers(0, 4, 30), "loglik": list(ll)})
+
+    preds = {("m", "full"): {t: frame(t) for t in ("grp_a", "grp_b")},
+             ("m", "rtn"): {t: frame(t) for t in ("grp_a", "grp_b")}}
+    study = SimpleNamespace(models=["m"], tasks=["grp"], bins=10, leaf_tasks=lambda: ("grp_a", "grp_b"))
+    res = StudyResults(pd.DataFrame(), [], pd.DataFrame(), preds)
+    sections = task_plot_sections(study, res)
+    assert [s.title for s in sections] == ["m — grp_a", "m — grp_b"]

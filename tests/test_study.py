@@ -141,3 +141,14 @@ def test_methods_sweep_example_covers_every_cpu_method():
     calib = load_study(Path(__file__).resolve().parents[1] / "examples" / "calib_sweep.yaml")
     static = [v for v in calib.variants if v.method == "w8a8"]
     assert {v.activations for v in static} == {"static"} and len({v.calib for v in static}) == 4
+
+
+def test_only_methods_that_use_data_name_a_calibration_set():
+    """bnb, gguf, hqq and fp8 take no calibration data, like RTN: an outliers study does not measure
+    (or, offline, fail to load) a calibration set they never used."""
+    from quantconf.study import load_study, outlier_calib_sets
+
+    study = load_study(data={"models": ["default"], "tasks": ["arithmetic"], "variants": [
+        {"method": "gptq", "calib": "pydoc"}, {"method": "rtn"}, {"method": "bnb"}, {"method": "hqq"},
+        {"method": "gguf", "scheme": "Q4_0"}]})
+    assert outlier_calib_sets(study) == ["pydoc"]

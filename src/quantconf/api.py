@@ -17,6 +17,7 @@ from quantconf.evaluation import check_eval_options, evaluate_task, evaluate_to_
 from quantconf.models import LoadedModel
 from quantconf.models import load_model as _load_model
 from quantconf.models import set_threads
+from quantconf.noise_floor import noise_floor as _noise_floor
 from quantconf.paired import compare_dirs, compare_predictions, compare_task
 from quantconf.predictions import read_prediction_dir, read_prediction_file, task_file_name
 from quantconf.quantizers import QuantConfig, run_quantize
@@ -479,8 +480,6 @@ def noise_floor(full, replicates, *, n_boot: int = 1000, seed: int = 0, alpha: f
     >>> nf = qc.noise_floor("runs/full", ["runs/gptq-s0", "runs/gptq-s1", "runs/gptq-s2"])  # doctest: +SKIP
     >>> nf["piqa"]["delta_acc"]["ci"], nf["piqa"]["systematic_share"]["estimate"]           # doctest: +SKIP
     """
-    from quantconf.noise_floor import noise_floor as _noise_floor
-
     if not isinstance(replicates, (list, tuple)) or len(replicates) < 2:
         raise QuantconfError("replicates must be a list of at least two prediction sets (for one quantized run "
                              "use compare)", param="replicates")

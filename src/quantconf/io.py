@@ -248,6 +248,31 @@ def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a jsonl file; a malformed line raises with file:line."""
+    rows = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise QuantconfError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start}); "
+                                     "save the file as UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise QuantconfError(f"{path}:{lineno}: malformed JSON ({e.msg}); fix or remove that line") from None
+            except (ValueError, RecursionError) as e:  # a 5000-digit number, nesting deeper than Python recurses
+                raise QuantconfError(f"{path}:{lineno}: unreadable JSON ({type(e).__name__}: {str(e)[:80]}); "
+                                     "fix or remove that line") from None
+            if not isinstance(row, dict):
+                raise QuantconfError(f"{path}:{lineno}: expected a JSON object per line")
+            rows.append(row)
+    return rows
+
+
 def read_optional_json(path: Path, fix: str) -> dict:
     """The JSON object in `path`, {} if the file does not exist; a corrupt file raises naming `fix`."""
     path = Path(path)

@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
-from quantconf.calibration import calibration_metrics, choice_log_probs, check_finite_logliks, percentile_interval
+from quantconf.calibration import (bootstrap_draws, calibration_metrics, check_finite_logliks, choice_log_probs,
+                                   metric_structure, metrics_weighted, percentile_interval)
 from quantconf.errors import QuantconfError
+from quantconf.paired import pair_predictions
 
 RECALIBRATION_METRICS = ["acc", "nll", "ece", "ace", "smece", "brier"]
 # T in [0.0067, 148]. A fit at the upper bound means "flatten to uniform": the confidence ranks answers
@@ -100,10 +102,6 @@ def gap_interval(full: pd.DataFrame, quant: pd.DataFrame, metric: str = "ece", n
     scaling, each with a paired percentile bootstrap CI over the questions both answered (the same
     resampled questions for both models). The held-out probabilities are computed once: the CI is
     for the gap on these questions given the fitted folds, not for the refitting of T."""
-    from quantconf.calibration import metric_structure, metrics_weighted
-    from quantconf.calibration import bootstrap_draws
-    from quantconf.paired import pair_predictions
-
     f, q = pair_predictions(full, quant, str(full["task"].iloc[0]) if len(full) else "")
     gold = np.asarray(list(f["gold"]), int)
     sides = {}

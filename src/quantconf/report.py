@@ -219,9 +219,10 @@ def outlier_sections(res: StudyResults) -> list[Section]:
 
 
 def task_plot_sections(study, res: StudyResults) -> list[Section]:
+    """Per model and evaluated task (a group such as mmlu is its subtasks: one parquet, one plot each)."""
     out = []
     for model in study.models:
-        for task in study.tasks:
+        for task in study.leaf_tasks():
             blocks = [reliability_plot(res.preds, model, task, study.bins)]
             shift = shift_plot(res.samples, res.comparisons, model, task)
             if shift:

@@ -228,8 +228,9 @@ class Step:
 
 def outlier_calib_sets(study: Study) -> list[str]:
     """Names of the calibration sets whose activation outliers a study measures: those its
-    variants calibrate on (RTN uses none)."""
-    return sorted({v.calib for v in study.variants if v.method != "rtn"})
+    variants calibrate on (methods that use no data, RTN, bnb, gguf, hqq, fp8, have none)."""
+    methods = load_methods()
+    return sorted({v.calib for v in study.variants if methods[v.method].needs_calibration})
 
 
 def plan(study: Study, study_dir: Path) -> list[Step]:

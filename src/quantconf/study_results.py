@@ -20,6 +20,7 @@ from scipy.stats import spearmanr
 from quantconf.calibration import task_metrics
 from quantconf.errors import QuantconfError
 from quantconf.models import read_quantize_record
+from quantconf.quantizers import load_methods
 from quantconf.paired import compare_task, per_sample_frame
 from quantconf.predictions import read_manifest, read_prediction_dir
 from quantconf.noise_floor import adjust_floors, noise_floor, replicate_family
@@ -61,6 +62,7 @@ def collect(study, steps) -> StudyResults:
                              f"{missing[0].describe()}); re-run `quantconf study CONFIG --out "
                              f"{missing[0].path.parent.parent}`: finished steps are reused")
     rows, comparisons, samples, preds = [], [], [], {}
+    methods = load_methods()
     for s in evals:
         label = step_label(s)
         p = read_prediction_dir(s.path)
@@ -70,7 +72,7 @@ def collect(study, steps) -> StudyResults:
             m = task_metrics(df, n_bins=study.bins, n_boot=study.bootstrap)
             row = {"model": s.model, "variant": label, "task": task, "n": m["n"],
                    "method": s.variant.method if s.variant else "full", "bits": s.variant.bits if s.variant else 32,
-                   "calib": s.variant.calib if s.variant and s.variant.method != "rtn" else "",
+                   "calib": s.variant.calib if s.variant and methods[s.variant.method].needs_calibration else "",
                    "n_params": manifest.get("model", {}).get("n_params")}
             for k in TABLE_METRICS + ["mc2"]:
                 if k in m:

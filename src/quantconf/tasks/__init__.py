@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable
 
 from quantconf.errors import QuantconfError
+from quantconf.io import read_jsonl  # re-exported: calib_data and users read task files through it
 from quantconf.tasks import lm_eval_bridge
 from quantconf.tasks.registry import REGISTRY, Question, Task, check_gold, register_task
 
@@ -148,31 +149,6 @@ def file_task(path: Path) -> Task:
 
 # ---------------------------------------------------------------------------------------------
 # Loading documents
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a jsonl file; a malformed line raises with file:line."""
-    rows = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise QuantconfError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start}); "
-                                     "save the file as UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise QuantconfError(f"{path}:{lineno}: malformed JSON ({e.msg}); fix or remove that line") from None
-            except (ValueError, RecursionError) as e:  # a 5000-digit number, nesting deeper than Python recurses
-                raise QuantconfError(f"{path}:{lineno}: unreadable JSON ({type(e).__name__}: {str(e)[:80]}); "
-                                     "fix or remove that line") from None
-            if not isinstance(row, dict):
-                raise QuantconfError(f"{path}:{lineno}: expected a JSON object per line")
-            rows.append(row)
-    return rows
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path | None:

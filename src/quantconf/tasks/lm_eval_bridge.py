@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from quantconf.errors import QuantconfError
-from quantconf.io import captured_library_output
+from quantconf.io import captured_library_output, read_jsonl  # read_jsonl: the built-ins' file:line errors
 from quantconf.tasks.registry import Question, Task, check_gold
 
 _MANAGERS: dict[str | None, object] = {}
@@ -219,8 +219,6 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
     overrides = {**_group_overrides(task), "task": task.lm_eval}
     cfg = raw_config(tm, task.lm_eval, overrides)
     if data_dir is not None:
-        from quantconf.tasks import read_jsonl  # the same file:line errors as the built-ins' reader
-
         overrides.update(_split_files(cfg, task.name, data_dir, task.num_fewshot, builtin_folder))
         for path in overrides["dataset_kwargs"]["data_files"].values():
             read_jsonl(Path(path))

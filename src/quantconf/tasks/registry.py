@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from quantconf.errors import QuantconfError
+
 
 def check_gold(gold, n_choices: int, loc: str) -> int | list[int]:
     """The gold label(s) as ints in range of the choices, or one error naming the question: every
     reader of task data (built-in, file:, lm-eval YAML) refuses an impossible label at the door."""
-    from quantconf.errors import QuantconfError
-
     golds = gold if isinstance(gold, list) else [gold]
     if not golds:
         raise QuantconfError(f"{loc}: no gold label")
