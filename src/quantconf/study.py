@@ -56,7 +56,7 @@ from quantconf.io import (atomic_write_bytes, atomic_write_json, clean_stale_tem
 from quantconf.models import QUANTIZE_RECORD, load_model, model_fingerprint, set_threads
 from quantconf.outliers import run_outliers
 from quantconf.perplexity import text_perplexity
-from quantconf.predictions import read_manifest
+from quantconf.predictions import read_manifest, task_file_name
 from quantconf.quantizers import QuantConfig, load_methods, run_quantize, validate_config
 from quantconf.report import write_report
 from quantconf.tasks import load_task, resolve_data_dir, resolve_tasks
@@ -218,8 +218,8 @@ class Step:
         if self.kind == "outliers":
             return (self.path / "outliers.json").is_file()
         finished = read_manifest(self.path).get("tasks", {}) if self.path.is_dir() else {}
-        return bool(self.tasks) and all(t in finished and (self.path / finished[t]["file"]).is_file()
-                                        for t in self.tasks)
+        return bool(self.tasks) and all(
+            t in finished and (self.path / finished[t].get("file", task_file_name(t))).is_file() for t in self.tasks)
 
     def describe(self) -> str:
         what = self.variant.label() if self.variant else "full"
