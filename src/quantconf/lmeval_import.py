@@ -29,6 +29,7 @@ import ast
 import json
 import math
 import os
+import random
 import re
 from pathlib import Path
 
@@ -224,12 +225,64 @@ def read_samples_file(path: Path, task: str | None = None) -> pd.DataFrame:
     return predictions_frame(rows).sort_values("doc_id").reset_index(drop=True)
 
 
+def unshuffled_position(doc_id: int, n_docs: int) -> int:
+    """Where lm-eval 0.3's doc_id `doc_id` sits in the split's own order: its evaluator shuffled each
+    task's documents with random.Random() seeded 42 before numbering them (a shuffle depends only on
+    the length and the seed, so shuffling positions replays it)."""
+    positions = list(range(n_docs))
+    rng = random.Random()
+    rng.seed(42)
+    rng.shuffle(positions)
+    return positions[doc_id]
+
+
+def _choices_from_prompts(prompts: list[str]) -> tuple[str, list[str]]:
+    """(context, choices) from prompt_i = context + " " + choice_i: the prompts' common prefix, cut back to
+    its last space (exact unless the choices share leading words, which only changes their lengths)."""
+    prefix = os.path.commonprefix(prompts)
+    cut = prefix.rfind(" ") if len(prompts) > 1 else -1
+    if cut < 0:
+        return prefix, [p[len(prefix):] for p in prompts]
+    return prefix[:cut], [p[cut + 1:] for p in prompts]
+
+
+def _gold_from_text_truth(prompts: list[str], truth: str, where: str) -> tuple[int, str, list[str]]:
+    """The index of the prompt that is context + truth, where the context starts every prompt: the
+    order the logits were computed in, whatever today's task definition says."""
+    for text in dict.fromkeys([truth, " " + truth.strip(), truth.strip()]):
+        if not text:
+            continue
+        hits = [j for j, p in enumerate(prompts)
+                if p.endswith(text) and all(q.startswith(p[:len(p) - len(text)]) for q in prompts)]
+        if len(hits) == 1:
+            ctx = prompts[hits[0]][:len(prompts[hits[0]]) - len(text)]
+            return hits[0], ctx, [p[len(ctx):].removeprefix(" ") for p in prompts]
+        if len(hits) > 1:
+            raise QuantconfError(f"{where}: truth {truth!r} ends {len(hits)} of the prompts; cannot tell which is gold")
+    raise QuantconfError(f"{where}: truth {truth!r} is not the continuation of any prompt_<i>")
+
+
+def _file_acc(value) -> bool | None:
+    try:
+        return {"true": True, "false": False}.get(str(value).strip().lower(), float(value) == 1.0)
+    except (TypeError, ValueError):
+        return None
+
+
 def read_write_out_file(path: Path, data_dir=None) -> pd.DataFrame:
+    """An lm-eval 0.3-era `<task>_write_out_info.json` as predictions. The choice order is the row's
+    own (prompt_i is the i-th request's context + continuation, logit_i its log-likelihood), never
+    today's task definition: 0.3 scored BoolQ as (" yes", " no") and wrote truth " yes"/" no". An
+    index truth is used as it is. With `data_dir`, the document is found at its place before 0.3's
+    seeded shuffle (`unshuffled_position`) for its exact choice texts, used only where they
+    reproduce the row's prompts. A row's own `acc` must agree with argmax == gold (ties aside)."""
     task = WRITE_OUT_RE.search(path.name).group("task")
     try:
         entries = json.loads(path.read_text())
     except json.JSONDecodeError:
         raise QuantconfError(f"{path}: malformed JSON") from None
+    except UnicodeDecodeError:
+        raise QuantconfError(f"{path}: not UTF-8 text; is this an lm-eval write_out file?") from None
     if not isinstance(entries, list):
         raise QuantconfError(f"{path}: expected a JSON list of per-document entries")
     questions = None
@@ -241,28 +294,45 @@ def read_write_out_file(path: Path, data_dir=None) -> pd.DataFrame:
         logits = sorted((int(k.split("_")[1]), v) for k, v in e.items() if re.fullmatch(r"logit_\d+", k))
         if not logits or "truth" not in e or "doc_id" not in e:
             raise QuantconfError(f"{where}: needs doc_id, logit_<i> and truth fields")
+        if [j for j, _ in logits] != list(range(len(logits))):
+            raise QuantconfError(f"{where}: logit_<i> fields must run 0..{len(logits) - 1}")
         e = {**e, "doc_id": _doc_id(e["doc_id"], where)}
         if e["doc_id"] in seen:
             raise QuantconfError(f"{where}: doc_id {e['doc_id']} already in entry {seen[e['doc_id']]}; each question once")
         seen[e["doc_id"]] = i
         values = [_pair([v, False], where)[0] for _, v in logits]
+        prompts = [e.get(f"prompt_{j}") for j in range(len(values))]
+        has_prompts = all(isinstance(p, str) for p in prompts)
         truth = e["truth"]
-        if isinstance(truth, int) or (isinstance(truth, str) and truth.strip().isdigit()):
-            choices, gold = [f"choice_{j}" for j, _ in logits], int(truth)
+        if isinstance(truth, bool) or not isinstance(truth, (int, str)):
+            raise QuantconfError(f"{where}: truth {truth!r} is neither an index nor a continuation text")
+        if isinstance(truth, int) or truth.strip().isdigit():
+            gold = int(truth)
+            context, choices = _choices_from_prompts(prompts) if has_prompts else (
+                e.get("prompt_0", ""), [f"choice_{j}" for j in range(len(values))])
+            if data_dir is not None:
+                if questions is None:
+                    questions = load_task(task, data_dir=data_dir).questions
+                if e["doc_id"] >= len(questions):
+                    raise QuantconfError(f"{where}: doc_id {e['doc_id']} beyond the {len(questions)} documents of "
+                                         f"{task} under {data_dir}")
+                q = questions[unshuffled_position(e["doc_id"], len(questions))]
+                if len(q.choices) == len(values) and (not has_prompts or all(
+                        p.endswith(" " + c) or p.endswith(c) for p, c in zip(prompts, q.choices))):
+                    choices = list(q.choices)
         else:
-            if questions is None:
-                questions = {q.doc_id: q for q in load_task(task, data_dir=data_dir).questions}
-            q = questions.get(int(e["doc_id"]))
-            if q is None:
-                raise QuantconfError(f"{where}: doc_id {e['doc_id']} not in task {task}")
-            choices = list(q.choices)
-            stripped = [c.strip() for c in choices]
-            if str(truth).strip() not in stripped:
-                raise QuantconfError(f"{where}: truth {truth!r} matches none of the task's choices")
-            gold = stripped.index(str(truth).strip())
-        if len(choices) != len(logits) or not 0 <= gold < len(choices):
-            raise QuantconfError(f"{where}: {len(logits)} logits but {len(choices)} choices / gold {gold}")
-        rows.append(_row(task, e["doc_id"], e.get("prompt_0", ""), choices, gold, [(v, False) for v in values]))
+            if not has_prompts:
+                raise QuantconfError(f"{where}: truth {truth!r} is text and the entry has no prompt_0.."
+                                     f"prompt_{len(values) - 1}, so the order its logits were computed in is unknown")
+            gold, context, choices = _gold_from_text_truth(prompts, truth, where)
+        if not 0 <= gold < len(values):
+            raise QuantconfError(f"{where}: gold {gold} out of range for {len(values)} logits")
+        own = _file_acc(e["acc"]) if "acc" in e else None
+        if own is not None and values.count(max(values)) == 1 and (max(range(len(values)), key=values.__getitem__)
+                                                                   == gold) != own:
+            raise QuantconfError(f"{where}: the file's own acc ({e['acc']}) disagrees with gold {gold} and its "
+                                 "logits; the choice order or truth of this file is not the one assumed")
+        rows.append(_row(task, e["doc_id"], context, choices, gold, [(v, False) for v in values]))
     return pd.DataFrame(rows).sort_values("doc_id").reset_index(drop=True)
 
 
