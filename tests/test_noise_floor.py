@@ -346,3 +346,22 @@ def test_replicated_study_differs_per_replicate_and_resumes(tiny_model_dir, tmp_
     f = _findings()
     text = f.render(f.extract(out))
     assert "| arithmetic | 40 |" in text and "systematic share" in text
+
+
+def test_cli_noise_floor_on_prediction_directories(tmp_path, capsys):
+    from quantconf.cli import main
+    from quantconf.predictions import write_predictions
+
+    rng = np.random.default_rng(8)
+    full, reps = _simulated_study("loss", rng, n=150, r=3)
+    dirs = []
+    for i, df in enumerate([full, *reps]):
+        for task in ("t1", "t2"):
+            (tmp_path / str(i)).mkdir(exist_ok=True)
+            write_predictions(df.assign(task=task), tmp_path / str(i) / f"{task}.parquet")
+        dirs.append(str(tmp_path / str(i)))
+    assert main(["noise-floor", *dirs, "--bootstrap", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "== t1 (n=150, 3 replicates)" in out and "systematic_share" in out and "Holm-adjusted over 2 tests" in out
+    assert main(["noise-floor", dirs[0], dirs[1], "--bootstrap", "50", "--json"]) == 2  # two replicates needed
+    assert "at least two" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from quantconf.errors import QuantconfError
 from quantconf.evaluation import SCORERS
 from quantconf.lmeval_import import import_lm_eval
 from quantconf.models import read_quantize_record
+from quantconf.noise_floor import adjust_floors
 from quantconf.predictions import group_metrics, read_manifest
 from quantconf.quantizers import load_methods
 from quantconf.quantizers.base import QuantConfig
@@ -230,6 +231,26 @@ def cmd_compare(args) -> int:
         for b in c["by_confidence_bin"]:
             print(f"  {'':<26}{b['conf_lo']:.2f}-{b['conf_hi']:.2f} {b['n']:>6}  {b['mean_abs_delta_conf_true']:>14.4f}"
                   f"  {b['js_mean']:>7.4f}  {b['flip_rate']:>9.3f}")
+    print("CIs: paired bootstrap over the questions of this one quantized run; the quantizer's own run-to-run "
+          "noise is not in them (quantize again with other seeds and use `quantconf noise-floor`)")
+    return 0
+
+
+def cmd_noise_floor(args) -> int:
+    res = qc.noise_floor(Path(args.full_dir), [Path(d) for d in args.replicate_dirs], n_boot=args.bootstrap,
+                         seed=args.seed, alpha=args.alpha, n_bins=args.bins)
+    floors = list(res.values())
+    adjust_floors(floors)  # Holm over the tasks judged together here
+    if args.json:
+        print(json.dumps(res, indent=2, default=float))
+        return 0
+    for task, f in res.items():
+        print(f"== {task} (n={f['n']}, {f['replicates']} replicates)")
+        for key in ("delta_acc", "delta_ece", "delta_nll", "delta_smece", "systematic_share"):
+            e = f[key]
+            p = "undefined" if e.get("p_holm", e["p"]) is None else f"{e.get('p_holm', e['p']):.3g}"
+            print(f"  {key:<17} {e['estimate']:+.4f}  95% CI [{e['ci'][0]:+.4f}, {e['ci'][1]:+.4f}]  p {p}")
+        print(f"  {f['verdict']}")
     return 0
 
 
@@ -394,6 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf-bins", type=_positive_int, default=5, help="equal-mass bins of full-model confidence")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("noise-floor", help="full vs replicate quantizations: effects over questions and "
+                                          "calibration draws, systematic share, Holm across tasks")
+    p.add_argument("full_dir")
+    p.add_argument("replicate_dirs", nargs="+", help="two or more predictions dirs of one configuration, other seeds")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--bins", type=_positive_int, default=15)
+    p.add_argument("--bootstrap", type=_positive_int, default=1000)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_noise_floor)
 
     p = sub.add_parser("study", help="run a study from a YAML config (resumable), write the report")
     p.add_argument("config")
