@@ -68,3 +68,30 @@ def test_out_path_is_a_file(tiny_model_dir, tmp_path, capsys):
     f.write_text("x")
     assert main(["eval", str(tiny_model_dir), "--tasks", "arithmetic", "--out", str(f / "sub"), "--quiet"]) == 2
     assert "cannot write to output dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "alter", "delete"])
+def test_a_damaged_prediction_file_is_recomputed_not_reported_back(tiny_model_dir, tmp_path, capsys, damage):
+    """Every predictions file's sha256 is in the manifest: on reuse a truncated, altered or missing file is
+    said in one line and recomputed (never "re-run the command you just ran")."""
+    out = tmp_path / "out"
+    args = ["eval", str(tiny_model_dir), "--tasks", "arithmetic", "--limit", "6", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    entry = json.loads((out / "manifest.json").read_text())["tasks"]["arithmetic"]
+    path = out / "arithmetic.parquet"
+    good = path.read_bytes()
+    import hashlib
+
+    assert entry["sha256"] == hashlib.sha256(good).hexdigest()
+    if damage == "truncate":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "alter":
+        path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    else:
+        path.unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert ("recomputing" in err) == (damage != "delete") and "re-run quantconf eval" not in err
+    assert path.read_bytes() == good  # the same predictions again, bit for bit
+    assert len(read_prediction_dir(out)["arithmetic"]) == 6

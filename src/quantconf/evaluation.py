@@ -23,11 +23,11 @@ import pandas as pd
 
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_write_json, clean_stale_temp, ensure_writable_dir, locked, package_versions,
-                          read_optional_json, remove_if_holds_nothing, stable_hash)
+                          read_optional_json, remove_if_holds_nothing, sha256_file, stable_hash)
 from quantconf.calibration import accuracy
 from quantconf.models import LoadedModel, load_model, model_fingerprint, resolve_device, set_threads
-from quantconf.predictions import (MANIFEST, predictions_frame, read_manifest, read_prediction_file, task_file_name,
-                                   write_predictions)
+from quantconf.predictions import (MANIFEST, intact, predictions_frame, read_manifest, read_prediction_file,
+                                   task_file_name, write_predictions)
 from quantconf.scoring import encode_pair, score_questions, score_requests, wants_bos
 from quantconf.tasks import LoadedTask, load_task, resolve_tasks
 
@@ -217,7 +217,10 @@ def _evaluate_into(model, tasks, groups, out, data_dir, limit, batch_size, dtype
                                             "fewshot_seed": loaded.task.fewshot_seed} if loaded.task.lm_eval else {})}
         with locked(out / f".{path.name}.lock", log, what=f"{name} in {out}"):
             done = read_manifest(out).get("tasks", {})  # as of now: another writer may have finished it
-            if not overwrite and done.get(name, {}).get("key") == key and path.is_file():
+            if not overwrite and done.get(name, {}).get("key") == key and path.is_file() and not intact(out, done[name]):
+                log(f"{name}: {path} is not the file that was written (truncated or altered: its sha256 differs "
+                    "from the manifest's); recomputing it")
+            elif not overwrite and done.get(name, {}).get("key") == key and path.is_file():
                 summary[name] = {**accuracy(read_prediction_file(path)), "n": len(loaded.questions), "reused": True}
                 log(f"{name}: reusing {path}")
                 continue
@@ -227,7 +230,8 @@ def _evaluate_into(model, tasks, groups, out, data_dir, limit, batch_size, dtype
                 seconds = time.perf_counter() - t0
                 write_predictions(df, path)  # before the checks below: a broken model's scores stay inspectable
                 acc = accuracy(df)
-                record(name, {"key": key, "file": path.name, "n": len(df), "seconds": round(seconds, 3),
+                record(name, {"key": key, "file": path.name, "sha256": sha256_file(path), "n": len(df),
+                              "seconds": round(seconds, 3),
                               "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2),
                               **acc, **entry_extra}, state["lm"].info, state["n_threads"])
                 summary[name] = {**acc, "n": len(df), "reused": False}
@@ -269,7 +273,7 @@ def _evaluate_shard(loaded, key, shard, out, path, model_ready, batch_size, prog
         log(f"{name}: shard {i + 1}/{n} reusing {shard_path}")
     with locked(out / f".{path.name}.lock", log, what=f"{name} in {out}"):
         done = read_manifest(out).get("tasks", {})
-        if not overwrite and done.get(name, {}).get("key") == key and path.is_file():  # another shard merged it
+        if not overwrite and done.get(name, {}).get("key") == key and intact(out, done[name]):  # another shard merged it
             return {**accuracy(read_prediction_file(path)), "n": len(loaded.questions), "reused": True, "merged": True}
         metas = [read_optional_json(_shard_files(out, name, j, n)[1], "delete it") for j in range(n)]
         if not all(m.get("key") == key and _shard_files(out, name, j, n)[0].is_file() for j, m in enumerate(metas)):
@@ -279,7 +283,8 @@ def _evaluate_shard(loaded, key, shard, out, path, model_ready, batch_size, prog
         write_predictions(df, path)
         acc = accuracy(df)
         seconds = sum(m["seconds"] for m in metas)
-        record(name, {"key": key, "file": path.name, "n": len(df), "seconds": round(seconds, 3), "shards": n,
+        record(name, {"key": key, "file": path.name, "sha256": sha256_file(path), "n": len(df),
+                      "seconds": round(seconds, 3), "shards": n,
                       "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2),
                       **acc, **entry_extra}, metas[i]["model"], metas[i]["threads"])
         shutil.rmtree(shard_path.parent, ignore_errors=True)  # the merged file holds them all now

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from quantconf.errors import QuantconfError
-from quantconf.io import atomic_write_parquet, read_optional_json
+from quantconf.io import atomic_write_parquet, read_optional_json, sha256_file
 
 REQUIRED_COLUMNS = ["doc_id", "task", "choices", "gold", "loglik", "n_tokens", "n_chars", "n_bytes", "is_greedy"]
 MANIFEST = "manifest.json"
@@ -106,6 +106,21 @@ def read_prediction_dir(pred_dir: Path) -> dict[str, pd.DataFrame]:
         df = read_prediction_file(f)
         out[str(df["task"].iloc[0]) if len(df) else f.stem] = df
     return out
+
+
+def intact(pred_dir: Path, entry: dict) -> bool:
+    """Whether a manifest entry's predictions file is there and is what was written: its sha256 equals
+    the one recorded (entries from before the hash was recorded: the file reads as predictions)."""
+    path = Path(pred_dir) / entry.get("file", "")
+    if not entry.get("file") or not path.is_file():
+        return False
+    if entry.get("sha256"):
+        return sha256_file(path) == entry["sha256"]
+    try:
+        read_prediction_file(path)
+    except QuantconfError:
+        return False
+    return True
 
 
 def read_manifest(pred_dir: Path) -> dict:

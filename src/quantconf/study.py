@@ -56,7 +56,7 @@ from quantconf.io import (atomic_write_bytes, atomic_write_json, clean_stale_tem
 from quantconf.models import QUANTIZE_RECORD, load_model, model_fingerprint, set_threads
 from quantconf.outliers import run_outliers
 from quantconf.perplexity import text_perplexity
-from quantconf.predictions import read_manifest, task_file_name
+from quantconf.predictions import intact, read_manifest, task_file_name
 from quantconf.quantizers import QuantConfig, load_methods, run_quantize, validate_config
 from quantconf.report import write_report
 from quantconf.tasks import load_task, resolve_data_dir, resolve_tasks
@@ -219,7 +219,7 @@ class Step:
             return (self.path / "outliers.json").is_file()
         finished = read_manifest(self.path).get("tasks", {}) if self.path.is_dir() else {}
         return bool(self.tasks) and all(
-            t in finished and (self.path / finished[t].get("file", task_file_name(t))).is_file() for t in self.tasks)
+            t in finished and intact(self.path, {"file": task_file_name(t), **finished[t]}) for t in self.tasks)
 
     def describe(self) -> str:
         what = self.variant.label() if self.variant else "full"
