@@ -92,8 +92,34 @@ def test_unknown_task_missing_dir_missing_file_and_bad_limit(tmp_path):
 
 def test_hub_offline_gives_clear_error(monkeypatch):
     monkeypatch.delenv("QUANTCONF_DATA_DIR", raising=False)
-    with pytest.raises(QuantconfError, match="offline, pass --data-dir"):
+    with pytest.raises(QuantconfError, match="not reachable .offline.; pass --data-dir DIR with DIR/piqa/validation.jsonl"):
         load_task("piqa", limit=2)
+
+
+def test_unreachable_hub_is_detected_once_without_retries(monkeypatch):
+    """HF_HUB_OFFLINE unset and no network: one failed connection (not datasets' retry loop) and every
+    hub task then fails at once naming the --data-dir layout."""
+    import socket
+
+    from quantconf.tasks import lm_eval_bridge
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "QUANTCONF_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    calls = []
+
+    def refuse(address, timeout=None):
+        calls.append((address, timeout))
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    lm_eval_bridge.hub_offline.cache_clear()
+    try:
+        for task in ("piqa", "hellaswag", "openbookqa"):
+            with pytest.raises(QuantconfError, match="not reachable"):
+                load_task(task, limit=2)
+        assert len(calls) == 1 and calls[0] == (("huggingface.co", 443), 2)
+    finally:
+        lm_eval_bridge.hub_offline.cache_clear()
 
 
 def test_env_data_dir(tmp_path, monkeypatch):

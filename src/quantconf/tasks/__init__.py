@@ -185,6 +185,10 @@ def _local_file(task: Task, data_dir: Path | None) -> Path | None:
 
 
 def _hub_docs(task: Task) -> list[dict]:
+    if lm_eval_bridge.hub_offline():  # no retry loops: one line at once
+        raise QuantconfError(f"task {task.name}: the Hugging Face hub is not reachable (offline); pass --data-dir DIR "
+                             f"with DIR/{task.local_folder}/{task.split}.jsonl in the hub schema (the layout of "
+                             "../shared/data)", param="data_dir")
     try:
         import datasets
 

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from quantconf.errors import QuantconfError
 from quantconf.io import captured_library_output, read_jsonl  # read_jsonl: the built-ins' file:line errors
@@ -55,6 +58,22 @@ def task_manager(include_path: str | None = None):
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
         _MANAGERS[key] = TaskManager(include_path=key)
     return _MANAGERS[key]
+
+
+@functools.lru_cache(maxsize=1)
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE say so, or when the hub's host does not take a
+    connection within 2 s; asked once per process, so an offline run fails at once instead of
+    retrying every dataset for half a minute. Online, hub loading is unchanged."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return True
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=2).close()
+    except OSError:
+        return True
+    return False
 
 
 def check_task_yamls(folder: Path) -> None:
@@ -225,6 +244,10 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
         source = "lm_eval:" + ",".join(sorted(overrides["dataset_kwargs"]["data_files"].values()))
     else:
         source = f"lm_eval:hub:{cfg.get('dataset_path')}/{cfg.get('dataset_name') or ''}"
+        if cfg.get("dataset_path") not in LOCAL_LOADERS and hub_offline():
+            raise QuantconfError(f"task {task.name}: the Hugging Face hub is not reachable (offline); pass --data-dir "
+                                 f"DIR with DIR/{cfg.get('dataset_path')}/{cfg.get('dataset_name') or ''}/<split>.jsonl"
+                                 .replace("//", "/"), param="data_dir")
     with captured_library_output():  # datasets' and lm-eval's progress bars and INFO lines
         lm_task = _build(tm, task, overrides, local=data_dir is not None or cfg.get("dataset_path") in LOCAL_LOADERS)
         lm_task.set_config(key="num_fewshot", value=task.num_fewshot)
