@@ -13,6 +13,8 @@ sampler makes the few-shot contexts). `resolve_tasks` expands groups into their 
 
 from __future__ import annotations
 
+import contextlib
+
 import difflib
 import hashlib
 import importlib
@@ -185,19 +187,22 @@ def _local_file(task: Task, data_dir: Path | None) -> Path | None:
 
 
 def _hub_docs(task: Task) -> list[dict]:
-    if lm_eval_bridge.hub_offline():  # no retry loops: one line at once
-        raise QuantconfError(f"task {task.name}: the Hugging Face hub is not reachable (offline); pass --data-dir DIR "
-                             f"with DIR/{task.local_folder}/{task.split}.jsonl in the hub schema (the layout of "
-                             "../shared/data)", param="data_dir")
+    offline = lm_eval_bridge.hub_offline()
     try:
         import datasets
 
-        ds = datasets.load_dataset(task.hub_path, task.hub_name, split=task.split)
-    except Exception as e:  # offline, unknown dataset, ...: one line naming the fix
+        with lm_eval_bridge.hub_offline_mode() if offline else contextlib.nullcontext():
+            ds = datasets.load_dataset(task.hub_path, task.hub_name, split=task.split)
+    except Exception as e:  # offline and not cached, unknown dataset, ...: one line naming the fix
+        layout = f"pass --data-dir DIR with DIR/{task.local_folder}/{task.split}.jsonl in the hub schema"
+        if offline:  # datasets' local cache was tried without the network: no retry loops
+            raise QuantconfError(f"task {task.name}: the Hugging Face hub is not reachable (offline) and "
+                                 f"{task.hub_path} is not in the local datasets cache; {layout} (the layout of "
+                                 "../shared/data)", param="data_dir") from None
         raise QuantconfError(
             f"task {task.name}: cannot load hub dataset {task.hub_path}"
             f"{'/' + task.hub_name if task.hub_name else ''} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            f"offline, pass --data-dir DIR with {task.local_folder}/{task.split}.jsonl"
+            f"offline, {layout}"
         ) from None
     return [dict(row) for row in ds]
 

@@ -22,6 +22,7 @@ lm_eval is imported inside functions: it takes seconds to import and its task in
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import functools
@@ -74,6 +75,21 @@ def hub_offline() -> bool:
     except OSError:
         return True
     return False
+
+
+@contextlib.contextmanager
+def hub_offline_mode():
+    """datasets and huggingface_hub in offline mode for the block: cached datasets load, anything else
+    fails at once (both libraries read their flags at import, so the flags are set on the modules)."""
+    import datasets
+    import huggingface_hub.constants as hub_constants
+
+    saved = (datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE)
+    datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
 
 
 def check_task_yamls(folder: Path) -> None:
@@ -237,6 +253,7 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
     tm = task_manager(task.include_path)
     overrides = {**_group_overrides(task), "task": task.lm_eval}
     cfg = raw_config(tm, task.lm_eval, overrides)
+    offline = False
     if data_dir is not None:
         overrides.update(_split_files(cfg, task.name, data_dir, task.num_fewshot, builtin_folder))
         for path in overrides["dataset_kwargs"]["data_files"].values():
@@ -244,12 +261,10 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
         source = "lm_eval:" + ",".join(sorted(overrides["dataset_kwargs"]["data_files"].values()))
     else:
         source = f"lm_eval:hub:{cfg.get('dataset_path')}/{cfg.get('dataset_name') or ''}"
-        if cfg.get("dataset_path") not in LOCAL_LOADERS and hub_offline():
-            raise QuantconfError(f"task {task.name}: the Hugging Face hub is not reachable (offline); pass --data-dir "
-                                 f"DIR with DIR/{cfg.get('dataset_path')}/{cfg.get('dataset_name') or ''}/<split>.jsonl"
-                                 .replace("//", "/"), param="data_dir")
+        offline = cfg.get("dataset_path") not in LOCAL_LOADERS and hub_offline()
     with captured_library_output():  # datasets' and lm-eval's progress bars and INFO lines
-        lm_task = _build(tm, task, overrides, local=data_dir is not None or cfg.get("dataset_path") in LOCAL_LOADERS)
+        with hub_offline_mode() if offline else contextlib.nullcontext():
+            lm_task = _build(tm, task, overrides, local=data_dir is not None or cfg.get("dataset_path") in LOCAL_LOADERS)
         lm_task.set_config(key="num_fewshot", value=task.num_fewshot)
         lm_task.set_fewshot_seed(seed=task.fewshot_seed)  # as simple_evaluate does, once per task
         if task.num_fewshot > 0:
