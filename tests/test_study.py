@@ -112,14 +112,21 @@ def test_calibration_set_sweep_spread_ppl_and_outliers(tiny_model_dir, tmp_path)
     assert len(outlier_files) == 4
 
 
-def test_demo_study_falls_back_to_generated_task_offline(monkeypatch, tmp_path):
+def test_demo_study_uses_the_packaged_sample_of_real_questions_offline(monkeypatch, tmp_path):
     import quantconf.study as study_mod
+    from quantconf.tasks import load_task
 
     monkeypatch.delenv("QUANTCONF_DATA_DIR", raising=False)
     monkeypatch.setattr(study_mod, "SHARED_DATA_BESIDE_CHECKOUT", tmp_path / "nowhere")
     s = study_mod.demo_study(None)
-    assert s.tasks == ["arithmetic"] and s.data_dir is None
+    assert s.tasks == ["hellaswag", "openbookqa", "truthfulqa_mc1"] and s.data_dir == str(study_mod.SAMPLE_DATA)
+    assert "sample shipped with quantconf" in s.name  # the report's title says which data it used
     assert [v.method for v in s.variants] == ["gptq", "rtn"] and s.variants[0].group_size == 128
+    for task in s.tasks:  # real benchmark questions, at least the demo's limit of each
+        loaded = load_task(task, data_dir=s.data_dir)
+        assert len(loaded.questions) >= s.limit and str(study_mod.SAMPLE_DATA) in loaded.source
+    licences = (study_mod.SAMPLE_DATA / "README.md").read_text()
+    assert "MIT" in licences and licences.count("Apache-2.0") >= 2
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")),
