@@ -95,3 +95,18 @@ def test_a_damaged_prediction_file_is_recomputed_not_reported_back(tiny_model_di
     assert ("recomputing" in err) == (damage != "delete") and "re-run quantconf eval" not in err
     assert path.read_bytes() == good  # the same predictions again, bit for bit
     assert len(read_prediction_dir(out)["arithmetic"]) == 6
+
+
+def test_eval_console_has_no_third_party_noise(tiny_model_dir, tmp_path):
+    """What libraries print while a model loads (torchao's 'Failed to load ...so', torch's _pytree
+    deprecation warnings, transformers' 'Loading weights' bar) stays off the console (file descriptors
+    1 and 2 of a real process, not pytest's capture)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "quantconf.cli", "eval", str(tiny_model_dir), "--tasks", "arithmetic", "--limit", "4",
+           "--out", str(tmp_path / "o"), "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    for noise in ("Failed to load", "_pytree", "Loading weights", "is an Enum subclass"):
+        assert noise not in res.stderr and noise not in res.stdout, noise

@@ -360,7 +360,16 @@ def load_model(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load tokenizer and causal LM for `spec` (see module docstring), in eval mode."""
+    """Load tokenizer and causal LM for `spec` (see module docstring), in eval mode. What the libraries
+    print while loading (torchao's and torch's import warnings, transformers' load bar) is kept off the
+    console, and shown only if loading fails; quantconf's own notes still print."""
+    with captured_library_output():
+        model, tok, info, move = _load_weights(spec, dtype, device, allow_pickle, trust_remote_code)
+    return _finish(model, tok, info, info["device"], move=move)
+
+
+def _load_weights(spec: str, dtype: str, device: str, allow_pickle: bool, trust_remote_code: bool) -> tuple:
+    """(model, tokenizer, info, whether to move the model to the device) for `load_model`."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -395,7 +404,7 @@ def load_model(
             model, extra = load_quantized(path, tdtype, device)
             info.update(extra)
             tok = AutoTokenizer.from_pretrained(str(path))
-            return _finish(model, tok, info, device, move=False)
+            return model, tok, info, False
         model = AutoModelForCausalLM.from_pretrained(
             str(path), use_safetensors=not allow_pickle or None, **kwargs)
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
@@ -413,7 +422,7 @@ def load_model(
                 "your network (or HF_HUB_OFFLINE cache), or pass a local directory / .gguf file"
             ) from None
         info.update(kind="hub", model_id=repo, revision=getattr(model.config, "_commit_hash", None) or revision or None)
-    return _finish(model, tok, info, device)
+    return model, tok, info, True
 
 
 def _finish(model, tok, info: dict, device: str, move: bool = True) -> LoadedModel:
