@@ -713,3 +713,21 @@ def test_sweep_answers_n_at_once_when_no_bin_count_can_break_monotonicity():
     mixed = (rng.random(40) < conf).astype(float)
     assert sweep_bin_count(conf, mixed) == reference(conf, mixed) < 40
     assert sweep_bin_count(rng.uniform(size=20000), np.ones(20000)) == 20000  # no O(n^2) loop to get there
+
+
+def test_brier_decomposition_is_finite_in_a_resample_without_a_choice_column():
+    """Ragged tasks (truthfulqa_mc1): a bootstrap resample can hold no question with a 3rd choice; that
+    class then adds nothing to the decomposition instead of making it NaN (and dropping the draw)."""
+    from quantconf.calibration import metrics_weighted
+
+    probs = np.array([[0.7, 0.3, 0.0], [0.4, 0.6, 0.0], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
+    mask = np.array([[1, 1, 0], [1, 1, 0], [1, 1, 1], [1, 1, 1]], bool)
+    gold = np.array([0, 1, 2, 0])
+    w = np.array([[2.0, 2.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    out = metrics_weighted(probs, mask, gold, w, 5)
+    for key in ("brier_uncertainty", "brier_resolution", "brier_reliability"):
+        assert np.isfinite(out[key]).all(), key
+    rows = [0, 0, 1, 1]  # the resample spelled out: the same numbers with unit weights
+    expanded = metrics_weighted(probs[rows], mask[rows], gold[rows], np.ones((1, 4)), 5)
+    for key in ("brier_uncertainty", "brier_resolution", "brier_reliability"):
+        assert out[key][0] == pytest.approx(expanded[key][0]), key

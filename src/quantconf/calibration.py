@@ -457,7 +457,8 @@ def metrics_weighted(probs, mask, gold, weights, n_bins, correct_norm=None, log_
         c, (sp, sy) = _bin_sums(wj, equal_width_bin(pj, n_bins), n_bins, pj, yj)
         sce_terms.append(np.abs(sy - sp).sum(axis=1) / total)
         y_bar_b, p_bar_b = _safe_div(sy, c), _safe_div(sp, c)
-        y_bar = (wj @ yj) / wj.sum(axis=1)
+        wsum = wj.sum(axis=1)  # 0 in a resample that drew no question with a choice j (ragged tasks)
+        y_bar = np.where(wsum > 0, (wj @ yj) / np.where(wsum > 0, wsum, 1.0), 0.0)
         rel += np.nansum(c * (p_bar_b - y_bar_b) ** 2, axis=1) / total
         res += np.nansum(c * (y_bar_b - y_bar[:, None]) ** 2, axis=1) / total
         unc += wj.sum(axis=1) * y_bar * (1 - y_bar) / total
