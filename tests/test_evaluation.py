@@ -110,3 +110,8 @@ def test_eval_console_has_no_third_party_noise(tiny_model_dir, tmp_path):
     assert res.returncode == 0, res.stderr
     for noise in ("Failed to load", "_pytree", "Loading weights", "is an Enum subclass"):
         assert noise not in res.stderr and noise not in res.stdout, noise
+    log = (tmp_path / "o" / "quantconf.log").read_text()  # kept, not lost
+    assert "Loading weights" in log
+    # --verbose: the libraries print to the console as they would
+    verbose = subprocess.run(cmd[:-1] + ["--overwrite", "--verbose"], capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 0 and "Loading weights" in verbose.stderr + verbose.stdout

@@ -15,6 +15,7 @@ import quantconf as qc
 from quantconf.calibration import COMPAT_MODES, NORMALIZATIONS, accuracy
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import SCORERS
+from quantconf.io import LIBRARY_LOG_NAME, library_output_log
 from quantconf.lmeval_import import import_lm_eval
 from quantconf.models import read_quantize_record
 from quantconf.noise_floor import adjust_floors
@@ -489,14 +490,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list lm-eval task/group/tag names matching a glob or substring")
     p.add_argument("--include-path", default=None, help="with --lm-eval: also your own lm-eval task YAML folder")
     p.set_defaults(func=cmd_tasks)
+    for command in sub.choices.values():
+        command.add_argument("--verbose", action="store_true",
+                             help="show what libraries print (otherwise in OUT/quantconf.log where there is an --out)")
     return parser
+
+
+# commands whose --out is a results directory of their own (a quantize --out holds only the checkpoint)
+LOGGED_COMMANDS = {"eval", "study", "demo", "outliers"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # libraries' banners, warnings and load bars go to OUT/quantconf.log (--verbose: to the console)
+    out = getattr(args, "out", None) if args.command in LOGGED_COMMANDS else None
+    log = Path(out) / LIBRARY_LOG_NAME if out else None
     try:
-        return args.func(args)
+        with library_output_log(log, verbose=args.verbose):
+            return args.func(args)
     except QuantconfError as e:
         print(f"quantconf: error: {e.for_cli(FLAG_FOR_PARAM)}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ released by the kernel if the holder dies) and says who holds it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import io
@@ -215,20 +216,58 @@ def library_output_to(path: Path | None):
         yield
 
 
+# Where captured library output goes: (log file or None, verbose). Set by the CLI for a command's --out
+# (`library_output_log`); a notebook sets it the same way, or leaves it: then the output is dropped.
+_LIBRARY_LOG: contextvars.ContextVar = contextvars.ContextVar("quantconf_library_log", default=(None, False))
+LIBRARY_LOG_NAME = "quantconf.log"
+
+
+@contextlib.contextmanager
+def library_output_log(path: Path | None, verbose: bool = False):
+    """For the block: what `captured_library_output` captures is appended to `path`; `verbose`: nothing is
+    captured, libraries print to the console as they would."""
+    token = _LIBRARY_LOG.set((Path(path) if path else None, verbose))
+    try:
+        yield
+    finally:
+        _LIBRARY_LOG.reset(token)
+
+
+def _append_log(path: Path | None, data: bytes) -> None:
+    if path is None or not data:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as log:
+            log.write(data)
+    except OSError:  # a log that cannot be written never fails the work
+        pass
+
+
 @contextlib.contextmanager
 def captured_library_output():
-    """Capture what a library prints (banners, INFO lines); show it on stderr only if the block
-    fails, so quiet runs stay quiet and failures keep their context."""
+    """Capture what a library prints (banners, INFO lines, load bars): into the log file the CLI set
+    (`OUT/quantconf.log`), shown on stderr only if the block fails; with --verbose, not captured."""
+    log, verbose = _LIBRARY_LOG.get()
+    if verbose:
+        yield
+        return
     with tempfile.TemporaryFile() as f:
         try:
             with fds_to(f):
                 yield
         except QuantconfError:  # our own one-line error already says what went wrong and how to fix it
+            f.seek(0)
+            _append_log(log, f.read())
             raise
         except BaseException:
             f.seek(0)
-            sys.stderr.write(f.read().decode(errors="replace")[-4000:])
+            data = f.read()
+            _append_log(log, data)
+            sys.stderr.write(data.decode(errors="replace")[-4000:])
             raise
+        f.seek(0)
+        _append_log(log, f.read())
 
 
 def give_umask_modes(folder: Path) -> None:
@@ -304,7 +343,7 @@ def remove_if_holds_nothing(folder: Path) -> bool:
     """Remove `folder` if it holds nothing but our hidden lock/probe/temp entries (a run that failed
     before writing any result); True if it went."""
     folder = Path(folder)
-    if folder.is_dir() and all(p.name.startswith(".") for p in folder.iterdir()):
+    if folder.is_dir() and all(p.name.startswith(".") or p.name == LIBRARY_LOG_NAME for p in folder.iterdir()):
         shutil.rmtree(folder, ignore_errors=True)
         return True
     return False
