@@ -96,3 +96,23 @@ def test_keep_freed_memory_reuses_freed_blocks():
     assert not applied and faults > 4 * 5000
     applied, faults = run("1")
     assert applied and faults < 500, f"{faults} page faults in the last four passes"
+
+
+def test_preflight_refuses_a_model_that_will_not_fit_and_names_what_would(tiny_model_dir, monkeypatch, capsys):
+    import quantconf.models as models
+    from quantconf.cli import main
+    from quantconf.errors import QuantconfError
+
+    lm = models.load_model(str(tiny_model_dir))
+    n = models.weight_elements(tiny_model_dir)
+    assert n == lm.info["n_params"]  # counted from the safetensors headers, without loading
+    need32 = n * 4 * models.LOAD_OVERHEAD
+    monkeypatch.setattr(models, "available_memory", lambda device: int(need32 * 0.75) if device == "cpu" else None)
+    with pytest.raises(QuantconfError, match=r"needs about .* MB at float32 on cpu.*try --dtype bfloat16"):
+        models.load_model(str(tiny_model_dir))
+    models.load_model(str(tiny_model_dir), dtype="bfloat16")  # fits: loads
+    monkeypatch.setattr(models, "available_memory", lambda device: 10)
+    capsys.readouterr()  # the load bars of the loads above (pytest's stderr, not the console's descriptor)
+    assert main(["eval", str(tiny_model_dir), "--tasks", "arithmetic", "--limit", "2", "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert "use a machine with more memory" in err and err.count("\n") == 1

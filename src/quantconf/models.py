@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import json
+import math
 import logging
 import os
 import struct
@@ -245,6 +246,81 @@ def dir_weights(path: Path, allow_pickle: bool) -> list[Path]:
 # Loading
 
 
+# ---------------------------------------------------------------------------------------------
+# Preflight: will the model fit?
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+LOAD_OVERHEAD = 1.25  # activations, buffers and the allocator's slack over the bare weights
+
+
+def weight_elements(path: Path) -> int | None:
+    """Number of weights in a model's files without loading them: safetensors headers of a directory,
+    or a .gguf file's tensor table; None when it cannot be told (pickle weights, hub ids)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".gguf" and path.is_file():
+            from gguf import GGUFReader
+
+            return int(sum(int(t.n_elements) for t in GGUFReader(path).tensors))
+        files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+        total = 0
+        for f in files:
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n))
+            total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+        return total or None
+    except Exception:  # a corrupt file: the loader's own checks name it in one line
+        return None
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes free for a model on `device`: MemAvailable on CPU (Linux), the free memory of a CUDA device."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0]) if torch.cuda.is_available() else None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def preflight(spec: str, dtype: str, device: str) -> None:
+    """Before loading: estimate the memory the model needs at `dtype` and refuse in one line when it will
+    not fit, naming the dtype (or device) that would, instead of an out-of-memory kill."""
+    if spec in BUILTIN_MODELS:
+        source = builtin_gguf_path(spec)
+    elif Path(spec).exists() and not (Path(spec).is_dir() and is_quantized_checkpoint(Path(spec))):
+        source = Path(spec)  # quantized checkpoints are smaller than a dense estimate: not judged
+    else:
+        return
+    n = weight_elements(source)
+    have = available_memory(device)
+    if not n or not have:
+        return
+    need = n * DTYPE_BYTES.get(dtype, 4) * LOAD_OVERHEAD
+    if need <= have:
+        return
+    fits = [f"--dtype {d} (about {_size(n * b * LOAD_OVERHEAD)})" for d, b in DTYPE_BYTES.items()
+            if b < DTYPE_BYTES.get(dtype, 4) and n * b * LOAD_OVERHEAD <= have][:1]
+    if not device.startswith("cuda"):
+        cuda_free = available_memory("cuda")
+        if cuda_free and need <= cuda_free:
+            fits.append(f"--device cuda ({_size(cuda_free)} free)")
+    raise QuantconfError(f"model {spec} ({n:,} weights) needs about {_size(need)} at {dtype} on {device}, and "
+                         f"{_size(have)} is available; "
+                         + (f"try {' or '.join(fits)}" if fits else "use a machine with more memory"),
+                         param="dtype")
+
+
 def dequantized_gguf_dir(gguf_path: Path) -> Path:
     """Float copy of a GGUF model as safetensors, made once (atomically) under the cache."""
     digest = sha256_file(gguf_path)
@@ -363,6 +439,7 @@ def load_model(
     """Load tokenizer and causal LM for `spec` (see module docstring), in eval mode. What the libraries
     print while loading (torchao's and torch's import warnings, transformers' load bar) is kept off the
     console, and shown only if loading fails; quantconf's own notes still print."""
+    preflight(spec, dtype, resolve_device(device))
     with captured_library_output():
         model, tok, info, move = _load_weights(spec, dtype, device, allow_pickle, trust_remote_code)
     return _finish(model, tok, info, info["device"], move=move)
