@@ -8,27 +8,32 @@ configuration, paired on the questions all of them answered.
 
 effects (delta_<m>, m in EFFECT_METRICS)
     estimate  mean over replicates of metric(Q_r) - metric(F) on the questions
-    interval  two-way ("pigeonhole", Owen 2007) bootstrap: each draw resamples the questions with
-              replacement *and*, independently, the replicates, and recomputes the mean delta
-              (every model scored on the same resampled questions; a metric's data-chosen
-              structure, the smECE bandwidth and the sweep's bin count, fixed per model as in
-              paired.py). Percentile CI; two-sided p = share of draws on the far side of 0, doubled
-              ((1 + count) / (1 + B)). Null: no change of the task-level metric in the population
-              of questions and calibration draws. The pigeonhole bootstrap is conservative for
-              crossed designs (it counts the question x replicate interaction more than once).
-              Zero spread (no draw differs) is "undefined": p is None, never 0.
+    interval  two variance components (`two_way_effect`): which questions were asked — a bootstrap
+              over questions with the replicates held fixed (every model scored on the same
+              resampled questions; a metric's data-chosen structure, the smECE bandwidth and the
+              sweep's bin count, fixed per model as in paired.py) — and which calibration sample
+              was drawn — the sample variance of the R per-replicate deltas / R. se^2 is their sum
+              (it counts the question x replicate interaction twice: conservative), the t-interval
+              and p use Welch-Satterthwaite degrees of freedom, so when few replicates dominate the
+              spread the test becomes a t over replicates. Null: no change of the task-level metric
+              in the population of questions and calibration draws. A percentile "pigeonhole"
+              bootstrap (questions and replicates resampled together) was liberal with 2-3
+              replicates whose calibration draws shift accuracy (rejection .16-.24 at alpha .05).
+              Zero spread is "undefined": p is None, never 0.
 systematic share (the noise floor that can find a systematic shift)
     Answer distributions are compared as centred log-probabilities (clr(p) = log p - mean log p
     over the question's choices: Aitchison geometry, a Hilbert space), where for each question
         E ||F - Q||^2 = ||F - mu||^2 + tr Sigma     and     E ||Q - Q'||^2 = 2 tr Sigma
     (mu, Sigma: centre and spread of the replicates). So per question
         systematic_i = mean_r ||F - Q_r||^2 - 1/2 mean_{r != s} ||Q_r - Q_s||^2
+                     = mean_{r != s} (F - Q_r) . (F - Q_s)
     is unbiased for ||F - mu||^2, the movement that is not the quantizer's own scatter. Averaged
-    over questions, as a share of the total divergence mean_r ||F - Q_r||^2, with the two-way
-    bootstrap (replicate draws holding fewer than two distinct replicates are redrawn: the scatter
-    needs a pair). One-sided test of H0 "replicates scatter around the full model" (mu = F on every
-    question): p = (1 + #draws <= 0) / (1 + B). Log-probabilities that differ by a constant over a
-    question's choices are the same distribution, which clr respects.
+    over questions, as a share of the total divergence mean_r ||F - Q_r||^2; variance from the
+    question bootstrap plus the delete-one-replicate jackknife (needs R >= 3: with two replicates
+    the scatter's own variance is not estimable and p is None). One-sided test of H0 "replicates
+    scatter around the full model" (mu = F on every question), t with Satterthwaite df.
+    Log-probabilities that differ by a constant over a question's choices are the same
+    distribution, which clr respects.
 descriptive (no test)
     mean JS distance to the full model and between replicates, flip rates, the deltas' mean and sd
     over replicates, |delta| between replicate pairs; instability: share of questions whose
