@@ -142,8 +142,9 @@ def cmd_metrics(args) -> int:
 
 
 def cmd_recalibrate(args) -> int:
-    results = {str(d): qc.recalibrate(Path(d), n_folds=args.folds, n_boot=args.bootstrap, seed=args.seed,
-                                      n_bins=args.bins) for d in args.pred_dirs}
+    preds = {str(d): qc.read_predictions(Path(d)) for d in args.pred_dirs}  # read once: T fits and gap intervals
+    results = {d: qc.recalibrate(p, n_folds=args.folds, n_boot=args.bootstrap, seed=args.seed, n_bins=args.bins)
+               for d, p in preds.items()}
     if args.json:
         print(json.dumps(results, indent=2, default=float))
         return 0
@@ -160,9 +161,8 @@ def cmd_recalibrate(args) -> int:
         if not common:
             raise QuantconfError(f"{dirs[0]} and {quant} share no task, so there is no gap to judge; "
                                  "recalibrate predictions of the same --tasks")
-        full_preds, quant_preds = qc.read_predictions(dirs[0]), qc.read_predictions(quant)
         for task in common:
-            gap = gap_interval(full_preds[task], quant_preds[task], n_folds=args.folds, n_boot=max(args.bootstrap, 1),
+            gap = gap_interval(preds[dirs[0]][task], preds[quant][task], n_folds=args.folds, n_boot=max(args.bootstrap, 1),
                                seed=args.seed, n_bins=args.bins)
             print(f"{quant}: " + gap_verdict(task, results[dirs[0]][task], results[quant][task], gap=gap))
     return 0

@@ -217,10 +217,11 @@ def _evaluate_into(model, tasks, groups, out, data_dir, limit, batch_size, dtype
                                             "fewshot_seed": loaded.task.fewshot_seed} if loaded.task.lm_eval else {})}
         with locked(out / f".{path.name}.lock", log, what=f"{name} in {out}"):
             done = read_manifest(out).get("tasks", {})  # as of now: another writer may have finished it
-            if not overwrite and done.get(name, {}).get("key") == key and path.is_file() and not intact(out, done[name]):
+            finished = not overwrite and done.get(name, {}).get("key") == key and path.is_file()
+            if finished and not intact(out, done[name]):
                 log(f"{name}: {path} is not the file that was written (truncated or altered: its sha256 differs "
                     "from the manifest's); recomputing it")
-            elif not overwrite and done.get(name, {}).get("key") == key and path.is_file():
+            elif finished:
                 summary[name] = {**accuracy(read_prediction_file(path)), "n": len(loaded.questions), "reused": True}
                 log(f"{name}: reusing {path}")
                 continue

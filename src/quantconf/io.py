@@ -257,17 +257,14 @@ def captured_library_output():
             with fds_to(f):
                 yield
         except QuantconfError:  # our own one-line error already says what went wrong and how to fix it
-            f.seek(0)
-            _append_log(log, f.read())
             raise
         except BaseException:
             f.seek(0)
-            data = f.read()
-            _append_log(log, data)
-            sys.stderr.write(data.decode(errors="replace")[-4000:])
+            sys.stderr.write(f.read().decode(errors="replace")[-4000:])
             raise
-        f.seek(0)
-        _append_log(log, f.read())
+        finally:
+            f.seek(0)
+            _append_log(log, f.read())
 
 
 def give_umask_modes(folder: Path) -> None:

@@ -26,6 +26,7 @@ is unavailable for them; chars/bytes come from the choice text, as lm-eval's acc
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import os
@@ -195,9 +196,8 @@ def read_samples_file(path: Path, task: str | None = None) -> pd.DataFrame:
     task = task or (m.group("task") if m else path.stem.removeprefix("samples_"))
     rows, seen = [], {}
     try:
-        f = open(path, encoding="utf-8")
-        lines = list(f)
-        f.close()
+        with open(path, encoding="utf-8") as f:
+            lines = list(f)
     except UnicodeDecodeError:
         raise QuantconfError(f"{path}: not UTF-8 text; is this an lm-eval --log_samples file?") from None
     for lineno, line in enumerate(lines, 1):
@@ -225,15 +225,20 @@ def read_samples_file(path: Path, task: str | None = None) -> pd.DataFrame:
     return predictions_frame(rows).sort_values("doc_id").reset_index(drop=True)
 
 
-def unshuffled_position(doc_id: int, n_docs: int) -> int:
-    """Where lm-eval 0.3's doc_id `doc_id` sits in the split's own order: its evaluator shuffled each
-    task's documents with random.Random() seeded 42 before numbering them (a shuffle depends only on
-    the length and the seed, so shuffling positions replays it)."""
+@functools.lru_cache(maxsize=8)
+def _shuffled_positions(n_docs: int) -> tuple[int, ...]:
     positions = list(range(n_docs))
     rng = random.Random()
     rng.seed(42)
     rng.shuffle(positions)
-    return positions[doc_id]
+    return tuple(positions)
+
+
+def unshuffled_position(doc_id: int, n_docs: int) -> int:
+    """Where lm-eval 0.3's doc_id `doc_id` sits in the split's own order: its evaluator shuffled each
+    task's documents with random.Random() seeded 42 before numbering them (a shuffle depends only on
+    the length and the seed, so shuffling positions replays it; once per length)."""
+    return _shuffled_positions(n_docs)[doc_id]
 
 
 def _choices_from_prompts(prompts: list[str]) -> tuple[str, list[str]]:

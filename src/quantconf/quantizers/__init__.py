@@ -22,7 +22,7 @@ from pathlib import Path
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_directory, atomic_write_json, check_ours_to_replace, clean_stale_temp,
                           ensure_writable_dir, give_umask_modes, library_output_to, package_versions)
-from quantconf.models import QUANTIZE_RECORD, local_model_dir, model_fingerprint, set_threads
+from quantconf.models import QUANTIZE_RECORD, local_model_dir, model_fingerprint, set_threads, weight_elements
 from quantconf.quantizers.base import QUANTIZERS, QuantConfig, Quantizer, load_methods
 from quantconf.quantizers.calib_data import build_calibration
 
@@ -35,22 +35,6 @@ def validate_config(config: QuantConfig) -> None:
 
 def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
-
-
-def count_params(path) -> int | None:
-    """Parameters stored in a model directory's safetensors (headers only)."""
-    import json
-    import math
-    import struct
-
-    files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
-    total = 0
-    for f in files:
-        with open(f, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
-    return total or None
 
 
 def deployed_bytes(extra: dict, total_params: int | None) -> int | None:
@@ -103,7 +87,7 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
             "threads_note": ("the checkpoint depends on the thread count (summation order)"
                              if not quantizer.threads_invariant else "the checkpoint does not depend on threads"),
             "size_before_bytes": dir_size(Path(src)) if Path(src).is_dir() else None,
-            "size_after_bytes": dir_size(tmp), "deployed_bytes": deployed_bytes(extra, count_params(src)),
+            "size_after_bytes": dir_size(tmp), "deployed_bytes": deployed_bytes(extra, weight_elements(src)),
             "packages": package_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
         }
