@@ -731,3 +731,38 @@ def test_brier_decomposition_is_finite_in_a_resample_without_a_choice_column():
     expanded = metrics_weighted(probs[rows], mask[rows], gold[rows], np.ones((1, 4)), 5)
     for key in ("brier_uncertainty", "brier_resolution", "brier_reliability"):
         assert out[key][0] == pytest.approx(expanded[key][0]), key
+
+
+def test_gap_interval_simulation_false_positive_rate_and_power(capsys):
+    """The temperature-scaling verdict reads the gap intervals: under an exchangeable null (full and
+    quantized are two equally noisy copies of one model: the same ECE in expectation) the before- and
+    after-scaling intervals exclude 0 at about the nominal 5%; an over-confident quantized model
+    (logits x2.5) is found before scaling and not after."""
+    from quantconf.recalibration import gap_interval
+
+    def frame(ll, gold):
+        n = len(ll)
+        return pd.DataFrame({"doc_id": range(n), "task": "t", "choices": [list("abcd")] * n, "gold": gold,
+                             "loglik": [list(r) for r in ll], "n_tokens": [[1] * 4] * n, "n_chars": [[1] * 4] * n,
+                             "n_bytes": [[1] * 4] * n, "is_greedy": [[False] * 4] * n})
+
+    rng = np.random.default_rng(0)
+    studies, null_before, null_after, found_before, closed_after = 60, 0, 0, 0, 0
+    for s in range(studies):
+        z = rng.normal(size=(200, 4)) * 1.5
+        gold = [int(rng.choice(4, p=np.exp(r) / np.exp(r).sum())) for r in z]
+        f, q = z + rng.normal(size=z.shape) * 0.7, z + rng.normal(size=z.shape) * 0.7
+        g = gap_interval(frame(f, gold), frame(q, gold), n_boot=100, seed=s)
+        null_before += not g["before"]["ci"][0] <= 0 <= g["before"]["ci"][1]
+        null_after += not g["after"]["ci"][0] <= 0 <= g["after"]["ci"][1]
+        if s < 20:
+            h = gap_interval(frame(f, gold), frame(q * 2.5, gold), n_boot=100, seed=s)
+            found_before += h["before"]["ci"][0] > 0
+            closed_after += h["after"]["ci"][0] <= 0 <= h["after"]["ci"][1]
+    with capsys.disabled():
+        print(f"\ngap intervals: null rejects {null_before / studies:.3f} before, {null_after / studies:.3f} after "
+              f"scaling; over-confident model found before scaling {found_before / 20:.2f}, no gap after "
+              f"{closed_after / 20:.2f}")
+    bound = 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / studies)
+    assert null_before / studies <= bound and null_after / studies <= bound
+    assert found_before / 20 >= 0.8 and closed_after / 20 >= 0.7
