@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.quantconf-installed
 
-.PHONY: demo test test-fast install clean mutation llamacpp
+.PHONY: demo test test-fast install clean mutation llamacpp chromium docs
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/quantconf demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q -ra
+
+# the report's browser test drives Debian's chromium (headless, through Playwright); installed when absent
+chromium:
+	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 # unit tests only: tiny in-test models and simulations, no embedded default model or ../shared data
 test-fast: $(STAMP)

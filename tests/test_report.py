@@ -3,6 +3,7 @@ the numbers in summary.json equal direct calls, text is escaped, provenance cove
 
 import base64
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,8 @@ def finished_study(tmp_path):
                                                   "tasks": {"arithmetic": {"n": 40, "source": "hand"}}})
             written[label] = df
         elif s.kind == "quantize":
-            atomic_write_json(s.path / "quantize.json", {"calibration": {"name": s.variant.calib}, "seconds": 1.0})
+            atomic_write_json(s.path / "quantize.json", {"calibration": {"name": s.variant.calib}, "seconds": 1.0,
+                                                         "bits_per_weight": 4.5})
         elif s.kind == "ppl":
             atomic_write_json(s.path, {"text": "pydoc", "source": "pydoc_data", "tokens": 100, "window": 512,
                                        "stride": 256, "perplexity": 10.0 + len(label)})
@@ -170,3 +172,101 @@ def test_task_plots_cover_a_groups_subtasks_not_the_group_name():
     res = StudyResults(pd.DataFrame(), [], pd.DataFrame(), preds)
     sections = task_plot_sections(study, res)
     assert [s.title for s in sections] == ["m — grp_a", "m — grp_b"]
+
+
+def test_question_table_by_hand():
+    """Two questions, gold 0: the first flips correct→wrong, the second stays wrong; replicates counted."""
+    from quantconf.study_results import question_counts, question_table
+
+    def preds(ll):
+        return pd.DataFrame({"doc_id": [0, 1], "task": "t", "context": ["q0", "q1"], "choices": [["a", "b"]] * 2,
+                             "gold": [0, 0], "loglik": ll})
+
+    full = preds([[0.0, -1.0], [-2.0, 0.0]])
+    r1 = preds([[-1.0, 0.0], [-2.0, 0.0]])
+    r2 = preds([[0.0, -3.0], [-2.0, 0.0]])
+    comps = [{"model": "m", "variant": v, "task": "t", "replicate_family": "fam"} for v in ("r1", "r2")]
+    q = question_table({("m", "full"): {"t": full}, ("m", "r1"): {"t": r1}, ("m", "r2"): {"t": r2}}, comps)
+    assert q["flip"].tolist() == ["correct_to_wrong", "none", "none", "none"]
+    assert q["full_answer"].tolist() == ["a", "b", "a", "b"] and q["quant_answer"].tolist() == ["b", "b", "a", "b"]
+    p0 = 1 / (1 + np.exp(-1.0))  # softmax([0, -1])[0]
+    assert q["full_p_gold"].iloc[0] == pytest.approx(p0) and q["quant_p_gold"].iloc[0] == pytest.approx(1 - p0)
+    assert q["delta_p_gold"].iloc[1] == pytest.approx(0.0)
+    # r1 answers b on question 0, r2 answers a: one of two replicates each; both answer b on question 1
+    assert q["replicate_agreement"].tolist() == ["1/2", "2/2", "1/2", "2/2"]
+    assert question_counts(q) == {"rows": 4, "correct_to_wrong": 1, "wrong_to_correct": 0, "none": 3}
+
+
+def test_explorer_rows_and_flips_equal_the_comparisons(finished_study):
+    """The page's explorer has one row per compared question, flip kinds as the comparisons count them,
+    and every text in it is escaped; plotly is embedded (no CDN)."""
+    import re
+
+    study, steps, out, _ = finished_study
+    page = write_report(study, out, steps, log=lambda m: None).read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    comps = summary["comparisons"]
+    rows = re.findall(r'<tr data-flip="([a-z_]+)"', page)
+    assert len(rows) == sum(c["n"] for c in comps) == summary["questions"]["rows"]
+    for kind, key in (("correct_to_wrong", "flips_correct_to_wrong"), ("wrong_to_correct", "flips_wrong_to_correct")):
+        assert rows.count(kind) == sum(c[key] for c in comps) == summary["questions"][kind]
+    assert sum(c["flips_correct_to_wrong"] for c in comps) > 0
+    assert "<b>ctx</b>" not in page and "&lt;b&gt;ctx&lt;/b&gt;" in page
+    assert "<script src" not in page and "Plotly.newPlot" in page and page.count('class="plot"') >= 2
+    csv = pd.read_csv(out / "questions.csv")
+    assert len(csv) == len(rows)
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (`apt-get install chromium`; .ci/run installs it)")
+def test_report_in_a_real_browser(finished_study, tmp_path_factory):
+    """The page in headless Chromium: no console error, the plots drawn, the explorer's rows and its
+    correct→wrong filter equal summary.json, sorting works; one screenshot per section
+    (into $QUANTCONF_SCREENSHOTS when set)."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    study, steps, out, _ = finished_study
+    report = write_report(study, out, steps, log=lambda m: None)
+    summary = json.loads((out / "summary.json").read_text())
+    shots = Path(os.environ.get("QUANTCONF_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(report.as_uri())
+        page.wait_for_selector(".plot .main-svg")
+        assert page.locator(".plot .js-plotly-plot").count() == page.locator(".plot").count() >= 2
+        visible = "#questions tbody tr:not([hidden])"
+        assert page.locator(visible).count() == sum(c["n"] for c in summary["comparisons"])
+        page.select_option("#q-flip", "correct_to_wrong")
+        c2w = sum(c["flips_correct_to_wrong"] for c in summary["comparisons"])
+        assert page.locator(visible).count() == c2w > 0
+        assert page.inner_text("#q-count").startswith(f"{c2w} of ")
+        assert set(page.eval_on_selector_all(visible, "rows => rows.map(r => r.dataset.flip)")) == {"correct_to_wrong"}
+        page.select_option("#q-flip", "")
+        page.select_option("#q-variant", summary["comparisons"][0]["variant"])
+        assert page.locator(visible).count() == summary["comparisons"][0]["n"]
+        page.fill("#q-min-delta", "0.2")
+        deltas = page.eval_on_selector_all(visible, "rows => rows.map(r => parseFloat(r.dataset.delta))")
+        assert deltas and all(abs(d) >= 0.2 for d in deltas)
+        page.fill("#q-min-delta", "0")
+        page.click("#questions th:has-text('Δp(gold)')")  # ascending
+        deltas = page.eval_on_selector_all(visible, "rows => rows.map(r => parseFloat(r.dataset.delta))")
+        assert deltas == sorted(deltas)
+        page.select_option("#q-variant", "")
+        for i in range(page.locator("section[id]").count()):
+            section = page.locator("section[id]").nth(i)
+            section.screenshot(path=str(shots / f"{i + 1:02d}-{section.get_attribute('id')}.png"))
+        browser.close()
+    assert errors == []
+    assert len(list(shots.glob("*.png"))) >= 5

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jinja2
 import numpy as np
+from markupsafe import Markup
 import pandas as pd
 
 from quantconf.io import atomic_write_bytes, atomic_write_json
@@ -24,8 +25,10 @@ from quantconf.calibration import probs_from_predictions, reliability_bins
 from quantconf.study_results import (StudyResults, calib_spread, collect, comparison_table, confidence_bin_table,
                                      headlines, instability_table, methods_table, metrics_table, model_method_table, noise_floor_table,
                                      outliers_vs_loss,
-                                     provenance, recalibration_table, recalibration_verdicts, scale_table)
+                                     provenance, recalibration_table, recalibration_verdicts, scale_table,
+                                     FLIP_KINDS, frontier_table, question_counts, question_table)
 
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("quantconf", "templates"), autoescape=True,
                                trim_blocks=True, lstrip_blocks=True)
 
@@ -62,37 +65,81 @@ def png_block(fig, alt: str = "plot") -> tuple[str, dict]:
 # Plots
 
 
-def reliability_plot(preds, model, task, n_bins):
-    """Reliability diagram (bin accuracy with 95% Wilson intervals vs bin confidence), a strip of
-    per-bin question counts under it, and the confidence histograms, full and quantized overlaid."""
-    import matplotlib.pyplot as plt
+def plotly_block(fig) -> tuple[str, Markup]:
+    """An interactive figure: a div and the call that draws it (plotly.js is embedded once per page).
+    Plotly writes the figure as JSON with <, > and / escaped, so text in it cannot end the script."""
+    import plotly.io as pio
 
-    fig = plt.figure(figsize=(9, 4.2))
-    grid = fig.add_gridspec(2, 2, height_ratios=(3, 1), hspace=0.08)
-    ax, strip, ax2 = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[:, 1])
-    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
+    fig.update_layout(template="simple_white", margin=dict(l=50, r=20, t=50, b=40))
+    return ("plotly", Markup(pio.to_html(fig, include_plotlyjs=False, full_html=False, default_height="420px",
+                                         config={"displaylogo": False})))
+
+
+def reliability_plot(preds, model, task, n_bins):
+    """Interactive reliability diagram (bin accuracy with 95% Wilson intervals against bin confidence;
+    hover: the bin's range, count and numbers) beside the confidence histogram of every variant."""
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.1,
+                        subplot_titles=(f"reliability: {task}", "questions per confidence bin"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="black", width=1),
+                             name="perfect", hoverinfo="skip"), row=1, col=1)
     variants = [(label, p[task]) for (m, label), p in preds.items()
                 if m == model and task in p and not any(isinstance(g, list) for g in p[task]["gold"])]
-    width = 1 / n_bins / (len(variants) + 1)
     for i, (label, df) in enumerate(variants):
         probs, _ = probs_from_predictions(df)
         gold = np.asarray(list(df["gold"]), int)
         conf, correct = probs.max(1), probs.argmax(1) == gold
         rb = reliability_bins(conf, correct, n_bins)
         ok = rb["count"] > 0
-        line, = ax.plot(rb["conf"][ok], rb["acc"][ok], "o-", ms=3, label=label)
-        # Wilson bounds can sit a rounding error inside an accuracy of exactly 0 or 1: clip at 0
-        yerr = np.clip([rb["acc"][ok] - rb["acc_lo"][ok], rb["acc_hi"][ok] - rb["acc"][ok]], 0, None)
-        ax.errorbar(rb["conf"][ok], rb["acc"][ok], yerr=yerr, fmt="none", ecolor=line.get_color(), alpha=0.5,
-                    capsize=2)
-        strip.bar(rb["edges"][:-1] + (i + 0.5) * width, rb["count"], width=width, color=line.get_color())
-        ax2.hist(conf, bins=np.linspace(0, 1, n_bins + 1), histtype="step", lw=1.5, label=label)
-    ax.set(ylabel="accuracy (95% Wilson CI)", title=f"reliability: {task}", xlim=(0, 1), ylim=(0, 1))
-    ax.tick_params(labelbottom=False)
-    ax.legend(fontsize=7)
-    strip.set(xlim=(0, 1), xlabel="confidence (top-choice probability)", ylabel="questions")
-    ax2.set(xlabel="confidence", ylabel="questions", title=f"confidence histogram: {task}")
-    return png_block(fig)
+        lo, hi = rb["edges"][:-1][ok], rb["edges"][1:][ok]
+        hover = [f"{label}<br>confidence {a:.2f}–{b:.2f}: {n} questions<br>mean confidence {c:.3f}<br>"
+                 f"accuracy {acc:.3f} [{l:.3f}, {h:.3f}]"
+                 for a, b, n, c, acc, l, h in zip(lo, hi, rb["count"][ok], rb["conf"][ok], rb["acc"][ok],
+                                                   rb["acc_lo"][ok], rb["acc_hi"][ok])]
+        color = COLORS[i % len(COLORS)]
+        fig.add_trace(go.Scatter(
+            x=rb["conf"][ok], y=rb["acc"][ok], mode="lines+markers", name=label, legendgroup=label,
+            line=dict(color=color), hovertext=hover, hoverinfo="text",
+            error_y=dict(type="data", symmetric=False, thickness=1,
+                         # Wilson bounds can sit a rounding error inside 0 or 1: clip at 0
+                         array=np.clip(rb["acc_hi"][ok] - rb["acc"][ok], 0, None),
+                         arrayminus=np.clip(rb["acc"][ok] - rb["acc_lo"][ok], 0, None))), row=1, col=1)
+        fig.add_trace(go.Bar(x=(rb["edges"][:-1] + rb["edges"][1:]) / 2, y=rb["count"], name=label,
+                             legendgroup=label, showlegend=False, marker_color=color, opacity=0.6,
+                             hovertemplate=f"{label}<br>confidence %{{x:.2f}}: %{{y}} questions<extra></extra>"),
+                      row=1, col=2)
+    fig.update_layout(barmode="group", legend=dict(font=dict(size=10)))
+    fig.update_xaxes(title_text="confidence (top-choice probability)", range=[0, 1])
+    fig.update_yaxes(title_text="accuracy (95% Wilson CI)", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="questions", row=1, col=2)
+    return plotly_block(fig)
+
+
+def frontier_plot(table: pd.DataFrame):
+    """Size against damage: deployed bits per weight against Δacc and ΔECE (95% CIs), one point per
+    quantized variant and task; hover names the variant."""
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("Δ accuracy (quantized − full)", "Δ ECE (quantized − full)"))
+    for i, ((model, task), g) in enumerate(table.groupby(["model", "task"], sort=False)):
+        color = COLORS[i % len(COLORS)]
+        for col, key in ((1, "delta_acc"), (2, "delta_ece")):
+            hover = [f"{v}<br>{model} / {task}<br>{b:.3g} bits/weight<br>{key} {d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+                     for v, b, d, lo, hi in zip(g["variant"], g["bits_per_weight"], g[key], g[f"{key}_lo"],
+                                                 g[f"{key}_hi"])]
+            fig.add_trace(go.Scatter(
+                x=g["bits_per_weight"], y=g[key], mode="markers", name=f"{model} / {task}", legendgroup=f"{model}/{task}",
+                showlegend=col == 1, marker=dict(color=color, size=9), hovertext=hover, hoverinfo="text",
+                error_y=dict(type="data", symmetric=False, thickness=1, array=(g[f"{key}_hi"] - g[key]).fillna(0),
+                             arrayminus=(g[key] - g[f"{key}_lo"]).fillna(0))), row=1, col=col)
+    fig.add_hline(y=0, line=dict(color="black", width=0.8), row="all", col="all")
+    fig.update_xaxes(title_text="deployed bits per weight (scales and zero points included)")
+    fig.update_layout(legend=dict(font=dict(size=10)))
+    return plotly_block(fig)
 
 
 def shift_plot(samples: pd.DataFrame, comparisons, model, task):
@@ -248,6 +295,46 @@ def scale_section(res: StudyResults) -> Section | None:
     return Section("Scale trend", blocks=[scale_plot(table), table_block(table)])
 
 
+def frontier_section(res: StudyResults) -> Section | None:
+    table = frontier_table(res.comparisons, res.quantize_records)
+    if table.empty or table["bits_per_weight"].isna().all():
+        return None
+    return Section("Size against damage",
+                   "Each point is one quantized variant on one task: its deployed bits per weight (from quantize.json) "
+                   "against Δacc and ΔECE with 95% paired-bootstrap CIs over questions (one quantization run each: "
+                   "replicates appear as separate points). Hover a point for its variant and numbers.",
+                   [frontier_plot(table)])
+
+
+def question_block(questions: pd.DataFrame) -> tuple[str, dict]:
+    """The explorer's rows as the template needs them: filter keys as attributes, sort keys beside
+    the shown text (the template escapes every string)."""
+    rows = []
+    for r in questions.itertuples(index=False):
+        choices = [{"text": c, "full": f"{pf:.3f}", "quant": f"{pq:.3f}"}
+                   for c, pf, pq in zip(r.choices, r.full_probs, r.quant_probs)]
+        rows.append({"model": r.model, "variant": r.variant, "task": r.task, "doc_id": int(r.doc_id),
+                     "question": r.question, "choices": choices, "gold": r.gold_answer, "full": r.full_answer,
+                     "quant": r.quant_answer, "flip": r.flip, "agreement": r.replicate_agreement,
+                     "numbers": [(f"{x:.3f}", repr(float(x))) for x in
+                                 (r.full_p_gold, r.quant_p_gold, r.delta_p_gold, r.full_conf, r.js)]})
+    return ("questions", {"rows": rows, "models": sorted(questions["model"].unique()),
+                          "variants": list(dict.fromkeys(questions["variant"])),
+                          "tasks": sorted(questions["task"].unique()), "flips": FLIP_KINDS})
+
+
+def question_section(questions: pd.DataFrame) -> Section | None:
+    if questions.empty:
+        return None
+    return Section("Questions quantization changed",
+                   "Every question of every full-vs-quantized comparison: the gold answer, each model's answer and "
+                   "the probability it gave the gold answer, the Jensen-Shannon distance between the two answer "
+                   "distributions, the flip kind, and (replicated configurations) how many replicates give this "
+                   "answer. Filter by model, variant, task, flip kind, |Δp(gold)| or text; click a column header "
+                   "to sort; open a question for its choices with both models' probabilities. Also in questions.csv.",
+                   [question_block(questions)])
+
+
 def provenance_section(study, steps) -> Section:
     return Section("Configuration and provenance",
                    blocks=[("pre", json.dumps(provenance(study, steps), indent=2, default=str))])
@@ -264,19 +351,29 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
     matplotlib.use("Agg")
     res = collect(study, steps)
     atomic_write_bytes(study_dir / "summary.csv", res.metrics.to_csv(index=False).encode())
+    questions = question_table(res.preds, res.comparisons)
+    atomic_write_bytes(study_dir / "questions.csv", questions.to_csv(index=False).encode())
     atomic_write_json(study_dir / "summary.json", {"metrics": res.metrics.to_dict(orient="records"),
                                                     "comparisons": res.comparisons,
+                                                    "questions": question_counts(questions),
                                                     "recalibration": res.recalibration,
                                                     "noise_floor": res.noise_floors})
     spread = calib_spread(res.metrics)
     if not spread.empty:
         atomic_write_bytes(study_dir / "calib_spread.csv", spread.to_csv(index=False).encode())
-    sections = [headline_section(res), noise_floor_section(res), comparison_section(res), methods_section(res),
+    sections = [headline_section(res), noise_floor_section(res), comparison_section(res), frontier_section(res),
+                methods_section(res),
                 model_method_section(res), confidence_bin_section(res),
                 metrics_section(res),
                 calib_spread_section(spread), recalibration_section(res), *outlier_sections(res), *task_plot_sections(study, res),
-                scale_section(res), provenance_section(study, steps)]
-    page = TEMPLATES.get_template("report.html.j2").render(title=study.name, sections=[s for s in sections if s])
+                question_section(questions), scale_section(res), provenance_section(study, steps)]
+    sections = [s for s in sections if s]
+    plotly_js = None
+    if any(kind == "plotly" for s in sections for kind, _ in s.blocks):
+        from plotly.offline import get_plotlyjs
+
+        plotly_js = Markup(get_plotlyjs())  # embedded: the page works offline, no CDN
+    page = TEMPLATES.get_template("report.html.j2").render(title=study.name, sections=sections, plotly_js=plotly_js)
     out = study_dir / "report.html"
     atomic_write_bytes(out, page.encode())
     log(f"report: {out}")

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from quantconf.calibration import task_metrics
+from quantconf.calibration import probs_from_predictions, task_metrics
 from quantconf.errors import QuantconfError
 from quantconf.models import read_quantize_record
 from quantconf.quantizers import load_methods
-from quantconf.paired import compare_task, per_sample_frame
+from quantconf.paired import compare_task, js_distance, pair_predictions, per_sample_frame
 from quantconf.predictions import read_manifest, read_prediction_dir
 from quantconf.noise_floor import adjust_floors, noise_floor, replicate_family
 from quantconf.recalibration import gap_interval, gap_verdict, recalibrate_task
@@ -434,3 +434,91 @@ def provenance(study, steps) -> dict:
                               for t, v in man.get("tasks", {}).items()}
         out["steps"].append(entry)
     return out
+
+
+FLIP_KINDS = ("correct_to_wrong", "wrong_to_correct", "none")
+QUESTION_TEXT_CHARS = 600  # the explorer shows this much of a question's context (the full text is in the parquet)
+
+
+def question_table(preds: dict, comparisons: list[dict]) -> pd.DataFrame:
+    """One row per (model, quantized variant, task, question) compared in the study: the report's
+    question explorer (and questions.csv). Per question: its text, the gold answer, both models'
+    answers and choice probabilities, the change of the gold answer's probability, the Jensen-Shannon
+    distance, the flip kind (`correct_to_wrong`, `wrong_to_correct`, `none`; always `none` where a
+    question has several true answers, as in `compare`) and, for replicated configurations, how many
+    replicates give this variant's answer ("k/R"). Row counts per flip kind equal the comparisons'
+    `flips_correct_to_wrong` / `flips_wrong_to_correct`."""
+    family_members: dict[tuple, list[str]] = {}
+    for c in comparisons:
+        family_members.setdefault((c["model"], c.get("replicate_family", c["variant"]), c["task"]), []).append(c["variant"])
+    answers: dict[tuple, pd.Series] = {}  # (model, label, task) -> predicted choice index by doc_id
+
+    def answer_of(model, label, task) -> pd.Series:
+        if (model, label, task) not in answers:
+            df = preds[(model, label)][task]
+            answers[(model, label, task)] = pd.Series(probs_from_predictions(df)[0].argmax(1), index=list(df["doc_id"]))
+        return answers[(model, label, task)]
+
+    frames = []
+    for c in comparisons:
+        model, label, task = c["model"], c["variant"], c["task"]
+        f, q = pair_predictions(preds[(model, "full")][task], preds[(model, label)][task], task)
+        pf, _ = probs_from_predictions(f)
+        pq, _ = probs_from_predictions(q)
+        gold_sets = [set(g) if isinstance(g, list) else {int(g)} for g in f["gold"]]
+        multi = any(isinstance(g, list) for g in f["gold"])
+        p_gold_f = np.array([p[list(g)].sum() for p, g in zip(pf, gold_sets)])
+        p_gold_q = np.array([p[list(g)].sum() for p, g in zip(pq, gold_sets)])
+        af, aq = pf.argmax(1), pq.argmax(1)
+        cf = np.array([a in g for a, g in zip(af, gold_sets)])
+        cq = np.array([a in g for a, g in zip(aq, gold_sets)])
+        flip = np.where(cf & ~cq, "correct_to_wrong", np.where(~cf & cq, "wrong_to_correct", "none"))
+        if multi:
+            flip[:] = "none"
+        members = family_members[(model, c.get("replicate_family", label), task)]
+        if len(members) > 1:
+            votes = pd.concat([answer_of(model, m, task) for m in members], axis=1).reindex(list(f["doc_id"]))
+            same = (votes.to_numpy() == aq[:, None]).sum(1)
+            agreement = [f"{k}/{len(members)}" for k in same]
+        else:
+            agreement = [""] * len(f)
+        choices = [list(ch) for ch in f["choices"]]
+        frames.append(pd.DataFrame({
+            "model": model, "variant": label, "task": task, "doc_id": list(f["doc_id"]),
+            "question": [str(t)[:QUESTION_TEXT_CHARS] + ("…" if len(str(t)) > QUESTION_TEXT_CHARS else "")
+                         for t in f["context"]],
+            "gold_answer": [" | ".join(str(ch[i]) for i in sorted(g)) for ch, g in zip(choices, gold_sets)],
+            "full_answer": [str(ch[i]) for ch, i in zip(choices, af)],
+            "quant_answer": [str(ch[i]) for ch, i in zip(choices, aq)],
+            "full_p_gold": p_gold_f, "quant_p_gold": p_gold_q, "delta_p_gold": p_gold_q - p_gold_f,
+            "full_conf": pf.max(1), "js": js_distance(pf, pq), "flip": flip, "replicate_agreement": agreement,
+            "choices": choices, "full_probs": [list(map(float, p[:len(ch)])) for p, ch in zip(pf, choices)],
+            "quant_probs": [list(map(float, p[:len(ch)])) for p, ch in zip(pq, choices)]}))
+    columns = ["model", "variant", "task", "doc_id", "question", "gold_answer", "full_answer", "quant_answer",
+               "full_p_gold", "quant_p_gold", "delta_p_gold", "full_conf", "js", "flip", "replicate_agreement",
+               "choices", "full_probs", "quant_probs"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def question_counts(questions: pd.DataFrame) -> dict:
+    """Rows of the question explorer and how many of each flip kind (summary.json's `questions`)."""
+    counts = questions["flip"].value_counts() if len(questions) else pd.Series(dtype=int)
+    return {"rows": int(len(questions)), **{k: int(counts.get(k, 0)) for k in FLIP_KINDS}}
+
+
+def frontier_table(comparisons: list[dict], records: dict) -> pd.DataFrame:
+    """Size against damage: per (model, quantized variant, task) the deployed bits per weight (from
+    quantize.json; the nominal bit width where a record has none) with Δacc and ΔECE and their CIs."""
+    rows = []
+    for c in comparisons:
+        if "delta_acc" not in c:
+            continue
+        r = records.get((c["model"], c["variant"]), {})
+        ci = c.get("ci", {})
+        rows.append({"model": c["model"], "variant": c["variant"], "task": c["task"],
+                     "method": r.get("method", c["variant"].split("-")[0]),
+                     "bits_per_weight": r.get("bits_per_weight", (r.get("config") or {}).get("bits", np.nan)),
+                     "delta_acc": c["delta_acc"], "delta_ece": c["delta_ece"],
+                     **{f"{k}_{end}": (ci.get(k) or (np.nan, np.nan))[i] for k in ("delta_acc", "delta_ece")
+                        for i, end in enumerate(("lo", "hi"))}})
+    return pd.DataFrame(rows)
