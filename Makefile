@@ -51,3 +51,9 @@ llamacpp: $(STAMP)
 
 clean:
 	rm -rf $(VENV)
+
+# the docs site (Sphinx: MyST pages, API reference from the numpydoc docstrings, CLI reference from the
+# argument parser) into docs/_build/html; warnings are errors, as in CI
+docs: $(STAMP)
+	$(PY) -m pip install -q -e ".[docs]"
+	$(PY) -m sphinx -E -W --keep-going -q -b html docs docs/_build/html

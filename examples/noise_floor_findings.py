@@ -1,14 +1,14 @@
-"""The README's noise-floor findings, generated from a study's outputs so numbers and text cannot drift.
+"""The noise-floor findings in docs/noise_floor.md, generated from a study's outputs so numbers and text cannot drift.
 
     .venv/bin/quantconf study examples/noise_floor.yaml --out runs/noise_floor
-    .venv/bin/python examples/noise_floor_findings.py runs/noise_floor      # extract + rewrite README
-    .venv/bin/python examples/noise_floor_findings.py                       # rewrite README from the extract
+    .venv/bin/python examples/noise_floor_findings.py runs/noise_floor      # extract + rewrite the docs page
+    .venv/bin/python examples/noise_floor_findings.py                       # rewrite the page from the extract
 
 With a study directory it first writes `examples/results/noise_floor.json`: the facts the findings
-need, taken from that study's summary.json (committed, so the README can be regenerated and checked
+need, taken from that study's summary.json (committed, so the page can be regenerated and checked
 without re-running the study). It then renders the findings (a table and a reading whose sentences
-follow the tests' verdicts) and replaces the README block between the two markers below.
-`tests/test_findings.py` fails when the README's block differs from what this script renders.
+follow the tests' verdicts) and replaces the page's block between the two markers below.
+`tests/test_findings.py` fails when the page's block differs from what this script renders.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRACT = ROOT / "examples" / "results" / "noise_floor.json"
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "noise_floor.md"  # the docs page that holds the findings
 START, END = "<!-- noise-floor-findings:start (examples/noise_floor_findings.py) -->", "<!-- noise-floor-findings:end -->"
 EFFECTS = ["delta_acc", "delta_ece", "systematic_share"]
 
@@ -121,7 +121,7 @@ def render(facts: dict) -> str:
 
 def replace_block(text: str, block: str) -> str:
     if START not in text or END not in text:
-        raise SystemExit(f"README.md has no {START} ... {END} block")
+        raise SystemExit(f"{PAGE} has no {START} ... {END} block")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{block.strip()}\n{END}{tail}"
@@ -133,8 +133,8 @@ def main(argv: list[str]) -> None:
         EXTRACT.parent.mkdir(parents=True, exist_ok=True)
         EXTRACT.write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
     facts = json.loads(EXTRACT.read_text())
-    README.write_text(replace_block(README.read_text(), render(facts)))
-    print(f"README findings rewritten from {EXTRACT.relative_to(ROOT)}")
+    PAGE.write_text(replace_block(PAGE.read_text(), render(facts)))
+    print(f"docs/noise_floor.md findings rewritten from {EXTRACT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -140,3 +140,21 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch, capsys):
     assert c["piqa"]["flips_correct_to_wrong"] == int(
         ((full["piqa"]["loglik"].map(lambda x: x.index(max(x))) == full["piqa"]["gold"])
          & (quant["piqa"]["loglik"].map(lambda x: x.index(max(x))) != quant["piqa"]["gold"])).sum())
+
+
+def test_readme_commands_parse_and_readme_stays_short():
+    """Every `$Q ...` line of the README's command-line block is a valid command of today's parser, and
+    the README stays the newcomer's page (the reference lives in docs/)."""
+    import shlex
+
+    from quantconf.cli import build_parser
+
+    text = README.read_text()
+    block = text.split("## The command line", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0] for line in block.splitlines() if line.startswith("$Q ")]
+    assert len(commands) >= 6
+    for line in commands:
+        build_parser().parse_args(shlex.split(line)[1:])  # argparse exits (SystemExit) on a stale flag
+    assert len(text.splitlines()) <= 150
+    for link in re.findall(r"\]\((docs/[^)#]+)", text):
+        assert (README.parent / link).is_file(), link

@@ -1,6 +1,6 @@
-"""The README's noise-floor findings are what examples/noise_floor_findings.py renders from the committed
+"""The noise-floor findings in docs/noise_floor.md are what examples/noise_floor_findings.py renders from the committed
 extract of the study's summary.json: editing the numbers by hand, or regenerating the extract without
-the README, fails here."""
+the page, fails here."""
 
 import importlib.util
 import json
@@ -18,11 +18,11 @@ def _findings():
     return module
 
 
-def test_readme_findings_block_is_rendered_from_the_extract():
+def test_findings_block_is_rendered_from_the_extract():
     f = _findings()
     if not f.EXTRACT.is_file():
         pytest.fail(f"{f.EXTRACT} missing: run examples/noise_floor_findings.py on the study directory")
     facts = json.loads(f.EXTRACT.read_text())
-    readme = f.README.read_text()
+    readme = f.PAGE.read_text()
     assert f.replace_block(readme, f.render(facts)) == readme
     assert "limit: 500" in facts["config"] and all(x["n"] >= 500 for x in facts["floors"])

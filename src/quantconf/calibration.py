@@ -275,7 +275,7 @@ def reflected_gaussian_kernel(t: np.ndarray, f: np.ndarray, sigma: float) -> np.
 def smooth_ece_at(conf, correct, sigma: float, weights=None) -> np.ndarray:
     """Smooth ECE at bandwidth sigma (Błasiok & Nakkiran 2023): with residuals r_i = correct_i - conf_i,
     the kernel-smoothed residual integrated against the kernel density of the confidences,
-    sum_t |sum_i w_i K(t, conf_i) r_i| / sum_t sum_i w_i K(t, conf_i) on an even grid t of [0, 1]
+    ``sum_t |sum_i w_i K(t, conf_i) r_i| / sum_t sum_i w_i K(t, conf_i)`` on an even grid t of [0, 1]
     (max(200, 10 / sigma) points, as relplot evaluates it). `weights` (r, n): one value per row."""
     conf, correct = np.asarray(conf, float), np.asarray(correct, float)
     w = np.ones((1, len(conf))) if weights is None else np.asarray(weights, float)

@@ -454,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/outliers")
     p.add_argument("--n-samples", type=_positive_int, default=16)
     p.add_argument("--seq-len", type=_positive_int, default=512)
-    p.add_argument("--threshold", type=float, default=6.0, help="outlier channel: max |x| above this")
+    p.add_argument("--threshold", type=float, default=6.0, help="outlier channel: largest absolute activation above this")
     p.add_argument("--top-k", type=_positive_int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_positive_int, default=None)
