@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from quantconf.calibration import bootstrap_metrics
+from quantconf.analysis.metrics import bootstrap_metrics
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--n", type=int, default=100_000)

@@ -9,7 +9,7 @@ kernel (tests/test_calibration_science.py::test_smooth_ece_near_saturated_confid
 import numpy as np
 import relplot
 
-from quantconf.calibration import calibration_metrics
+from quantconf.analysis.metrics import calibration_metrics
 
 
 def main(cases: int = 60) -> None:

@@ -75,3 +75,21 @@ def write_jsonl(path: Path, rows: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
+
+
+def evaluate_into(model, tasks, out, log=lambda m: None, **options):
+    """`evaluation.evaluate_to_dir` with flat keyword options (data_dir=, limit=, threads=, progress=, ...),
+    each sorted into the option object that holds it (LoadOptions, TaskOptions, EvalOptions)."""
+    from dataclasses import fields
+
+    from quantconf import evaluation
+    from quantconf.models import LoadOptions
+    from quantconf.tasks import TaskOptions
+
+    split = {}
+    for cls in (LoadOptions, TaskOptions, evaluation.EvalOptions):
+        names = {f.name for f in fields(cls)}
+        split[cls] = cls(**{k: options.pop(k) for k in list(options) if k in names})
+    assert not options, f"not an evaluation option: {sorted(options)}"
+    return evaluation.evaluate_to_dir(model, tasks, out, load=split[LoadOptions], data=split[TaskOptions],
+                                      run=split[evaluation.EvalOptions], log=log)

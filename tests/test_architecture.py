@@ -2,6 +2,7 @@
 and modules of the package import each other at the top."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,46 @@ def test_module_map_in_the_docs_names_every_module():
     missing = [str(p.relative_to(root / "src" / "quantconf")) for p in sorted((root / "src" / "quantconf").rglob("*.py"))
                if p.name not in page and str(p.relative_to(root / "src" / "quantconf")) not in page]
     assert missing == []
+
+
+def test_layers():
+    """analysis/ is pure (quantconf.errors and itself; no torch, models or studies); only study/, the API
+    and the CLI import study/; nobody imports the CLI."""
+    graph = {m: imports_of(m)[0] for m in MODULES}
+    for mod, deps in graph.items():
+        if mod.startswith("quantconf.analysis"):
+            assert deps <= {"quantconf.errors"} | {m for m in MODULES if m.startswith("quantconf.analysis")}, mod
+            tree = ast.parse(MODULES[mod].read_text())
+            third_party = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            third_party |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+            assert not third_party & {"torch", "transformers"}, mod
+        if not mod.startswith(("quantconf.study", "quantconf.api", "quantconf.cli")) and mod != "quantconf":
+            assert not any(d.startswith("quantconf.study") for d in deps), mod
+        assert "quantconf.cli" not in deps, mod
+
+
+def parameter_counts() -> dict[str, int]:
+    """{module.function: number of parameters} of every function of the package (self/cls excluded)."""
+    counts = {}
+    for mod, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                params = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs] + \
+                    [p.arg for p in (a.vararg, a.kwarg) if p]
+                counts[f"{mod}.{node.name}"] = len([p for p in params if p not in ("self", "cls")])
+    return counts
+
+
+def test_no_internal_function_takes_more_than_ten_parameters():
+    """Options travel as objects inside (LoadOptions, TaskOptions, EvalOptions, a Study); only the
+    public API (quantconf.api, flat keyword arguments as lm-eval's simple_evaluate) may take more."""
+    too_many = {f: n for f, n in parameter_counts().items() if n > 10 and not f.startswith("quantconf.api.")}
+    assert too_many == {}
+
+
+def test_the_parameter_count_sees_every_kind_of_parameter(tmp_path, monkeypatch):
+    f = tmp_path / "f.py"
+    f.write_text('"""f."""\ndef g(a, /, b, *c, d, e=1, **f):\n    pass\nclass K:\n    def m(self, x):\n        pass\n')
+    monkeypatch.setattr(sys.modules[__name__], "MODULES", {"quantconf.f": f})
+    assert parameter_counts() == {"quantconf.f.g": 6, "quantconf.f.m": 1}

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantconf.calibration import (accuracy, bootstrap_metrics, calibration_metrics, choice_probs, equal_mass_bin,
+from quantconf.analysis.metrics import (accuracy, bootstrap_metrics, calibration_metrics, choice_probs, equal_mass_bin,
                                    reliability_bins, task_metrics)
 
 
@@ -158,14 +158,14 @@ def _pred_df(ll, gold, chars=None, tokens=None):
 
 
 def test_mc2_mass_is_stable_for_large_log_likelihoods():
-    from quantconf.calibration import mc2_mass
+    from quantconf.analysis.metrics import mc2_mass
 
     assert mc2_mass([[-10000.0, -10001.0, -10003.0]], [[0, 2]])[0] == pytest.approx(
         (1 + np.exp(-3)) / (1 + np.exp(-1) + np.exp(-3)))
 
 
 def test_acc_norm_over_several_ragged_rows_with_one_char_and_empty_choices():
-    from quantconf.calibration import acc_norm_correct
+    from quantconf.analysis.metrics import acc_norm_correct
 
     ll = [[-3.0, -1.5], [-2.0, -9.0, -0.5], [-4.0, -0.1]]
     chars = [[3, 1], [1, 9, 0], [4, 1]]
@@ -183,7 +183,7 @@ def test_task_metrics_wires_every_option_through():
     df = _pred_df(ll, gold, chars=chars)
     m = task_metrics(df, n_bins=7, n_boot=40, seed=3)
     probs, mask = choice_probs(ll)
-    from quantconf.calibration import acc_norm_correct, bootstrap_metrics as boot
+    from quantconf.analysis.metrics import acc_norm_correct, bootstrap_metrics as boot
 
     direct = calibration_metrics(probs, np.array(gold), mask, n_bins=7,
                                  correct_norm=acc_norm_correct(ll, chars, gold))
@@ -234,7 +234,7 @@ def test_accuracy_of_nothing_and_of_mixed_rows():
 
 
 def test_probs_from_predictions_normalizes_and_pads_with_zero():
-    from quantconf.calibration import probs_from_predictions
+    from quantconf.analysis.metrics import probs_from_predictions
 
     df = _pred_df([[-4.0, -4.0], [-1.0, -2.0, -3.0]], [0, 0], chars=[[2, 4], [1, 1, 1]])
     p, mask = probs_from_predictions(df, "chars")

@@ -8,12 +8,12 @@ import pytest
 from scipy.stats import mannwhitneyu
 
 import quantconf as qc
-from quantconf.calibration import (bootstrap_metrics, calibration_metrics, choice_log_probs, equal_mass_bin,
+from quantconf.analysis.metrics import (bootstrap_metrics, calibration_metrics, choice_log_probs, equal_mass_bin,
                                    proskurina2024_metrics, reliability_bins, smooth_ece_at, smooth_ece_bandwidth,
                                    sweep_bin_count, task_metrics, weighted_aurc, weighted_auroc, wilson_interval)
 from quantconf.errors import QuantconfError
-from quantconf.paired import compare_task, kl_divergence
-from quantconf.recalibration import fit_temperature, recalibrate_task
+from quantconf.analysis.paired import compare_task, kl_divergence
+from quantconf.analysis.recalibration import fit_temperature, recalibrate_task
 
 
 def _df(ll, gold, task="t", chars=None):
@@ -47,7 +47,7 @@ def test_nll_is_exact_when_probabilities_underflow():
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_accuracy_and_metrics_refuse_non_finite_naming_the_question(bad):
     df = _df([[-1.0, -2.0], [-1.0, bad]], [1, 0], task="piqa")
-    for fn in (qc.metrics, lambda d: qc.compare(d, d), lambda d: __import__("quantconf.calibration").calibration.accuracy(d)):
+    for fn in (qc.metrics, lambda d: qc.compare(d, d), lambda d: __import__("quantconf.analysis.metrics").analysis.metrics.accuracy(d)):
         with pytest.raises(QuantconfError, match="piqa doc 1 choice 1: log-likelihood .* is not finite"):
             fn(df)
 
@@ -310,7 +310,7 @@ def test_smooth_ece_near_saturated_confidence():
     assert calibration_metrics(p, y)["smece"] == pytest.approx(float(relplot.smECE(conf, correct)), abs=5e-3)
     # the definition by quadrature: with a kernel that keeps its mass on [0, 1], at a point on the boundary
     # the reflected density integrates to 1
-    from quantconf.calibration import reflected_gaussian_kernel
+    from quantconf.analysis.metrics import reflected_gaussian_kernel
 
     t = np.linspace(0, 1, 20001)
     k = reflected_gaussian_kernel(t, np.array([1.0, 0.0, 0.3]), 0.2)
@@ -393,7 +393,7 @@ def test_recalibrate_api_cli_and_errors(tmp_path, capsys):
 
 
 def test_gap_verdict_wording_for_every_case():
-    from quantconf.recalibration import gap_verdict
+    from quantconf.analysis.recalibration import gap_verdict
 
     def r(before, after, t=2.0, bound=False):
         return {"before": {"ece": before, "smece": before}, "after": {"ece": after, "smece": after},
@@ -496,7 +496,7 @@ def _grid_temperature(ll_rows, gold, weights=None):
 def test_scaled_log_probs_equal_scipy_on_ragged_rows_and_huge_logits():
     from scipy.special import log_softmax
 
-    from quantconf.recalibration import scaled_log_probs
+    from quantconf.analysis.recalibration import scaled_log_probs
 
     rows = [[-1e4, -1e4 - 3.0], [-2.0, -1.0, -7.5], [5e3, 5e3 + 1.0, 5e3 - 2.0, 5e3 + 0.5]]
     ll, mask = np.zeros((3, 4)), np.zeros((3, 4), bool)
@@ -525,7 +525,7 @@ def test_fit_temperature_equals_a_grid_search_and_weights_are_counts():
 
 
 def test_fold_ids_are_balanced_and_seeded():
-    from quantconf.recalibration import fold_ids
+    from quantconf.analysis.recalibration import fold_ids
 
     f = fold_ids(103, 5, seed=3)
     assert sorted(np.bincount(f).tolist()) == [20, 20, 21, 21, 21]
@@ -533,7 +533,7 @@ def test_fold_ids_are_balanced_and_seeded():
 
 
 def test_cross_fitting_holds_out_each_fold():
-    from quantconf.recalibration import cross_fitted_log_probs, fold_ids, scaled_log_probs
+    from quantconf.analysis.recalibration import cross_fitted_log_probs, fold_ids, scaled_log_probs
 
     ll_rows, gold = _ragged(n=200, seed=5)
     lp, mask = choice_log_probs(ll_rows)
@@ -598,7 +598,7 @@ def test_temperature_near_the_lower_bound_is_not_flagged():
     (0.0, 0.3, "there was no gap to close"),
 ])
 def test_gap_verdict_boundaries(before_q, after_q, verdict):
-    from quantconf.recalibration import gap_verdict
+    from quantconf.analysis.recalibration import gap_verdict
 
     full = {"before": {"ece": 0.0}, "after": {"ece": 0.0}, "temperature": 1.0}
     quant = {"before": {"ece": before_q}, "after": {"ece": after_q}, "temperature": 2.0}
@@ -616,7 +616,7 @@ def test_gap_verdict_boundaries(before_q, after_q, verdict):
     ([-0.1, -0.01], [-0.3, -0.2], "does not close it"),
 ])
 def test_gap_verdict_with_intervals_boundaries(before_ci, after_ci, verdict):
-    from quantconf.recalibration import gap_verdict
+    from quantconf.analysis.recalibration import gap_verdict
 
     r = {"before": {"ece": 0.0}, "after": {"ece": 0.0}, "temperature": 1.0}
     gap = {"before": {"estimate": float(np.mean(before_ci)), "ci": before_ci},
@@ -625,8 +625,8 @@ def test_gap_verdict_with_intervals_boundaries(before_ci, after_ci, verdict):
 
 
 def test_gap_interval_against_a_direct_resampling():
-    from quantconf.calibration import calibration_metrics
-    from quantconf.recalibration import choice_log_probs, cross_fitted_log_probs, gap_interval
+    from quantconf.analysis.metrics import calibration_metrics
+    from quantconf.analysis.recalibration import choice_log_probs, cross_fitted_log_probs, gap_interval
 
     rng = np.random.default_rng(4)
     z = rng.normal(size=(300, 3)) * 2
@@ -645,7 +645,7 @@ def test_gap_interval_against_a_direct_resampling():
 
 
 def test_recalibrate_task_defaults_bins_folds_seed_and_bootstrap_against_references():
-    from quantconf.recalibration import cross_fitted_log_probs, recalibrate_task as rt
+    from quantconf.analysis.recalibration import cross_fitted_log_probs, recalibrate_task as rt
 
     ll_rows, gold = _ragged(n=150, seed=9)
     df = _df(ll_rows, gold)
@@ -695,7 +695,7 @@ def test_temperature_at_the_lower_bound_is_flagged():
 def test_sweep_answers_n_at_once_when_no_bin_count_can_break_monotonicity():
     """All correct, all wrong, or confidence separating correct from wrong: every equal-mass binning is
     monotone, so the sweep's answer is n, the value the full loop reaches (checked by a reference loop)."""
-    from quantconf.calibration import _bin_sums, equal_mass_bin
+    from quantconf.analysis.metrics import _bin_sums, equal_mass_bin
 
     def reference(conf, correct):
         best = 1
@@ -718,7 +718,7 @@ def test_sweep_answers_n_at_once_when_no_bin_count_can_break_monotonicity():
 def test_brier_decomposition_is_finite_in_a_resample_without_a_choice_column():
     """Ragged tasks (truthfulqa_mc1): a bootstrap resample can hold no question with a 3rd choice; that
     class then adds nothing to the decomposition instead of making it NaN (and dropping the draw)."""
-    from quantconf.calibration import metrics_weighted
+    from quantconf.analysis.metrics import metrics_weighted
 
     probs = np.array([[0.7, 0.3, 0.0], [0.4, 0.6, 0.0], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
     mask = np.array([[1, 1, 0], [1, 1, 0], [1, 1, 1], [1, 1, 1]], bool)
@@ -738,7 +738,7 @@ def test_gap_interval_simulation_false_positive_rate_and_power(capsys):
     quantized are two equally noisy copies of one model: the same ECE in expectation) the before- and
     after-scaling intervals exclude 0 at about the nominal 5%; an over-confident quantized model
     (logits x2.5) is found before scaling and not after."""
-    from quantconf.recalibration import gap_interval
+    from quantconf.analysis.recalibration import gap_interval
 
     def frame(ll, gold):
         n = len(ll)

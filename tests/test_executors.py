@@ -1,18 +1,25 @@
 """Executors: local and Ray give the same study numbers; failures are isolated; killed workers retried;
 sharded evaluation equals unsharded bit for bit."""
 
+import contextlib
 import functools
 import json
 import os
+import shutil
 import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from quantconf import QuantconfError
-from quantconf.executors import Job, execute
+from quantconf.study.executors import Job, execute
 from quantconf.predictions import read_prediction_dir
 
 
@@ -104,8 +111,9 @@ def test_study_through_ray_equals_local_and_shards_equal_unsharded(tiny_model_di
     report = run_study(load_study(data=sharded), tmp_path / "ray", executor="ray", log=log.append)
     assert report.is_file()
     pd.testing.assert_frame_equal(_summary_numbers(local), _summary_numbers(tmp_path / "ray"))
-    # 1 full eval + 2 x (quantize + eval), evals in 3 shards each: 3 + 2 * (1 + 3) jobs
-    assert sum(" in " in m and "left)" in m for m in log) == 11 and any("shard 3/3" in m for m in log)
+    # 1 full eval + 2 x (quantize + eval), evals in 3 shards each, + 3 analyses: 3 + 2 * (1 + 3) + 3 jobs
+    assert sum(" in " in m and "left)" in m for m in log) == 14 and any("shard 3/3" in m for m in log)
+    assert sum("done analysis " in m and "left)" in m for m in log) == 3  # analyses run as Ray tasks
     for step in (local / "steps").glob("eval-*"):
         ours = read_prediction_dir(step)["arithmetic"]
         theirs = read_prediction_dir(tmp_path / "ray" / "steps" / step.name)["arithmetic"]
@@ -116,7 +124,7 @@ def test_study_through_ray_equals_local_and_shards_equal_unsharded(tiny_model_di
 
 
 def test_failing_step_is_reported_and_rerun_resumes(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    import quantconf.study as study_mod
+    import quantconf.study.steps as study_mod
     from quantconf.cli import main
 
     config = tmp_path / "s.yaml"
@@ -134,12 +142,14 @@ def test_failing_step_is_reported_and_rerun_resumes(tiny_model_dir, tmp_path, mo
     assert main(["study", str(config), "--out", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
     assert "FAILED: quantize" in captured.out and "RuntimeError: out of memory (simulated)" in captured.out
-    assert "skipped: eval" in captured.out and "1 step(s) failed and 1 were skipped" in captured.err
+    assert "skipped: eval" in captured.out and "1 step(s) failed and 2 were skipped" in captured.err
     assert not (tmp_path / "out" / "report.html").exists()
     monkeypatch.setattr(study_mod, "run_quantize", real)
     assert main(["study", str(config), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert out.count("done, reusing") == 1 and "report:" in out  # the 4-bit quantization is not redone
+    reused = [line.split()[0] for line in out.splitlines() if "done, reusing" in line]
+    # the 4-bit quantization and the analyses of the finished evaluations are not redone
+    assert sorted(reused) == ["analysis", "analysis", "quantize"] and "report:" in out
 
 
 def test_cli_shards_merge_into_the_unsharded_file(tiny_model_dir, tmp_path, capsys):
@@ -165,3 +175,88 @@ def test_cli_shards_merge_into_the_unsharded_file(tiny_model_dir, tmp_path, caps
     with pytest.raises(SystemExit):
         main(common + data + ["--out", str(tmp_path / "sh"), "--shard", "4/3"])
     assert "1 <= I <= N" in capsys.readouterr().err
+
+
+def _ray(*args: str, env: dict, **kw):
+    return subprocess.run([str(Path(sys.executable).with_name("ray")), *args], env=env, capture_output=True,
+                          text=True, timeout=180, **kw)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch):
+    """A Ray cluster of two nodes on this machine, started as a user starts one (`ray start --head`, then
+    `ray start --address` on the second node), each with its own temp dir and one CPU. Ray 2.60 clusters
+    authenticate with a token: every node and the driver (a `quantconf study` process) get the same one,
+    from the environment, which Ray reads when it is imported. Yields (address, the worker
+    node's process (its own session: killing the group kills the node), the worker node's temp dir)."""
+    pytest.importorskip("ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex}
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        monkeypatch.setenv(k, env[k])
+    # short temp dirs: Ray's unix sockets live there and their paths are limited to 107 bytes
+    head_tmp, worker_tmp = tempfile.mkdtemp(prefix="qc-ray-head-"), tempfile.mkdtemp(prefix="qc-ray-worker-")
+    address = f"127.0.0.1:{_free_port()}"
+    started = _ray("start", "--head", f"--port={address.split(':')[1]}", "--num-cpus=1", f"--temp-dir={head_tmp}",
+                   "--include-dashboard=false", "--disable-usage-stats", env=env)
+    assert started.returncode == 0, started.stderr[-3000:]
+    worker = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", f"--address={address}",
+                               "--num-cpus=1", f"--temp-dir={worker_tmp}", "--block"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(60):
+            status = _ray("status", f"--address={address}", env=env).stdout
+            if status.count(" node_") >= 2:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"the second node did not join: {status[-2000:]}")
+        yield address, worker, Path(worker_tmp)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        _ray("stop", "--force", env=env)
+        for d in (head_tmp, worker_tmp):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_study_across_two_nodes_survives_losing_one(tiny_model_dir, tmp_path, two_node_cluster):
+    """Multi-node Ray, as a user runs it: `quantconf study --executor ray --ray-address` against a head and
+    a worker node; the worker node is killed when the first job finishes (a job it runs is lost
+    mid-step); the study completes on the head node alone, with the numbers of a local run."""
+    from quantconf.study import load_study, run_study
+
+    address, worker, worker_tmp = two_node_cluster
+    config = {"models": [str(tiny_model_dir)], "tasks": ["arithmetic"], "limit": 40, "bootstrap": 20,
+              "batch_size": 1, "threads": 1, "max_retries": 3,
+              "variants": [{"method": "rtn", "bits": 4, "group_size": 32}, {"method": "rtn", "bits": 3,
+                                                                             "group_size": 32}]}
+    run_study(load_study(data=config), tmp_path / "local", log=lambda m: None)
+    (tmp_path / "study.yaml").write_text(json.dumps(config))
+    driver = subprocess.Popen([str(Path(sys.executable).with_name("quantconf")), "study", str(tmp_path / "study.yaml"),
+                               "--out", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", address],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    lines, killed_at = [], None
+    for line in driver.stdout:
+        lines.append(line)
+        if killed_at is None and " done " in line and "left)" in line:  # the first finished job
+            os.killpg(worker.pid, signal.SIGKILL)
+            killed_at = len(lines)
+    assert driver.wait(timeout=600) == 0, "".join(lines)[-4000:]
+    assert killed_at is not None
+    # the node is gone: no process of it (raylet, its workers) is left
+    left = subprocess.run(["pgrep", "-f", str(worker_tmp)], capture_output=True, text=True).stdout.split()
+    assert left == [], left
+    # the worker node did take jobs before it died (its workers' output is in its own temp dir)
+    worker_output = "".join(p.read_text(errors="replace") for p in worker_tmp.glob("session_*/logs/worker-*.out"))
+    assert " start " in worker_output
+    finished = [m for m in lines if "left)" in m and m.startswith("[")]
+    n_jobs = 1 + 2 * 2 + 3  # full eval, 2 x (quantize + eval), 3 analyses
+    assert len(finished) == n_jobs and not any("FAILED" in m for m in finished), "".join(lines)[-4000:]
+    assert any("left)" in m for m in lines[killed_at:])  # jobs finished after the node was lost
+    pd.testing.assert_frame_equal(_summary_numbers(tmp_path / "local"), _summary_numbers(tmp_path / "ray"))

@@ -81,7 +81,7 @@ def test_gemma3_model_predicts_text_and_answers_above_chance(shared_data):
     import torch
     from transformers import AutoTokenizer
 
-    from quantconf.calibration import accuracy
+    from quantconf.analysis.metrics import accuracy
     from quantconf.evaluation import evaluate_task
     from quantconf.models import gemma3_gguf_path, load_model, set_threads
     from quantconf.scoring import wants_bos

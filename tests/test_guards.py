@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from quantconf.cli import main
-from conftest import write_jsonl
+from conftest import evaluate_into, write_jsonl
 
 
 def _one_line_error(capsys, args) -> str:
@@ -115,7 +115,7 @@ def test_import_never_mixes_into_a_quantconf_eval_directory(tiny_model_dir, tmp_
     from quantconf import evaluation
 
     preds = tmp_path / "eval"
-    evaluation.evaluate_to_dir(str(tiny_model_dir), ["arithmetic"], preds, limit=4, progress=False, log=lambda m: None)
+    evaluate_into(str(tiny_model_dir), ["arithmetic"], preds, limit=4, progress=False, log=lambda m: None)
     manifest = (preds / "manifest.json").read_bytes()
     f = _samples_file(tmp_path, "arithmetic", [([-1.0, -2.0], 0)])
     err = _one_line_error(capsys, ["import-lm-eval", str(f), "--out", str(preds), "--overwrite"])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from quantconf.evaluation import evaluate_to_dir
+from conftest import evaluate_into
 
 pytestmark = pytest.mark.integration
 
@@ -14,7 +14,7 @@ def default_preds(tmp_path_factory):
     if not SHARED_DATA.is_dir():
         pytest.skip(f"integration data {SHARED_DATA} absent (it lives in ../shared/data beside the project)")
     out = tmp_path_factory.mktemp("default-eval")
-    summary = evaluate_to_dir("default", ["piqa", "arc_easy"], out, data_dir=str(SHARED_DATA), limit=100,
+    summary = evaluate_into("default", ["piqa", "arc_easy"], out, data_dir=str(SHARED_DATA), limit=100,
                        threads=2, progress=False, log=lambda *a: None)
     return out, summary
 
@@ -33,7 +33,7 @@ def full_piqa200(tmp_path_factory):
     if not SHARED_DATA.is_dir():
         pytest.skip(f"integration data {SHARED_DATA} absent (it lives in ../shared/data beside the project)")
     out = tmp_path_factory.mktemp("full-piqa200")
-    evaluate_to_dir("default", ["piqa"], out, data_dir=str(SHARED_DATA), limit=200, threads=2, progress=False,
+    evaluate_into("default", ["piqa"], out, data_dir=str(SHARED_DATA), limit=200, threads=2, progress=False,
              log=lambda *a: None)
     return out
 
@@ -45,13 +45,13 @@ def _quantize_and_eval(tmp_path, config):
     ckpt = tmp_path / config.label()
     run_quantize("default", config, ckpt, threads=2, log=lambda *a: None)
     out = tmp_path / f"eval-{config.label()}"
-    return out, evaluate_to_dir(str(ckpt), ["piqa"], out, data_dir=str(SHARED_DATA), limit=200, threads=2,
+    return out, evaluate_into(str(ckpt), ["piqa"], out, data_dir=str(SHARED_DATA), limit=200, threads=2,
                          progress=False, log=lambda *a: None)["piqa"]["acc"]
 
 
 def test_gptq4_g128_keeps_accuracy_and_rtn2_degrades(full_piqa200, tmp_path):
-    from quantconf.paired import compare_dirs
-    from quantconf.calibration import accuracy
+    from quantconf.api import compare_dirs
+    from quantconf.analysis.metrics import accuracy
     from quantconf.predictions import read_prediction_dir
     from quantconf.quantizers import QuantConfig
 

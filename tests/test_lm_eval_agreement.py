@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantconf.calibration import accuracy
+from quantconf.analysis.metrics import accuracy
 from quantconf.evaluation import evaluate_task
 from quantconf.lmeval_import import OFFLINE_TASKS, import_lm_eval, write_offline_task_yamls
 from quantconf.predictions import read_prediction_dir

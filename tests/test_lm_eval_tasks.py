@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import build_tiny_model, write_jsonl
+from conftest import build_tiny_model, evaluate_into, write_jsonl
 from quantconf import QuantconfError
-from quantconf.calibration import accuracy
-from quantconf.evaluation import evaluate_task, evaluate_to_dir
+from quantconf.analysis.metrics import accuracy
+from quantconf.evaluation import evaluate_task
 from quantconf.lmeval_import import BUILTIN_LM_EVAL_YAMLS, import_lm_eval, write_offline_task_yamls
 from quantconf.predictions import group_metrics, read_manifest, read_prediction_dir
 from quantconf.scoring import QuestionTree, score_questions, score_requests
@@ -170,21 +170,21 @@ def test_bad_names_and_options(call, message):
 
 
 def test_missing_split_and_too_many_shots_fail_before_the_model_loads(tmp_path, tiny_model_dir, monkeypatch):
-    import quantconf.evaluation as evaluation
+    import quantconf.models as models
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(evaluation, "load_model", no_model)
+    monkeypatch.setattr(models, "load_model", no_model)
     data = tmp_path / "data"
     write_jsonl(data / "allenai/winogrande/winogrande_xl/validation.jsonl", WINOGRANDE_ROWS)
     with pytest.raises(QuantconfError, match=r"winogrande_xl/train.jsonl not found \(its few-shot split 'train'"):
-        evaluate_to_dir(str(tiny_model_dir), ["winogrande"], tmp_path / "o1", data_dir=data, num_fewshot=1)
+        evaluate_into(str(tiny_model_dir), ["winogrande"], tmp_path / "o1", data_dir=data, num_fewshot=1)
     with pytest.raises(QuantconfError, match=r"allenai/winogrande/winogrande_xl/validation.jsonl not found"):
-        evaluate_to_dir(str(tiny_model_dir), ["winogrande"], tmp_path / "o2", data_dir=tmp_path, limit=2)
+        evaluate_into(str(tiny_model_dir), ["winogrande"], tmp_path / "o2", data_dir=tmp_path, limit=2)
     write_jsonl(data / "allenai/winogrande/winogrande_xl/train.jsonl", WINOGRANDE_ROWS[:3])
     with pytest.raises(QuantconfError, match=r"num_fewshot 3 needs 4 examples in its few-shot split, which has 3"):
-        evaluate_to_dir(str(tiny_model_dir), ["winogrande"], tmp_path / "o3", data_dir=data, num_fewshot=3)
+        evaluate_into(str(tiny_model_dir), ["winogrande"], tmp_path / "o3", data_dir=data, num_fewshot=3)
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))  # failed first runs leave no dirs
 
 
@@ -299,7 +299,7 @@ def test_group_of_user_yaml_tasks_agrees_with_lm_eval(shared_data, tmp_path, lon
     res, logs = run_lm_eval(long_lm, ["my_group"], TaskManager(include_path=str(yaml_dir)), tmp_path / "logs",
                             limit=8)
     out = tmp_path / "out"
-    summary = evaluate_to_dir(long_lm, ["my_group"], out, limit=8, include_path=str(yaml_dir), progress=False,
+    summary = evaluate_into(long_lm, ["my_group"], out, limit=8, include_path=str(yaml_dir), progress=False,
                               log=lambda m: None)
     assert list(summary) == ["my_piqa", "my_boolq"]
     preds = read_prediction_dir(out)
@@ -322,7 +322,7 @@ def test_group_of_user_yaml_tasks_agrees_with_lm_eval(shared_data, tmp_path, lon
     assert shown["my_group"]["acc"] == pytest.approx(res["results"]["my_group"]["acc,none"], abs=1e-12)
     assert shown["my_group"]["n"] == 16 and shown["my_group"]["tasks"] == ["my_piqa", "my_boolq"]
     # a second run reuses both tasks; another few-shot count is a new key
-    again = evaluate_to_dir(long_lm, ["my_group"], out, limit=8, include_path=str(yaml_dir), progress=False,
+    again = evaluate_into(long_lm, ["my_group"], out, limit=8, include_path=str(yaml_dir), progress=False,
                             log=lambda m: None)
     assert all(v["reused"] for v in again.values())
 

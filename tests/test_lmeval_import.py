@@ -8,7 +8,7 @@ import pytest
 from quantconf import QuantconfError
 from quantconf.cli import main
 from quantconf.lmeval_import import import_lm_eval, read_samples_file
-from quantconf.calibration import accuracy
+from quantconf.analysis.metrics import accuracy
 from quantconf.predictions import read_prediction_dir
 from conftest import write_jsonl
 
@@ -119,7 +119,7 @@ def test_lm_eval_03_doc_ids_are_positions_after_the_seeded_shuffle():
 def test_lm_eval_03_compat_metrics_equal_the_notebook_code(tmp_path, capsys):
     from test_calibration_science import nb_reference
 
-    from quantconf.calibration import proskurina2024_metrics
+    from quantconf.analysis.metrics import proskurina2024_metrics
 
     assert main(["import-lm-eval", str(FIXTURES), "--out", str(tmp_path / "o")]) == 0
     preds = read_prediction_dir(tmp_path / "o")

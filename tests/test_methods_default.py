@@ -21,20 +21,20 @@ FAST = [("rtn", {"bits": 4, "group_size": 64}), ("hqq", {"bits": 4, "group_size"
 def swept(tmp_path_factory):
     """Quantize with each fast method and evaluate 60 PIQA questions: {label: (checkpoint, js, acc)}."""
     from conftest import SHARED_DATA
-    from quantconf.evaluation import evaluate_to_dir
-    from quantconf.paired import compare_dirs
+    from conftest import evaluate_into
+    from quantconf.api import compare_dirs
 
     if not SHARED_DATA.is_dir():
         pytest.skip(f"integration data {SHARED_DATA} absent (it lives in ../shared/data beside the project)")
     root = tmp_path_factory.mktemp("methods-default")
     opts = {"data_dir": str(SHARED_DATA), "limit": 60, "threads": 2, "progress": False, "log": lambda *a: None}
-    evaluate_to_dir("default", ["piqa"], root / "full", **opts)
+    evaluate_into("default", ["piqa"], root / "full", **opts)
     out = {}
     for method, options in FAST:
         config = QuantConfig.for_method(method, **options)
         ckpt = root / config.label()
         record = run_quantize("default", config, ckpt, threads=2, quiet=True, log=lambda *a: None)
-        summary = evaluate_to_dir(str(ckpt), ["piqa"], root / f"eval-{config.label()}", **opts)
+        summary = evaluate_into(str(ckpt), ["piqa"], root / f"eval-{config.label()}", **opts)
         js = compare_dirs(root / "full", root / f"eval-{config.label()}", n_boot=0)["piqa"]["js_mean"]
         out[config.label()] = (ckpt, record, js, summary["piqa"]["acc"])
     return out

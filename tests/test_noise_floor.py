@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from quantconf.noise_floor import (adjust_floors, align, delta_effects, holm, noise_floor, replicate_family,
+from quantconf.analysis.noise_floor import (adjust_floors, align, delta_effects, holm, noise_floor, replicate_family,
                                    systematic_movement, two_way_effect, verdict)
 from quantconf.quantizers import QuantConfig
 

@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 
 from quantconf import QuantconfError
-from quantconf.paired import compare_predictions, compare_task, js_distance, kl_divergence, per_sample_frame
+from quantconf.analysis.paired import compare_predictions, compare_task, js_distance, kl_divergence, per_sample_frame
 
 
 def _df(ll, gold):
@@ -142,7 +142,7 @@ def test_mc2_comparison_and_per_sample_frame():
     full = _df([[0.0, -1.0, -2.0], [-1.0, 0.0, -3.0]], [[0, 1], [2]])
     quant = _df([[-1.0, 0.0, -2.0], [-1.0, -1.0, -1.0]], [[0, 1], [2]])
     c = compare_task(full, quant, n_boot=0)
-    from quantconf.calibration import mc2_mass
+    from quantconf.analysis.metrics import mc2_mass
 
     assert c["delta_mc2"] == pytest.approx(mc2_mass(quant["loglik"], quant["gold"]).mean()
                                            - mc2_mass(full["loglik"], full["gold"]).mean())
@@ -166,7 +166,8 @@ def test_js_and_kl_with_zero_probabilities():
 
 
 def test_pairing_errors_and_dirs(tmp_path):
-    from quantconf.paired import compare_dirs, pair_predictions
+    from quantconf.analysis.paired import pair_predictions
+    from quantconf.api import compare_dirs
     from quantconf.predictions import write_predictions
 
     a = _df([[0.0, -1.0], [-1.0, 0.0], [0.0, -2.0]], [0, 1, 0])
@@ -218,7 +219,7 @@ def test_compare_record_keys_defaults_and_determinism():
     for b in c["by_confidence_bin"]:
         assert 0 <= b["js_mean"] <= 1
     # the paired deltas' structure (smECE bandwidth, sweep bins) and exact log-probs reach the metrics
-    from quantconf.calibration import calibration_metrics, choice_log_probs
+    from quantconf.analysis.metrics import calibration_metrics, choice_log_probs
 
     for side, ll in (("full", full), ("quant", quant)):
         lp, mask = choice_log_probs(ll.tolist())
@@ -259,7 +260,7 @@ def test_kl_uses_exact_log_probabilities_where_a_probability_underflows():
 
 
 def test_compare_predictions_passes_options_and_task_names(tmp_path):
-    from quantconf.paired import compare_dirs
+    from quantconf.api import compare_dirs
     from quantconf.predictions import write_predictions
 
     a = _df([[0.0, -1.0], [-1.0, 0.0]], [0, 1])

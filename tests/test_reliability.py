@@ -20,7 +20,7 @@ from quantconf.cli import main
 from quantconf.errors import QuantconfError
 from quantconf.io import atomic_directory, clean_stale_temp, locked
 from quantconf.predictions import read_manifest
-from conftest import write_jsonl
+from conftest import evaluate_into, write_jsonl
 
 
 def _task_file(tmp_path, name="mini", n=8):
@@ -41,15 +41,15 @@ def test_a_second_writer_to_the_manifest_is_not_lost(tiny_model_dir, tmp_path, m
     def scoring_while_another_writer_finishes(lm, loaded, **kw):
         if loaded.task.name == "arithmetic":
             monkeypatch.setattr(evaluation, "evaluate_task", real)
-            evaluation.evaluate_to_dir(str(tiny_model_dir), [other], out, limit=4, progress=False, log=lambda m: None)
+            evaluate_into(str(tiny_model_dir), [other], out, limit=4, progress=False, log=lambda m: None)
         return real(lm, loaded, **kw)
 
     monkeypatch.setattr(evaluation, "evaluate_task", scoring_while_another_writer_finishes)
-    evaluation.evaluate_to_dir(str(tiny_model_dir), ["arithmetic"], out, limit=4, progress=False, log=lambda m: None)
+    evaluate_into(str(tiny_model_dir), ["arithmetic"], out, limit=4, progress=False, log=lambda m: None)
     tasks = read_manifest(out)["tasks"]
     assert set(tasks) == {"arithmetic", other}
     log = []
-    evaluation.evaluate_to_dir(str(tiny_model_dir), ["arithmetic", other], out, limit=4, progress=False, log=log.append)
+    evaluate_into(str(tiny_model_dir), ["arithmetic", other], out, limit=4, progress=False, log=log.append)
     assert all("reusing" in m for m in log) and len(log) == 2
 
 
@@ -66,7 +66,7 @@ def test_two_processes_on_one_dir_keep_both_tasks(tiny_model_dir, tmp_path):
 
 def test_a_task_being_computed_elsewhere_is_waited_for_then_reused(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
-    evaluation.evaluate_to_dir(str(tiny_model_dir), ["arithmetic"], out, limit=4, progress=False, log=lambda m: None)
+    evaluate_into(str(tiny_model_dir), ["arithmetic"], out, limit=4, progress=False, log=lambda m: None)
     stamp = (out / "arithmetic.parquet").stat().st_mtime_ns
     holder_ready, release = threading.Event(), threading.Event()
 
@@ -80,7 +80,7 @@ def test_a_task_being_computed_elsewhere_is_waited_for_then_reused(tiny_model_di
     holder_ready.wait(10)
     threading.Timer(1.0, release.set).start()
     log = []
-    evaluation.evaluate_to_dir(str(tiny_model_dir), ["arithmetic"], out, limit=4, progress=False, log=log.append)
+    evaluate_into(str(tiny_model_dir), ["arithmetic"], out, limit=4, progress=False, log=log.append)
     t.join()
     assert any("waiting for" in m and f"pid {os.getpid()}" in m for m in log)
     assert (out / "arithmetic.parquet").stat().st_mtime_ns == stamp and "reusing" in log[-1]
@@ -138,10 +138,10 @@ def test_dry_run_does_not_call_a_half_finished_eval_done(tiny_model_dir, tmp_pat
     study = load_study(data={"models": [str(tiny_model_dir)], "tasks": ["arithmetic", _task_file(tmp_path)], "limit": 4,
                              "variants": [{"method": "rtn", "bits": 4, "group_size": 32}]})
     full = plan(study, tmp_path / "s")[0]
-    evaluation.evaluate_to_dir(str(tiny_model_dir), ["arithmetic"], full.path, limit=4, progress=False,
+    evaluate_into(str(tiny_model_dir), ["arithmetic"], full.path, limit=4, progress=False,
                                log=lambda m: None)
     assert not full.done()
-    evaluation.evaluate_to_dir(str(tiny_model_dir), study.tasks, full.path, limit=4, progress=False,
+    evaluate_into(str(tiny_model_dir), study.tasks, full.path, limit=4, progress=False,
                                log=lambda m: None)
     assert full.done()
 
@@ -174,7 +174,7 @@ def test_null_quantization_config_is_not_a_quantized_checkpoint(tiny_model_dir, 
 ])
 def test_bad_inputs_give_one_line(args, message, tiny_model_dir, tmp_path, capsys):
     preds = tmp_path / "preds"
-    evaluation.evaluate_to_dir(str(tiny_model_dir), ["arithmetic"], preds, limit=4, progress=False, log=lambda m: None)
+    evaluate_into(str(tiny_model_dir), ["arithmetic"], preds, limit=4, progress=False, log=lambda m: None)
     (tmp_path / "f").write_text("x")
     fill = {"preds": str(preds), "model": str(tiny_model_dir), "file": str(tmp_path / "f")}
     capsys.readouterr()
@@ -184,7 +184,7 @@ def test_bad_inputs_give_one_line(args, message, tiny_model_dir, tmp_path, capsy
 
 
 def test_empty_choice_acc_norm_is_defined_and_normalize_refuses_it():
-    from quantconf.calibration import accuracy, task_metrics
+    from quantconf.analysis.metrics import accuracy, task_metrics
 
     df = pd.DataFrame({"doc_id": [0, 1], "task": "t", "loglik": [[-4.0, -0.5], [-6.0, -3.0]],
                        "n_chars": [[8, 0], [2, 6]], "n_tokens": [[2, 1], [1, 2]], "n_bytes": [[8, 0], [2, 6]],

@@ -12,9 +12,10 @@ import pytest
 import quantconf as qc
 from quantconf.io import atomic_write_json
 from quantconf.predictions import MANIFEST, write_predictions
-from quantconf.report import write_report
+from quantconf.study.report import write_report
+from quantconf.study.run import analyse_missing
 from quantconf.study import load_study, plan
-from quantconf.study_results import calib_spread, collect, headlines, provenance
+from quantconf.study.results import calib_spread, collect, headlines, provenance
 
 PNG_1X1 = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
 
@@ -52,12 +53,13 @@ def finished_study(tmp_path):
         elif s.kind == "ppl":
             atomic_write_json(s.path, {"text": "pydoc", "source": "pydoc_data", "tokens": 100, "window": 512,
                                        "stride": 256, "perplexity": 10.0 + len(label)})
-        else:
+        elif s.kind == "outliers":
             atomic_write_json(s.path / "outliers.json", {
                 "model": {"spec": "org/model"}, "threshold": 6.0, "calibration": {"pydoc": {}, "punct": {}},
                 "per_set": {c: {"max_abs": m, "mean_kurtosis": 3.0 * m, "outlier_channels": int(m)}
                             for c, m in (("pydoc", 5.0), ("punct", 9.0))}})
             (s.path / "heatmap_pydoc.png").write_bytes(PNG_1X1)
+    analyse_missing(study, steps, log=lambda m: None)  # the analysis steps, as the study computes them
     return study, steps, tmp_path, written
 
 
@@ -116,7 +118,7 @@ def test_headlines_and_spread_from_tables(finished_study):
 
 
 def test_model_method_table_averages_tasks_by_hand():
-    from quantconf.study_results import model_method_table
+    from quantconf.study.results import model_method_table
 
     def comp(model, task, dacc, dece, js, low, high):
         return {"model": model, "variant": "rtn", "task": task, "delta_acc": dacc, "delta_ece": dece, "js_mean": js,
@@ -132,7 +134,7 @@ def test_model_method_table_averages_tasks_by_hand():
 
 
 def test_methods_table_reads_records_and_averages_tasks_by_hand():
-    from quantconf.study_results import methods_table
+    from quantconf.study.results import methods_table
 
     def comp(variant, task, dacc, js, c2w, w2c, n=10):
         return {"model": "m", "variant": variant, "task": task, "n": n, "delta_acc": dacc, "delta_ece": 0.01,
@@ -156,8 +158,8 @@ def test_task_plots_cover_a_groups_subtasks_not_the_group_name():
     group's own name holds no predictions, so a loop over study.tasks drew empty plots)."""
     from types import SimpleNamespace
 
-    from quantconf.report import task_plot_sections
-    from quantconf.study_results import StudyResults
+    from quantconf.study.report import task_plot_sections
+    from quantconf.study.results import StudyResults
 
     rng = np.random.default_rng(0)
 
@@ -176,7 +178,7 @@ def test_task_plots_cover_a_groups_subtasks_not_the_group_name():
 
 def test_question_table_by_hand():
     """Two questions, gold 0: the first flips correct→wrong, the second stays wrong; replicates counted."""
-    from quantconf.study_results import question_counts, question_table
+    from quantconf.study.results import question_counts, question_table
 
     def preds(ll):
         return pd.DataFrame({"doc_id": [0, 1], "task": "t", "context": ["q0", "q1"], "choices": [["a", "b"]] * 2,

@@ -10,7 +10,18 @@ from quantconf.cli import main
 from conftest import write_jsonl
 
 
-def test_study_runs_resumes_and_reports(tiny_model_dir, tmp_path, capsys):
+def forbid_analysis(monkeypatch):
+    """Make every statistic a study or report could compute raise: what runs after this only renders."""
+    import quantconf.study.steps as steps
+
+    def refuse(*a, **k):
+        raise AssertionError("analysis was recomputed")
+
+    for name in ("task_metrics", "compare_task", "recalibrate_task", "gap_interval", "noise_floor"):
+        monkeypatch.setattr(steps, name, refuse)
+
+
+def test_study_runs_resumes_and_reports(tiny_model_dir, tmp_path, capsys, monkeypatch):
     rows = [{"query": f"Question: <b>item</b> {i}?\nAnswer:", "choices": ["yes", "no thanks", "maybe"], "gold": i % 3}
             for i in range(30)]
     f = write_jsonl(tmp_path / "mini.jsonl", rows)
@@ -26,7 +37,9 @@ bootstrap: 50
 """)
     out = tmp_path / "study"
     assert main(["study", str(cfg), "--out", str(out), "--dry-run"]) == 0
-    assert capsys.readouterr().out.count("[todo]") == 5
+    planned = capsys.readouterr().out
+    # full eval; per variant quantize + eval; an analysis per evaluation
+    assert planned.count("[todo]") == 8 and planned.count("[todo] analysis") == 3
     assert main(["study", str(cfg), "--out", str(out)]) == 0
     page = (out / "report.html").read_text()
     assert "<script>alert" not in page and "&lt;script&gt;" in page and "data:image/png;base64" in page
@@ -36,8 +49,13 @@ bootstrap: 50
     assert by[("rtn-w2g32", "arithmetic")]["js_mean"] > by[("rtn-w8g32", "arithmetic")]["js_mean"]
     assert (out / "summary.csv").read_text().startswith("model,")
     assert main(["study", str(cfg), "--out", str(out), "--dry-run"]) == 0
-    assert capsys.readouterr().out.count("[done]") == 5
+    assert capsys.readouterr().out.count("[done]") == 8
+    # a finished study, resumed, and its report: rendered from the analysis steps, nothing recomputed
+    forbid_analysis(monkeypatch)
+    before = (out / "summary.json").read_text()
+    assert main(["study", str(cfg), "--out", str(out)]) == 0
     assert main(["report", str(out)]) == 0
+    assert (out / "summary.json").read_text() == before
 
 
 @pytest.mark.parametrize("text, message", [
@@ -63,7 +81,7 @@ def test_study_config_errors(tmp_path, capsys, text, message):
 
 
 def test_killed_study_resumes_without_redoing_steps(tiny_model_dir, tmp_path, monkeypatch):
-    import quantconf.study as study_mod
+    import quantconf.study.steps as study_mod
     from quantconf.study import load_study, plan, run_study
 
     study = load_study(data={"models": [str(tiny_model_dir)], "tasks": ["arithmetic"], "limit": 12, "bootstrap": 20,
@@ -81,7 +99,7 @@ def test_killed_study_resumes_without_redoing_steps(tiny_model_dir, tmp_path, mo
     monkeypatch.setattr(study_mod, "evaluate_to_dir", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_study(study, out, log=lambda m: None)
-    steps = plan(study, out)
+    steps = [s for s in plan(study, out) if s.kind in ("eval", "quantize")]
     assert [s.done() for s in steps] == [True, True, False]  # full eval, quantize done; quantized eval not
     quant_json = steps[1].path / "quantize.json"
     stamp = quant_json.stat().st_mtime_ns
@@ -113,7 +131,7 @@ def test_calibration_set_sweep_spread_ppl_and_outliers(tiny_model_dir, tmp_path)
 
 
 def test_demo_study_uses_the_packaged_sample_of_real_questions_offline(monkeypatch, tmp_path):
-    import quantconf.study as study_mod
+    import quantconf.study.demo as study_mod
     from quantconf.tasks import load_task
 
     monkeypatch.delenv("QUANTCONF_DATA_DIR", raising=False)
@@ -159,3 +177,36 @@ def test_only_methods_that_use_data_name_a_calibration_set():
         {"method": "gptq", "calib": "pydoc"}, {"method": "rtn"}, {"method": "bnb"}, {"method": "hqq"},
         {"method": "gguf", "scheme": "Q4_0"}]})
     assert outlier_calib_sets(study) == ["pydoc"]
+
+
+def test_a_methods_version_invalidates_only_its_own_steps(tmp_path, monkeypatch):
+    """Quantize keys carry each method's code identity: bumping RTN's version changes the keys of RTN's
+    quantize step and everything downstream of it (eval, ppl, analysis), and no other step's."""
+    import dataclasses
+
+    from quantconf.quantizers.base import QUANTIZERS
+    from quantconf.study import load_study, plan
+
+    study = load_study(data={"models": ["default"], "tasks": ["arithmetic"], "ppl_text": "pydoc",
+                             "variants": [{"method": "rtn", "bits": 4, "group_size": 64},
+                                          {"method": "gptq", "bits": 4, "group_size": 128, "calib": "pydoc"}]})
+
+    def paths():
+        return {(s.kind, s.variant.method if s.variant else "full"): s.path.name for s in plan(study, tmp_path)}
+
+    before = paths()
+    monkeypatch.setitem(QUANTIZERS, "rtn", dataclasses.replace(QUANTIZERS["rtn"], version="2"))
+    after = paths()
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {("quantize", "rtn"), ("eval", "rtn"), ("ppl", "rtn"), ("analysis", "rtn")}
+    # the library doing the work counts too: a new gptqmodel re-runs GPTQ's steps
+    monkeypatch.setattr("quantconf.quantizers.base.library_version", lambda lib: "9.9" if lib == "gptqmodel" else "1")
+    changed = {k for k, v in paths().items() if v != after[k]}
+    assert ("quantize", "gptq") in changed and ("eval", "full") not in changed
+
+
+def test_a_method_cannot_register_twice():
+    from quantconf.quantizers.base import QUANTIZERS, register_quantizer
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_quantizer(QUANTIZERS["rtn"])

@@ -1,7 +1,8 @@
 """quantconf: what post-training quantization does to a language model's confidence.
 
-Pipeline: tasks -> scoring -> evaluation -> predictions -> calibration / paired -> study_results -> report,
-with quantizers, outliers and perplexity beside it. The public API is `quantconf.api`, re-exported here:
+Pipeline: tasks -> scoring -> evaluation -> predictions -> analysis (metrics, paired, recalibration,
+noise floor) -> study (plan, steps, results, report), with quantizers, outliers and perplexity beside
+it. The public API is `quantconf.api`, re-exported here:
 
     import quantconf as qc
     preds = qc.evaluate("default", ["piqa"], data_dir="../shared/data", limit=100)
@@ -9,9 +10,10 @@ with quantizers, outliers and perplexity beside it. The public API is `quantconf
 """
 
 from quantconf._version import __version__
-from quantconf.api import (compare, evaluate, load_model, load_task, metrics, noise_floor, quantize, read_predictions,
-                           recalibrate, run_study)
+from quantconf.api import (compare, evaluate, import_lm_eval, load_model, load_task, methods, metrics, noise_floor,
+                           outliers, perplexity, quantize, read_predictions, recalibrate, report, run_study, tasks)
 from quantconf.errors import QuantconfError
 
 __all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "noise_floor", "recalibrate", "run_study",
-           "read_predictions", "QuantconfError", "__version__"]
+           "read_predictions", "report", "outliers", "perplexity", "import_lm_eval", "methods", "tasks",
+           "QuantconfError", "__version__"]

@@ -1,4 +1,4 @@
-"""The public Python API (`import quantconf as qc`): the whole pipeline as ten functions.
+"""The public Python API (`import quantconf as qc`): the whole pipeline as sixteen functions.
 
 Each function is a thin, documented door into the module that does the work, so that a notebook
 and the command line run the same code: the CLI (`cli.py`) only parses flags, prints and maps
@@ -11,24 +11,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from quantconf.calibration import task_metrics
+from quantconf.analysis.metrics import task_metrics
+from quantconf.analysis.noise_floor import noise_floor as _noise_floor
+from quantconf.analysis.paired import compare_predictions, compare_task
+from quantconf.analysis.recalibration import recalibrate_task
 from quantconf.errors import QuantconfError
-from quantconf.evaluation import check_eval_options, evaluate_task, evaluate_to_dir
-from quantconf.models import LoadedModel
+from quantconf.evaluation import EvalOptions, evaluate_task, evaluate_to_dir
+from quantconf.models import LoadedModel, LoadOptions
 from quantconf.models import load_model as _load_model
 from quantconf.models import set_threads
-from quantconf.noise_floor import noise_floor as _noise_floor
-from quantconf.paired import compare_dirs, compare_predictions, compare_task
 from quantconf.predictions import read_prediction_dir, read_prediction_file, task_file_name
-from quantconf.quantizers import QuantConfig, run_quantize
-from quantconf.recalibration import recalibrate_task
-from quantconf.study import Study, load_study
-from quantconf.study import run_study as _run_study
-from quantconf.tasks import LoadedTask, resolve_tasks
+from quantconf.quantizers import QuantConfig, load_methods, run_quantize
+from quantconf.study.config import Study, load_study
+from quantconf.study.run import run_study as _run_study
+from quantconf.lmeval_import import import_lm_eval as _import_lm_eval
+from quantconf.outliers import OutlierOptions, run_outliers
+from quantconf.perplexity import text_perplexity
+from quantconf.study.run import report_study
+from quantconf.tasks import LoadedTask, TaskOptions, get_task, task_names
 from quantconf.tasks import load_task as _load_task
+from quantconf.tasks.lm_eval_bridge import list_lm_eval_tasks
 
 __all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "noise_floor", "recalibrate",
-           "run_study", "read_predictions"]
+           "run_study", "read_predictions", "report", "outliers", "perplexity", "import_lm_eval", "methods", "tasks"]
 
 
 def load_model(spec: str | Path, *, dtype: str = "float32", device: str = "cpu", allow_pickle: bool = False,
@@ -185,24 +190,25 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
     """
     model = model if isinstance(model, LoadedModel) else str(model)
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else list(tasks)
-    check_eval_options(task_list, batch_size, scorer)
+    if not task_list:
+        raise QuantconfError("tasks is empty; name at least one task (see quantconf tasks)", param="tasks")
+    load = LoadOptions(dtype=dtype, device=device, threads=threads, allow_pickle=allow_pickle,
+                       trust_remote_code=trust_remote_code)
+    data = TaskOptions(data_dir=data_dir, limit=limit, seed=seed, num_fewshot=num_fewshot, fewshot_seed=fewshot_seed,
+                       include_path=str(include_path) if include_path is not None else None)
+    run = EvalOptions(batch_size=batch_size, scorer=scorer, progress=progress, overwrite=overwrite, shard=shard)
+    run.check()
     log = log or (lambda message: None)
-    include_path = str(include_path) if include_path is not None else None
     if out is not None:
-        summary = evaluate_to_dir(model, task_list, Path(out), data_dir=data_dir, limit=limit, batch_size=batch_size,
-                                  dtype=dtype, device=device, threads=threads, seed=seed, overwrite=overwrite,
-                                  allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, progress=progress,
-                                  scorer=scorer, log=log, num_fewshot=num_fewshot, fewshot_seed=fewshot_seed,
-                                  include_path=include_path, shard=shard)
+        summary = evaluate_to_dir(model, task_list, Path(out), load=load, data=data, run=run, log=log)
         return {name: read_prediction_file(Path(out) / task_file_name(name)) for name, done in summary.items()
                 if done.get("merged", True)}
     if shard is not None:
         raise QuantconfError("shard needs out: shards are merged in the output directory", param="shard")
-    leaves, _ = resolve_tasks(task_list, num_fewshot, fewshot_seed, include_path)
-    loaded_tasks = [_load_task(t, data_dir=data_dir, limit=limit, seed=seed) for t in leaves]
+    leaves, _ = data.resolve(task_list)
+    loaded_tasks = [data.load(t) for t in leaves]
     set_threads(threads)
-    lm = model if isinstance(model, LoadedModel) else _load_model(
-        model, dtype=dtype, device=device, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    lm = model if isinstance(model, LoadedModel) else load.load(model)
     return {t.task.name: evaluate_task(lm, t, batch_size=batch_size, progress=progress, scorer=scorer)
             for t in loaded_tasks}
 
@@ -296,7 +302,7 @@ def metrics(predictions: pd.DataFrame | dict[str, pd.DataFrame], *, n_bins: int 
     -------
     dict
         The keys of ``quantconf metrics --json`` for one task: ``n`` and every name in
-        ``quantconf.calibration.METRICS`` (acc, acc_norm, nll, brier, entropy, conf, conf_true, ece,
+        ``quantconf.analysis.metrics.METRICS`` (acc, acc_norm, nll, brier, entropy, conf, conf_true, ece,
         ace, mce, sce, rmsce, l2_debiased, smece, ece_sweep, tace, auroc, aurc, eaurc, the Brier
         decomposition, ...), ``ci`` ({metric: [lo, hi]}), and ``proskurina2024`` with ``compat``;
         multi-true tasks: ``n, mc2, acc, note, ci``.
@@ -349,7 +355,7 @@ def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: 
     dict
         The keys of ``quantconf compare --json`` for one task: ``n, js_mean, js_median,
         js_quantiles, kl_full_quant, kl_quant_full, full_<m>, quant_<m>, delta_<m>`` (m in
-        ``quantconf.paired.DELTA_METRICS``: acc, nll, ece, ace, brier, conf, conf_true, smece,
+        ``quantconf.analysis.paired.DELTA_METRICS``: acc, nll, ece, ace, brier, conf, conf_true, smece,
         ece_sweep, tace, auroc, aurc, eaurc, brier_reliability, brier_resolution), ``flips_correct_to_wrong, flips_wrong_to_correct,
         pred_changed, p_ttest, p_wilcoxon, p_mcnemar, ci, by_confidence_bin``; a dict by task when
         given dicts or directories.
@@ -568,3 +574,179 @@ def read_predictions(path: str | Path) -> pd.DataFrame | dict[str, pd.DataFrame]
     """
     path = Path(path)
     return read_prediction_file(path) if path.is_file() else read_prediction_dir(path)
+
+
+def report(study_dir: str | Path, *, log=print) -> Path:
+    """Write (again) the report of a study directory: ``report.html``, ``summary.csv``, ``summary.json``.
+
+    Parameters
+    ----------
+    study_dir : str or Path
+        A directory :func:`run_study` wrote (it holds ``study.yaml``).
+    log : callable, default=print
+        Receives progress lines.
+
+    Returns
+    -------
+    Path
+        ``study_dir/report.html``.
+
+    Raises
+    ------
+    QuantconfError
+        Not a study directory, or evaluation steps missing (re-run the study: finished steps are reused).
+
+    Notes
+    -----
+    A finished study's analysis (metrics, comparisons, temperature scaling, noise floors) was computed
+    by its own steps: the report only renders them. Analysis steps missing from a study run by an older
+    version are computed once here and stored.
+    """
+    return report_study(Path(study_dir), log=log)
+
+
+def outliers(model: str, calib: str | list[str], out: str | Path, *, n_samples: int = 16, seq_len: int = 512,
+             seed: int = 0, threshold: float = 6.0, top_k: int = 10, threads: int | None = None,
+             data_dir: str | Path | None = None, overwrite: bool = False, log=print) -> dict:
+    """Per-layer activation-outlier statistics of a model on one or more calibration sets.
+
+    Parameters
+    ----------
+    model : str
+        A model spec (as in :func:`load_model`).
+    calib : str or list of str
+        Calibration sets (comma-separated string or list), named as for :func:`quantize`'s ``calib``.
+    out : str or Path
+        Directory for ``outliers.json``, per-set parquet tables and heatmaps.
+    n_samples, seq_len, seed
+        Calibration samples per set, their length in tokens and the draw's seed.
+    threshold : float, default=6.0
+        An outlier channel has its largest absolute activation above this.
+    top_k : int, default=10
+        Top channels per layer compared across sets (Jaccard overlap).
+    threads : int, optional
+        torch threads.
+    data_dir : str or Path, optional
+        Offline data for hub-backed sets.
+    overwrite : bool, default=False
+        Replace an existing ``outliers.json``.
+    log : callable, default=print
+        Receives one line per set.
+
+    Returns
+    -------
+    dict
+        The content of ``outliers.json``: ``per_set`` (max |x|, mean kurtosis, outlier channels),
+        ``overlap``, ``calibration``, ``model``, ``packages``.
+    """
+    sets = [c.strip() for c in calib.split(",") if c.strip()] if isinstance(calib, str) else list(calib)
+    return run_outliers(str(model), sets, Path(out), OutlierOptions(n_samples, seq_len, seed, threshold, top_k),
+                        load=LoadOptions(threads=threads), data_dir=None if data_dir is None else str(data_dir),
+                        log=log, overwrite=overwrite)
+
+
+def perplexity(model: str | Path | LoadedModel, text: str = "pydoc", *, window: int = 512, stride: int = 256,
+               max_tokens: int = 16 * 512, seed: int = 0, data_dir: str | Path | None = None, dtype: str = "float32",
+               device: str = "cpu", threads: int | None = None, allow_pickle: bool = False,
+               trust_remote_code: bool = False) -> dict:
+    """Sliding-window perplexity of a model on a text set (Hugging Face's recipe).
+
+    Parameters
+    ----------
+    model : str, Path or LoadedModel
+        A model spec or a model :func:`load_model` returned.
+    text : str, default="pydoc"
+        A text set, named as calibration sets are (``pydoc``, ``file:PATH``, ``c4:PATH``, ...).
+    window, stride : int
+        Window length and step in tokens; each window scores only the tokens the previous did not.
+    max_tokens : int
+        Tokens of the text used.
+    seed : int
+        The draw from the text set.
+    data_dir, dtype, device, threads, allow_pickle, trust_remote_code
+        As in :func:`evaluate`.
+
+    Returns
+    -------
+    dict
+        ``model, text, source, tokens, window, stride, perplexity``.
+    """
+    model = model if isinstance(model, LoadedModel) else str(model)
+    return text_perplexity(model, text, window=window, stride=stride, max_tokens=max_tokens,
+                           load=LoadOptions(dtype=dtype, device=device, threads=threads, allow_pickle=allow_pickle,
+                                            trust_remote_code=trust_remote_code),
+                           data=TaskOptions(data_dir=None if data_dir is None else str(data_dir), seed=seed))
+
+
+def import_lm_eval(paths: str | Path | list, out: str | Path, *, data_dir: str | Path | None = None,
+                   overwrite: bool = False) -> dict[str, int]:
+    """Convert lm-evaluation-harness output files into a predictions directory.
+
+    Parameters
+    ----------
+    paths : str, Path or list of them
+        ``samples_<task>_*.jsonl`` files (``--log_samples``, lm-eval 0.4), lm-eval 0.3
+        ``<task>_write_out_info.json`` files, or directories holding them.
+    out : str or Path
+        The predictions directory to write (``<task>.parquet`` + ``manifest.json``).
+    data_dir : str or Path, optional
+        Local task data, to recover questions the files do not hold.
+    overwrite : bool, default=False
+        Needed when ``out`` already holds anything; other tasks' entries are kept.
+
+    Returns
+    -------
+    dict of str to int
+        Questions imported per task.
+    """
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    return _import_lm_eval([Path(x) for x in paths], Path(out), None if data_dir is None else str(data_dir),
+                           overwrite=overwrite)
+
+
+def methods() -> list[dict]:
+    """The quantization methods: one dict each (``name, needs_calibration, bits, group_sizes, schemes,
+    options, defaults, library, library_version, devices, description``), as ``quantconf methods``.
+
+    Returns
+    -------
+    list of dict
+    """
+    return [q.describe() for q in load_methods().values()]
+
+
+def tasks(lm_eval: str | None = None, *, include_path: str | Path | None = None) -> list[dict]:
+    """The tasks quantconf can evaluate.
+
+    Parameters
+    ----------
+    lm_eval : str, optional
+        A glob pattern (or substring): list lm-evaluation-harness's matching tasks, groups and tags
+        instead of the built-ins.
+    include_path : str or Path, optional
+        A folder of your own lm-eval task YAML files, listed with lm-eval's.
+
+    Returns
+    -------
+    list of dict
+        Built-ins: ``name, description, source`` (hub dataset and offline file, or generated);
+        lm-eval: ``name, kind`` (only multiple_choice tasks can be scored).
+    """
+    if lm_eval is not None:
+        return [{"name": n, "kind": k} for n, k in list_lm_eval_tasks(lm_eval, None if include_path is None
+                                                                          else str(include_path))]
+    out = []
+    for name in task_names():
+        t = get_task(name)
+        source = "generated" if t.generate else (f"{t.hub_path}{'/' + t.hub_name if t.hub_name else ''} "
+                                                 f"[{t.local_folder}/{t.split}.jsonl]")
+        out.append({"name": name, "description": t.description, "source": source})
+    return out
+
+
+def compare_dirs(full_dir, quant_dir, **kwargs) -> dict:
+    """`compare_predictions` of two prediction directories (what ``quantconf compare`` runs)."""
+    full, quant = read_prediction_dir(full_dir), read_prediction_dir(quant_dir)
+    if not set(full) & set(quant):
+        raise QuantconfError(f"{full_dir} and {quant_dir} share no task; evaluate both on the same --tasks")
+    return compare_predictions(full, quant, **kwargs)

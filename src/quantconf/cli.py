@@ -12,23 +12,16 @@ import sys
 from pathlib import Path
 
 import quantconf as qc
-from quantconf.calibration import COMPAT_MODES, NORMALIZATIONS, accuracy
+from quantconf.analysis.metrics import COMPAT_MODES, NORMALIZATIONS, accuracy
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import SCORERS
 from quantconf.io import LIBRARY_LOG_NAME, library_output_log
-from quantconf.lmeval_import import import_lm_eval
 from quantconf.models import read_quantize_record
-from quantconf.noise_floor import adjust_floors
+from quantconf.analysis.noise_floor import adjust_floors
 from quantconf.predictions import group_metrics, read_manifest
-from quantconf.quantizers import load_methods
 from quantconf.quantizers.base import QuantConfig
-from quantconf.outliers import run_outliers
-from quantconf.perplexity import text_perplexity
-from quantconf.recalibration import gap_interval, gap_verdict
-from quantconf.report import write_report
-from quantconf.study import demo_study, load_study, plan
-from quantconf.tasks import get_task, task_names
-from quantconf.tasks.lm_eval_bridge import list_lm_eval_tasks
+from quantconf.analysis.recalibration import gap_interval, gap_verdict
+from quantconf.study import demo_study
 
 
 # parameters of the API whose flag is not `--<param-with-dashes>`
@@ -271,19 +264,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_report(args) -> int:
-    study_dir = Path(args.study_dir)
-    cfg = study_dir / "study.yaml"
-    if not cfg.is_file():
-        raise QuantconfError(f"{cfg} not found; is {study_dir} a study directory?")
-    study = load_study(cfg)
-    print(f"report: {write_report(study, study_dir, plan(study, study_dir))}")
+    print(f"report: {qc.report(args.study_dir)}")
     return 0
 
 
 def cmd_outliers(args) -> int:
-    summary = run_outliers(args.model, _csv(args.calib), Path(args.out), n_samples=args.n_samples,
-                           seq_len=args.seq_len, seed=args.seed, threshold=args.threshold, top_k=args.top_k,
-                           threads=args.threads, data_dir=args.data_dir, overwrite=args.overwrite)
+    summary = qc.outliers(args.model, args.calib, args.out, n_samples=args.n_samples, seq_len=args.seq_len,
+                          seed=args.seed, threshold=args.threshold, top_k=args.top_k, threads=args.threads,
+                          data_dir=args.data_dir, overwrite=args.overwrite)
     for spec, s in summary["per_set"].items():
         print(f"{spec:<16} max|x| {s['max_abs']:9.2f}  mean kurtosis {s['mean_kurtosis']:9.2f}  "
               f"outlier channels {s['outlier_channels']}")
@@ -294,25 +282,24 @@ def cmd_outliers(args) -> int:
 
 
 def cmd_ppl(args) -> int:
-    record = text_perplexity(args.model, args.text, window=args.window, stride=args.stride,
-                             max_tokens=args.max_tokens, seed=args.seed, data_dir=args.data_dir, dtype=args.dtype,
-                             device=args.device, threads=args.threads, allow_pickle=args.allow_pickle,
-                             trust_remote_code=args.trust_remote_code)
+    record = qc.perplexity(args.model, args.text, window=args.window, stride=args.stride, max_tokens=args.max_tokens,
+                           seed=args.seed, data_dir=args.data_dir, dtype=args.dtype, device=args.device,
+                           threads=args.threads, allow_pickle=args.allow_pickle,
+                           trust_remote_code=args.trust_remote_code)
     record["model"] = args.model
     print(json.dumps(record))
     return 0
 
 
 def cmd_import_lm_eval(args) -> int:
-    for task, n in import_lm_eval([Path(p) for p in args.paths], Path(args.out), args.data_dir,
-                                  overwrite=args.overwrite).items():
+    for task, n in qc.import_lm_eval(args.paths, args.out, data_dir=args.data_dir, overwrite=args.overwrite).items():
         print(f"{task}: {n} questions")
     print(f"predictions: {args.out}")
     return 0
 
 
 def cmd_methods(args) -> int:
-    rows = [q.describe() for q in load_methods().values()]
+    rows = qc.methods()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -330,16 +317,14 @@ def cmd_methods(args) -> int:
 
 def cmd_tasks(args) -> int:
     if args.lm_eval is not None:
-        found = list_lm_eval_tasks(args.lm_eval, args.include_path)
-        for name, kind in found:
-            print(f"{name:<40} {kind}")
+        found = qc.tasks(args.lm_eval, include_path=args.include_path)
+        for t in found:
+            print(f"{t['name']:<40} {t['kind']}")
         print(f"{len(found)} lm-eval names match {args.lm_eval!r} (only multiple_choice tasks can be scored)",
               file=sys.stderr)
         return 0
-    for name in task_names():
-        t = get_task(name)
-        where = "generated" if t.generate else f"{t.hub_path}{'/' + t.hub_name if t.hub_name else ''} [{t.local_folder}/{t.split}.jsonl]"
-        print(f"{name:<18} {t.description}  ({where})")
+    for t in qc.tasks():
+        print(f"{t['name']:<18} {t['description']}  ({t['source']})")
     print("\nAny lm-evaluation-harness multiple_choice task, group or tag also works by name (winogrande, copa, "
           "mmlu, ...; lm_eval:NAME for lm-eval's definition of a built-in): list them with "
           "`quantconf tasks --lm-eval PATTERN`.")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,12 +25,12 @@ import pandas as pd
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_write_json, clean_stale_temp, ensure_writable_dir, locked, package_versions,
                           read_optional_json, remove_if_holds_nothing, sha256_file, stable_hash)
-from quantconf.calibration import accuracy
-from quantconf.models import LoadedModel, load_model, model_fingerprint, resolve_device, set_threads
+from quantconf.analysis.metrics import accuracy
+from quantconf.models import LoadedModel, LoadOptions, model_fingerprint, resolve_device, set_threads
 from quantconf.predictions import (MANIFEST, intact, predictions_frame, read_manifest, read_prediction_file,
                                    task_file_name, write_predictions)
 from quantconf.scoring import encode_pair, score_questions, score_requests, wants_bos
-from quantconf.tasks import LoadedTask, load_task, resolve_tasks
+from quantconf.tasks import LoadedTask, TaskOptions
 
 SCORERS = ("packed", "naive")
 # part of the reuse key: bump when the scorer's numbers can change (3: rows packed, LM head in
@@ -91,14 +92,26 @@ def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, pro
     return predictions_frame(rows)
 
 
-def check_eval_options(tasks, batch_size: int, scorer: str) -> None:
-    """The evaluation options checked before any work, naming the parameter at fault."""
-    if not tasks:
-        raise QuantconfError("tasks is empty; name at least one task (see quantconf tasks)", param="tasks")
-    if batch_size < 1:
-        raise QuantconfError(f"batch_size must be >= 1, got {batch_size}", param="batch_size")
-    if scorer not in SCORERS:
-        raise QuantconfError(f"scorer must be one of {SCORERS}, got {scorer!r}", param="scorer")
+@dataclass(frozen=True)
+class EvalOptions:
+    """How an evaluation runs (none of it changes a number except `scorer`, to float rounding)."""
+
+    batch_size: int = 16
+    scorer: str = "packed"  # "packed" (context once per question) or "naive" (one sequence per choice)
+    progress: bool = True  # progress bars
+    overwrite: bool = False  # recompute tasks whose predictions are already there
+    shard: tuple[int, int] | None = None  # (i, n): only every n-th forward pass, from pass i
+
+    def check(self) -> None:
+        """The options checked before any work, naming the parameter at fault."""
+        if self.batch_size < 1:
+            raise QuantconfError(f"batch_size must be >= 1, got {self.batch_size}", param="batch_size")
+        if self.scorer not in SCORERS:
+            raise QuantconfError(f"scorer must be one of {SCORERS}, got {self.scorer!r}", param="scorer")
+        if self.shard is not None:
+            i, n = self.shard
+            if not (isinstance(n, int) and isinstance(i, int) and n >= 1 and 0 <= i < n):
+                raise QuantconfError(f"shard must be (i, n) with 0 <= i < n, got {self.shard!r}", param="shard")
 
 
 def check_same_model(manifest: dict, fingerprint: str, out: Path) -> None:
@@ -106,143 +119,172 @@ def check_same_model(manifest: dict, fingerprint: str, out: Path) -> None:
         raise QuantconfError(f"{out} holds predictions of another model; use a new out dir or overwrite it")
 
 
-def evaluate_to_dir(
-    model: str | LoadedModel,
-    tasks: list[str],
-    out: Path,
-    data_dir: str | None = None,
-    limit: int | None = None,
-    batch_size: int = 16,
-    dtype: str = "float32",
-    device: str = "cpu",
-    threads: int | None = None,
-    seed: int = 1234,
-    overwrite: bool = False,
-    allow_pickle: bool = False,
-    trust_remote_code: bool = False,
-    progress: bool = True,
-    scorer: str = "packed",
-    log=print,
-    num_fewshot: int | None = None,
-    fewshot_seed: int = 1234,
-    include_path: str | None = None,
-    shard: tuple[int, int] | None = None,
-) -> dict:
+def evaluate_to_dir(model: str | LoadedModel, tasks: list[str], out: Path, load: LoadOptions = LoadOptions(),
+                    data: TaskOptions = TaskOptions(), run: EvalOptions = EvalOptions(), log=print) -> dict:
     """Evaluate `model` on `tasks`, write predictions + manifest to `out`, and return
     {task: {"acc", "acc_norm", "n", "reused"}}.
 
-    `model` is a spec (loaded only if some task needs scoring) or a model `load_model` returned;
-    then its own dtype and device apply, and its weights hash at load time identifies it (changes
-    made to it in memory afterwards are not seen by the reuse check).
+    `model` is a spec (loaded with `load` only if some task needs scoring) or a model `load_model`
+    returned; then its own dtype and device apply, and its weights hash at load time identifies it
+    (changes made to it in memory afterwards are not seen by the reuse check).
 
     lm-eval groups in `tasks` expand to one parquet per subtask; the manifest's "groups" records
-    them with lm-eval's aggregation rule. `num_fewshot`/`fewshot_seed`/`include_path`: as
-    `tasks.resolve_tasks` (few-shot contexts come from lm-eval's sampler).
+    them with lm-eval's aggregation rule. `data` says where questions come from and which (few-shot
+    contexts come from lm-eval's sampler).
 
-    `shard=(i, n)` (0-based) scores only every n-th forward pass of the unsharded plan, starting at
+    `run.shard=(i, n)` (0-based) scores only every n-th forward pass of the unsharded plan, starting at
     pass i (`evaluate_task`), into `OUT/.shards/<task>/`; the shard that finds all n done merges them
     into `OUT/<task>.parquet` (sorted by doc_id: the unsharded run's rows, bit for bit) under the
     unsharded run's reuse key."""
-    check_eval_options(tasks, batch_size, scorer)
-    if shard is not None:
-        i, n = shard
-        if not (isinstance(n, int) and isinstance(i, int) and n >= 1 and 0 <= i < n):
-            raise QuantconfError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}", param="shard")
+    if not tasks:
+        raise QuantconfError("tasks is empty; name at least one task (see quantconf tasks)", param="tasks")
+    run.check()
     created = not Path(out).exists()
     out = ensure_writable_dir(out)
     try:
-        leaves, groups = resolve_tasks(list(tasks), num_fewshot, fewshot_seed, include_path)
-        return _evaluate_into(model, leaves, groups, out, data_dir, limit, batch_size, dtype, device, threads, seed,
-                              overwrite, allow_pickle, trust_remote_code, progress, scorer, log, shard)
+        leaves, groups = data.resolve(tasks)
+        return EvaluationRun(model, out, load, data, run, log).evaluate(leaves, groups)
     except BaseException:
         if created:  # a failed first run leaves no empty output dir behind
             remove_if_holds_nothing(out)
         raise
 
 
-def _evaluate_into(model, tasks, groups, out, data_dir, limit, batch_size, dtype, device, threads, seed, overwrite,
-                   allow_pickle, trust_remote_code, progress, scorer, log, shard) -> dict:
-    """The body of `evaluate_to_dir`. Each task is computed under its own lock (a second writer of the
-    same task waits, then reuses it); the manifest is re-read and merged under a lock of its own,
-    so two writers of different tasks keep each other's entries."""
-    clean_stale_temp(out, recursive=False)
-    lm, n_threads = None, None
-    if isinstance(model, LoadedModel):
-        lm, model, dtype, device = model, model.info["spec"], model.info["dtype"], model.info["device"]
-        fingerprint, n_threads = lm.info["fingerprint"], set_threads(threads)
-    else:
-        device = resolve_device(device)
-        fingerprint = model_fingerprint(model, allow_pickle)
-    loaded_tasks = [load_task(t, data_dir=data_dir, limit=limit, seed=seed) for t in tasks]
-    if not overwrite:
-        check_same_model(read_manifest(out), fingerprint, out)
+class EvaluationRun:
+    """The body of `evaluate_to_dir`: one model, one output dir. The model loads on first need. Each
+    task is computed under its own lock (a second writer of the same task waits, then reuses it); the
+    manifest is re-read and merged under a lock of its own, so two writers of different tasks keep
+    each other's entries."""
 
-    summary = {}
-    state = {"lm": lm, "n_threads": None if lm is None else n_threads, "load_seconds": 0.0, "fresh": overwrite}
+    def __init__(self, model, out: Path, load: LoadOptions, data: TaskOptions, run: EvalOptions, log):
+        self.out, self.data, self.run, self.log = out, data, run, log
+        self.lm, self.n_threads, self.load_seconds = None, None, 0.0
+        self.fresh = run.overwrite  # the manifest is rewritten from scratch by the first task recorded
+        if isinstance(model, LoadedModel):
+            self.lm, self.spec = model, model.info["spec"]
+            self.load = replace(load, dtype=model.info["dtype"], device=model.info["device"])
+            self.fingerprint, self.n_threads = model.info["fingerprint"], set_threads(load.threads)
+        else:
+            self.spec, self.load = model, replace(load, device=resolve_device(load.device))
+            self.fingerprint = model_fingerprint(model, load.allow_pickle)
 
-    def model_ready() -> LoadedModel:
-        if state["lm"] is None:
-            state["n_threads"] = set_threads(threads)
+    def model(self) -> LoadedModel:
+        if self.lm is None:
+            self.n_threads = set_threads(self.load.threads)
             t0 = time.perf_counter()
-            state["lm"] = load_model(model, dtype=dtype, device=device, allow_pickle=allow_pickle,
-                                     trust_remote_code=trust_remote_code)
-            state["load_seconds"] = time.perf_counter() - t0
-        return state["lm"]
+            self.lm = self.load.load(self.spec)
+            self.load_seconds = time.perf_counter() - t0
+        return self.lm
 
-    def record(name: str, entry: dict, model_info: dict, n_threads_used) -> None:
+    def record(self, name: str, entry: dict, model_info: dict, n_threads_used, groups: dict) -> None:
         """Add a finished task to the manifest (re-read and merged under its own lock)."""
-        with locked(out / f".{MANIFEST}.lock", log, what=f"{out / MANIFEST}"):
-            manifest = {} if state["fresh"] else read_manifest(out)
-            check_same_model(manifest, fingerprint, out)
-            state["fresh"] = False
+        out = self.out
+        with locked(out / f".{MANIFEST}.lock", self.log, what=f"{out / MANIFEST}"):
+            manifest = {} if self.fresh else read_manifest(out)
+            check_same_model(manifest, self.fingerprint, out)
+            self.fresh = False
             manifest.update({
-                "model_spec": model, "model_fingerprint": fingerprint, "model": model_info, "dtype": dtype,
-                "device": device, "threads": n_threads_used, "batch_size": batch_size, "seed": seed, "scorer": scorer,
+                "model_spec": self.spec, "model_fingerprint": self.fingerprint, "model": model_info,
+                "dtype": self.load.dtype, "device": self.load.device, "threads": n_threads_used,
+                "batch_size": self.run.batch_size, "seed": self.data.seed, "scorer": self.run.scorer,
                 "scorer_version": SCORER_VERSION, "packages": package_versions(),
-                "model_load_seconds": round(state["load_seconds"], 3),
+                "model_load_seconds": round(self.load_seconds, 3),
                 "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "tasks": {**manifest.get("tasks", {}), name: entry},
                 **({"groups": {**manifest.get("groups", {}), **groups}} if groups or "groups" in manifest else {}),
             })
             atomic_write_json(out / MANIFEST, manifest)
 
-    for loaded in loaded_tasks:
+    def evaluate(self, tasks, groups) -> dict:
+        out, run, log = self.out, self.run, self.log
+        clean_stale_temp(out, recursive=False)
+        loaded_tasks = [self.data.load(t) for t in tasks]
+        if not run.overwrite:
+            check_same_model(read_manifest(out), self.fingerprint, out)
+        summary = {}
+        for loaded in loaded_tasks:
+            name = loaded.task.name
+            fewshot = [loaded.task.num_fewshot, loaded.task.fewshot_seed] if loaded.task.lm_eval else []
+            key = stable_hash([self.fingerprint, self.load.dtype, self.load.device, name, loaded.task.version,
+                               loaded.source_sha256, self.data.limit, self.data.seed, SCORER_VERSION, *fewshot])
+            path = out / task_file_name(name)
+            entry_extra = {"version": loaded.task.version, "source": loaded.source,
+                           "source_sha256": loaded.source_sha256, "limit": self.data.limit,
+                           **({"lm_eval_task": loaded.task.lm_eval, "num_fewshot": loaded.task.num_fewshot,
+                               "fewshot_seed": loaded.task.fewshot_seed} if loaded.task.lm_eval else {})}
+            with locked(out / f".{path.name}.lock", log, what=f"{name} in {out}"):
+                done = read_manifest(out).get("tasks", {})  # as of now: another writer may have finished it
+                finished = not run.overwrite and done.get(name, {}).get("key") == key and path.is_file()
+                if finished and not intact(out, done[name]):
+                    log(f"{name}: {path} is not the file that was written (truncated or altered: its sha256 "
+                        "differs from the manifest's); recomputing it")
+                elif finished:
+                    summary[name] = {**accuracy(read_prediction_file(path)), "n": len(loaded.questions),
+                                     "reused": True}
+                    log(f"{name}: reusing {path}")
+                    continue
+                if run.shard is None:
+                    summary[name] = self.score_task(loaded, key, path, entry_extra, groups)
+                    continue
+            # one shard: every n-th forward pass of the task as loaded in full (so few-shot contexts, drawn
+            # in document order, and batches are the unsharded run's); the last shard to finish merges them
+            summary[name] = self.score_shard(loaded, key, path, entry_extra, groups)
+        return summary
+
+    def score_task(self, loaded, key, path, entry_extra, groups) -> dict:
         name = loaded.task.name
-        fewshot = [loaded.task.num_fewshot, loaded.task.fewshot_seed] if loaded.task.lm_eval else []
-        key = stable_hash([fingerprint, dtype, device, name, loaded.task.version, loaded.source_sha256,
-                           limit, seed, SCORER_VERSION, *fewshot])
-        path = out / task_file_name(name)
-        entry_extra = {"version": loaded.task.version, "source": loaded.source, "source_sha256": loaded.source_sha256,
-                       "limit": limit, **({"lm_eval_task": loaded.task.lm_eval, "num_fewshot": loaded.task.num_fewshot,
-                                            "fewshot_seed": loaded.task.fewshot_seed} if loaded.task.lm_eval else {})}
+        t0 = time.perf_counter()
+        df = evaluate_task(self.model(), loaded, batch_size=self.run.batch_size, progress=self.run.progress,
+                           scorer=self.run.scorer)
+        seconds = time.perf_counter() - t0
+        write_predictions(df, path)  # before the checks below: a broken model's scores stay inspectable
+        acc = accuracy(df)
+        self.record(name, {"key": key, "file": path.name, "sha256": sha256_file(path), "n": len(df),
+                           "seconds": round(seconds, 3),
+                           "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2),
+                           **acc, **entry_extra}, self.lm.info, self.n_threads, groups)
+        self.log(f"{name}: n={len(df)} acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f} ({seconds:.1f}s)")
+        return {**acc, "n": len(df), "reused": False}
+
+    def score_shard(self, loaded, key, path, entry_extra, groups) -> dict:
+        out, log, overwrite = self.out, self.log, self.run.overwrite
+        i, n = self.run.shard
+        name = loaded.task.name
+        shard_path, shard_meta = _shard_files(out, name, i, n)
+        meta = read_optional_json(shard_meta, "delete it")
+        if overwrite or meta.get("key") != key or not shard_path.is_file():
+            t0 = time.perf_counter()
+            df = evaluate_task(self.model(), loaded, batch_size=self.run.batch_size, progress=self.run.progress,
+                               scorer=self.run.scorer, shard=self.run.shard)
+            seconds = time.perf_counter() - t0
+            shard_path.parent.mkdir(parents=True, exist_ok=True)
+            write_predictions(df, shard_path)
+            atomic_write_json(shard_meta, {"key": key, "seconds": round(seconds, 3), "n": len(df),
+                                           "model": self.lm.info, "threads": self.n_threads})
+            log(f"{name}: shard {i + 1}/{n} n={len(df)} ({seconds:.1f}s)")
+        else:
+            log(f"{name}: shard {i + 1}/{n} reusing {shard_path}")
         with locked(out / f".{path.name}.lock", log, what=f"{name} in {out}"):
-            done = read_manifest(out).get("tasks", {})  # as of now: another writer may have finished it
-            finished = not overwrite and done.get(name, {}).get("key") == key and path.is_file()
-            if finished and not intact(out, done[name]):
-                log(f"{name}: {path} is not the file that was written (truncated or altered: its sha256 differs "
-                    "from the manifest's); recomputing it")
-            elif finished:
-                summary[name] = {**accuracy(read_prediction_file(path)), "n": len(loaded.questions), "reused": True}
-                log(f"{name}: reusing {path}")
-                continue
-            if shard is None:
-                t0 = time.perf_counter()
-                df = evaluate_task(model_ready(), loaded, batch_size=batch_size, progress=progress, scorer=scorer)
-                seconds = time.perf_counter() - t0
-                write_predictions(df, path)  # before the checks below: a broken model's scores stay inspectable
-                acc = accuracy(df)
-                record(name, {"key": key, "file": path.name, "sha256": sha256_file(path), "n": len(df),
-                              "seconds": round(seconds, 3),
-                              "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2),
-                              **acc, **entry_extra}, state["lm"].info, state["n_threads"])
-                summary[name] = {**acc, "n": len(df), "reused": False}
-                log(f"{name}: n={len(df)} acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f} ({seconds:.1f}s)")
-                continue
-        # one shard: every n-th forward pass of the task as loaded in full (so few-shot contexts, drawn
-        # in document order, and batches are the unsharded run's); the last shard to finish merges them
-        summary[name] = _evaluate_shard(loaded, key, shard, out, path, model_ready, batch_size, progress, scorer,
-                                        record, entry_extra, state, log, overwrite)
-    return summary
+            done = read_manifest(out).get("tasks", {})
+            if not overwrite and done.get(name, {}).get("key") == key and intact(out, done[name]):  # merged by another
+                return {**accuracy(read_prediction_file(path)), "n": len(loaded.questions), "reused": True,
+                        "merged": True}
+            metas = [read_optional_json(_shard_files(out, name, j, n)[1], "delete it") for j in range(n)]
+            if not all(m.get("key") == key and _shard_files(out, name, j, n)[0].is_file() for j, m in enumerate(metas)):
+                return {"n": meta_n(shard_meta), "reused": False, "merged": False}
+            frames = [read_prediction_file(_shard_files(out, name, j, n)[0]) for j in range(n)]
+            df = pd.concat(frames).sort_values("doc_id", kind="stable").reset_index(drop=True)
+            write_predictions(df, path)
+            acc = accuracy(df)
+            seconds = sum(m["seconds"] for m in metas)
+            self.record(name, {"key": key, "file": path.name, "sha256": sha256_file(path), "n": len(df),
+                               "seconds": round(seconds, 3), "shards": n,
+                               "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2),
+                               **acc, **entry_extra}, metas[i]["model"], metas[i]["threads"], groups)
+            shutil.rmtree(shard_path.parent, ignore_errors=True)  # the merged file holds them all now
+            remove_if_holds_nothing(shard_path.parent.parent)
+            log(f"{name}: merged {n} shards, n={len(df)} acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f}")
+            return {**acc, "n": len(df), "reused": False, "merged": True}
 
 
 def meta_n(meta_path: Path) -> int:
@@ -252,43 +294,3 @@ def meta_n(meta_path: Path) -> int:
 def _shard_files(out: Path, name: str, i: int, n: int) -> tuple[Path, Path]:
     folder = out / ".shards" / task_file_name(name).removesuffix(".parquet")
     return folder / f"{i}-of-{n}.parquet", folder / f"{i}-of-{n}.json"
-
-
-def _evaluate_shard(loaded, key, shard, out, path, model_ready, batch_size, progress, scorer, record, entry_extra,
-                    state, log, overwrite) -> dict:
-    i, n = shard
-    name = loaded.task.name
-    shard_path, shard_meta = _shard_files(out, name, i, n)
-    meta = read_optional_json(shard_meta, "delete it")
-    if overwrite or meta.get("key") != key or not shard_path.is_file():
-        t0 = time.perf_counter()
-        df = evaluate_task(model_ready(), loaded, batch_size=batch_size, progress=progress, scorer=scorer,
-                           shard=shard)
-        seconds = time.perf_counter() - t0
-        shard_path.parent.mkdir(parents=True, exist_ok=True)
-        write_predictions(df, shard_path)
-        atomic_write_json(shard_meta, {"key": key, "seconds": round(seconds, 3), "n": len(df),
-                                       "model": state["lm"].info, "threads": state["n_threads"]})
-        log(f"{name}: shard {i + 1}/{n} n={len(df)} ({seconds:.1f}s)")
-    else:
-        log(f"{name}: shard {i + 1}/{n} reusing {shard_path}")
-    with locked(out / f".{path.name}.lock", log, what=f"{name} in {out}"):
-        done = read_manifest(out).get("tasks", {})
-        if not overwrite and done.get(name, {}).get("key") == key and intact(out, done[name]):  # another shard merged it
-            return {**accuracy(read_prediction_file(path)), "n": len(loaded.questions), "reused": True, "merged": True}
-        metas = [read_optional_json(_shard_files(out, name, j, n)[1], "delete it") for j in range(n)]
-        if not all(m.get("key") == key and _shard_files(out, name, j, n)[0].is_file() for j, m in enumerate(metas)):
-            return {"n": meta_n(shard_meta), "reused": False, "merged": False}
-        frames = [read_prediction_file(_shard_files(out, name, j, n)[0]) for j in range(n)]
-        df = pd.concat(frames).sort_values("doc_id", kind="stable").reset_index(drop=True)
-        write_predictions(df, path)
-        acc = accuracy(df)
-        seconds = sum(m["seconds"] for m in metas)
-        record(name, {"key": key, "file": path.name, "sha256": sha256_file(path), "n": len(df),
-                      "seconds": round(seconds, 3), "shards": n,
-                      "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2),
-                      **acc, **entry_extra}, metas[i]["model"], metas[i]["threads"])
-        shutil.rmtree(shard_path.parent, ignore_errors=True)  # the merged file holds them all now
-        remove_if_holds_nothing(shard_path.parent.parent)
-        log(f"{name}: merged {n} shards, n={len(df)} acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f}")
-        return {**acc, "n": len(df), "reused": False, "merged": True}

@@ -51,6 +51,22 @@ CACHE_ENV = "QUANTCONF_CACHE"
 QUANTIZE_RECORD = "quantize.json"  # written by quantizers.run_quantize beside every checkpoint
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model: passed down as one object (`load_model(spec, **asdict(options))`)."""
+
+    dtype: str = "float32"
+    device: str = "cpu"
+    threads: int | None = None  # torch threads (None: one per core)
+    allow_pickle: bool = False  # pickle weights are refused unless asked
+    trust_remote_code: bool = False
+
+    def load(self, spec: str) -> "LoadedModel":
+        set_threads(self.threads)
+        return load_model(spec, dtype=self.dtype, device=self.device, allow_pickle=self.allow_pickle,
+                          trust_remote_code=self.trust_remote_code)
+
+
 @dataclass
 class LoadedModel:
     model: object  # a transformers PreTrainedModel

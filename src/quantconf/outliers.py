@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from quantconf.errors import QuantconfError
 from quantconf.io import atomic_write_json, atomic_write_parquet, ensure_writable_dir, package_versions
-from quantconf.models import load_model, set_threads
+from quantconf.models import LoadOptions
 from quantconf.quantizers.calib_data import build_calibration
 
 MODULES = ("residual", "self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj")
@@ -126,11 +126,24 @@ def jaccard(a, b) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-def run_outliers(model_spec: str, calib_sets: list[str], out, n_samples: int = 16, seq_len: int = 512,
-                 seed: int = 0, threshold: float = 6.0, top_k: int = 10, threads=None, data_dir=None,
-                 log=print, overwrite: bool = False) -> dict:
+@dataclass(frozen=True)
+class OutlierOptions:
+    """What `run_outliers` measures: calibration samples per set, their length and seed, the outlier
+    threshold on |x| and how many top channels per layer are compared across sets."""
+
+    n_samples: int = 16
+    seq_len: int = 512
+    seed: int = 0
+    threshold: float = 6.0
+    top_k: int = 10
+
+
+def run_outliers(model_spec: str, calib_sets: list[str], out, options: OutlierOptions = OutlierOptions(),
+                 load: LoadOptions = LoadOptions(), data_dir=None, log=print, overwrite: bool = False) -> dict:
     """Per-layer activation-outlier statistics of `model_spec` on each calibration set, into `out`
     (an existing outliers.json there is replaced only with `overwrite`)."""
+    n_samples, seq_len, seed, threshold, top_k = (options.n_samples, options.seq_len, options.seed,
+                                                  options.threshold, options.top_k)
     if (Path(out) / "outliers.json").exists() and not overwrite:
         raise QuantconfError(f"out {out} already holds outliers.json; pass --overwrite to replace it, or choose "
                              "another out dir", param="out")
@@ -140,8 +153,7 @@ def run_outliers(model_spec: str, calib_sets: list[str], out, n_samples: int = 1
     import matplotlib.pyplot as plt
 
     out = ensure_writable_dir(Path(out))
-    set_threads(threads)
-    lm = load_model(model_spec)
+    lm = load.load(model_spec)
     tables, records = {}, {}
     for spec in calib_sets:
         calib = build_calibration(spec, lm.tokenizer, n_samples, seq_len, seed, data_dir=data_dir)

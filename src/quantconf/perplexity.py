@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from quantconf.models import LoadedModel, load_model, set_threads
+from quantconf.models import LoadedModel, LoadOptions, set_threads
 from quantconf.quantizers.calib_data import calib_text
+from quantconf.tasks import TaskOptions
 
 
 def perplexity(model, ids: list[int], window: int = 512, stride: int = 256) -> float:
@@ -37,14 +38,13 @@ def perplexity(model, ids: list[int], window: int = 512, stride: int = 256) -> f
 
 
 def text_perplexity(model: str | LoadedModel, text: str = "pydoc", *, window: int = 512, stride: int = 256,
-                    max_tokens: int = 16 * 512, seed: int = 0, data_dir: str | None = None,
-                    dtype: str = "float32", device: str = "cpu", threads: int | None = None,
-                    allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
-    """Perplexity of `model` (spec or loaded) on the first `max_tokens` tokens of text set `text`."""
-    set_threads(threads)
-    lm = model if isinstance(model, LoadedModel) else load_model(
-        model, dtype=dtype, device=device, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    body, source = calib_text(text, seed, data_dir)
+                    max_tokens: int = 16 * 512, load: LoadOptions = LoadOptions(),
+                    data: TaskOptions = TaskOptions(seed=0)) -> dict:
+    """Perplexity of `model` (spec, loaded with `load`, or a loaded model) on the first `max_tokens`
+    tokens of text set `text` (drawn with `data.seed`; local files under `data.data_dir`)."""
+    set_threads(load.threads)
+    lm = model if isinstance(model, LoadedModel) else load.load(model)
+    body, source = calib_text(text, data.seed, data.data_dir)
     ids = lm.tokenizer(body, add_special_tokens=False)["input_ids"][:max_tokens]
     return {"model": lm.info["spec"], "text": text, "source": source, "tokens": len(ids), "window": window,
             "stride": stride, "perplexity": perplexity(lm.model, ids, window=window, stride=stride)}

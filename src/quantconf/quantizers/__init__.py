@@ -23,7 +23,7 @@ from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_directory, atomic_write_json, check_ours_to_replace, clean_stale_temp,
                           ensure_writable_dir, give_umask_modes, library_output_to, package_versions)
 from quantconf.models import QUANTIZE_RECORD, local_model_dir, model_fingerprint, set_threads, weight_elements
-from quantconf.quantizers.base import QUANTIZERS, QuantConfig, Quantizer, load_methods
+from quantconf.quantizers.base import QUANTIZERS, QuantConfig, Quantizer, code_identity, load_methods
 from quantconf.quantizers.calib_data import build_calibration
 
 __all__ = ["QuantConfig", "Quantizer", "load_methods", "validate_config", "run_quantize"]
@@ -80,6 +80,7 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
         give_umask_modes(tmp)  # safetensors writes 0600; results get the mode any other file gets
         record = {
             "method": config.method, "config": asdict(config), "label": config.label(),
+            "method_version": quantizer.version, "code_identity": code_identity(quantizer),
             "method_options": {k: getattr(config, k) for k in quantizer.options},
             "model_spec": model, "model_fingerprint": model_fingerprint(model),
             "calibration": calib.record() if calib else {"name": "none", "note": f"{config.method} uses no data"},

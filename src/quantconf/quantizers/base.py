@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 from quantconf.errors import QuantconfError
+from quantconf.quantizers.calib_data import CALIB_DATA_VERSION
 
 VALID_BITS = (2, 3, 4, 8)
 VALID_GROUPS = (-1, 32, 64, 128)
@@ -205,6 +206,9 @@ class Quantizer:
     # Hessian updates do; then study step keys and quantize.json record the thread count
     threads_invariant: bool = True
     library: str = "quantconf"  # the distribution doing the work (its version goes in `quantconf methods`)
+    # bump when a change to this method's code can change the checkpoints it writes: the version (with
+    # the library's installed version) is part of every study's quantize step key for this method
+    version: str = "1"
     devices: tuple[str, ...] = ("cpu", "cuda")  # where its checkpoints can be made and evaluated
     description: str = ""
     options: tuple[str, ...] = ("bits", "group_size", "sym")  # QuantConfig fields the method takes
@@ -218,18 +222,30 @@ class Quantizer:
 
     def describe(self) -> dict:
         """One row of `quantconf methods`: what the method takes and needs."""
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            lib_version = version(self.library)
-        except PackageNotFoundError:
-            lib_version = None
+        lib_version = library_version(self.library)
         activation = [o for o in ("activations", "smoothquant_alpha", "outlier_threshold") if o in self.options]
         return {"name": self.name, "needs_calibration": self.needs_calibration, "bits": list(self.bits),
                 "group_sizes": list(self.group_sizes) if "group_size" in self.options else [],
                 "schemes": list(self.scheme_bits), "options": list(self.options), "activation_options": activation,
                 "defaults": dict(self.defaults), "library": self.library, "library_version": lib_version,
                 "devices": list(self.devices), "description": self.description}
+
+
+def library_version(library: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(library)
+    except PackageNotFoundError:
+        return None
+
+
+def code_identity(quantizer: Quantizer) -> list:
+    """What identifies the code that writes a method's checkpoints, for step keys: the method's own
+    version, its library's installed version, and (for methods that take data) the version of the
+    calibration-set builder. A fix in one method re-runs that method's steps and nothing else."""
+    return [quantizer.name, quantizer.version, quantizer.library, library_version(quantizer.library),
+            *([CALIB_DATA_VERSION] if quantizer.needs_calibration else [])]
 
 
 QUANTIZERS: dict[str, Quantizer] = {}
@@ -249,5 +265,7 @@ def load_methods() -> dict[str, Quantizer]:
 
 
 def register_quantizer(q: Quantizer) -> Quantizer:
+    if q.name in QUANTIZERS:
+        raise ValueError(f"quantization method {q.name!r} registered twice")
     QUANTIZERS[q.name] = q
     return q

@@ -25,6 +25,9 @@ from pathlib import Path
 from quantconf.errors import QuantconfError
 from quantconf.tasks import read_jsonl, task_texts
 
+# bump when a change here can change the calibration samples a set yields (part of the step keys of
+# every method that takes data)
+CALIB_DATA_VERSION = "1"
 PUNCTUATION = list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 

@@ -165,6 +165,24 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
 
 
 @dataclass(frozen=True)
+class TaskOptions:
+    """Where a task's questions come from and which: passed down as one object."""
+
+    data_dir: str | None = None  # offline data (DIR/<dataset>/<split>.jsonl); None: $QUANTCONF_DATA_DIR or the hub
+    limit: int | None = None  # first N questions (None: all)
+    seed: int = 1234  # generated tasks' seed
+    num_fewshot: int | None = None  # few-shot examples (lm-eval's sampler); None: each task's default
+    fewshot_seed: int = 1234
+    include_path: str | None = None  # a folder of your own lm-eval task YAML files
+
+    def resolve(self, names) -> tuple[list, dict]:
+        return resolve_tasks(list(names), self.num_fewshot, self.fewshot_seed, self.include_path)
+
+    def load(self, task) -> "LoadedTask":
+        return load_task(task, data_dir=self.data_dir, limit=self.limit, seed=self.seed)
+
+
+@dataclass(frozen=True)
 class LoadedTask:
     task: Task
     questions: list[Question]

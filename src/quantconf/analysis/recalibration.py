@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
-from quantconf.calibration import (bootstrap_draws, calibration_metrics, check_finite_logliks, choice_log_probs,
+from quantconf.analysis.metrics import (has_several_true, bootstrap_draws, calibration_metrics, check_finite_logliks, choice_log_probs,
                                    metric_structure, metrics_weighted, percentile_interval)
 from quantconf.errors import QuantconfError
-from quantconf.paired import pair_predictions
+from quantconf.analysis.paired import pair_predictions
 
 RECALIBRATION_METRICS = ["acc", "nll", "ece", "ace", "smece", "brier"]
 # T in [0.0067, 148]. A fit at the upper bound means "flatten to uniform": the confidence ranks answers
@@ -67,7 +67,7 @@ def cross_fitted_log_probs(ll, mask, gold, n_folds: int = 5, seed: int = 0) -> t
 def recalibrate_task(df: pd.DataFrame, n_folds: int = 5, n_boot: int = 200, seed: int = 0, n_bins: int = 15) -> dict:
     """Temperature scaling of one task's predictions: T (+ bootstrap CI), the folds' T, and the
     metrics in RECALIBRATION_METRICS before and after (cross-fitted)."""
-    if any(isinstance(g, list) for g in df["gold"]):
+    if has_several_true(df["gold"]):
         raise QuantconfError("temperature scaling needs one gold answer per question (not truthfulqa_mc2)")
     if n_folds < 2 or n_folds > len(df):
         raise QuantconfError(f"n_folds must be between 2 and the number of questions ({len(df)}), got {n_folds}",

@@ -54,10 +54,10 @@ import pandas as pd
 from scipy.stats import mannwhitneyu
 from scipy.stats import t as student_t
 
-from quantconf.calibration import (equal_mass_bin, log_probs_from_predictions, metric_structure, metrics_weighted,
+from quantconf.analysis.metrics import (has_several_true, equal_mass_bin, log_probs_from_predictions, metric_structure, metrics_weighted,
                                    resample_weights)
 from quantconf.errors import QuantconfError
-from quantconf.paired import js_distance
+from quantconf.analysis.paired import js_distance
 
 EFFECT_METRICS = ["acc", "nll", "ece", "ace", "smece", "brier", "conf_true", "auroc", "aurc"]
 DESCRIPTIVE_KEYS = ["delta_acc", "delta_nll", "delta_ece", "delta_ace", "delta_smece", "delta_brier",
@@ -104,7 +104,7 @@ def align(full: pd.DataFrame, replicates: list[pd.DataFrame], task: str = "") ->
                 raise QuantconfError(f"{task} doc {d}: choices differ between the full model and replicate {i}; "
                                      "were they evaluated on the same data?")
     gold_col = list(frames[0]["gold"])
-    if any(isinstance(g, list) for g in gold_col):
+    if has_several_true(gold_col):
         raise QuantconfError(f"{task}: several true answers per question; the noise floor needs one gold answer")
     lps = []
     for df in frames:

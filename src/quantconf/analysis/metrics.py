@@ -123,6 +123,12 @@ def check_finite_logliks(df) -> None:
                                  "(the scorer produced NaN/inf: a broken model or checkpoint); re-run eval")
 
 
+def has_several_true(gold_column) -> bool:
+    """Whether a task's questions have several true answers (gold is a list: TruthfulQA mc2): such a
+    task has no single gold choice, so single-label metrics, flips and temperature scaling skip it."""
+    return any(isinstance(g, (list, tuple, np.ndarray)) for g in gold_column)
+
+
 def mc2_mass(loglik_rows, gold_lists) -> np.ndarray:
     """lm-eval's truthfulqa_mc2 score per question: the probability mass on the true answers, from a
     softmax over the raw (unnormalised) choice log-likelihoods, exactly as lm-eval computes it."""
@@ -620,7 +626,7 @@ def task_metrics(df, n_bins: int = 15, n_boot: int = 1000, normalize: str = "non
     if n_bins < 1:
         raise QuantconfError(f"n_bins must be >= 1, got {n_bins}", param="n_bins")
     gold_col = list(df["gold"])
-    if any(isinstance(g, list) for g in gold_col):
+    if has_several_true(gold_col):
         # truthfulqa_mc2: lm-eval's mc2, always from raw log-likelihoods (`normalize` does not apply)
         log_probs_from_predictions(df, normalize)  # same validation as single-label tasks
         mc2 = mc2_mass(df["loglik"], gold_col)

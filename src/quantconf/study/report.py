@@ -21,8 +21,8 @@ from markupsafe import Markup
 import pandas as pd
 
 from quantconf.io import atomic_write_bytes, atomic_write_json
-from quantconf.calibration import probs_from_predictions, reliability_bins
-from quantconf.study_results import (StudyResults, calib_spread, collect, comparison_table, confidence_bin_table,
+from quantconf.analysis.metrics import has_several_true, probs_from_predictions, reliability_bins
+from quantconf.study.results import (StudyResults, calib_spread, collect, comparison_table, confidence_bin_table,
                                      headlines, instability_table, methods_table, metrics_table, model_method_table, noise_floor_table,
                                      outliers_vs_loss,
                                      provenance, recalibration_table, recalibration_verdicts, scale_table,
@@ -86,7 +86,7 @@ def reliability_plot(preds, model, task, n_bins):
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="black", width=1),
                              name="perfect", hoverinfo="skip"), row=1, col=1)
     variants = [(label, p[task]) for (m, label), p in preds.items()
-                if m == model and task in p and not any(isinstance(g, list) for g in p[task]["gold"])]
+                if m == model and task in p and not has_several_true(p[task]["gold"])]
     for i, (label, df) in enumerate(variants):
         probs, _ = probs_from_predictions(df)
         gold = np.asarray(list(df["gold"]), int)

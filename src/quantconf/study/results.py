@@ -1,7 +1,8 @@
-"""A finished study's results as DataFrames and dicts: the analysis behind the report.
+"""A finished study's results as DataFrames and dicts: what the report shows.
 
-`collect` reads every evaluation of a study and computes per-(model, variant, task) metrics and
-full-vs-quantized comparisons; the other functions derive the report's tables from them
+`collect` reads the predictions and the analysis steps' outputs (metrics, comparisons, temperature
+scaling, noise floors: computed once by the study, see `steps.py`); the other functions derive the
+report's tables from them
 (calibration-set spread, outliers vs quantization loss, scale trend, headlines, provenance).
 Nothing here draws or writes HTML: `report.py` renders these, as scikit-learn's
 `CalibrationDisplay` renders what `calibration_curve` computes.
@@ -17,14 +18,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from quantconf.calibration import probs_from_predictions, task_metrics
+from quantconf.analysis.metrics import has_several_true, probs_from_predictions
+from quantconf.analysis.noise_floor import adjust_floors, replicate_family
+from quantconf.analysis.paired import js_distance, pair_predictions, per_sample_frame
+from quantconf.analysis.recalibration import gap_verdict
 from quantconf.errors import QuantconfError
 from quantconf.models import read_quantize_record
-from quantconf.quantizers import load_methods
-from quantconf.paired import compare_task, js_distance, pair_predictions, per_sample_frame
 from quantconf.predictions import read_manifest, read_prediction_dir
-from quantconf.noise_floor import adjust_floors, noise_floor, replicate_family
-from quantconf.recalibration import gap_interval, gap_verdict, recalibrate_task
+from quantconf.quantizers import load_methods
+from quantconf.study.steps import (AnalysisStep, EvalStep, NoiseFloorStep, OutliersStep, PplStep, QuantizeStep)
 
 TABLE_METRICS = ["acc", "acc_norm", "nll", "brier", "ece", "ace", "mce", "conf", "conf_true", "entropy",
                  "smece", "ece_sweep", "tace", "auroc", "aurc", "eaurc",
@@ -44,7 +46,7 @@ class StudyResults:
 
 
 def step_label(step) -> str:
-    return step.variant.label() if step.variant else "full"
+    return step.label()
 
 
 def method_order(step) -> tuple:
@@ -54,22 +56,26 @@ def method_order(step) -> tuple:
 
 
 def collect(study, steps) -> StudyResults:
-    """Metrics and comparisons of every (model, variant, task) of a finished study."""
-    evals = sorted((s for s in steps if s.kind == "eval"), key=method_order)  # stable: model order kept within
+    """Metrics and comparisons of every (model, variant, task) of a finished study, read from its
+    analysis steps (computed once, when the study ran): nothing here bootstraps or fits."""
+    evals = sorted((s for s in steps if isinstance(s, EvalStep)), key=method_order)  # stable: model order kept
     missing = [s for s in evals if not s.done()]
     if missing:
         raise QuantconfError(f"{len(missing)} evaluation step(s) of this study are missing or unfinished (first: "
                              f"{missing[0].describe()}); re-run `quantconf study CONFIG --out "
                              f"{missing[0].path.parent.parent}`: finished steps are reused")
+    unanalysed = [s for s in steps if isinstance(s, (AnalysisStep, NoiseFloorStep)) and not s.done()]
+    if unanalysed:
+        raise QuantconfError(f"{len(unanalysed)} analysis step(s) of this study are missing (first: "
+                             f"{unanalysed[0].describe()}); `quantconf report` computes them, or re-run the study")
+    analysis = {id(s.evaluation): s.result() for s in steps if isinstance(s, AnalysisStep)}
     rows, comparisons, samples, preds = [], [], [], {}
     methods = load_methods()
     for s in evals:
         label = step_label(s)
-        p = read_prediction_dir(s.path)
-        preds[(s.model, label)] = p
+        preds[(s.model, label)] = read_prediction_dir(s.path)
         manifest = read_manifest(s.path)
-        for task, df in p.items():
-            m = task_metrics(df, n_bins=study.bins, n_boot=study.bootstrap)
+        for task, m in analysis[id(s)]["metrics"].items():
             row = {"model": s.model, "variant": label, "task": task, "n": m["n"],
                    "method": s.variant.method if s.variant else "full", "bits": s.variant.bits if s.variant else 32,
                    "calib": s.variant.calib if s.variant and methods[s.variant.method].needs_calibration else "",
@@ -84,34 +90,23 @@ def collect(study, steps) -> StudyResults:
         if s.variant is None:
             continue
         label = step_label(s)
-        full = preds[(s.model, "full")]
-        quant = preds[(s.model, label)]
-        for task in sorted(set(full) & set(quant)):
-            c = compare_task(full[task], quant[task], n_bins=study.bins, n_boot=study.bootstrap, task=task)
+        full, quant = preds[(s.model, "full")], preds[(s.model, label)]
+        for task, c in analysis[id(s)]["comparisons"].items():
             comparisons.append({"model": s.model, "variant": label, "task": task, **c})
             frame = per_sample_frame(full[task], quant[task], task)
             frame["model"], frame["variant"] = s.model, label
             samples.append(frame)
-    ppl = {}
-    for s in steps:
-        if s.kind == "ppl" and s.path.is_file():
-            ppl[(s.model, step_label(s))] = json.loads(s.path.read_text())["perplexity"]
+    ppl = {(s.model, step_label(s)): s.provenance()["perplexity"] for s in steps if isinstance(s, PplStep) and s.done()}
     metrics = pd.DataFrame(rows)
     if ppl and not metrics.empty:
         metrics["ppl"] = [ppl.get((m, v), np.nan) for m, v in zip(metrics["model"], metrics["variant"])]
     outliers = {s.model: {**json.loads((s.path / "outliers.json").read_text()), "dir": str(s.path)}
-                for s in steps if s.kind == "outliers" and (s.path / "outliers.json").is_file()}
-    floors = noise_floors(study, evals, preds, comparisons, metrics)
-    recal = [{"model": model, "variant": label, "task": task,
-              **recalibrate_task(df, n_boot=min(study.bootstrap, 200), n_bins=study.bins)}
-             for (model, label), p in preds.items() for task, df in p.items()
-             if not any(isinstance(g, list) for g in df["gold"])]
-    for r in recal:  # the quantized-minus-full gap before/after scaling, with paired intervals
-        if r["variant"] != "full" and (r["model"], "full") in preds and r["task"] in preds[(r["model"], "full")]:
-            r["gap"] = gap_interval(preds[(r["model"], "full")][r["task"]], preds[(r["model"], r["variant"])][r["task"]],
-                                    n_boot=max(min(study.bootstrap, 200), 1), n_bins=study.bins)
+                for s in steps if isinstance(s, OutliersStep) and s.done()}
+    floors = noise_floors(evals, [s for s in steps if isinstance(s, NoiseFloorStep)], comparisons, metrics)
+    recal = [{"model": s.model, "variant": step_label(s), "task": task, **r}
+             for s in evals for task, r in analysis[id(s)]["recalibration"].items()]
     records = {(s.model, step_label(s)): read_quantize_record(s.path) for s in steps
-               if s.kind == "quantize" and s.path.is_dir()}
+               if isinstance(s, QuantizeStep) and s.path.is_dir()}
     return StudyResults(metrics, comparisons, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
                         preds, outliers, recal, floors, records)
 
@@ -121,26 +116,22 @@ NOISE_COLUMNS = ["js_mean", "flip_rate", "delta_acc_sd", "delta_ece_sd"]
 FLOOR_COLUMNS = ["delta_acc", "delta_ece", "delta_nll", "delta_smece", "systematic_share"]
 
 
-def noise_floors(study, evals, preds, comparisons, metrics) -> list[dict]:
-    """Group quantized variants that differ only in their seed (replicates), compute each group's
-    noise floor per task (Holm-adjusted over the study), and record `replicates`, `noise` and the
-    two-way effects on every comparison entry and metric row (NaN/None for a single replicate)."""
+def noise_floors(evals, floor_steps, comparisons, metrics) -> list[dict]:
+    """The noise floors the study's noise-floor steps computed (families in the order of `evals`,
+    tasks sorted), Holm-adjusted over the study; records `replicates`, `noise` and the two-way effects
+    on every comparison entry and metric row (NaN/None for a single replicate)."""
     families: dict[tuple[str, str], list[str]] = {}
     for s in evals:
         if s.variant is not None:
             families.setdefault((s.model, replicate_family(s.variant)), []).append(step_label(s))
     member_of = {(m, label): (fam, labels) for (m, fam), labels in families.items() for label in labels}
+    computed = {(f.model, f.family): f for f in floor_steps}
     floors = []
     for (model, fam), labels in families.items():
         if len(labels) < 2:
             continue
-        full = preds[(model, "full")]
-        for task in sorted(set(full).intersection(*(preds[(model, lab)] for lab in labels))):
-            if any(isinstance(g, list) for g in full[task]["gold"]):
-                continue
-            nf = noise_floor(full[task], [preds[(model, lab)][task] for lab in labels], n_bins=study.bins,
-                             task=task, n_boot=max(study.bootstrap, 200))
-            floors.append({"model": model, "variant": fam, "members": labels, **nf})
+        floors += [{"model": model, "variant": fam, "members": labels, **nf}
+                   for nf in computed[(model, fam)].result()["floors"]]
     adjust_floors(floors)
     by = {(f["model"], f["variant"], f["task"]): f for f in floors}
     for c in comparisons:
@@ -414,26 +405,9 @@ def headlines(comparisons) -> list[str]:
 
 def provenance(study, steps) -> dict:
     """What produced every step: the config, and per step the record that step wrote."""
-    out = {"study": study.as_dict(), "steps": []}
-    for s in steps:
-        entry = {"kind": s.kind, "model": s.model, "variant": step_label(s), "path": str(s.path)}
-        if s.kind == "quantize":
-            rec = read_quantize_record(s.path)
-            entry.update({k: rec.get(k) for k in ("calibration", "seconds", "library", "packages", "model_fingerprint")})
-        elif s.kind == "ppl":
-            rec = json.loads(s.path.read_text()) if s.path.is_file() else {}
-            entry.update({k: rec.get(k) for k in ("text", "source", "tokens", "window", "stride", "perplexity")})
-        elif s.kind == "outliers":
-            path = Path(s.path) / "outliers.json"
-            rec = json.loads(path.read_text()) if path.is_file() else {}
-            entry.update({k: rec.get(k) for k in ("model", "calibration", "threshold", "packages")})
-        else:
-            man = read_manifest(s.path)
-            entry.update({k: man.get(k) for k in ("model", "dtype", "device", "packages")})
-            entry["tasks"] = {t: {k: v.get(k) for k in ("source", "source_sha256", "n", "version")}
-                              for t, v in man.get("tasks", {}).items()}
-        out["steps"].append(entry)
-    return out
+    return {"study": study.as_dict(),
+            "steps": [{"kind": s.kind, "model": s.model, "variant": step_label(s), "path": str(s.path),
+                       **s.provenance()} for s in steps]}
 
 
 FLIP_KINDS = ("correct_to_wrong", "wrong_to_correct", "none")
@@ -466,7 +440,7 @@ def question_table(preds: dict, comparisons: list[dict]) -> pd.DataFrame:
         pf, _ = probs_from_predictions(f)
         pq, _ = probs_from_predictions(q)
         gold_sets = [set(g) if isinstance(g, list) else {int(g)} for g in f["gold"]]
-        multi = any(isinstance(g, list) for g in f["gold"])
+        multi = has_several_true(f["gold"])
         p_gold_f = np.array([p[list(g)].sum() for p, g in zip(pf, gold_sets)])
         p_gold_q = np.array([p[list(g)].sum() for p, g in zip(pq, gold_sets)])
         af, aq = pf.argmax(1), pq.argmax(1)

@@ -21,9 +21,8 @@ import pandas as pd
 from scipy import stats
 
 from quantconf.errors import QuantconfError
-from quantconf.calibration import (bootstrap_draws, equal_mass_bin, log_probs_from_predictions, mc2_mass,
+from quantconf.analysis.metrics import (has_several_true, bootstrap_draws, equal_mass_bin, log_probs_from_predictions, mc2_mass,
                                    metric_structure, metrics_weighted, percentile_interval, probs_from_predictions)
-from quantconf.predictions import read_prediction_dir
 
 DELTA_METRICS = ["acc", "nll", "ece", "ace", "brier", "conf", "conf_true", "smece", "ece_sweep", "tace", "auroc",
                  "aurc", "eaurc", "brier_reliability", "brier_resolution"]
@@ -86,7 +85,7 @@ def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_co
                  "kl_quant_full": float(kl_divergence(pq, pf, lq, lf).mean())}
     gold_col = list(f["gold"])
     conf_f = pf.max(1)
-    if any(isinstance(g, list) for g in gold_col):  # multi-true: mc2 mass instead of single-label metrics
+    if has_several_true(gold_col):  # multi-true: mc2 mass instead of single-label metrics
         mf, mq = mc2_mass(f["loglik"], gold_col), mc2_mass(q["loglik"], gold_col)
         out.update(delta_mc2=float(mq.mean() - mf.mean()), note="several true answers: delta of mc2 mass only")
         return out
@@ -141,7 +140,7 @@ def per_sample_frame(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") ->
                           "full_p_true": np.nan, "quant_p_true": np.nan, "full_correct": False,
                           "quant_correct": False, "js": js_distance(pf, pq)})
     gold_col = list(f["gold"])
-    if not any(isinstance(g, list) for g in gold_col):  # several true answers: no single gold choice
+    if not has_several_true(gold_col):  # several true answers: no single gold choice
         gold, rows = np.asarray(gold_col, int), np.arange(len(f))
         frame["full_p_true"], frame["quant_p_true"] = pf[rows, gold], pq[rows, gold]
         frame["full_correct"], frame["quant_correct"] = pf.argmax(1) == gold, pq.argmax(1) == gold
@@ -154,11 +153,3 @@ def compare_predictions(full: dict[str, pd.DataFrame], quant: dict[str, pd.DataF
     if not common:
         raise QuantconfError("the two prediction sets share no task; evaluate both on the same tasks")
     return {t: compare_task(full[t], quant[t], task=t, **kwargs) for t in common}
-
-
-def compare_dirs(full_dir, quant_dir, **kwargs) -> dict:
-    """compare_predictions of two prediction directories."""
-    full, quant = read_prediction_dir(full_dir), read_prediction_dir(quant_dir)
-    if not set(full) & set(quant):
-        raise QuantconfError(f"{full_dir} and {quant_dir} share no task; evaluate both on the same --tasks")
-    return compare_predictions(full, quant, **kwargs)
