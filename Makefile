@@ -31,9 +31,10 @@ chromium:
 	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
-# unit tests only: tiny in-test models and simulations, no embedded default model or ../shared data
+# unit tests only, on every core: tiny in-test models and simulations; no shipped model, no ../shared
+# data, no Ray cluster (those are marked `integration` and run in `make test`)
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -ra -m "not integration"
+	$(PY) -m pytest -q -ra -m "not integration" -n auto
 
 # mutation testing of calibration.py, paired.py and recalibration.py (config: [tool.mutmut] in
 # pyproject.toml); prints the score per file. Slow (tens of minutes on 2 cores): not part of `make test`.

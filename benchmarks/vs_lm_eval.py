@@ -59,7 +59,8 @@ emit({{"seconds": times, "loglik": ll}})
 
 QUANTCONF = """
 import json, time
-from quantconf.models import load_model, set_threads
+from quantconf.models import load_model
+from quantconf.runtime import set_threads
 from quantconf.tasks import load_task
 from quantconf.evaluation import evaluate_task
 set_threads({threads})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,3 +94,30 @@ def evaluate_into(model, tasks, out, log=lambda m: None, **options):
     assert not options, f"not an evaluation option: {sorted(options)}"
     return evaluation.evaluate_to_dir(model, tasks, out, load=split[LoadOptions], data=split[TaskOptions],
                                       run=split[evaluation.EvalOptions], log=log)
+
+
+# property-based fuzzing: any JSON value, and the settings every fuzz test uses
+from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-10**30, max_value=10**30) | st.floats(allow_nan=True)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12)
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def yes_no_task(tmp_path, name="mini", n=8) -> str:
+    """A `file:` task of n yes/no questions (gold alternates)."""
+    rows = [{"query": f"Question: is {i} small?\nAnswer:", "choices": ["yes", "no"], "gold": i % 2} for i in range(n)]
+    return f"file:{write_jsonl(tmp_path / f'{name}.jsonl', rows)}"
+
+
+def mc_frame(ll, gold, task="t", chars=None):
+    """A predictions frame (the columns evaluate writes) from per-choice log-likelihoods and gold indices."""
+    n = len(ll)
+    return pd.DataFrame({"doc_id": range(n), "task": task, "choices": [[f"c{j}" for j in range(len(r))] for r in ll],
+                         "gold": gold, "loglik": ll, "n_tokens": [[1] * len(r) for r in ll],
+                         "n_chars": chars or [[1] * len(r) for r in ll], "n_bytes": [[1] * len(r) for r in ll],
+                         "is_greedy": [[False] * len(r) for r in ll]})

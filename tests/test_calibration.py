@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from quantconf.errors import QuantconfError
 from quantconf.analysis.metrics import (accuracy, bootstrap_metrics, calibration_metrics, choice_probs, equal_mass_bin,
                                    reliability_bins, task_metrics)
 
@@ -254,3 +255,18 @@ def test_reliability_bins_values_by_hand():
         half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
         assert (rb["acc_lo"][b], rb["acc_hi"][b]) == (pytest.approx(centre - half), pytest.approx(centre + half))
     assert np.isnan(rb["acc_lo"][1]) and np.isnan(rb["acc_hi"][1])
+
+
+def test_empty_choice_acc_norm_is_defined_and_normalize_refuses_it():
+    from quantconf.analysis.metrics import accuracy, task_metrics
+
+    df = pd.DataFrame({"doc_id": [0, 1], "task": "t", "loglik": [[-4.0, -0.5], [-6.0, -3.0]],
+                       "n_chars": [[8, 0], [2, 6]], "n_tokens": [[2, 1], [1, 2]], "n_bytes": [[8, 0], [2, 6]],
+                       "gold": [0, 1], "choices": [["abcdefgh", ""], ["ab", "abcdef"]]})
+    # doc 0: the empty choice has the higher loglik but never wins acc_norm (lm-eval: -0.5 / 0 = -inf)
+    # doc 1: -6/2 = -3 vs -3/6 = -0.5 -> choice 1 (gold)
+    with np.errstate(all="raise"):
+        assert accuracy(df) == {"acc": 0.5, "acc_norm": 1.0}
+    with pytest.raises(QuantconfError, match="doc 0 choice 1 is empty"):
+        task_metrics(df, n_boot=0, normalize="chars")
+    assert task_metrics(df, n_boot=0, normalize="tokens")["acc"] == 0.5

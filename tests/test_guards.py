@@ -112,8 +112,6 @@ def test_import_into_an_existing_directory_needs_overwrite_and_keeps_other_tasks
 
 
 def test_import_never_mixes_into_a_quantconf_eval_directory(tiny_model_dir, tmp_path, capsys):
-    from quantconf import evaluation
-
     preds = tmp_path / "eval"
     evaluate_into(str(tiny_model_dir), ["arithmetic"], preds, limit=4, progress=False, log=lambda m: None)
     manifest = (preds / "manifest.json").read_bytes()

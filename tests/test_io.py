@@ -2,12 +2,14 @@
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_directory, atomic_write_bytes, atomic_write_json, ensure_writable_dir, hash_files,
-                          read_optional_json, stable_hash)
+                          read_optional_json, stable_hash, clean_stale_temp)
 
 
 def test_atomic_writes_get_the_umask_mode_not_private(tmp_path):
@@ -57,3 +59,25 @@ def test_ensure_writable_dir_refuses_a_file(tmp_path):
         ensure_writable_dir(tmp_path / "f" / "sub")
     assert e.value.param == "out"
     assert ensure_writable_dir(tmp_path / "new" / "deep").is_dir()
+
+
+def test_stale_temp_entries_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale_dir = tmp_path / f".ckpt.tmp-{dead.pid}-abc"
+    stale_dir.mkdir()
+    (stale_dir / "model.safetensors").write_bytes(b"x" * 100)
+    stale_file = tmp_path / f".summary.json.{dead.pid}.xyz.tmp"
+    stale_file.write_text("{")
+    live_dir = tmp_path / f".other.tmp-{os.getpid()}-def"
+    live_dir.mkdir()
+    keep = tmp_path / ".not-ours"
+    keep.mkdir()
+    removed = clean_stale_temp(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([stale_dir.name, stale_file.name])
+    assert live_dir.exists() and keep.exists() and not stale_dir.exists() and not stale_file.exists()
+
+
+def test_temp_names_carry_the_owner_pid(tmp_path):
+    with atomic_directory(tmp_path / "ckpt") as tmp:
+        assert tmp.name.startswith(f".ckpt.tmp-{os.getpid()}-")

@@ -68,7 +68,8 @@ def test_agreement_tiny_model(shared_data, tmp_path):
 
 
 def test_agreement_default_model(shared_data, tmp_path):
-    from quantconf.models import load_model, set_threads
+    from quantconf.models import load_model
+    from quantconf.runtime import set_threads
 
     set_threads(2)
     check_agreement(*run_both(load_model("default"), shared_data, tmp_path), tmp_path)  # strict 1e-4

@@ -188,6 +188,7 @@ def test_missing_split_and_too_many_shots_fail_before_the_model_loads(tmp_path, 
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))  # failed first runs leave no dirs
 
 
+@pytest.mark.integration  # ../shared data
 def test_builtins_equal_lm_eval_on_every_shared_document(shared_data, tmp_path):
     """Contexts, choices and gold of every built-in (but the generated one) equal what lm-eval's own
     task definitions build for every document of ../shared/data."""

@@ -63,7 +63,7 @@ def test_gguf_writes_a_file_transformers_loads_with_the_same_weights(swept):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from quantconf.models import default_gguf_path
+    from quantconf.builtin_models import default_gguf_path
 
     ckpt, record, _, _ = swept["gguf-Q4_0"]
     path = ckpt / "model.gguf"

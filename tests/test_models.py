@@ -3,7 +3,9 @@ import shutil
 import pytest
 
 from quantconf import QuantconfError
-from quantconf.models import check_safetensors, load_model
+from quantconf.model_files import check_safetensors
+from quantconf.models import load_model
+import json
 
 
 def test_loads_local_safetensors_dir(tiny_lm, tiny_model_dir):
@@ -58,7 +60,7 @@ def test_bad_dtype_and_device():
 FAULTS_SCRIPT = """
 import resource, sys, torch
 import torch.nn.functional as F
-from quantconf.models import keep_freed_memory
+from quantconf.runtime import keep_freed_memory
 applied = keep_freed_memory()
 torch.manual_seed(0)
 x, w_up, w_down = torch.randn(4096, 256), torch.randn(2304, 256), torch.randn(256, 2304)
@@ -100,19 +102,36 @@ def test_keep_freed_memory_reuses_freed_blocks():
 
 def test_preflight_refuses_a_model_that_will_not_fit_and_names_what_would(tiny_model_dir, monkeypatch, capsys):
     import quantconf.models as models
+    import quantconf.runtime as runtime
     from quantconf.cli import main
+    from quantconf.model_files import weight_elements
     from quantconf.errors import QuantconfError
 
     lm = models.load_model(str(tiny_model_dir))
-    n = models.weight_elements(tiny_model_dir)
+    n = weight_elements(tiny_model_dir)
     assert n == lm.info["n_params"]  # counted from the safetensors headers, without loading
-    need32 = n * 4 * models.LOAD_OVERHEAD
-    monkeypatch.setattr(models, "available_memory", lambda device: int(need32 * 0.75) if device == "cpu" else None)
+    need32 = n * 4 * runtime.LOAD_OVERHEAD
+    monkeypatch.setattr(runtime, "available_memory", lambda device: int(need32 * 0.75) if device == "cpu" else None)
     with pytest.raises(QuantconfError, match=r"needs about .* MB at float32 on cpu.*try --dtype bfloat16"):
         models.load_model(str(tiny_model_dir))
     models.load_model(str(tiny_model_dir), dtype="bfloat16")  # fits: loads
-    monkeypatch.setattr(models, "available_memory", lambda device: 10)
+    monkeypatch.setattr(runtime, "available_memory", lambda device: 10)
     capsys.readouterr()  # the load bars of the loads above (pytest's stderr, not the console's descriptor)
     assert main(["eval", str(tiny_model_dir), "--tasks", "arithmetic", "--limit", "2", "--out", "unused"]) == 2
     err = capsys.readouterr().err
     assert "use a machine with more memory" in err and err.count("\n") == 1
+
+
+def test_null_quantization_config_is_not_a_quantized_checkpoint(tiny_model_dir, tmp_path, capsys):
+    from quantconf.model_files import is_quantized_checkpoint
+    from quantconf.models import load_model
+
+    d = tmp_path / "m"
+    d.mkdir()
+    for f in tiny_model_dir.iterdir():
+        (d / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "quantization_config": None, "auto_map": {"AutoModelForCausalLM": "x.Y"}}))
+    assert not is_quantized_checkpoint(d)
+    load_model(str(d))
+    assert "auto_map" in capsys.readouterr().err  # says it runs the built-in class, not the repo's code

@@ -1,5 +1,8 @@
+"""quantizers/: RTN and GPTQ on a tiny model, calibration sets, reloading, and checkpoints' file modes."""
+
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -187,3 +190,15 @@ def test_methods_lists_every_registered_method(capsys):
     assert main(["methods"]) == 0
     table = capsys.readouterr().out
     assert "rtn" in table and "none" in table and "gptqmodel 7.6.0" in table and "--smoothquant-alpha" in table
+
+
+def test_checkpoint_files_get_the_umask_mode(tiny_model_dir, tmp_path):
+    from quantconf.quantizers import QuantConfig, run_quantize
+
+    old = os.umask(0o022)
+    try:
+        run_quantize(str(tiny_model_dir), QuantConfig(method="rtn", bits=4, group_size=32), tmp_path / "r")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "r").iterdir()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}

@@ -1,13 +1,20 @@
 """study.py: config validation, planning, running, resuming; the demo study's fallbacks."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from conftest import FUZZ, JSON, evaluate_into, write_jsonl, yes_no_task
 from quantconf.cli import main
-from conftest import write_jsonl
+from quantconf.errors import QuantconfError
 
 
 def forbid_analysis(monkeypatch):
@@ -210,3 +217,100 @@ def test_a_method_cannot_register_twice():
 
     with pytest.raises(ValueError, match="registered twice"):
         register_quantizer(QUANTIZERS["rtn"])
+
+
+def test_gptq_step_key_and_record_include_threads(tiny_model_dir, tmp_path):
+    from quantconf.quantizers import QuantConfig, run_quantize
+    from quantconf.study import load_study, plan
+
+    base = {"models": [str(tiny_model_dir)], "tasks": ["arithmetic"],
+            "variants": [{"method": "gptq", "bits": 4, "group_size": 32}, {"method": "rtn", "bits": 4, "group_size": 32}]}
+    one, two = (plan(load_study(data={**base, "threads": t}), tmp_path) for t in (1, 2))
+    q1 = [s.path for s in one if s.kind == "quantize"]
+    q2 = [s.path for s in two if s.kind == "quantize"]
+    assert q1[0] != q2[0]  # GPTQ: different summation order, different checkpoint
+    assert q1[1] == q2[1]  # RTN does not depend on threads
+    rec = run_quantize(str(tiny_model_dir), QuantConfig(method="rtn", bits=4, group_size=32), tmp_path / "r", threads=1)
+    assert rec["threads"] == 1
+
+
+def test_dry_run_does_not_call_a_half_finished_eval_done(tiny_model_dir, tmp_path, capsys):
+    from quantconf.study import load_study, plan
+
+    study = load_study(data={"models": [str(tiny_model_dir)], "tasks": ["arithmetic", yes_no_task(tmp_path)], "limit": 4,
+                             "variants": [{"method": "rtn", "bits": 4, "group_size": 32}]})
+    full = plan(study, tmp_path / "s")[0]
+    evaluate_into(str(tiny_model_dir), ["arithmetic"], full.path, limit=4, progress=False,
+                               log=lambda m: None)
+    assert not full.done()
+    evaluate_into(str(tiny_model_dir), study.tasks, full.path, limit=4, progress=False,
+                               log=lambda m: None)
+    assert full.done()
+
+
+def _study_cfg(tiny_model_dir, tmp_path):
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(json.dumps({
+        "name": "kill", "models": [str(tiny_model_dir)], "tasks": ["arithmetic"], "limit": 40, "bootstrap": 30,
+        "threads": 1, "variants": [{"method": "rtn", "bits": [2, 4], "group_size": 32}]}))
+    return cfg
+
+
+def _run(cfg, out, kill_after=None):
+    p = subprocess.Popen([sys.executable, "-m", "quantconf.cli", "study", str(cfg), "--out", str(out)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if kill_after is None:
+        return p.wait(timeout=600)
+    time.sleep(kill_after)
+    p.send_signal(signal.SIGKILL)
+    return p.wait()
+
+
+def _snapshot(out: Path) -> dict:
+    files = {}
+    for p in sorted(out.rglob("*")):
+        if p.is_file() and (p.suffix == ".parquet" or p.name in ("summary.json", "summary.csv", "model.safetensors")):
+            files[str(p.relative_to(out))] = p.read_bytes()
+    return files
+
+
+@pytest.mark.integration
+def test_killed_studies_resume_to_identical_results(tiny_model_dir, tmp_path):
+    cfg = _study_cfg(tiny_model_dir, tmp_path)
+    assert _run(cfg, tmp_path / "clean") == 0
+    reference = _snapshot(tmp_path / "clean")
+    assert any(k.endswith("summary.json") for k in reference)
+    out = tmp_path / "killed"
+    for delay in (2.5, 4.5, 6.5, 8.5, 10.5):
+        _run(cfg, out, kill_after=delay)
+    assert _run(cfg, out) == 0
+    assert _snapshot(out) == reference
+    leftovers = [p for p in out.rglob(".*") if ".tmp" in p.name]
+    assert leftovers == []
+
+
+STUDY_KEYS = ["name", "models", "variants", "tasks", "limit", "data_dir", "batch_size", "threads", "seed", "dtype",
+              "bootstrap", "bins", "ppl_text", "ppl_tokens", "outliers", "outlier_samples", "colour"]
+
+
+VARIANT = st.dictionaries(st.sampled_from(["method", "bits", "group_size", "sym", "calib", "n_samples", "seed", "x",
+                                           "scheme", "activations", "smoothquant_alpha", "double_quant",
+                                           "outlier_threshold", "replicates"]),
+                          JSON | st.sampled_from(["rtn", "gptq", "bnb", "gguf", "w8a8", "hqq", 4, 8, 32, [2, 4],
+                                                  "pydoc", "nf4", "Q4_0", "static", 0.5, ["rtn", "bnb"]]),
+                          max_size=4)
+
+
+@FUZZ
+@given(data=st.dictionaries(st.sampled_from(STUDY_KEYS),
+                            JSON | st.lists(VARIANT, max_size=2) | st.sampled_from([["arithmetic"], ["x"], "file:\x00"]),
+                            max_size=7))
+def test_fuzz_study_loader_gives_a_study_or_one_error(data):
+    from quantconf.study import Study, load_study
+
+    try:
+        study = load_study(data=data)
+    except QuantconfError as e:
+        assert "\n" not in str(e).strip()
+        return
+    assert isinstance(study, Study) and study.models and study.variants and study.tasks

@@ -1,9 +1,14 @@
+"""tasks/: the registry, built-in tasks, file tasks (and their fuzzing), lm-eval names."""
+
+import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from conftest import FUZZ, JSON, write_jsonl
 from quantconf import QuantconfError
 from quantconf.tasks import get_task, load_task, task_names
-from conftest import write_jsonl
 
 PAPER_TASKS = ["hellaswag", "piqa", "boolq", "arc_easy", "arc_challenge", "openbookqa",
                "xstory_cloze_en", "truthfulqa_mc1", "truthfulqa_mc2"]
@@ -133,3 +138,28 @@ def test_every_task_loads_shared_data(shared_data):
     for name in PAPER_TASKS:
         loaded = load_task(name, data_dir=shared_data, limit=20)
         assert len(loaded.questions) == 20, name
+
+
+ROW = st.fixed_dictionaries({}, optional={"query": JSON | st.text(), "choices": JSON | st.lists(st.text(), max_size=5),
+                                          "gold": JSON | st.integers(-3, 6)})
+
+
+LINE = (ROW.map(json.dumps) | JSON.map(json.dumps) | st.text(max_size=40)
+        | st.just("[" * 5000 + "]" * 5000) | st.just('{"gold": ' + "9" * 5000 + "}")
+        | st.binary(max_size=12).map(lambda b: b.decode("latin-1")))
+
+
+@FUZZ
+@given(lines=st.lists(LINE, max_size=6), raw_bytes=st.binary(max_size=8))
+def test_fuzz_file_task_reader_gives_questions_or_one_error(tmp_path, lines, raw_bytes):
+    from quantconf.tasks import load_task
+
+    f = tmp_path / "fuzz.jsonl"
+    f.write_bytes("\n".join(lines).encode("utf-8", "surrogatepass") + b"\n" + raw_bytes)
+    try:
+        loaded = load_task(f"file:{f}")
+    except QuantconfError as e:
+        assert "\n" not in str(e).strip()
+        return
+    for q in loaded.questions:
+        assert isinstance(q.context, str) and q.choices and 0 <= q.gold < len(q.choices)

@@ -19,7 +19,7 @@ from quantconf.errors import QuantconfError
 from quantconf.evaluation import EvalOptions, evaluate_task, evaluate_to_dir
 from quantconf.models import LoadedModel, LoadOptions
 from quantconf.models import load_model as _load_model
-from quantconf.models import set_threads
+from quantconf.runtime import set_threads
 from quantconf.predictions import read_prediction_dir, read_prediction_file, task_file_name
 from quantconf.quantizers import QuantConfig, load_methods, run_quantize
 from quantconf.study.config import Study, load_study

@@ -16,7 +16,7 @@ from quantconf.analysis.metrics import COMPAT_MODES, NORMALIZATIONS, accuracy
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import SCORERS
 from quantconf.io import LIBRARY_LOG_NAME, library_output_log
-from quantconf.models import read_quantize_record
+from quantconf.model_files import read_quantize_record
 from quantconf.analysis.noise_floor import adjust_floors
 from quantconf.predictions import group_metrics, read_manifest
 from quantconf.quantizers.base import QuantConfig

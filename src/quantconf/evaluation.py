@@ -26,7 +26,9 @@ from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_write_json, clean_stale_temp, ensure_writable_dir, locked, package_versions,
                           read_optional_json, remove_if_holds_nothing, sha256_file, stable_hash)
 from quantconf.analysis.metrics import accuracy
-from quantconf.models import LoadedModel, LoadOptions, model_fingerprint, resolve_device, set_threads
+from quantconf.builtin_models import model_fingerprint
+from quantconf.models import LoadedModel, LoadOptions
+from quantconf.runtime import resolve_device, set_threads
 from quantconf.predictions import (MANIFEST, intact, predictions_frame, read_manifest, read_prediction_file,
                                    task_file_name, write_predictions)
 from quantconf.scoring import encode_pair, score_questions, score_requests, wants_bos

@@ -99,10 +99,17 @@ def choice_log_probs(loglik, lengths=None) -> tuple[np.ndarray, np.ndarray]:
         if (ln[mask] <= 0).any():
             raise ValueError("normalization lengths must be positive")
         ll = ll / np.where(mask, ln, 1.0)
-    z = np.where(mask, ll, -np.inf)
+    return masked_log_softmax(ll, mask), mask
+
+
+def masked_log_softmax(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Log-softmax of each row of `z` over its real entries (`mask`); padded entries are -inf.
+    z - max - log(sum exp): exact for entries far behind the best (their probability underflows, their
+    log-probability does not)."""
+    z = np.where(mask, z, -np.inf)
     z = z - z.max(axis=1, keepdims=True)
     log_norm = np.log(np.where(mask, np.exp(z), 0.0).sum(axis=1, keepdims=True))
-    return np.where(mask, z - log_norm, -np.inf), mask
+    return np.where(mask, z - log_norm, -np.inf)
 
 
 def choice_probs(loglik, lengths=None) -> tuple[np.ndarray, np.ndarray]:
@@ -633,8 +640,7 @@ def task_metrics(df, n_bins: int = 15, n_boot: int = 1000, normalize: str = "non
         out = {"n": n, "mc2": float(mc2.mean()), "acc": float(mc2.mean()),
                "note": "several true answers: single-label calibration metrics skipped"}
         if n_boot:
-            rng = np.random.default_rng(seed)
-            means = [mc2[rng.integers(0, n, n)].mean() for _ in range(n_boot)]
+            means = bootstrap_draws(lambda w: {"mc2": w @ mc2 / n}, n, n_boot, seed)["mc2"]
             out["ci"] = {"mc2": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]}
         return out
     log_probs, mask = log_probs_from_predictions(df, normalize)

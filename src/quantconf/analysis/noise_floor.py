@@ -54,8 +54,8 @@ import pandas as pd
 from scipy.stats import mannwhitneyu
 from scipy.stats import t as student_t
 
-from quantconf.analysis.metrics import (has_several_true, equal_mass_bin, log_probs_from_predictions, metric_structure, metrics_weighted,
-                                   resample_weights)
+from quantconf.analysis.metrics import (bootstrap_draws, equal_mass_bin, has_several_true, log_probs_from_predictions,
+                                       metric_structure, metrics_weighted)
 from quantconf.errors import QuantconfError
 from quantconf.analysis.paired import js_distance
 
@@ -165,12 +165,12 @@ def delta_effects(a: Aligned, metrics=EFFECT_METRICS, n_bins: int = 15, n_boot: 
 
     per_rep = (scored(np.ones((1, n)))[:, :, 0])  # (models, metrics)
     per_rep = per_rep[1:] - per_rep[0]  # (R, metrics)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for start in range(0, n_boot, chunk):
-        s = scored(resample_weights(rng, n, min(chunk, n_boot - start)))
-        draws.append(s[1:].mean(0) - s[0])  # (metrics, b)
-    d = np.concatenate(draws, axis=1)
+
+    def replicate_mean_minus_full(weights):
+        s = scored(weights)  # (models, metrics, b)
+        return {"d": (s[1:].mean(0) - s[0]).T}  # (b, metrics)
+
+    d = bootstrap_draws(replicate_mean_minus_full, n, n_boot, seed, chunk)["d"].T  # (metrics, n_boot)
     return {f"delta_{m}": two_way_effect(per_rep[:, j].mean(), d[j], per_rep[:, j].var(ddof=1) / r, n, r, alpha,
                                          per_replicate=[float(x) for x in per_rep[:, j]])
             for j, m in enumerate(metrics)}
@@ -203,9 +203,8 @@ def systematic_movement(a: Aligned, n_boot: int = 1000, seed: int = 0, alpha: fl
     total_i, sys_i = on(list(range(r)))
     total, systematic = float(total_i.mean()), float(sys_i.mean())
     share = systematic / total if total > 0 else float("nan")
-    rng = np.random.default_rng(seed)
-    w = np.concatenate([resample_weights(rng, n, min(chunk, n_boot - s)) for s in range(0, n_boot, chunk)])
-    t_draws, s_draws = w @ total_i / n, w @ sys_i / n
+    draws = bootstrap_draws(lambda w: {"total": w @ total_i / n, "systematic": w @ sys_i / n}, n, n_boot, seed, chunk)
+    t_draws, s_draws = draws["total"], draws["systematic"]
     with np.errstate(invalid="ignore", divide="ignore"):
         share_draws = s_draws / t_draws
     if r >= 3:  # delete-one-replicate jackknife

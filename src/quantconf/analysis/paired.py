@@ -21,8 +21,9 @@ import pandas as pd
 from scipy import stats
 
 from quantconf.errors import QuantconfError
-from quantconf.analysis.metrics import (has_several_true, bootstrap_draws, equal_mass_bin, log_probs_from_predictions, mc2_mass,
-                                   metric_structure, metrics_weighted, percentile_interval, probs_from_predictions)
+from quantconf.analysis.metrics import (bootstrap_draws, equal_mass_bin, has_several_true, log_probs_from_predictions,
+                                       mc2_mass, metric_structure, metrics_weighted, percentile_interval,
+                                       probs_from_predictions)
 
 DELTA_METRICS = ["acc", "nll", "ece", "ace", "brier", "conf", "conf_true", "smece", "ece_sweep", "tace", "auroc",
                  "aurc", "eaurc", "brier_reliability", "brier_resolution"]

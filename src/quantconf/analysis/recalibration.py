@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
-from quantconf.analysis.metrics import (has_several_true, bootstrap_draws, calibration_metrics, check_finite_logliks, choice_log_probs,
-                                   metric_structure, metrics_weighted, percentile_interval)
+from quantconf.analysis.metrics import (bootstrap_draws, calibration_metrics, check_finite_logliks, choice_log_probs,
+                                       has_several_true, masked_log_softmax, metric_structure, metrics_weighted,
+                                       percentile_interval)
 from quantconf.errors import QuantconfError
 from quantconf.analysis.paired import pair_predictions
 
@@ -29,9 +30,7 @@ LOG_T_BOUNDS = (-5.0, 5.0)
 
 def scaled_log_probs(ll: np.ndarray, mask: np.ndarray, temperature: float) -> np.ndarray:
     """Log-softmax of ll / T over each row's real choices (padded entries -inf)."""
-    z = np.where(mask, ll / temperature, -np.inf)
-    z = z - z.max(axis=1, keepdims=True)
-    return np.where(mask, z - np.log(np.where(mask, np.exp(z), 0.0).sum(axis=1, keepdims=True)), -np.inf)
+    return masked_log_softmax(ll / temperature, mask)
 
 
 def fit_temperature(ll: np.ndarray, mask: np.ndarray, gold: np.ndarray, weights: np.ndarray | None = None) -> float:
@@ -77,11 +76,8 @@ def recalibrate_task(df: pd.DataFrame, n_folds: int = 5, n_boot: int = 200, seed
     ll = np.where(mask, ll, 0.0)
     gold = np.asarray(list(df["gold"]), int)
     temperature = fit_temperature(ll, mask, gold)
-    boot = []
-    rng = np.random.default_rng(seed)
-    for _ in range(n_boot):
-        boot.append(fit_temperature(ll, mask, gold, np.bincount(rng.integers(0, len(gold), len(gold)),
-                                                                minlength=len(gold)).astype(float)))
+    boot = list(bootstrap_draws(lambda w: {"t": np.array([fit_temperature(ll, mask, gold, wi) for wi in w])},
+                                len(gold), n_boot, seed)["t"]) if n_boot else []
     before_lp = scaled_log_probs(ll, mask, 1.0)
     after_lp, fold_t = cross_fitted_log_probs(ll, mask, gold, n_folds, seed)
 

@@ -1,7 +1,7 @@
 """Post-training weight quantization: run a registered method on a model, atomically, with a record.
 
 A method is one file in this package that registers a `Quantizer` (see `base.py`); it writes a
-checkpoint that `quantconf.models.load_quantized` (and transformers or the library) reloads.
+checkpoint that the method's own `load` hook (and transformers or the library) reloads.
 `run_quantize` validates everything before any work, builds the calibration set,
 quantizes into a temporary directory and renames it into place, so an interrupted run leaves
 no half checkpoint; `quantize.json` records method, bits, group size, calibration set + hash,
@@ -22,7 +22,9 @@ from pathlib import Path
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_directory, atomic_write_json, check_ours_to_replace, clean_stale_temp,
                           ensure_writable_dir, give_umask_modes, library_output_to, package_versions)
-from quantconf.models import QUANTIZE_RECORD, local_model_dir, model_fingerprint, set_threads, weight_elements
+from quantconf.builtin_models import local_model_dir, model_fingerprint
+from quantconf.model_files import QUANTIZE_RECORD, weight_elements
+from quantconf.runtime import set_threads
 from quantconf.quantizers.base import QUANTIZERS, QuantConfig, Quantizer, code_identity, load_methods
 from quantconf.quantizers.calib_data import build_calibration
 
@@ -74,7 +76,7 @@ def run_quantize(model: str, config: QuantConfig, out: Path, overwrite: bool = F
     with atomic_directory(out) as tmp:
         t0 = time.perf_counter()
         with library_output_to(tmp / "library.log" if quiet else None):
-            extra = quantizer.quantize(src, tokenizer, calib.samples if calib else [], config, tmp)
+            extra = quantizer.quantize(src, calib.samples if calib else [], config, tmp)
         seconds = time.perf_counter() - t0
         tokenizer.save_pretrained(tmp)
         give_umask_modes(tmp)  # safetensors writes 0600; results get the mode any other file gets

@@ -11,14 +11,14 @@ Default group size 64, not 128: llm-compressor refuses a group that does not div
 from __future__ import annotations
 
 from quantconf.quantizers.base import Quantizer, check_group_divides, group_bits, register_quantizer
-from quantconf.quantizers.llm_compressor import run_oneshot, scheme, weight_args
+from quantconf.quantizers.llm_compressor import load_compressed_tensors, run_oneshot, scheme, weight_args
 
 
 def _check_model(hf_config, config) -> None:
     check_group_divides(hf_config, config, " (llm-compressor refuses it)")
 
 
-def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
+def _quantize(model_src, calib_samples, config, out_dir) -> dict:
     from llmcompressor.modifiers.transform.awq import AWQModifier
     from llmcompressor.modifiers.quantization import QuantizationModifier
 
@@ -32,7 +32,8 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
 
 
 register_quantizer(Quantizer(
-    "awq", quantize=_quantize, check_model=_check_model, library="llmcompressor",
+    "awq", quantize=_quantize, load=load_compressed_tensors, reads=("compressed-tensors",),
+    check_model=_check_model, library="llmcompressor",
     options=("bits", "group_size", "sym", "calib", "n_samples", "seq_len", "seed"),
     defaults={"group_size": 64, "sym": False}, bits=(4, 8),
     description="AWQ W4A16 (activation-aware channel scaling) via llm-compressor; compressed-tensors"))

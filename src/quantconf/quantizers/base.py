@@ -1,9 +1,11 @@
 """What a quantization method is: its configuration (`QuantConfig`) and its interface (`Quantizer`).
 
 A method is one file in this package that calls `register_quantizer(Quantizer(...))`:
-    quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict of extra facts
+    quantize(model_src, calib_samples, config, out_dir) -> dict of extra facts
     check_model(hf_config, config) -> None, raising QuantconfError before any work
-It writes a checkpoint into `out_dir` that `quantconf.models.load_quantized` reloads.
+    load(path, dtype, device) -> the checkpoint as a model that runs here (default: dense safetensors)
+It writes a checkpoint into `out_dir` and reads it back (`load`): a method owns both sides of its
+format, as a transformers HfQuantizer does.
 
 Each method says which `QuantConfig` fields it takes (`options`) and its own defaults (`defaults`:
 W8A8 is 8-bit, AWQ's default group is 64 because SmolLM2's width 576 is not a multiple of 128).
@@ -14,6 +16,7 @@ options for a weight-only method fail before any work, with one line naming what
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Callable
 
 from quantconf.errors import QuantconfError
@@ -196,11 +199,22 @@ def layer_record(errors: dict, bits_per_weight: dict, numel: dict) -> dict:
             "bits_per_weight": None if mean_bits is None else round(mean_bits, 4), "quantized_params": total}
 
 
+def load_dense(path: Path, dtype, device: str):
+    """A fake-quant checkpoint (rtn, hqq, gguf: dense weights holding the quantized values), as plain
+    safetensors."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True).to(device)
+
+
 @dataclass(frozen=True)
 class Quantizer:
     name: str
-    quantize: Callable  # (model_src, tokenizer, calib_samples, config, out_dir) -> dict
+    quantize: Callable  # (model_src, calib_samples, config, out_dir) -> dict
     check_model: Callable = accept_any_model  # (hf_config, config) -> None; raise QuantconfError before any work
+    load: Callable = None  # (path, dtype, device) -> model; None: `load_dense` (fake-quant checkpoints)
+    # the `quant_method`s of config.json this method reads, for checkpoints other tools wrote
+    reads: tuple[str, ...] = ()
     needs_calibration: bool = True
     # False when the checkpoint depends on the torch thread count (summation order): GPTQ's
     # Hessian updates do; then study step keys and quantize.json record the thread count
@@ -219,6 +233,10 @@ class Quantizer:
     default_scheme: dict = field(default_factory=dict)  # bits -> the scheme given bits alone select
     check_config: Callable = accept_config  # (config) -> None; method-specific rules
     label: Callable | None = None  # (config) -> str; None: method-wN[gG][-calib-sS]
+
+    def __post_init__(self):
+        if self.load is None:
+            object.__setattr__(self, "load", load_dense)
 
     def describe(self) -> dict:
         """One row of `quantconf methods`: what the method takes and needs."""

@@ -3,7 +3,7 @@ scales) and LLM.int8 (8-bit rows; at inference, activation columns above `outlie
 (default 6.0, the same threshold our outlier analysis counts) run in 16 bits). No calibration data.
 
 transformers quantizes on load (`BitsAndBytesConfig`) and saves bitsandbytes' own serialization;
-`quantconf eval` reloads it through transformers. bitsandbytes 0.50 runs all modes on CPU.
+`_load` reads it back through transformers. bitsandbytes 0.50 runs all modes on CPU.
 One trap: on CPU a 4-bit layer rewrites its block scales into a CPU layout on its first forward,
 and a model saved after that reloads broken (perplexity x7 on SmolLM2). So the checkpoint is saved
 straight after loading, before any forward, and the per-layer error is read before that too.
@@ -54,7 +54,7 @@ def dequantized_weight(module):
     return weight.data.float() * scb.float()[:, None] / 127
 
 
-def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
+def _quantize(model_src, calib_samples, config, out_dir) -> dict:
     import bitsandbytes
     import torch
     from transformers import AutoModelForCausalLM
@@ -81,6 +81,17 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
             "stored_as": "bitsandbytes serialization (transformers quantization_config)"}
 
 
+def _load(path, dtype, device: str):
+    """bitsandbytes' serialization, through transformers: placed on the device while loading (.to() is
+    refused for 4-bit layers)."""
+    import logging
+
+    from transformers import AutoModelForCausalLM
+
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)  # a warning per int8 matmul
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, device_map=device)
+
+
 def _label(config) -> str:
     if config.scheme == "int8":
         return "bnb-int8" + ("" if config.outlier_threshold == 6.0 else f"-t{config.outlier_threshold:g}")
@@ -88,7 +99,7 @@ def _label(config) -> str:
 
 
 register_quantizer(Quantizer(
-    "bnb", quantize=_quantize, needs_calibration=False, library="bitsandbytes",
+    "bnb", quantize=_quantize, load=_load, reads=("bitsandbytes",), needs_calibration=False, library="bitsandbytes",
     options=("bits", "scheme", "double_quant", "outlier_threshold"), defaults={"scheme": "nf4", "group_size": BLOCK},
     bits=(4, 8), scheme_bits=SCHEME_BITS, default_scheme={4: "nf4", 8: "int8"}, check_config=_check_config,
     label=_label, description="bitsandbytes NF4/FP4 (double quant optional) and LLM.int8 with its outlier threshold"))

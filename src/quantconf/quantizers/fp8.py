@@ -9,10 +9,10 @@ each Linear's input to float8 in every forward, so `quantconf eval` measures FP8
 from __future__ import annotations
 
 from quantconf.quantizers.base import Quantizer, register_quantizer
-from quantconf.quantizers.llm_compressor import run_oneshot
+from quantconf.quantizers.llm_compressor import load_compressed_tensors, run_oneshot
 
 
-def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
+def _quantize(model_src, calib_samples, config, out_dir) -> dict:
     from llmcompressor.modifiers.quantization import QuantizationModifier
 
     recipe = [QuantizationModifier(scheme="FP8_DYNAMIC", targets="Linear", ignore=["lm_head"])]
@@ -21,6 +21,7 @@ def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
 
 
 register_quantizer(Quantizer(
-    "fp8", quantize=_quantize, needs_calibration=False, library="llmcompressor", options=(),
+    "fp8", quantize=_quantize, load=load_compressed_tensors, reads=("compressed-tensors",),
+    needs_calibration=False, library="llmcompressor", options=(),
     defaults={"bits": 8, "group_size": -1, "activations": "dynamic"}, bits=(8,), label=lambda c: "fp8-dynamic",
     description="FP8 e4m3 weights + dynamic per-token FP8 activations (simulated exactly on CPU)"))

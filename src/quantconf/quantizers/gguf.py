@@ -21,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+from quantconf.builtin_models import save_dequantized_gguf
 from quantconf.errors import QuantconfError
 from quantconf.quantizers.base import (Quantizer, fake_quantize_linears, layer_record, register_quantizer, relative_error,
                                        source_weights)
@@ -68,7 +69,7 @@ def gguf_roundtrip(w, scheme: str):
     return quants.dequantize(packed, qtype), packed
 
 
-def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
+def _quantize(model_src, calib_samples, config, out_dir) -> dict:
     import torch
 
     if config.scheme in K_QUANTS:
@@ -153,7 +154,7 @@ def _llama_cpp_quantize(model_src, config, out_dir) -> dict:
     params.allow_requantize = True
     if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params) != 0:
         raise QuantconfError(f"llama.cpp could not quantize {source} to {config.scheme}")
-    dense = _dense_from_gguf(target, out_dir)
+    dense = save_dequantized_gguf(target, out_dir).state_dict()  # the dense checkpoint
     sources = source_weights(model_src)
     errors = {name.removesuffix(".weight"): relative_error(sources[name], w) for name, w in dense.items()
               if name.endswith(".weight") and w.dim() == 2 and ".layers." in name and name in sources.files}
@@ -170,20 +171,6 @@ def _llama_cpp_quantize(model_src, config, out_dir) -> dict:
             "gguf_scheme": config.scheme, "gguf_file": "model.gguf", "gguf_source": str(source),
             "gguf_file_bytes": target.stat().st_size, "gguf_linear_tensor_types": types,
             "stored_as": "model.gguf + its dequantized values"}
-
-
-def _dense_from_gguf(path: Path, out_dir) -> dict:
-    """Save the GGUF file's dequantized weights as the dense checkpoint; its state dict."""
-    import torch
-    from transformers import AutoModelForCausalLM, GgufConfig
-
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
-                                                 quantization_config=GgufConfig(dequantize=True))
-    model.config.quantization_config = None
-    if hasattr(model, "hf_quantizer"):
-        model.hf_quantizer = None
-    model.save_pretrained(out_dir, safe_serialization=True)
-    return model.state_dict()
 
 
 def _label(config) -> str:

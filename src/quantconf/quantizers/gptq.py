@@ -3,7 +3,7 @@
 Group size vs layer width: when a layer's width is not a multiple of the group size (SmolLM2's
 hidden size 576 with the seed's group 128), GPTQModel pads the last group and quantizes at the
 requested size; we keep that, so the seed configuration runs unchanged. Its int4 CPU kernel
-cannot run such a checkpoint: `quantconf.models.load_gptq` says how we load it.
+cannot run such a checkpoint: `load_gptq` says how we load it.
 GPTQModel is imported inside `_quantize`: it takes seconds to import and only this step needs it.
 """
 
@@ -17,7 +17,6 @@ from pathlib import Path
 
 from quantconf.errors import QuantconfError
 from quantconf.io import captured_library_output, working_directory
-from quantconf.models import load_gptq
 from quantconf.quantizers.base import (Quantizer, group_bits, layer_record, register_quantizer, relative_error,
                                        source_weights)
 
@@ -42,7 +41,7 @@ def _restore_rope_parameters(hf_config) -> None:
             rope.pop(key, None)
 
 
-def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
+def _quantize(model_src, calib_samples, config, out_dir) -> dict:
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))
     from gptqmodel import GPTQModel, QuantizeConfig
 
@@ -98,7 +97,44 @@ def _weight_errors(out_dir, model_src, config) -> dict:
     return layer_record(errors, bits, numel)
 
 
-register_quantizer(Quantizer("gptq", quantize=_quantize, check_model=_check_model, threads_invariant=False,
+def load_gptq(path: Path, dtype, device: str):
+    """A GPTQ v1 checkpoint. On CUDA, GPTQModel's own kernels. On CPU the int4 kernel cannot run a
+    layer whose width is not a multiple of the group size (SmolLM2's 576 at group 128), so we load
+    with GPTQModel's pure-torch kernel and turn every quantized layer into a dense nn.Linear holding
+    the dequantized weights (identical values, much faster per forward)."""
+    import torch
+
+    with captured_library_output():  # GPTQModel's banner and INFO lines
+        from gptqmodel import BACKEND, GPTQModel
+
+    path = Path(path).resolve()
+    if device == "cuda":
+        with captured_library_output():
+            return GPTQModel.load(str(path), device="cuda").model
+    try:
+        with working_directory(path.parent), captured_library_output():
+            qmodel = GPTQModel.load(str(path), backend=BACKEND.GPTQ_TORCH, device="cpu")
+    except Exception as e:
+        raise QuantconfError(f"cannot load GPTQ checkpoint {path} ({type(e).__name__}: {str(e)[:160]})") from None
+    model = qmodel.model
+    with torch.no_grad():
+        for name, mod in list(model.named_modules()):
+            if hasattr(mod, "dequantize_weight") and hasattr(mod, "qweight"):
+                w = mod.dequantize_weight().T[: mod.out_features, : mod.in_features]  # (in, out) -> (out, in)
+                dense = torch.nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None)
+                dense.weight.copy_(w.float())
+                if mod.bias is not None:
+                    dense.bias.copy_(mod.bias.float())
+                parent = model.get_submodule(name.rsplit(".", 1)[0])
+                setattr(parent, name.rsplit(".", 1)[1], dense)
+    model.to(dtype=dtype)
+    if hasattr(model.config, "quantization_config"):
+        model.config.quantization_config = None
+    return model
+
+
+register_quantizer(Quantizer("gptq", quantize=_quantize, check_model=_check_model, load=load_gptq, reads=("gptq",),
+                             threads_invariant=False,
                              library="gptqmodel",
                              options=("bits", "group_size", "sym", "desc_act", "damp", "calib", "n_samples",
                                       "seq_len", "seed"),

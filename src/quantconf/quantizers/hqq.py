@@ -28,7 +28,7 @@ def hqq_roundtrip(linear, bits: int, group_size: int):
     return layer.dequantize().float().reshape(linear.weight.shape)
 
 
-def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
+def _quantize(model_src, calib_samples, config, out_dir) -> dict:
     import hqq
 
     def layer(mod):  # fp16 scale and zero per group (hqq's default: neither is itself quantized)

@@ -1,5 +1,5 @@
 """What the llm-compressor methods (awq.py, w8a8.py, fp8.py) share: run `oneshot` with a recipe on
-our calibration windows, read each quantized layer's error, save compressed-tensors.
+our calibration windows, read each quantized layer's error, save compressed-tensors, and load it back.
 
 The checkpoint is compressed-tensors (pack-quantized for int4, int-/float-quantized for 8-bit);
 plain transformers with `compressed-tensors` reloads it as dense layers and, where config.json
@@ -14,6 +14,22 @@ import contextlib
 
 from quantconf.errors import QuantconfError
 from quantconf.quantizers.base import layer_record, relative_error
+
+
+def load_compressed_tensors(path, dtype, device: str):
+    """A compressed-tensors checkpoint with its weights decompressed now: left compressed, they are
+    decompressed by a hook on the model's own forward, which our scorer bypasses (it runs the decoder,
+    then the head). Activation quantization (W8A8, FP8) stays: each Linear's forward keeps its
+    quantize-dequantize wrapper."""
+    import warnings
+
+    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+
+    with warnings.catch_warnings():  # "loading attributes ... will be overwritten": what we ask for
+        warnings.filterwarnings("ignore", message="You passed `quantization_config`")
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, quantization_config=CompressedTensorsConfig(dequantize=True))
+    return model.to(device)
 
 
 @contextlib.contextmanager

@@ -46,7 +46,7 @@ def _rtn_groups(wg, bits: int, sym: bool):
     return scale * (q - zero)
 
 
-def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
+def _quantize(model_src, calib_samples, config, out_dir) -> dict:
     def layer(mod):
         w = mod.weight
         return (rtn_quantize_weight(w, config.bits, config.group_size, config.sym),

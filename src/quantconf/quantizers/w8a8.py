@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from quantconf.errors import QuantconfError
 from quantconf.quantizers.base import Quantizer, calibration_suffix, register_quantizer
-from quantconf.quantizers.llm_compressor import run_oneshot, scheme, weight_args
+from quantconf.quantizers.llm_compressor import load_compressed_tensors, run_oneshot, scheme, weight_args
 
 ACTIVATIONS = ("static", "dynamic")
 
@@ -39,7 +39,7 @@ def _check_config(config) -> None:
                              param="smoothquant_alpha")
 
 
-def _quantize(model_src, tokenizer, calib_samples, config, out_dir) -> dict:
+def _quantize(model_src, calib_samples, config, out_dir) -> dict:
     from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
 
@@ -57,7 +57,8 @@ def _label(config) -> str:
 
 
 register_quantizer(Quantizer(
-    "w8a8", quantize=_quantize, library="llmcompressor",
+    "w8a8", quantize=_quantize, load=load_compressed_tensors, reads=("compressed-tensors",),
+    library="llmcompressor",
     options=("activations", "smoothquant_alpha", "calib", "n_samples", "seq_len", "seed"),
     defaults={"bits": 8, "group_size": -1, "activations": "static"}, bits=(8,), check_config=_check_config,
     label=_label, description="int8 weights + int8 activations (static per-tensor or dynamic per-token "

@@ -18,7 +18,7 @@ from quantconf._version import __version__
 from quantconf.analysis.noise_floor import replicate_family
 from quantconf.errors import QuantconfError
 from quantconf.io import stable_hash
-from quantconf.models import model_fingerprint
+from quantconf.builtin_models import model_fingerprint
 from quantconf.quantizers import load_methods
 from quantconf.quantizers.base import code_identity
 from quantconf.study.config import Study

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ from quantconf.analysis.noise_floor import adjust_floors, replicate_family
 from quantconf.analysis.paired import js_distance, pair_predictions, per_sample_frame
 from quantconf.analysis.recalibration import gap_verdict
 from quantconf.errors import QuantconfError
-from quantconf.models import read_quantize_record
+from quantconf.model_files import read_quantize_record
 from quantconf.predictions import read_manifest, read_prediction_dir
 from quantconf.quantizers import load_methods
 from quantconf.study.steps import (AnalysisStep, EvalStep, NoiseFloorStep, OutliersStep, PplStep, QuantizeStep)

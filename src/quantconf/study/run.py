@@ -16,7 +16,8 @@ import yaml
 
 from quantconf.errors import QuantconfError
 from quantconf.io import atomic_write_bytes, clean_stale_temp, ensure_writable_dir, locked, working_directory
-from quantconf.models import LoadOptions, model_fingerprint
+from quantconf.builtin_models import model_fingerprint
+from quantconf.models import LoadOptions
 from quantconf.predictions import read_manifest
 from quantconf.study.config import Study, load_study
 from quantconf.study.executors import Job, execute

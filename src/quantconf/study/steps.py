@@ -28,7 +28,8 @@ from quantconf.analysis.paired import compare_task
 from quantconf.analysis.recalibration import gap_interval, recalibrate_task
 from quantconf.evaluation import EvalOptions, evaluate_to_dir
 from quantconf.io import atomic_write_json, read_optional_json
-from quantconf.models import QUANTIZE_RECORD, LoadOptions, read_quantize_record
+from quantconf.model_files import QUANTIZE_RECORD, read_quantize_record
+from quantconf.models import LoadOptions
 from quantconf.outliers import OutlierOptions, run_outliers
 from quantconf.perplexity import text_perplexity
 from quantconf.predictions import intact, read_manifest, read_prediction_dir, task_file_name
