@@ -636,7 +636,7 @@ def outliers(model: str, calib: str | list[str], out: str | Path, *, n_samples: 
     Returns
     -------
     dict
-        The content of ``outliers.json``: ``per_set`` (max |x|, mean kurtosis, outlier channels),
+        The content of ``outliers.json``: ``per_set`` (max ``|x|``, mean kurtosis, outlier channels),
         ``overlap``, ``calibration``, ``model``, ``packages``.
     """
     sets = [c.strip() for c in calib.split(",") if c.strip()] if isinstance(calib, str) else list(calib)
