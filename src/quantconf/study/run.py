@@ -65,9 +65,7 @@ def analyse_missing(study: Study, steps: list[Step], log=print) -> None:
     older version, or whose predictions were recomputed): once, stored like any step."""
     for s in steps:
         if isinstance(s, (AnalysisStep, NoiseFloorStep)) and not s.done() and all(e.done() for e in s.inputs()):
-            with locked(s.path.parent / f".{s.path.name}.lock", log, what=f"{s.kind} step {s.path.name}"):
-                if not s.done():
-                    s.run(study, log)
+            s.run_once(study, log)
 
 
 def report_study(study_dir: Path, log=print) -> Path:
@@ -122,12 +120,8 @@ def run_job(s: Step, study: Study, tasks: tuple[str, ...], shard, cwd: str, log=
             return
         if s.done():
             log(f"    {s.kind} {s.model}: done, reusing {s.path.name}")
-            return
-        with locked(s.path.parent / f".{s.path.name}.lock", sub_log, what=f"{s.kind} step {s.path.name}"):
-            if s.done():  # another study finished it while we waited
-                log(f"    {s.kind} {s.model}: done by another run, reusing {s.path.name}")
-                return
-            s.run(study, sub_log)
+        elif not s.run_once(study, sub_log):  # another study finished it while we waited for its lock
+            log(f"    {s.kind} {s.model}: done by another run, reusing {s.path.name}")
 
 
 _WORKER_MODEL: dict = {}  # the last model an eval job loaded in this process, for the next job of that model
@@ -154,4 +148,4 @@ def job_resources(study: Study) -> dict:
     threads (study.threads, else this machine's cores), so two jobs never share cores unasked."""
     cpus = float(study.threads or os.cpu_count() or 1)
     return {kind: {"num_cpus": cpus, **study.resources.get(kind, {})}
-            for kind in ("quantize", "eval", "ppl", "outliers", "analysis")}
+            for kind in sorted(set(RESOURCE_KINDS.values()))}

@@ -27,7 +27,7 @@ from quantconf.analysis.noise_floor import noise_floor
 from quantconf.analysis.paired import compare_task
 from quantconf.analysis.recalibration import gap_interval, recalibrate_task
 from quantconf.evaluation import EvalOptions, evaluate_to_dir
-from quantconf.io import atomic_write_json, read_optional_json
+from quantconf.io import atomic_write_json, locked, read_optional_json
 from quantconf.model_files import QUANTIZE_RECORD, read_quantize_record
 from quantconf.models import LoadOptions
 from quantconf.outliers import OutlierOptions, run_outliers
@@ -68,6 +68,15 @@ class Step:
     def describe(self) -> str:
         return f"{self.kind:<8} {self.model} {self.label()} -> {self.path}"
 
+    def run_once(self, study, log) -> bool:
+        """Run under the step's lock unless it is done (checked again once the lock is held: another
+        run may have finished it meanwhile); whether it ran."""
+        with locked(self.path.parent / f".{self.path.name}.lock", log, what=f"{self.kind} step {self.path.name}"):
+            if self.done():
+                return False
+            self.run(study, log)
+            return True
+
 
 @dataclass
 class QuantizeStep(Step):
@@ -92,16 +101,22 @@ def study_task_options(study) -> TaskOptions:
 
 
 @dataclass
-class EvalStep(Step):
-    kind: ClassVar[str] = "eval"
-    tasks: tuple[str, ...] = ()  # the task names whose predictions the step must hold
-    source: QuantizeStep | None = None  # the checkpoint a quantized variant's evaluation reads
+class _RunsAModel(Step):
+    """A step that runs the full model, or (`source`) the checkpoint a quantize step wrote."""
+
+    source: QuantizeStep | None = None
 
     def target(self) -> str:
         return str(self.source.path) if self.source else self.model
 
     def needs(self) -> list[Step]:
         return [self.source] if self.source else []
+
+
+@dataclass
+class EvalStep(_RunsAModel):
+    kind: ClassVar[str] = "eval"
+    tasks: tuple[str, ...] = ()  # the task names whose predictions the step must hold
 
     def done(self) -> bool:
         finished = read_manifest(self.path).get("tasks", {}) if self.path.is_dir() else {}
@@ -127,19 +142,14 @@ class EvalStep(Step):
 
 
 @dataclass
-class PplStep(Step):
+class PplStep(_RunsAModel):
     kind: ClassVar[str] = "ppl"
-    source: QuantizeStep | None = None
-
-    def needs(self) -> list[Step]:
-        return [self.source] if self.source else []
 
     def done(self) -> bool:
         return self.path.is_file()
 
     def run(self, study, log, tasks=None, shard=None, model=None) -> None:
-        target = str(self.source.path) if self.source else self.model
-        record = text_perplexity(target, study.ppl_text, window=512, stride=256, max_tokens=study.ppl_tokens,
+        record = text_perplexity(self.target(), study.ppl_text, window=512, stride=256, max_tokens=study.ppl_tokens,
                                  load=LoadOptions(dtype=study.dtype, threads=study.threads),
                                  data=study_task_options(study))
         atomic_write_json(self.path, {k: v for k, v in record.items() if k != "model"})
