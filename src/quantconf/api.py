@@ -135,8 +135,9 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
              scorer: str = "packed", overwrite: bool = False, allow_pickle: bool = False,
              trust_remote_code: bool = False, progress: bool = False, log=None, num_fewshot: int | None = None,
              fewshot_seed: int = 1234, include_path: str | Path | None = None,
-             shard: tuple[int, int] | None = None) -> dict[str, pd.DataFrame]:
-    """Score every choice of every question of ``tasks`` with ``model``, as lm-evaluation-harness does.
+             shard: tuple[int, int] | None = None, max_gen_toks: int | None = None) -> dict[str, pd.DataFrame]:
+    """Score every choice of every question of ``tasks`` with ``model``, as lm-evaluation-harness does;
+    for generation tasks, generate each answer greedily and grade it with the task's own metrics.
 
     Parameters
     ----------
@@ -144,7 +145,8 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
         A model spec (see :func:`load_model`; a checkpoint :func:`quantize` wrote) or a model it returned (its dtype and device apply).
     tasks : str or list of str
         Task names (a comma-separated string is split): built-ins, ``file:PATH.jsonl``, or any
-        lm-evaluation-harness multiple-choice task, tag or group (a group gives one frame per subtask).
+        lm-evaluation-harness multiple-choice or generate_until task, tag or group (a group gives one
+        frame per subtask).
     data_dir, limit, seed, num_fewshot, fewshot_seed, include_path
         As in :func:`load_task`.
     out : str or Path, optional
@@ -169,13 +171,18 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
         ``(i, n)``, 0-based, with ``out``: score only shard i of n of each task (every n-th forward
         pass); the shard that finds all n done merges them into ``OUT/<task>.parquet``, identical to
         an unsharded run. Returns the merged frames, or {} while shards are missing.
+    max_gen_toks : int, optional
+        Generation tasks: the most tokens an answer may have (default: each task's own, lm-eval's 256).
 
     Returns
     -------
     dict of str to pandas.DataFrame
         One frame per task, one row per question: ``doc_id, task, context, choices, gold, loglik,
         n_tokens, n_chars, n_bytes, is_greedy`` (the last five: one entry per choice); tasks whose
-        choices sit in the context (Winogrande) add ``contexts`` and ``continuation``.
+        choices sit in the context (Winogrande) add ``contexts`` and ``continuation``. Generation
+        tasks: one row per prompt with ``generation``, ``token_ids``, ``token_logprobs``, the task's
+        per-sample metrics (``exact_match``, ``bleu_acc``, ...), ``correct`` (its primary 0/1 metric) and
+        the confidence measures ``sequence_logprob, mean_logprob, min_token_prob, mean_entropy, p_true``.
 
     Raises
     ------
@@ -196,7 +203,8 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
                        trust_remote_code=trust_remote_code)
     data = TaskOptions(data_dir=data_dir, limit=limit, seed=seed, num_fewshot=num_fewshot, fewshot_seed=fewshot_seed,
                        include_path=str(include_path) if include_path is not None else None)
-    run = EvalOptions(batch_size=batch_size, scorer=scorer, progress=progress, overwrite=overwrite, shard=shard)
+    run = EvalOptions(batch_size=batch_size, scorer=scorer, progress=progress, overwrite=overwrite, shard=shard,
+                      max_gen_toks=max_gen_toks)
     run.check()
     log = log or (lambda message: None)
     if out is not None:
@@ -209,8 +217,8 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
     loaded_tasks = [data.load(t) for t in leaves]
     set_threads(threads)
     lm = model if isinstance(model, LoadedModel) else load.load(model)
-    return {t.task.name: evaluate_task(lm, t, batch_size=batch_size, progress=progress, scorer=scorer)
-            for t in loaded_tasks}
+    return {t.task.name: evaluate_task(lm, t, batch_size=batch_size, progress=progress, scorer=scorer,
+                                       max_gen_toks=max_gen_toks) for t in loaded_tasks}
 
 
 def quantize(model: str | Path | LoadedModel, out: str | Path, *, method: str = "gptq", overwrite: bool = False,
@@ -278,7 +286,7 @@ def quantize(model: str | Path | LoadedModel, out: str | Path, *, method: str = 
 
 
 def metrics(predictions: pd.DataFrame | dict[str, pd.DataFrame], *, n_bins: int = 15, n_boot: int = 1000,
-            normalize: str = "none", seed: int = 0, compat: str | None = None) -> dict:
+            normalize: str = "none", seed: int = 0, compat: str | None = None, correctness: str | None = None) -> dict:
     """Accuracy and calibration metrics of one task's predictions, with bootstrap CIs.
 
     Parameters
@@ -297,11 +305,18 @@ def metrics(predictions: pd.DataFrame | dict[str, pd.DataFrame], *, n_bins: int 
         Bootstrap seed.
     compat : {"proskurina2024"}, optional
         Also report the seed paper's own (non-standard) definitions.
+    correctness : str, optional
+        Generation tasks: the 0/1 column that counts as correct (default: the task's primary metric,
+        e.g. ``exact_match`` or ``bleu_acc``; also ``rouge1_acc``, ``judge_acc``, ...). Ignored for
+        multiple-choice tasks.
 
     Returns
     -------
     dict
-        The keys of ``quantconf metrics --json`` for one task: ``n`` and every name in
+        Generation tasks: ``n, kind, correctness, acc, confidence_measure``, that measure's metrics
+        (``ece, smece, brier, nll, auroc, aurc, eaurc, ...``), ``ci`` and ``measures`` (the same for
+        each of p_true, sequence_prob, mean_token_prob, min_token_prob, neg_mean_entropy; see
+        ``quantconf.analysis.generation``). Multiple-choice tasks: the keys of ``quantconf metrics --json`` for one task: ``n`` and every name in
         ``quantconf.analysis.metrics.METRICS`` (acc, acc_norm, nll, brier, entropy, conf, conf_true, ece,
         ace, mce, sce, rmsce, l2_debiased, smece, ece_sweep, tace, auroc, aurc, eaurc, the Brier
         decomposition, ...), ``ci`` ({metric: [lo, hi]}), and ``proskurina2024`` with ``compat``;
@@ -322,19 +337,20 @@ def metrics(predictions: pd.DataFrame | dict[str, pd.DataFrame], *, n_bins: int 
     0.5
     """
     if isinstance(predictions, dict):
-        return {task: metrics(df, n_bins=n_bins, n_boot=n_boot, normalize=normalize, seed=seed, compat=compat)
-                for task, df in predictions.items()}
+        return {task: metrics(df, n_bins=n_bins, n_boot=n_boot, normalize=normalize, seed=seed, compat=compat,
+                              correctness=correctness) for task, df in predictions.items()}
     if n_boot < 0:
         raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
     try:
         return task_metrics(predictions, n_bins=n_bins, n_boot=n_boot, normalize=normalize, seed=seed,
-                            compat=compat)
+                            compat=compat, correctness=correctness)
     except ValueError as e:
         task = predictions["task"].iloc[0] if len(predictions) else "predictions"
         raise QuantconfError(f"{task}: {e}") from None
 
 
-def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: int = 1000, seed: int = 0) -> dict:
+def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: int = 1000, seed: int = 0,
+            correctness: str | None = None) -> dict:
     """Full vs quantized, question by question: deltas with paired CIs, JS distance, flips, tests.
 
     Parameters
@@ -349,6 +365,8 @@ def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: 
     n_boot : int, default=1000
         Paired bootstrap resamples (0: no CIs).
     seed : int, default=0
+    correctness : str, optional
+        Generation tasks: the 0/1 column that counts as correct (default: the task's primary metric).
 
     Returns
     -------
@@ -358,7 +376,11 @@ def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: 
         ``quantconf.analysis.paired.DELTA_METRICS``: acc, nll, ece, ace, brier, conf, conf_true, smece,
         ece_sweep, tace, auroc, aurc, eaurc, brier_reliability, brier_resolution), ``flips_correct_to_wrong, flips_wrong_to_correct,
         pred_changed, p_ttest, p_wilcoxon, p_mcnemar, ci, by_confidence_bin``; a dict by task when
-        given dicts or directories.
+        given dicts or directories. Generation tasks: ``n, full_acc, quant_acc, delta_acc,
+        answer_changed, answer_changed_normalised, flips_correct_to_wrong, flips_wrong_to_correct,
+        p_mcnemar, rougeL_between``, per confidence measure ``full_/quant_/delta_mean_<measure>`` and
+        ``full_/quant_/delta_<ece|smece|brier|auroc|conf>_<measure>``, ``p_wilcoxon``, ``ci``,
+        ``by_confidence_bin`` (see ``quantconf.analysis.generation.compare_generations``).
 
     Raises
     ------
@@ -371,7 +393,8 @@ def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: 
     >>> res = qc.compare("runs/full", "runs/gptq4")                   # doctest: +SKIP
     >>> res["piqa"]["delta_acc"], res["piqa"]["js_mean"]              # doctest: +SKIP
     """
-    options = {"n_bins": n_bins, "n_conf_bins": n_conf_bins, "n_boot": n_boot, "seed": seed}
+    options = {"n_bins": n_bins, "n_conf_bins": n_conf_bins, "n_boot": n_boot, "seed": seed,
+               "correctness": correctness}
     if n_boot < 0:
         raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
     if isinstance(full, (str, Path)) and isinstance(quantized, (str, Path)):

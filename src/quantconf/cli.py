@@ -74,6 +74,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's own code")
 
 
+def add_correctness_arg(p) -> None:
+    p.add_argument("--correctness", default=None, metavar="METRIC",
+                   help="generation tasks: the 0/1 column that counts as correct (default: the task's primary "
+                        "metric: exact_match, bleu_acc for truthfulqa_gen; e.g. rouge1_acc, judge_acc)")
+
+
 def cmd_eval(args) -> int:
     preds = qc.evaluate(
         args.model, _csv(args.tasks), out=Path(args.out), data_dir=args.data_dir, limit=args.limit,
@@ -81,7 +87,7 @@ def cmd_eval(args) -> int:
         seed=args.seed, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
         trust_remote_code=args.trust_remote_code, progress=not args.quiet, scorer=args.scorer,
         log=lambda m: print(m, file=sys.stderr), num_fewshot=args.num_fewshot, fewshot_seed=args.fewshot_seed,
-        include_path=args.include_path, shard=args.shard,
+        include_path=args.include_path, shard=args.shard, max_gen_toks=args.max_gen_toks,
     )
     if args.shard and not preds:
         print(f"shard {args.shard[0] + 1}/{args.shard[1]} written; the last shard to finish merges them into {args.out}")
@@ -89,6 +95,10 @@ def cmd_eval(args) -> int:
     print(f"{'task':<18} {'n':>6} {'acc':>8} {'acc_norm':>9}")
     for task, df in preds.items():
         acc = accuracy(df)
+        if "generation" in df.columns:  # generation: acc is the task's primary 0/1 metric
+            metric = df["primary_metric"].iloc[0] if len(df) else "correct"
+            print(f"{task:<18} {len(df):>6} {acc['acc']:>8.4f} {'(' + metric + ')':>9}")
+            continue
         print(f"{task:<18} {len(df):>6} {acc['acc']:>8.4f} {acc['acc_norm']:>9.4f}")
     print(f"predictions: {args.out}")
     return 0
@@ -102,7 +112,7 @@ def cmd_metrics(args) -> int:
     for task, df in preds.items():
         try:
             results[task] = qc.metrics(df, n_bins=args.bins, n_boot=args.bootstrap, normalize=args.normalize,
-                                       seed=args.seed, compat=args.compat)
+                                       seed=args.seed, compat=args.compat, correctness=args.correctness)
         except QuantconfError as e:
             if e.param:
                 raise
@@ -112,7 +122,11 @@ def cmd_metrics(args) -> int:
     if args.json:
         print(json.dumps(results, indent=2, default=float))
         return 0
-    for cols in (METRICS_TABLE, METRICS_TABLE_2):
+    generated = {t: m for t, m in results.items() if m.get("kind") == "generation"}
+    results = {t: m for t, m in results.items() if t not in generated}
+    for task, m in generated.items():
+        print_generation_metrics(task, m, args.bootstrap)
+    for cols in ((METRICS_TABLE, METRICS_TABLE_2) if results else ()):
         print(f"{'task':<16} {'n':>6} " + " ".join(f"{c[:9]:>9}" for c in cols))
         for task, m in results.items():
             vals = " ".join(f"{m.get(c, float('nan')):>9.4f}" for c in cols)
@@ -203,13 +217,56 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
                    **opt)
 
 
+GENERATION_TABLE = ["n", "conf", "ece", "smece", "brier", "nll", "auroc", "eaurc"]
+
+
+def print_generation_metrics(task: str, m: dict, bootstrap: int) -> None:
+    acc_ci = m.get("ci", {}).get("acc")
+    print(f"== {task} (generation, n={m['n']}): {m['correctness']} = {m['acc']:.4f}"
+          + (f" [{acc_ci[0]:.3f}, {acc_ci[1]:.3f}]" if acc_ci and bootstrap else ""))
+    print(f"  {'confidence measure':<18} " + " ".join(f"{c:>9}" for c in GENERATION_TABLE))
+    for name, mm in m["measures"].items():
+        vals = " ".join(f"{mm.get(c, float('nan')):>9.4f}" if c != "n" else f"{mm['n']:>9}" for c in GENERATION_TABLE)
+        print(f"  {name:<18} {vals}")
+        if "ci" in mm and bootstrap:
+            ci = " ".join(f"{'[%.2f,%.2f]' % tuple(mm['ci'][c]) if c in mm['ci'] else '':>9}" for c in GENERATION_TABLE)
+            print(f"  {'  95% CI':<18} {ci}")
+    print()
+
+
+def print_generation_comparison(task: str, c: dict) -> None:
+    print(f"== {task} (generation, n={c['n']}, correct = {c['correctness']})")
+    ci = c.get("ci", {}).get("delta_acc")
+    print(f"  acc full {c['full_acc']:.4f}  quant {c['quant_acc']:.4f}  delta {c['delta_acc']:+.4f}"
+          + (f"  95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""))
+    print(f"  answers changed {c['answer_changed']:.3f} (normalised {c['answer_changed_normalised']:.3f}); ROUGE-L "
+          f"between answers {c['rougeL_between']:.3f}; flips correct->wrong {c['flips_correct_to_wrong']}, "
+          f"wrong->correct {c['flips_wrong_to_correct']}; p McNemar {c['p_mcnemar']:.3g}")
+    for m in ("p_true", "mean_token_prob", "sequence_prob", "min_token_prob"):
+        if f"delta_ece_{m}" not in c:
+            continue
+        parts = []
+        for metric in ("conf", "ece", "auroc"):
+            ci = c.get("ci", {}).get(f"delta_{metric}_{m}")
+            parts.append(f"{metric} {c[f'full_{metric}_{m}']:.3f}->{c[f'quant_{metric}_{m}']:.3f}"
+                         + (f" [{ci[0]:+.3f},{ci[1]:+.3f}]" if ci else ""))
+        print(f"  {m:<16} " + "; ".join(parts))
+    print(f"  by full-model {c['confidence_measure']}:  conf range      n  answers changed  flip rate  delta conf")
+    for b in c["by_confidence_bin"]:
+        print(f"  {'':<26}{b['conf_lo']:.2f}-{b['conf_hi']:.2f} {b['n']:>6}  {b['answer_changed_rate']:>15.3f}"
+              f"  {b['flip_rate']:>9.3f}  {b['delta_conf']:>+10.4f}")
+
+
 def cmd_compare(args) -> int:
     res = qc.compare(Path(args.full_dir), Path(args.quant_dir), n_bins=args.bins, n_conf_bins=args.conf_bins,
-                     n_boot=args.bootstrap)
+                     n_boot=args.bootstrap, correctness=args.correctness)
     if args.json:
         print(json.dumps(res, indent=2, default=float))
         return 0
     for task, c in res.items():
+        if c.get("kind") == "generation":
+            print_generation_comparison(task, c)
+            continue
         print(f"== {task} (n={c['n']})")
         if "note" in c:
             print(f"  {c['note']}: delta_mc2 {c['delta_mc2']:+.4f}, JS mean {c['js_mean']:.4f}")
@@ -335,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quantconf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("eval", help="score multiple-choice tasks, write per-choice log-likelihoods")
+    p = sub.add_parser("eval", help="score multiple-choice tasks (per-choice log-likelihoods) and generation "
+                                    "tasks (greedy answers, graded, with their confidence)")
     p.add_argument("model", help="`default`, a hub id[@revision], a local HF dir, or a .gguf file")
     p.add_argument("--tasks", required=True,
                    help="comma-separated names: built-ins, lm-eval tasks/groups (lm_eval:NAME forces lm-eval's), "
@@ -360,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scorer", default="packed", choices=list(SCORERS),
                    help="packed: each question once, as a prefix tree of its context and choices (default); "
                         "naive: one sequence per choice")
+    p.add_argument("--max-gen-toks", type=_positive_int, default=None,
+                   help="generation tasks: at most this many tokens per answer (default: each task's own; lm-eval: 256)")
     add_model_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -373,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compat", default=None, choices=list(COMPAT_MODES),
                    help="also report the seed paper's (non-standard) definitions")
     p.add_argument("--seed", type=int, default=0)
+    add_correctness_arg(p)
     p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("recalibrate", help="temperature scaling per task: fitted T, calibration before/after")
@@ -400,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bins", type=_positive_int, default=15)
     p.add_argument("--conf-bins", type=_positive_int, default=5, help="equal-mass bins of full-model confidence")
     p.add_argument("--bootstrap", type=int, default=1000)
+    add_correctness_arg(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("noise-floor", help="full vs replicate quantizations: effects over questions and "

@@ -1,4 +1,5 @@
-"""Evaluate a model on multiple-choice tasks: questions -> per-choice log-likelihoods -> predictions.
+"""Evaluate a model on tasks: questions -> per-choice log-likelihoods -> predictions (multiple choice),
+or prompts -> greedy generations, graded, with their confidence (generation tasks, `generation.py`).
 
 `evaluate_task` scores one loaded task with a loaded model and returns its predictions frame (pure:
 no files). `evaluate_to_dir` is what `quantconf eval` and studies run: it loads the model only when
@@ -26,10 +27,11 @@ from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_write_json, clean_stale_temp, ensure_writable_dir, locked, package_versions,
                           read_optional_json, remove_if_holds_nothing, sha256_file, stable_hash)
 from quantconf.analysis.metrics import accuracy
+from quantconf.generation import GENERATOR_VERSION, generate_task
 from quantconf.builtin_models import model_fingerprint
 from quantconf.models import LoadedModel, LoadOptions
 from quantconf.runtime import resolve_device, set_threads
-from quantconf.predictions import (MANIFEST, intact, predictions_frame, read_manifest, read_prediction_file,
+from quantconf.predictions import (MANIFEST, intact, is_generation_frame, predictions_frame, read_manifest, read_prediction_file,
                                    task_file_name, write_predictions)
 from quantconf.scoring import encode_pair, score_questions, score_requests, wants_bos
 from quantconf.tasks import LoadedTask, TaskOptions
@@ -46,13 +48,18 @@ def task_requests(tokenizer, loaded: LoadedTask, add_bos: bool) -> list[tuple[li
 
 
 def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, progress: bool = False,
-                  scorer: str = "packed", shard: tuple[int, int] | None = None) -> pd.DataFrame:
-    """Score every choice of every question. `scorer`: "packed" (context once per question) or
+                  scorer: str = "packed", shard: tuple[int, int] | None = None,
+                  max_gen_toks: int | None = None) -> pd.DataFrame:
+    """Score every choice of every question (generation tasks: `generation.generate_task`, with
+    `max_gen_toks` overriding the task's token budget; a shard is every n-th prompt). `scorer`: "packed" (context once per question) or
     "naive" (one sequence per choice); both agree to float rounding. `shard=(i, n)`: only the
     questions of every n-th forward pass of the packed plan (bit-identical to the unsharded run;
     naive: every n-th question, equal to float rounding)."""
     if scorer not in SCORERS:
         raise QuantconfError(f"scorer must be one of {SCORERS}, got {scorer!r}", param="scorer")
+    if loaded.task.generates:
+        return generate_task(lm, loaded, batch_size=batch_size, max_gen_toks=max_gen_toks, progress=progress,
+                             shard=shard)
     add_bos = wants_bos(lm.model)
     if shard is not None and scorer == "naive":
         loaded = LoadedTask(loaded.task, loaded.questions[shard[0]::shard[1]], loaded.source, loaded.source_sha256)
@@ -103,6 +110,7 @@ class EvalOptions:
     progress: bool = True  # progress bars
     overwrite: bool = False  # recompute tasks whose predictions are already there
     shard: tuple[int, int] | None = None  # (i, n): only every n-th forward pass, from pass i
+    max_gen_toks: int | None = None  # generation tasks: tokens at most per answer (None: each task's own)
 
     def check(self) -> None:
         """The options checked before any work, naming the parameter at fault."""
@@ -110,6 +118,10 @@ class EvalOptions:
             raise QuantconfError(f"batch_size must be >= 1, got {self.batch_size}", param="batch_size")
         if self.scorer not in SCORERS:
             raise QuantconfError(f"scorer must be one of {SCORERS}, got {self.scorer!r}", param="scorer")
+        if self.max_gen_toks is not None and (isinstance(self.max_gen_toks, bool)
+                                              or not isinstance(self.max_gen_toks, int) or self.max_gen_toks < 1):
+            raise QuantconfError(f"max_gen_toks must be a whole number >= 1, got {self.max_gen_toks!r}",
+                                 param="max_gen_toks")
         if self.shard is not None:
             i, n = self.shard
             if not (isinstance(n, int) and isinstance(i, int) and n >= 1 and 0 <= i < n):
@@ -207,11 +219,16 @@ class EvaluationRun:
         for loaded in loaded_tasks:
             name = loaded.task.name
             fewshot = [loaded.task.num_fewshot, loaded.task.fewshot_seed] if loaded.task.lm_eval else []
+            # generation: the decoder's version and token budget change numbers; the scorer's do not
+            how = ([GENERATOR_VERSION, self.run.max_gen_toks] if loaded.task.generates else [SCORER_VERSION])
             key = stable_hash([self.fingerprint, self.load.dtype, self.load.device, name, loaded.task.version,
-                               loaded.source_sha256, self.data.limit, self.data.seed, SCORER_VERSION, *fewshot])
+                               loaded.source_sha256, self.data.limit, self.data.seed, *how, *fewshot])
             path = out / task_file_name(name)
             entry_extra = {"version": loaded.task.version, "source": loaded.source,
                            "source_sha256": loaded.source_sha256, "limit": self.data.limit,
+                           **({"output_type": "generate_until", "primary_metric": loaded.task.primary_metric,
+                               "max_gen_toks": self.run.max_gen_toks, "generator_version": GENERATOR_VERSION}
+                              if loaded.task.generates else {}),
                            **({"lm_eval_task": loaded.task.lm_eval, "num_fewshot": loaded.task.num_fewshot,
                                "fewshot_seed": loaded.task.fewshot_seed} if loaded.task.lm_eval else {})}
             with locked(out / f".{path.name}.lock", log, what=f"{name} in {out}"):
@@ -237,15 +254,14 @@ class EvaluationRun:
         name = loaded.task.name
         t0 = time.perf_counter()
         df = evaluate_task(self.model(), loaded, batch_size=self.run.batch_size, progress=self.run.progress,
-                           scorer=self.run.scorer)
+                           scorer=self.run.scorer, max_gen_toks=self.run.max_gen_toks)
         seconds = time.perf_counter() - t0
         write_predictions(df, path)  # before the checks below: a broken model's scores stay inspectable
         acc = accuracy(df)
         self.record(name, {"key": key, "file": path.name, "sha256": sha256_file(path), "n": len(df),
-                           "seconds": round(seconds, 3),
-                           "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2),
+                           "seconds": round(seconds, 3), **throughput(df, seconds),
                            **acc, **entry_extra}, self.lm.info, self.n_threads, groups)
-        self.log(f"{name}: n={len(df)} acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f} ({seconds:.1f}s)")
+        self.log(f"{name}: n={len(df)} {accuracy_line(df, acc)} ({seconds:.1f}s)")
         return {**acc, "n": len(df), "reused": False}
 
     def score_shard(self, loaded, key, path, entry_extra, groups) -> dict:
@@ -257,7 +273,7 @@ class EvaluationRun:
         if overwrite or meta.get("key") != key or not shard_path.is_file():
             t0 = time.perf_counter()
             df = evaluate_task(self.model(), loaded, batch_size=self.run.batch_size, progress=self.run.progress,
-                               scorer=self.run.scorer, shard=self.run.shard)
+                               scorer=self.run.scorer, shard=self.run.shard, max_gen_toks=self.run.max_gen_toks)
             seconds = time.perf_counter() - t0
             shard_path.parent.mkdir(parents=True, exist_ok=True)
             write_predictions(df, shard_path)
@@ -280,13 +296,25 @@ class EvaluationRun:
             acc = accuracy(df)
             seconds = sum(m["seconds"] for m in metas)
             self.record(name, {"key": key, "file": path.name, "sha256": sha256_file(path), "n": len(df),
-                               "seconds": round(seconds, 3), "shards": n,
-                               "choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2),
+                               "seconds": round(seconds, 3), "shards": n, **throughput(df, seconds),
                                **acc, **entry_extra}, metas[i]["model"], metas[i]["threads"], groups)
             shutil.rmtree(shard_path.parent, ignore_errors=True)  # the merged file holds them all now
             remove_if_holds_nothing(shard_path.parent.parent)
-            log(f"{name}: merged {n} shards, n={len(df)} acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f}")
+            log(f"{name}: merged {n} shards, n={len(df)} {accuracy_line(df, acc)}")
             return {**acc, "n": len(df), "reused": False, "merged": True}
+
+
+def throughput(df: pd.DataFrame, seconds: float) -> dict:
+    if is_generation_frame(df):
+        return {"tokens_per_second": round(sum(map(len, df["token_ids"])) / max(seconds, 1e-9), 2)}
+    return {"choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2)}
+
+
+def accuracy_line(df: pd.DataFrame, acc: dict) -> str:
+    if is_generation_frame(df):
+        metric = df["primary_metric"].iloc[0] if len(df) else "correct"
+        return f"{metric}={acc['acc']:.4f}"
+    return f"acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f}"
 
 
 def meta_n(meta_path: Path) -> int:

@@ -1,5 +1,4 @@
-"""Greedy generation with the confidence of what the model wrote (issue 25's core; not yet wired into
-tasks, the CLI or studies).
+"""Greedy generation with the confidence of what the model wrote: the evaluation of generation tasks.
 
 `greedy_generate` decodes a batch of prompts greedily (lm-eval's default for generate_until tasks):
 prompts left-padded, one forward pass over the prompts, then one token per step with the KV cache
@@ -17,6 +16,10 @@ log-probability under the model and the entropy of the distribution it was drawn
 true under the fixed prompt `P_TRUE_PROMPT`, the softmax over the two option letters " A" (True) and
 " B" (False) at the position after the prompt: one extra forward pass per sample.
 
+`generate_task` runs a loaded generation task: generations, the task's own grading (lm-eval's
+filters and process_results, or a built-in's), the confidence measures and P(True), one row per
+prompt (the columns are listed in `predictions.py`).
+
 A kept token is one whose text ends at or before the cut; a token that straddles the cut (its text
 runs into the stop string) is not kept, so the measures describe exactly the tokens of the answer.
 """
@@ -27,6 +30,8 @@ from dataclasses import dataclass, field
 
 from quantconf.errors import QuantconfError
 
+# part of an evaluation's reuse key: bump when a generation's text, tokens or measures can change
+GENERATOR_VERSION = "1"
 P_TRUE_PROMPT = ("Question: {question}\nProposed Answer: {answer}\nIs the proposed answer:\n (A) True\n (B) False\n"
                  "The proposed answer is:")
 
@@ -60,23 +65,58 @@ def cut_at_stop(text: str, until: list[str]) -> str:
 
 
 def greedy_generate(lm, prompts: list[str], until: list[str], max_gen_toks: int = 256, batch_size: int = 8,
-                    add_bos: bool = False) -> list[Generation]:
-    """Greedy continuations of `prompts` (see the module docstring), in the order given."""
+                    add_bos: bool = False, progress: bool = False, desc: str = "generating") -> list[Generation]:
+    """Greedy continuations of `prompts` (see the module docstring), in the order given. A prompt longer
+    than the model's window less `max_gen_toks` loses its start, as lm-eval's HF backend truncates."""
+    from tqdm import tqdm
+
+    from quantconf.scoring import max_length
+
     if max_gen_toks < 1:
         raise QuantconfError(f"max_gen_toks must be >= 1, got {max_gen_toks}", param="max_gen_toks")
     if batch_size < 1:
         raise QuantconfError(f"batch_size must be >= 1, got {batch_size}", param="batch_size")
     tok = lm.tokenizer
-    encoded = [([tok.bos_token_id] if add_bos and tok.bos_token_id is not None else [])
-               + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    room = max(max_length(lm.model) - max_gen_toks, 1)
+    encoded = [(([tok.bos_token_id] if add_bos and tok.bos_token_id is not None else [])
+                + tok(p, add_special_tokens=False)["input_ids"])[-room:] for p in prompts]
     # longest first: rows of a batch have similar lengths, so little padding
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     out: list[Generation | None] = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        for i, g in zip(idx, _generate_batch(lm, [encoded[i] for i in idx], until, max_gen_toks)):
-            out[i] = g
+    with tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False, disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            for i, g in zip(idx, _generate_batch(lm, [encoded[i] for i in idx], until, max_gen_toks)):
+                out[i] = g
+            bar.update(len(idx))
     return out
+
+
+def stop_token_ids(lm) -> set[int]:
+    """Token ids that end a generation: the tokenizer's EOS and the model's generation-config EOS (one
+    id or several), as Hugging Face's `generate` stops, which lm-eval's HF backend calls (SmolLM2
+    Instruct: the tokenizer says <|im_start|>, the generation config <|im_end|>)."""
+    ids = {lm.tokenizer.eos_token_id}
+    config_eos = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
+    ids.update(config_eos if isinstance(config_eos, (list, tuple)) else [config_eos])
+    return {int(i) for i in ids if i is not None}
+
+
+def decode(tok, token_ids: list[int]) -> str:
+    # special tokens are not text (lm-eval's tok_decode skips them too)
+    return tok.decode(token_ids, skip_special_tokens=True)
+
+
+def last_logits(model, **inputs):
+    """Logits at the last position only (the LM head over every prompt position costs more than the
+    decoder layers of a small model); models whose forward lacks `logits_to_keep` compute them all."""
+    import inspect
+
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        result = model(**inputs, logits_to_keep=1)
+    else:
+        result = model(**inputs)
+    return result, result.logits[:, -1, :]
 
 
 def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks: int) -> list[Generation]:
@@ -92,7 +132,7 @@ def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks
         ids[r, width - len(p):] = torch.tensor(p)
         mask[r, width - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
-    eos = tok.eos_token_id
+    stops = stop_token_ids(lm)
     tokens = [[] for _ in range(n)]
     logprobs = [[] for _ in range(n)]
     entropies = [[] for _ in range(n)]
@@ -102,23 +142,23 @@ def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks
     with torch.no_grad():
         for _ in range(max_gen_toks):
             position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
-            result = model(input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
-                           past_key_values=past, use_cache=True)
+            result, logits = last_logits(model, input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
+                                         past_key_values=past, use_cache=True)
             past = result.past_key_values
-            logp = torch.log_softmax(result.logits[:, -1, :].float(), dim=-1)
+            logp = torch.log_softmax(logits.float(), dim=-1)
             choice = logp.argmax(-1)
             entropy = -(logp.exp() * logp).nan_to_num().sum(-1)
             for r in range(n):
                 if finished[r]:
                     continue
                 t = int(choice[r])
-                if eos is not None and t == eos:
+                if t in stops:
                     finished[r] = True
                     continue
                 tokens[r].append(t)
                 logprobs[r].append(float(logp[r, t]))
                 entropies[r].append(float(entropy[r]))
-                if any(term and term in tok.decode(tokens[r]) for term in until):
+                if any(term and term in decode(tok, tokens[r]) for term in until):
                     finished[r] = True
             if all(finished):
                 break
@@ -129,10 +169,10 @@ def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks
 
 def _kept(tok, token_ids: list[int], logprobs: list[float], entropies: list[float], until: list[str]) -> Generation:
     """The generation cut at the first stop string, with the tokens that lie wholly before the cut."""
-    full = tok.decode(token_ids)
+    full = decode(tok, token_ids)
     text = cut_at_stop(full, until)
     keep = len(token_ids)
-    while keep and len(tok.decode(token_ids[:keep])) > len(text):
+    while keep and len(decode(tok, token_ids[:keep])) > len(text):
         keep -= 1
     return Generation(text, token_ids[:keep], logprobs[:keep], entropies[:keep])
 
@@ -144,9 +184,7 @@ def p_true(lm, question: str, answer: str, add_bos: bool = False) -> float:
     import torch
 
     tok = lm.tokenizer
-    prompt = P_TRUE_PROMPT.format(question=question.strip(), answer=answer.strip())
-    ctx = ([tok.bos_token_id] if add_bos and tok.bos_token_id is not None else []) + \
-        tok(prompt, add_special_tokens=False)["input_ids"]
+    ctx = _p_true_context(tok, question, answer, add_bos)
     options = [tok(x, add_special_tokens=False)["input_ids"] for x in (" A", " B")]
     width = len(ctx) + max(len(o) for o in options)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -156,3 +194,90 @@ def p_true(lm, question: str, answer: str, add_bos: bool = False) -> float:
         logp = torch.log_softmax(lm.model(input_ids=torch.tensor(rows, device=device)).logits.float(), -1)
     ll = [sum(float(logp[r, len(ctx) - 1 + j, t]) for j, t in enumerate(o)) for r, o in enumerate(options)]
     return float(torch.softmax(torch.tensor(ll), dim=0)[0])
+
+
+def _p_true_context(tok, question: str, answer: str, add_bos: bool) -> list[int]:
+    prompt = P_TRUE_PROMPT.format(question=question.strip(), answer=answer.strip())
+    return ([tok.bos_token_id] if add_bos and tok.bos_token_id is not None else []) + \
+        tok(prompt, add_special_tokens=False)["input_ids"]
+
+
+def p_true_batch(lm, questions: list[str], answers: list[str], add_bos: bool = False,
+                 batch_size: int = 8) -> list[float]:
+    """`p_true` of many (question, answer) pairs: when " A" and " B" are one token each, left-padded
+    batches with the logits of the last position only (the same numbers, to float rounding);
+    otherwise one `p_true` call per pair."""
+    import torch
+
+    tok = lm.tokenizer
+    options = [tok(x, add_special_tokens=False)["input_ids"] for x in (" A", " B")]
+    if any(len(o) != 1 for o in options):
+        return [p_true(lm, q, a, add_bos) for q, a in zip(questions, answers)]
+    a_id, b_id = options[0][0], options[1][0]
+    contexts = [_p_true_context(tok, q, a, add_bos) for q, a in zip(questions, answers)]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    device = next(lm.model.parameters()).device
+    out = [float("nan")] * len(contexts)
+    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(contexts[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids[r, width - len(contexts[i]):] = torch.tensor(contexts[i])
+                mask[r, width - len(contexts[i]):] = 1
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            _, logits = last_logits(lm.model, input_ids=ids.to(device), attention_mask=mask.to(device),
+                                    position_ids=position_ids.to(device))
+            two = torch.stack([logits[:, a_id], logits[:, b_id]], dim=1).float()
+            for i, value in zip(idx, torch.softmax(two, dim=1)[:, 0].tolist()):
+                out[i] = float(value)
+    return out
+
+
+CONFIDENCE_COLUMNS = ("sequence_logprob", "mean_logprob", "min_token_prob", "mean_entropy", "p_true")
+
+
+def generate_task(lm, loaded, batch_size: int = 8, max_gen_toks: int | None = None, progress: bool = False,
+                  shard: tuple[int, int] | None = None, with_p_true: bool = True):
+    """One row per prompt of a loaded generation task (`predictions.py` lists the columns).
+    `max_gen_toks` overrides the task's budget; `shard=(i, n)`: every n-th prompt from the i-th."""
+    import numpy as np
+
+    from quantconf.predictions import GENERATION_COLUMNS, generations_frame
+    from quantconf.scoring import wants_bos
+
+    prompts = loaded.questions if shard is None else loaded.questions[shard[0]::shard[1]]
+    add_bos = wants_bos(lm.model)
+    generations: list[Generation | None] = [None] * len(prompts)
+    settings: dict[tuple, list[int]] = {}  # prompts that share stop strings and budget decode together
+    for i, p in enumerate(prompts):
+        settings.setdefault((p.until, max_gen_toks or p.max_gen_toks), []).append(i)
+    for (until, budget), idx in settings.items():
+        for i, g in zip(idx, greedy_generate(lm, [prompts[i].context for i in idx], list(until), budget,
+                                             batch_size, add_bos, progress, desc=loaded.task.name)):
+            generations[i] = g
+    graded = loaded.grade(prompts, [g.text for g in generations]) if prompts else []
+    primary = loaded.task.primary_metric
+    truths = (p_true_batch(lm, [p.question for p in prompts], [g.text for g in generations], add_bos, batch_size)
+              if with_p_true else [float("nan")] * len(prompts))
+    rows = []
+    for p, g, metrics, truth in zip(prompts, generations, graded, truths):
+        if primary not in metrics:
+            raise QuantconfError(f"{loaded.task.name}: its grading gives {sorted(metrics)}, not its primary "
+                                 f"metric {primary!r}")
+        clash = set(metrics) & set(GENERATION_COLUMNS)
+        if clash:
+            raise QuantconfError(f"{loaded.task.name}: its metrics {sorted(clash)} clash with prediction columns")
+        rows.append({
+            "doc_id": p.doc_id, "task": loaded.task.name, "context": p.context, "question": p.question,
+            "reference": p.reference, "generation": g.text, "token_ids": list(g.token_ids),
+            "token_logprobs": list(g.token_logprobs), "token_entropies": list(g.token_entropies),
+            "primary_metric": primary, "correct": float(metrics[primary]),
+            **{k: float(v) if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else v
+               for k, v in metrics.items()},
+            **g.confidence(), "p_true": truth,
+        })
+    return generations_frame(rows)

@@ -4,6 +4,14 @@ Columns: doc_id, task, context, choices, gold (int, or a list of ints for multi-
 loglik, n_tokens, n_chars, n_bytes, is_greedy (lists, one entry per choice); tasks whose choices
 sit in the context (Winogrande-style) add contexts (one per choice) and continuation. Written by
 `evaluate` and `import-lm-eval`, read by metrics, compare and studies.
+
+Generation tasks (a file with a `generation` column) have one row per prompt instead: doc_id, task,
+context (the prompt), question (what P(True) asks about), reference (gold answer text, for display),
+generation (the text, cut at the stop string), token_ids, token_logprobs, token_entropies (lists, one
+per kept token), primary_metric (the name of the 0/1 metric that is "correct"), correct (its value),
+the task's per-sample metrics under lm-eval's names (exact_match, bleu_acc, rouge1_acc, ...), and the
+confidence measures sequence_logprob, mean_logprob, min_token_prob, mean_entropy, p_true (NaN where
+unknown, e.g. imported generations without the model). Imports may add judge_score / judge_acc.
 """
 
 from __future__ import annotations
@@ -18,6 +26,48 @@ from quantconf.io import atomic_write_parquet, read_optional_json, sha256_file
 
 REQUIRED_COLUMNS = ["doc_id", "task", "choices", "gold", "loglik", "n_tokens", "n_chars", "n_bytes", "is_greedy"]
 MANIFEST = "manifest.json"
+
+
+GENERATION_COLUMNS = ["doc_id", "task", "context", "generation", "token_ids", "token_logprobs", "primary_metric",
+                      "correct", "sequence_logprob", "mean_logprob", "min_token_prob", "mean_entropy", "p_true"]
+GENERATION_LIST_COLUMNS = ("token_ids", "token_logprobs", "token_entropies")
+
+
+def is_generation_frame(df: pd.DataFrame) -> bool:
+    """Whether a predictions frame holds generations (one row per prompt) rather than choice scores."""
+    return "generation" in df.columns
+
+
+def generations_frame(rows: list[dict]) -> pd.DataFrame:
+    """Generation rows as a predictions frame (no rows: the columns alone)."""
+    if not rows:
+        return pd.DataFrame(columns=GENERATION_COLUMNS)
+    return pd.DataFrame(rows)
+
+
+def check_generations(df: pd.DataFrame, source: str, fix: str) -> None:
+    """The rules every generation prediction set meets: integer doc_ids, each once; text generations;
+    one primary metric named, present as a column, with 0/1 values in `correct`; confidence measures
+    numeric (NaN allowed), probabilities within [0, 1]."""
+    seen: set = set()
+    for doc_id, text in zip(df["doc_id"], df["generation"]):
+        where = f"{source} doc {doc_id!r}"
+        if not _is_int(doc_id):
+            raise QuantconfError(f"{where}: doc_id must be an integer; {fix}")
+        if doc_id in seen:
+            raise QuantconfError(f"{where}: doc_id appears twice (each prompt once); {fix}")
+        seen.add(doc_id)
+        if not isinstance(text, str):
+            raise QuantconfError(f"{where}: generation must be text; {fix}")
+    correct = pd.to_numeric(df["correct"], errors="coerce")
+    bad = ~correct.isin([0.0, 1.0])
+    if bad.any():
+        raise QuantconfError(f"{source} doc {df['doc_id'][bad].iloc[0]!r}: correct must be 0 or 1, got "
+                             f"{df['correct'][bad].iloc[0]!r}; {fix}")
+    for col in ("min_token_prob", "p_true"):
+        values = pd.to_numeric(df[col], errors="coerce")
+        if ((values < 0) | (values > 1)).any():
+            raise QuantconfError(f"{source}: {col} outside [0, 1]; {fix}")
 
 
 def predictions_frame(rows: list[dict]) -> pd.DataFrame:
@@ -59,7 +109,7 @@ def check_predictions(df: pd.DataFrame, source: str, fix: str) -> None:
 
 
 def write_predictions(df: pd.DataFrame, path: Path) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in (GENERATION_COLUMNS if is_generation_frame(df) else REQUIRED_COLUMNS) if c not in df.columns]
     if missing:
         raise ValueError(f"predictions lack columns {missing}")
     atomic_write_parquet(Path(path), df)
@@ -80,6 +130,16 @@ def read_prediction_file(path: Path) -> pd.DataFrame:
         df = pd.read_parquet(path)
     except Exception as e:
         raise QuantconfError(f"{path}: not a readable predictions parquet ({type(e).__name__}); re-run quantconf eval") from None
+    fix = "recompute it (quantconf eval --overwrite, or import-lm-eval --overwrite for imported results)"
+    if is_generation_frame(df):
+        missing = [c for c in GENERATION_COLUMNS if c not in df.columns]
+        if missing:
+            raise QuantconfError(f"{path}: missing columns {missing}; was it written by quantconf eval/import-generations?")
+        for col in GENERATION_LIST_COLUMNS:
+            if col in df.columns:
+                df[col] = df[col].map(lambda v: [] if v is None else list(v))
+        check_generations(df, str(path), fix)
+        return df
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise QuantconfError(f"{path}: missing columns {missing}; was it written by quantconf eval/import-lm-eval?")
@@ -87,8 +147,7 @@ def read_prediction_file(path: Path) -> pd.DataFrame:
         df[col] = df[col].map(lambda v: list(v))
     if "contexts" in df.columns:
         df["contexts"] = df["contexts"].map(lambda v: None if v is None else list(v))
-    check_predictions(df, str(path), "recompute it (quantconf eval --overwrite, or import-lm-eval --overwrite for "
-                                     "imported results)")
+    check_predictions(df, str(path), fix)
     df["gold"] = df["gold"].map(lambda g: [int(x) for x in g] if isinstance(g, (list, np.ndarray)) else int(g))
     return df
 

@@ -165,10 +165,13 @@ def accuracy(df) -> dict[str, float]:
     lm-eval defines them (the summary `quantconf eval` prints and records in the manifest).
 
     For multi-true rows (gold is a list), lm-eval's truthfulqa_mc2 score is reported as `acc`
-    (`mc2_mass`) and acc_norm is undefined.
+    (`mc2_mass`) and acc_norm is undefined. Generations: acc = mean of `correct` (the task's primary
+    0/1 metric), acc_norm undefined.
     """
     if len(df) == 0:
         return {"acc": float("nan"), "acc_norm": float("nan")}
+    if "generation" in df.columns:
+        return {"acc": float(np.mean(np.asarray(df["correct"], float))), "acc_norm": float("nan")}
     check_finite_logliks(df)
     accs, norms = [], []
     for ll, chars, gold in zip(df["loglik"], df["n_chars"], df["gold"]):
@@ -623,11 +626,17 @@ COMPAT_MODES = ("proskurina2024",)
 
 
 def task_metrics(df, n_bins: int = 15, n_boot: int = 1000, normalize: str = "none", seed: int = 0,
-                 compat: str | None = None) -> dict:
-    """Metrics (+ bootstrap CIs) of one task's predictions DataFrame."""
+                 compat: str | None = None, correctness: str | None = None) -> dict:
+    """Metrics (+ bootstrap CIs) of one task's predictions DataFrame. Generation predictions go to
+    `analysis.generation.generation_metrics` (`correctness` picks their 0/1 column; it does not
+    apply to multiple-choice predictions, whose correctness is the argmax)."""
     n = len(df)
     if n == 0:
         raise ValueError("no questions")
+    if "generation" in df.columns:
+        from quantconf.analysis.generation import generation_metrics
+
+        return generation_metrics(df, n_bins=n_bins, n_boot=n_boot, seed=seed, correctness=correctness)
     if compat not in (None, "none", *COMPAT_MODES):
         raise QuantconfError(f"compat {compat!r} is unknown; known: {', '.join(COMPAT_MODES)}", param="compat")
     if n_bins < 1:

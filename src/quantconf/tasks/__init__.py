@@ -23,14 +23,14 @@ import os
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from quantconf.errors import QuantconfError
 from quantconf.io import read_jsonl  # re-exported: calib_data and users read task files through it
 from quantconf.tasks import lm_eval_bridge
-from quantconf.tasks.registry import REGISTRY, Question, Task, check_gold, register_task
+from quantconf.tasks.registry import REGISTRY, Prompt, Question, Task, check_gold, register_task
 
-__all__ = ["Question", "Task", "register_task", "get_task", "resolve_tasks", "task_names", "load_task", "LoadedTask",
+__all__ = ["Question", "Prompt", "Task", "register_task", "get_task", "resolve_tasks", "task_names", "load_task", "LoadedTask",
            "read_jsonl"]
 LM_EVAL_PREFIX = "lm_eval:"
 
@@ -185,9 +185,14 @@ class TaskOptions:
 @dataclass(frozen=True)
 class LoadedTask:
     task: Task
-    questions: list[Question]
+    questions: list  # Question per document; Prompt per document of a generation task
     source: str  # "hub:<path>/<name>:<split>", a local file path, or "generated:seed=N"
     source_sha256: str  # hash of the documents as loaded
+    # generation tasks: (prompts, generations) -> per-sample metrics, the task's own grading
+    grade: Callable[[list, list[str]], list[dict]] | None = None
+
+    def subset(self, questions: list) -> "LoadedTask":
+        return LoadedTask(self.task, questions, self.source, self.source_sha256, self.grade)
 
 
 def _local_file(task: Task, data_dir: Path | None) -> Path | None:
@@ -237,11 +242,11 @@ def load_task(
     data_dir = resolve_data_dir(data_dir)
     if task.lm_eval is not None:
         builtin = REGISTRY.get(task.name)
-        questions, source, digest = lm_eval_bridge.load_lm_eval_questions(
+        questions, source, digest, grade = lm_eval_bridge.load_lm_eval_questions(
             task, data_dir, limit, builtin.local_folder if builtin is not None else None)
         if not questions:
             raise QuantconfError(f"task {task.name}: no documents in {source}")
-        return LoadedTask(task, questions, source, digest)
+        return LoadedTask(task, questions, source, digest, grade)
     local = _local_file(task, data_dir)
     if task.generate is not None:
         docs, where, source = task.generate(seed), None, f"generated:seed={seed}"
@@ -253,11 +258,26 @@ def load_task(
         raise QuantconfError(f"task {task.name} has no data source; pass --data-dir DIR")
     if limit is not None:
         docs = docs[:limit]
-    questions = [_to_question(task, i, doc, where) for i, doc in enumerate(docs)]
+    to_item = _to_prompt if task.generates else _to_question
+    questions = [to_item(task, i, doc, where) for i, doc in enumerate(docs)]
     if not questions:
         raise QuantconfError(f"task {task.name}: no documents in {source}")
     digest = hashlib.sha256(json.dumps(docs, sort_keys=True, default=str).encode()).hexdigest()
-    return LoadedTask(task, questions, source, digest)
+    grade = (lambda prompts, texts: [task.process_results(p.doc, t) for p, t in zip(prompts, texts)]) \
+        if task.generates else None
+    return LoadedTask(task, questions, source, digest, grade)
+
+
+def _to_prompt(task: Task, doc_id: int, doc: dict, where: Path | None) -> Prompt:
+    loc = f"{where}:{doc_id + 1}" if where else f"{task.name} doc {doc_id}"
+    try:
+        context, reference = task.doc_to_text(doc), task.doc_to_reference(doc)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise QuantconfError(f"{loc}: row does not fit task {task.name} ({type(e).__name__}: {e}); fix that row") from None
+    if not isinstance(context, str) or not context:
+        raise QuantconfError(f"{loc}: the prompt must be a non-empty string")
+    question = doc.get("question") if isinstance(doc.get("question"), str) else context
+    return Prompt(doc_id, context, tuple(task.until), task.max_gen_toks, str(reference), question, doc)
 
 
 def _to_question(task: Task, doc_id: int, doc: dict, where: Path | None) -> Question:
@@ -290,6 +310,10 @@ def _to_question(task: Task, doc_id: int, doc: dict, where: Path | None) -> Ques
 def task_texts(name: str, data_dir: str | Path | None = None, seed: int = 1234) -> Iterable[str]:
     """Plain text of a task's documents (context + gold answer), for calibration sets."""
     loaded = load_task(name, data_dir=data_dir, seed=seed)
+    if loaded.task.generates:
+        for p in loaded.questions:
+            yield f"{p.context} {p.reference}"
+        return
     for q in loaded.questions:
         gold = q.gold[0] if isinstance(q.gold, list) else q.gold
         yield "".join(q.requests(loaded.task.target_delimiter)[gold])

@@ -1,9 +1,15 @@
-"""Tasks served by lm-evaluation-harness itself: any `output_type: multiple_choice` task it defines.
+"""Tasks served by lm-evaluation-harness itself: any `multiple_choice` or `generate_until` task it defines.
 
 quantconf scores them with its own (packed) scorer, but every prompt comes from lm-eval: the task
 object is built by lm-eval's `TaskManager` and `build_all_requests` makes the (context,
 continuation) pairs, so contexts, choices, few-shot examples (lm-eval's sampler, seeded as
 `simple_evaluate` seeds it), descriptions and delimiters are lm-eval's, byte for byte.
+
+A `generate_until` task becomes `Prompt`s from the same requests (context and lm-eval's generation
+kwargs: `until`, `max_gen_toks`; greedy only), and its grading is lm-eval's: the task's filters
+(e.g. gsm8k's answer extraction) then its `process_results`, per sample. Metrics of the first
+filter keep lm-eval's names (`exact_match`, `bleu_acc`, ...); those of further filters are named
+`<metric>,<filter>` as lm-eval's results name them.
 
 Name resolution (`resolve_lm_eval`): a task name, a tag (expands to its tasks) or a group (expands
 to its leaf tasks, recursively; the group's `aggregate_metric_list` is kept so `metrics` can show
@@ -37,7 +43,9 @@ from urllib.parse import urlparse
 
 from quantconf.errors import QuantconfError
 from quantconf.io import captured_library_output, read_jsonl  # read_jsonl: the built-ins' file:line errors
-from quantconf.tasks.registry import Question, Task, check_gold
+from quantconf.tasks.registry import Prompt, Question, Task, check_gold
+
+OUTPUT_TYPES = ("multiple_choice", "generate_until")
 
 _MANAGERS: dict[str | None, object] = {}
 
@@ -220,13 +228,18 @@ def _split_files(cfg: dict, name: str, data_dir: Path, num_fewshot: int, local_f
 
 def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_seed: int,
                  include_path: str | None) -> Task:
-    """A quantconf Task for one lm-eval leaf task (checked to be multiple choice; nothing loaded)."""
+    """A quantconf Task for one lm-eval leaf task (checked to be multiple choice or generate_until;
+    nothing loaded)."""
     tm = task_manager(include_path)
     cfg = raw_config(tm, name, {**overrides, "task": name})
     output_type = cfg.get("output_type", "generate_until")
-    if output_type != "multiple_choice":
-        raise QuantconfError(f"task {name} is an lm-eval {output_type!r} task; quantconf scores "
-                             "multiple_choice tasks only", param="tasks")
+    if output_type not in OUTPUT_TYPES:
+        raise QuantconfError(f"task {name} is an lm-eval {output_type!r} task; quantconf evaluates "
+                             "multiple_choice and generate_until tasks", param="tasks")
+    gen_kwargs = cfg.get("generation_kwargs") or {}
+    if output_type == "generate_until" and gen_kwargs.get("do_sample"):
+        raise QuantconfError(f"task {name} samples its generations (do_sample: true); quantconf decodes "
+                             "greedily, so its confidence measures would describe another decoder", param="tasks")
     if num_fewshot is None:
         num_fewshot = int(cfg.get("num_fewshot") or 0)  # the task's own default, as lm-eval uses
     version = (cfg.get("metadata") or {}).get("version", "?")
@@ -238,9 +251,22 @@ def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_se
         split=cfg.get("test_split") or cfg.get("validation_split"),
         target_delimiter=cfg.get("target_delimiter") if cfg.get("target_delimiter") is not None else " ",
         num_fewshot=num_fewshot, fewshot_seed=fewshot_seed, include_path=include_path,
-        description=f"lm-eval task {name}" + (f", {num_fewshot}-shot" if num_fewshot else ""),
+        description=f"lm-eval task {name}" + (f", {num_fewshot}-shot" if num_fewshot else "")
+        + (", generation" if output_type == "generate_until" else ""),
         lm_eval_overrides=overrides or None,
+        output_type=output_type, primary_metric=primary_metric(cfg) if output_type == "generate_until" else None,
     )
+
+
+def primary_metric(cfg: dict) -> str:
+    """The metric that says whether a generation is correct: exact_match when the task has it, else
+    its first accuracy-like (0/1) metric (truthfulqa_gen: bleu_acc), else its first metric."""
+    names = [m.get("metric") for m in cfg.get("metric_list") or [] if isinstance(m.get("metric"), str)]
+    for rule in (lambda m: m == "exact_match", lambda m: m == "acc" or m.endswith("_acc")):
+        found = [m for m in names if rule(m)]
+        if found:
+            return found[0]
+    return names[0] if names else "exact_match"
 
 
 def _group_overrides(task: Task) -> dict:
@@ -248,8 +274,9 @@ def _group_overrides(task: Task) -> dict:
 
 
 def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
-                           builtin_folder: str | None = None) -> tuple[list[Question], str, str]:
-    """Questions of an lm-eval task through lm-eval's own request builder: (questions, source, sha256)."""
+                           builtin_folder: str | None = None) -> tuple[list, str, str, object]:
+    """Questions (or generation prompts) of an lm-eval task through lm-eval's own request builder:
+    (questions, source, sha256, grade); `grade(prompts, generations)` is None for multiple choice."""
     tm = task_manager(task.include_path)
     overrides = {**_group_overrides(task), "task": task.lm_eval}
     cfg = raw_config(tm, task.lm_eval, overrides)
@@ -282,10 +309,58 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
     for doc_id in sorted(by_doc):
         insts = sorted(by_doc[doc_id], key=lambda i: i.idx)
         doc = insts[0].doc
-        questions.append(_question(lm_task, task, doc_id, doc, [i.arguments for i in insts]))
+        make = _prompt if task.generates else _question
+        questions.append(make(lm_task, task, doc_id, doc, [i.arguments for i in insts]))
         record.append([doc, [list(i.arguments) for i in insts]])
     digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
-    return questions, source, digest
+    grade = _grader(lm_task, {d: insts[0] for d, insts in by_doc.items()}) if task.generates else None
+    return questions, source, digest, grade
+
+
+def _prompt(lm_task, task: Task, doc_id: int, doc: dict, arguments: list) -> Prompt:
+    """A Prompt from lm-eval's generate_until request for one doc: its context and generation kwargs
+    (until as lm-eval's HF backend reads it; the EOS token stops decoding anyway)."""
+    where = f"{task.name} doc {doc_id}"
+    context, gen_kwargs = arguments[0]
+    gen_kwargs = dict(gen_kwargs or {})
+    if gen_kwargs.get("do_sample"):
+        raise QuantconfError(f"{where}: the task samples (do_sample: true); quantconf decodes greedily")
+    until = gen_kwargs.get("until")
+    until = [until] if isinstance(until, str) else list(until or [])
+    max_gen_toks = int(gen_kwargs.get("max_gen_toks", 256))
+    if not isinstance(context, str) or not context:
+        raise QuantconfError(f"{where}: empty prompt")
+    target = lm_task.doc_to_target(doc)
+    if isinstance(target, list):
+        target = " | ".join(map(str, target))
+    target = str(target)
+    if not target.strip() and isinstance(doc.get("best_answer"), str):  # truthfulqa_gen's target is " "
+        target = doc["best_answer"]
+    question = doc.get("question") if isinstance(doc.get("question"), str) else context
+    return Prompt(doc_id, context, tuple(until), max_gen_toks, target, question, doc)
+
+
+def _grader(lm_task, instances: dict):
+    """lm-eval's grading of generations: its filters on the responses, then process_results per filter."""
+
+    def grade(prompts: list[Prompt], generations: list[str]) -> list[dict]:
+        insts = [instances[p.doc_id] for p in prompts]
+        for inst, text in zip(insts, generations):
+            inst.resps = [text]
+            inst.filtered_resps = {}
+        with captured_library_output():
+            for ensemble in getattr(lm_task, "_filters", []):
+                ensemble.apply(insts)
+            rows = []
+            for inst in insts:
+                row: dict = {}
+                for j, (key, response) in enumerate(inst.filtered_resps.items() or [("none", inst.resps[0])]):
+                    for metric, value in lm_task.process_results(inst.doc, [response]).items():
+                        row[metric if j == 0 else f"{metric},{key}"] = value
+                rows.append(row)
+        return rows
+
+    return grade
 
 
 LOCAL_LOADERS = ("json", "csv", "parquet", "text")  # a YAML task's dataset_path that reads local files

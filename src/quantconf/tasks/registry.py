@@ -12,6 +12,11 @@ big."): then `Question.contexts` holds one context per choice and every choice i
 same `continuation`. `Question.requests` gives the (context, continuation) pairs either way.
 Tasks served by lm-evaluation-harness itself (`Task.lm_eval`) build their questions through
 lm-eval (`tasks/lm_eval_bridge.py`) and have no doc_to_* functions here.
+
+A generation task (`output_type="generate_until"`, as lm-eval names it) has no choices: each document
+becomes a `Prompt` (the context the model continues, the stop strings, the token budget) and its
+`process_results(doc, generation)` grades what the model wrote, returning lm-eval-style per-sample
+metrics ({"exact_match": 1.0, ...}); `primary_metric` names the 0/1 one that counts as "correct".
 """
 
 from __future__ import annotations
@@ -55,6 +60,19 @@ class Question:
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """One document of a generation task: what the model continues, and how far."""
+
+    doc_id: int
+    context: str
+    until: tuple[str, ...]  # stop strings (the text is cut at the first of them, as lm-eval cuts)
+    max_gen_toks: int
+    reference: str  # the gold answer(s) as text, for display only (grading is process_results')
+    question: str  # the question alone, for the P(True) prompt (the context may hold few-shot examples)
+    doc: dict  # the document, for process_results
+
+
+@dataclass(frozen=True)
 class Task:
     name: str
     version: str
@@ -77,6 +95,17 @@ class Task:
     fewshot_seed: int = 1234
     include_path: str | None = None  # lm-eval: extra YAML task folder
     lm_eval_overrides: dict | None = None  # lm-eval: config keys its group sets for it
+    # generation tasks (output_type "generate_until"); doc_to_text gives the context
+    output_type: str = "multiple_choice"
+    doc_to_reference: Callable[[dict], str] | None = None
+    process_results: Callable[[dict, str], dict] | None = None  # (doc, generation) -> {metric: value}
+    primary_metric: str | None = None  # the 0/1 metric that is "correct" (e.g. exact_match, bleu_acc)
+    until: tuple[str, ...] = ("\n\n",)
+    max_gen_toks: int = 256
+
+    @property
+    def generates(self) -> bool:
+        return self.output_type == "generate_until"
 
 
 REGISTRY: dict[str, Task] = {}
