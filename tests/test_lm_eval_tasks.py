@@ -159,7 +159,7 @@ def test_names_resolve_builtins_first_then_lm_eval():
 @pytest.mark.parametrize("call, message", [
     (lambda: resolve_tasks(["winogrand"]), r"unknown task 'winogrand'; did you mean winogrande"),
     (lambda: resolve_tasks(["pika"]), r"did you mean piqa"),
-    (lambda: resolve_tasks(["gsm8k"]), r"task gsm8k is an lm-eval 'generate_until' task"),
+    (lambda: resolve_tasks(["wikitext"]), r"task wikitext is an lm-eval 'loglikelihood_rolling' task"),
     (lambda: resolve_tasks(["file:x.jsonl"], num_fewshot=2), r"num_fewshot does not apply to file:x.jsonl"),
     (lambda: resolve_tasks(["arithmetic"], num_fewshot=2), r"num_fewshot does not apply to arithmetic"),
     (lambda: resolve_tasks(["piqa"], num_fewshot=-1), r"num_fewshot must be a whole number >= 0"),
@@ -368,5 +368,5 @@ def test_study_takes_num_fewshot_and_expands_groups(tmp_path):
     evals = [s for s in zero if s.kind == "eval"]
     assert evals[0].tasks == ("winogrande", "arc_challenge", "arc_easy")
     assert {s.path for s in evals}.isdisjoint({s.path for s in five if s.kind == "eval"})
-    with pytest.raises(QuantconfError, match="gsm8k is an lm-eval 'generate_until' task"):
-        load_study(data={**base, "tasks": ["gsm8k"]})
+    with pytest.raises(QuantconfError, match="wikitext is an lm-eval 'loglikelihood_rolling' task"):
+        load_study(data={**base, "tasks": ["wikitext"]})

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from quantconf.analysis.metrics import task_metrics
 from quantconf.analysis.noise_floor import noise_floor as _noise_floor
-from quantconf.analysis.paired import compare_predictions, compare_task
+from quantconf.analysis.tasks import compare_predictions, compare_task, task_metrics
 from quantconf.analysis.recalibration import recalibrate_task
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import EvalOptions, evaluate_task, evaluate_to_dir
@@ -167,12 +166,12 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
         Show a progress bar.
     log : callable, optional
         Receives one line per task (default: silent).
+    max_gen_toks : int, optional
+        Generation tasks: the most tokens an answer may have (default: each task's own, lm-eval's 256).
     shard : (int, int), optional
         ``(i, n)``, 0-based, with ``out``: score only shard i of n of each task (every n-th forward
         pass); the shard that finds all n done merges them into ``OUT/<task>.parquet``, identical to
         an unsharded run. Returns the merged frames, or {} while shards are missing.
-    max_gen_toks : int, optional
-        Generation tasks: the most tokens an answer may have (default: each task's own, lm-eval's 256).
 
     Returns
     -------

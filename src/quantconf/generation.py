@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from quantconf.errors import QuantconfError
+from quantconf.predictions import GENERATION_COLUMNS, generations_frame
+from quantconf.scoring import max_length, wants_bos
 
 # part of an evaluation's reuse key: bump when a generation's text, tokens or measures can change
 GENERATOR_VERSION = "1"
@@ -69,8 +71,6 @@ def greedy_generate(lm, prompts: list[str], until: list[str], max_gen_toks: int 
     """Greedy continuations of `prompts` (see the module docstring), in the order given. A prompt longer
     than the model's window less `max_gen_toks` loses its start, as lm-eval's HF backend truncates."""
     from tqdm import tqdm
-
-    from quantconf.scoring import max_length
 
     if max_gen_toks < 1:
         raise QuantconfError(f"max_gen_toks must be >= 1, got {max_gen_toks}", param="max_gen_toks")
@@ -245,9 +245,6 @@ def generate_task(lm, loaded, batch_size: int = 8, max_gen_toks: int | None = No
     """One row per prompt of a loaded generation task (`predictions.py` lists the columns).
     `max_gen_toks` overrides the task's budget; `shard=(i, n)`: every n-th prompt from the i-th."""
     import numpy as np
-
-    from quantconf.predictions import GENERATION_COLUMNS, generations_frame
-    from quantconf.scoring import wants_bos
 
     prompts = loaded.questions if shard is None else loaded.questions[shard[0]::shard[1]]
     add_bos = wants_bos(lm.model)

@@ -626,17 +626,12 @@ COMPAT_MODES = ("proskurina2024",)
 
 
 def task_metrics(df, n_bins: int = 15, n_boot: int = 1000, normalize: str = "none", seed: int = 0,
-                 compat: str | None = None, correctness: str | None = None) -> dict:
-    """Metrics (+ bootstrap CIs) of one task's predictions DataFrame. Generation predictions go to
-    `analysis.generation.generation_metrics` (`correctness` picks their 0/1 column; it does not
-    apply to multiple-choice predictions, whose correctness is the argmax)."""
+                 compat: str | None = None) -> dict:
+    """Metrics (+ bootstrap CIs) of one multiple-choice task's predictions DataFrame (either kind:
+    `analysis.tasks.task_metrics`)."""
     n = len(df)
     if n == 0:
         raise ValueError("no questions")
-    if "generation" in df.columns:
-        from quantconf.analysis.generation import generation_metrics
-
-        return generation_metrics(df, n_bins=n_bins, n_boot=n_boot, seed=seed, correctness=correctness)
     if compat not in (None, "none", *COMPAT_MODES):
         raise QuantconfError(f"compat {compat!r} is unknown; known: {', '.join(COMPAT_MODES)}", param="compat")
     if n_bins < 1:

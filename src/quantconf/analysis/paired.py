@@ -73,14 +73,8 @@ def _pvalues(pf_true, pq_true, cf, cq) -> dict:
 
 
 def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_conf_bins: int = 5,
-                 n_boot: int = 1000, seed: int = 0, task: str = "", correctness: str | None = None) -> dict:
-    """Full vs quantized on one task (generations: `analysis.generation.compare_generations`)."""
-    if "generation" in full.columns or "generation" in quant.columns:
-        if not ("generation" in full.columns and "generation" in quant.columns):
-            raise QuantconfError(f"{task}: one prediction set holds generations, the other choice scores")
-        from quantconf.analysis.generation import compare_generations
-
-        return compare_generations(full, quant, n_bins, n_conf_bins, n_boot, seed, task, correctness)
+                 n_boot: int = 1000, seed: int = 0, task: str = "") -> dict:
+    """Full vs quantized on one multiple-choice task (either kind: `analysis.tasks.compare_task`)."""
     f, q = pair_predictions(full, quant, task)
     lf, mask = log_probs_from_predictions(f)
     lq, _ = log_probs_from_predictions(q)
@@ -141,10 +135,6 @@ def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_co
 
 def per_sample_frame(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") -> pd.DataFrame:
     """One row per paired question: full/quant confidence, gold prob, correctness, JS (for plots)."""
-    if "generation" in full.columns:
-        from quantconf.analysis.generation import per_generation_frame
-
-        return per_generation_frame(full, quant, task)
     f, q = pair_predictions(full, quant, task)
     pf, _ = probs_from_predictions(f)
     pq, _ = probs_from_predictions(q)

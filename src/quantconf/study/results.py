@@ -19,7 +19,8 @@ from scipy.stats import spearmanr
 
 from quantconf.analysis.metrics import has_several_true, probs_from_predictions
 from quantconf.analysis.noise_floor import adjust_floors, replicate_family
-from quantconf.analysis.paired import js_distance, pair_predictions, per_sample_frame
+from quantconf.analysis.paired import js_distance, pair_predictions
+from quantconf.analysis.tasks import per_sample_frame
 from quantconf.analysis.recalibration import gap_verdict
 from quantconf.errors import QuantconfError
 from quantconf.model_files import read_quantize_record

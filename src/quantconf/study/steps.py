@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from quantconf.analysis.metrics import has_several_true, task_metrics
+from quantconf.analysis.metrics import has_several_true
 from quantconf.analysis.noise_floor import noise_floor
-from quantconf.analysis.paired import compare_task
+from quantconf.analysis.tasks import compare_task, is_generation, task_metrics
 from quantconf.analysis.recalibration import gap_interval, recalibrate_task
 from quantconf.evaluation import EvalOptions, evaluate_to_dir
 from quantconf.io import atomic_write_json, locked, read_optional_json
@@ -230,7 +230,7 @@ class AnalysisStep(_ReadsPredictions):
             out["comparisons"][task] = compare_task(full[task], preds[task], n_bins=study.bins,
                                                     n_boot=study.bootstrap, task=task)
         for task, df in preds.items():
-            if has_several_true(df["gold"]):
+            if is_generation(df) or has_several_true(df["gold"]):  # temperature scaling needs choice scores
                 continue
             r = recalibrate_task(df, n_boot=min(study.bootstrap, 200), n_bins=study.bins)
             if task in full:  # the quantized-minus-full gap before/after scaling, with paired intervals
@@ -261,7 +261,7 @@ class NoiseFloorStep(_ReadsPredictions):
         members = [read_prediction_dir(m.path) for m in self.members]
         floors = []
         for task in sorted(set(full).intersection(*members)):
-            if has_several_true(full[task]["gold"]):
+            if is_generation(full[task]) or has_several_true(full[task]["gold"]):
                 continue
             floors.append(noise_floor(full[task], [m[task] for m in members], n_bins=study.bins, task=task,
                                       n_boot=max(study.bootstrap, 200)))

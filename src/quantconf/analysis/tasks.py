@@ -1,0 +1,50 @@
+"""One task's predictions, whatever their kind: multiple choice (per-choice log-likelihoods; metrics.py,
+paired.py) or generation (one answer per prompt; generation.py). What the API, the CLI and a study's
+analysis step call, so each of them handles both kinds without asking which.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from quantconf.analysis import generation, metrics, paired
+from quantconf.errors import QuantconfError
+
+
+def is_generation(df: pd.DataFrame) -> bool:
+    return "generation" in df.columns
+
+
+def task_metrics(df: pd.DataFrame, n_bins: int = 15, n_boot: int = 1000, normalize: str = "none", seed: int = 0,
+                 compat: str | None = None, correctness: str | None = None) -> dict:
+    """Metrics (+ bootstrap CIs) of one task. `correctness` picks a generation task's 0/1 column (a
+    multiple-choice answer is right when its argmax is gold: there is nothing to pick)."""
+    if is_generation(df):
+        return generation.generation_metrics(df, n_bins=n_bins, n_boot=n_boot, seed=seed, correctness=correctness)
+    return metrics.task_metrics(df, n_bins=n_bins, n_boot=n_boot, normalize=normalize, seed=seed, compat=compat)
+
+
+def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_conf_bins: int = 5,
+                 n_boot: int = 1000, seed: int = 0, task: str = "", correctness: str | None = None) -> dict:
+    """Full vs quantized on one task, question by question."""
+    if is_generation(full) != is_generation(quant):
+        raise QuantconfError(f"{task}: one prediction set holds generations, the other choice scores; compare "
+                             "runs of the same task")
+    if is_generation(full):
+        return generation.compare_generations(full, quant, n_bins, n_conf_bins, n_boot, seed, task, correctness)
+    return paired.compare_task(full, quant, n_bins, n_conf_bins, n_boot, seed, task)
+
+
+def compare_predictions(full: dict[str, pd.DataFrame], quant: dict[str, pd.DataFrame], **kwargs) -> dict:
+    """compare_task for every task both prediction sets hold, keyed by task."""
+    common = sorted(set(full) & set(quant))
+    if not common:
+        raise QuantconfError("the two prediction sets share no task; evaluate both on the same tasks")
+    return {t: compare_task(full[t], quant[t], task=t, **kwargs) for t in common}
+
+
+def per_sample_frame(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") -> pd.DataFrame:
+    """One row per paired question or prompt: both models' confidence and correctness (for plots)."""
+    if is_generation(full):
+        return generation.per_generation_frame(full, quant, task)
+    return paired.per_sample_frame(full, quant, task)

@@ -1,0 +1,200 @@
+"""Generation tasks end to end on the tiny model: arithmetic_gen, an lm-eval generate_until task from a
+user's YAML (its filters and process_results), evaluate -> parquet -> metrics / compare; grading equal
+to lm-eval's own evaluator (a fake LM that returns our generations, --log_samples); truthfulqa_gen
+offline (integration)."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import quantconf as qc
+from conftest import evaluate_into, write_jsonl
+from quantconf.errors import QuantconfError
+from quantconf.tasks import load_task
+
+
+def test_arithmetic_gen_is_offline_seeded_and_graded_by_exact_digits():
+    a, b = load_task("arithmetic_gen", seed=7, limit=30), load_task("arithmetic_gen", seed=7, limit=30)
+    assert a.source_sha256 == b.source_sha256 and a.task.generates
+    assert load_task("arithmetic_gen", seed=8, limit=30).source_sha256 != a.source_sha256
+    p = a.questions[0]
+    assert p.context.endswith(f"Question: {p.question}\nAnswer:") and p.until == ("\n",)
+    left, op, right = p.question.removeprefix("What is ").removesuffix("?").split()
+    assert p.reference == str(eval(f"{left} {op} {right}"))  # noqa: S307 - digits and one operator
+    graded = a.grade([p, p, p], [f" {p.reference}", f"{p.reference}0", f" {p.reference} "])
+    assert [g["exact_match"] for g in graded] == [1.0, 0.0, 1.0]
+
+
+def test_generation_eval_writes_what_it_generated_and_reuses_it(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    logs = []
+    evaluate_into(str(tiny_model_dir), ["arithmetic_gen"], out, logs.append, limit=6, max_gen_toks=5)
+    df = qc.read_predictions(out / "arithmetic_gen.parquet")
+    assert len(df) == 6 and set(df["primary_metric"]) == {"exact_match"}
+    for _, row in df.iterrows():
+        assert len(row["token_ids"]) == len(row["token_logprobs"]) <= 5
+        if row["token_logprobs"]:
+            assert row["sequence_logprob"] == pytest.approx(sum(row["token_logprobs"]))
+            assert row["min_token_prob"] == pytest.approx(math.exp(min(row["token_logprobs"])))
+        assert row["correct"] == row["exact_match"] == float(row["generation"].strip() == str(row["reference"]))
+        assert 0 <= row["p_true"] <= 1
+    manifest = json.loads((out / "manifest.json").read_text())["tasks"]["arithmetic_gen"]
+    assert manifest["output_type"] == "generate_until" and manifest["primary_metric"] == "exact_match"
+    logs.clear()
+    evaluate_into(str(tiny_model_dir), ["arithmetic_gen"], out, logs.append, limit=6, max_gen_toks=5)
+    assert any("reusing" in m for m in logs)
+    logs.clear()  # another token budget is another result
+    evaluate_into(str(tiny_model_dir), ["arithmetic_gen"], out, logs.append, limit=6, max_gen_toks=3)
+    assert not any("reusing" in m for m in logs)
+    assert max(map(len, qc.read_predictions(out / "arithmetic_gen.parquet")["token_ids"])) <= 3
+
+
+def test_generation_shards_merge_into_the_unsharded_rows(tiny_model_dir, tmp_path):
+    evaluate_into(str(tiny_model_dir), ["arithmetic_gen"], tmp_path / "a", limit=7, max_gen_toks=4)
+    for i in range(2):
+        evaluate_into(str(tiny_model_dir), ["arithmetic_gen"], tmp_path / "b", limit=7, max_gen_toks=4, shard=(i, 2))
+    a, b = (qc.read_predictions(tmp_path / d / "arithmetic_gen.parquet") for d in "ab")
+    assert list(b["doc_id"]) == list(range(7))
+    assert list(a["generation"]) == list(b["generation"])
+    np.testing.assert_allclose(a["sequence_logprob"].fillna(0), b["sequence_logprob"].fillna(0), atol=1e-4)
+
+
+def test_metrics_and_compare_of_generation_dirs_through_the_cli(tiny_model_dir, tmp_path, capsys):
+    from quantconf.cli import main
+
+    evaluate_into(str(tiny_model_dir), ["arithmetic_gen"], tmp_path / "full", limit=12, max_gen_toks=4)
+    evaluate_into(str(tiny_model_dir), ["arithmetic_gen"], tmp_path / "other", limit=12, max_gen_toks=2)
+    assert main(["metrics", str(tmp_path / "full"), "--json", "--bootstrap", "20"]) == 0
+    m = json.loads(capsys.readouterr().out)["arithmetic_gen"]
+    assert m["kind"] == "generation" and m["correctness"] == "exact_match" and set(m["measures"]) >= {"p_true"}
+    assert main(["compare", str(tmp_path / "full"), str(tmp_path / "other"), "--json", "--bootstrap", "20"]) == 0
+    c = json.loads(capsys.readouterr().out)["arithmetic_gen"]
+    for key in ("n", "full_acc", "quant_acc", "delta_acc", "answer_changed", "flips_correct_to_wrong",
+                "flips_wrong_to_correct", "p_mcnemar"):
+        assert key in c
+    assert c["n"] == 12
+    assert main(["compare", str(tmp_path / "full"), str(tmp_path / "other"), "--bootstrap", "0"]) == 0
+    assert "answers changed" in capsys.readouterr().out
+    assert main(["metrics", str(tmp_path / "full"), "--correctness", "bleu_acc"]) != 0
+    assert "--correctness 'bleu_acc' is not a column" in capsys.readouterr().err
+
+
+def tiny_gen_yaml(tmp_path):
+    data = write_jsonl(tmp_path / "data" / "test.jsonl", [{"q": f"{i} plus 1", "a": str(i + 1)} for i in range(5)])
+    folder = tmp_path / "yaml"
+    folder.mkdir()
+    (folder / "tiny_gen.yaml").write_text(f"""task: tiny_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "Q: {{{{q}}}}\\nA:"
+doc_to_target: "{{{{a}}}}"
+generation_kwargs:
+  until: ["\\n"]
+  max_gen_toks: 6
+  do_sample: false
+filter_list:
+  - name: strict
+    filter:
+      - function: regex
+        regex_pattern: "(\\\\d+)"
+      - function: take_first
+  - name: raw
+    filter:
+      - function: take_first
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+""")
+    return folder
+
+
+class ReplayLM:
+    """An lm-eval LM whose generate_until answers from a table (our generations), so lm-eval's own
+    evaluator grades exactly the strings quantconf graded."""
+
+    def __new__(cls, answers):
+        from lm_eval.api.model import LM
+
+        class Replay(LM):
+            def generate_until(self, requests, disable_tqdm=False):
+                return [answers[r.args[0]] for r in requests]
+
+            def loglikelihood(self, requests, disable_tqdm=False):
+                raise NotImplementedError
+
+            def loglikelihood_rolling(self, requests, disable_tqdm=False):
+                raise NotImplementedError
+
+        return Replay()
+
+
+def lm_eval_samples(task: str, answers: dict, include_path=None, data_dir=None, limit=None) -> dict[str, list]:
+    """lm-eval's per-sample records ({filter: records in doc order}) of `answers` ({context: text})."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    kwargs = {}
+    if data_dir is not None:  # point truthfulqa_gen at the offline file, as quantconf does
+        from quantconf.tasks import lm_eval_bridge
+
+        tm = TaskManager()
+        cfg = lm_eval_bridge.raw_config(tm, task, {"task": task})
+        over = lm_eval_bridge._split_files(cfg, task, data_dir, 0, None)
+        kwargs["tasks"] = [{**cfg, **over}]
+    out = lm_eval.simple_evaluate(model=ReplayLM(answers), tasks=kwargs.get("tasks", [task]), limit=limit,
+                                  task_manager=TaskManager(include_path=str(include_path) if include_path else None),
+                                  log_samples=True)
+    by_filter: dict[str, list] = {}
+    for sample in sorted(out["samples"][task], key=lambda s: s["doc_id"]):
+        by_filter.setdefault(sample["filter"], []).append(sample)
+    return by_filter
+
+
+def test_an_lm_eval_generate_until_task_is_graded_as_lm_eval_grades_it(tmp_path):
+    folder = tiny_gen_yaml(tmp_path)
+    loaded = load_task("tiny_gen", include_path=str(folder))
+    assert loaded.task.generates and loaded.task.primary_metric == "exact_match"
+    p = loaded.questions[0]
+    assert (p.context, p.until, p.max_gen_toks, p.reference) == ("Q: 0 plus 1\nA:", ("\n",), 6, "1")
+    texts = [" 1", " it is 2", "3", " 4 apples", "no idea"]
+    ours = loaded.grade(loaded.questions, texts)
+    samples = lm_eval_samples("tiny_gen", {q.context: t for q, t in zip(loaded.questions, texts)}, folder)
+    assert set(samples) == {"strict", "raw"}
+    # the first filter's metrics keep lm-eval's names; a later filter's are named metric,filter
+    assert [r["exact_match"] for r in ours] == [s["exact_match"] for s in samples["strict"]] == [1, 1, 1, 1, 0]
+    assert [r["exact_match,raw"] for r in ours] == [s["exact_match"] for s in samples["raw"]] == [0, 0, 1, 0, 0]
+
+
+def test_sampling_tasks_are_refused(tmp_path):
+    folder = tiny_gen_yaml(tmp_path)
+    text = (folder / "tiny_gen.yaml").read_text().replace("do_sample: false", "do_sample: true")
+    (folder / "tiny_gen.yaml").write_text(text)
+    with pytest.raises(QuantconfError, match="greedily"):
+        load_task("tiny_gen", include_path=str(folder))
+
+
+@pytest.mark.integration
+def test_truthfulqa_gen_offline_is_graded_as_lm_eval_grades_it(shared_data):
+    loaded = load_task("truthfulqa_gen", data_dir=shared_data, limit=8)
+    assert loaded.task.primary_metric == "bleu_acc" and len(loaded.questions) == 8
+    p = loaded.questions[0]
+    assert p.context.endswith("Q: " + p.question) and p.until == ("\n\n",)
+    texts = ["\nA: " + q.reference for q in loaded.questions[:4]] + ["\nA: I have no comment."] * 2 + \
+        ["\nA: Nothing happens.", ""]
+    ours = loaded.grade(loaded.questions, texts)
+    samples = lm_eval_samples("truthfulqa_gen", {q.context: t for q, t in zip(loaded.questions, texts)},
+                              data_dir=shared_data, limit=8)
+    assert len(samples["none"]) == 8
+    for row, sample in zip(ours, samples["none"]):
+        for metric in ("bleu_max", "bleu_acc", "rouge1_acc", "rougeL_max", "rougeL_diff"):
+            assert row[metric] == pytest.approx(sample[metric], abs=1e-9), metric
