@@ -109,18 +109,52 @@ def test_normalised_answers_ignore_case_and_whitespace_only():
     assert normalise_answer("the answer.") != normalise_answer("the answer")
 
 
-def test_paired_interval_of_delta_acc_covers_zero_at_its_level_under_the_null():
-    """Null: quantization changes answers at random but not the probability of being right (both models
-    right with p = 0.6, independently per prompt). The 95% paired bootstrap interval of delta_acc should
-    exclude 0 about 5% of the time."""
+def simulate_flips(rng, n, p_discordant, p_quant_right_given_discordant, sims):
+    """(b, c) counts of simulated paired prompts: each prompt discordant with p_discordant, then right
+    only in the quantized model with the given probability."""
+    d = rng.binomial(n, p_discordant, sims)
+    c = rng.binomial(d, p_quant_right_given_discordant)
+    return d - c, c
+
+
+@pytest.mark.parametrize("n, p_disc, pi", [(120, 0.48, 0.5), (24, 0.15, 0.5), (200, 0.02, 0.5)])
+def test_delta_acc_interval_excludes_zero_at_most_at_its_level_under_the_null(n, p_disc, pi):
+    """Null: quantization changes which prompts are right but not how many (pi = 1/2). The exact
+    interval must exclude 0 at most 5% of the time: also with few flips, where a percentile bootstrap
+    of 4 one-way flips in 24 prompts excluded 0 (McNemar p = 0.125)."""
+    from quantconf.analysis.generation import paired_accuracy_interval
+
     rng = np.random.default_rng(11)
-    n, sims, misses = 120, 300, 0
-    for s in range(sims):
-        yf, yq = rng.uniform(size=n) < 0.6, rng.uniform(size=n) < 0.6
-        full = gen_frame(["a"] * n, yf)
-        quant = gen_frame(["b"] * n, yq)
-        lo, hi = compare_generations(full, quant, n_boot=300, seed=s)["ci"]["delta_acc"]
-        misses += not (lo <= 0 <= hi)
-    rate = misses / sims
-    print(f"delta_acc 95% interval: false-positive rate {rate:.3f} over {sims} simulations")
-    assert 0.01 <= rate <= 0.10
+    b, c = simulate_flips(rng, n, p_disc, pi, 4000)
+    misses = [not (lo <= 0 <= hi) for lo, hi in (paired_accuracy_interval(x, y, n) for x, y in zip(b, c))]
+    rate = float(np.mean(misses))
+    print(f"n={n} discordance {p_disc}: delta_acc 95% interval excludes 0 in {rate:.3f} of null simulations")
+    assert rate <= 0.055
+    assert paired_accuracy_interval(4, 0, 24)[1] > 0  # the case a bootstrap got wrong
+
+
+@pytest.mark.parametrize("n, p_disc, pi", [(200, 0.10, 0.2), (120, 0.4, 0.35), (30, 0.3, 0.9), (817, 0.5, 0.45)])
+def test_delta_acc_interval_covers_the_true_difference(n, p_disc, pi):
+    from quantconf.analysis.generation import paired_accuracy_interval
+
+    rng = np.random.default_rng(5)
+    truth = p_disc * (2 * pi - 1)
+    b, c = simulate_flips(rng, n, p_disc, pi, 4000)
+    covered = np.mean([lo <= truth <= hi for lo, hi in (paired_accuracy_interval(x, y, n) for x, y in zip(b, c))])
+    print(f"n={n}: coverage of the true delta_acc {truth:+.3f}: {covered:.3f}")
+    assert covered >= 0.95
+
+
+def test_delta_acc_interval_never_contradicts_mcnemar():
+    from scipy.stats import binomtest
+
+    from quantconf.analysis.generation import paired_accuracy_interval
+
+    for b in range(0, 15):
+        for c in range(0, 15):
+            if b + c == 0:
+                continue
+            lo, hi = paired_accuracy_interval(b, c, 50)
+            if lo > 0 or hi < 0:  # excludes 0 only when exact McNemar rejects at alpha / 2
+                assert binomtest(b, b + c, 0.5).pvalue < 0.025, (b, c)
+            assert lo <= (c - b) / 50 <= hi

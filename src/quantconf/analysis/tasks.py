@@ -43,6 +43,21 @@ def compare_predictions(full: dict[str, pd.DataFrame], quant: dict[str, pd.DataF
     return {t: compare_task(full[t], quant[t], task=t, **kwargs) for t in common}
 
 
+def confidence_and_correctness(df: pd.DataFrame) -> tuple:
+    """(confidence, correct) per question, for reliability diagrams: the top-choice probability and
+    whether it is gold; for generations the headline confidence measure (P(True)) and `correct`
+    (rows without a value left out)."""
+    import numpy as np
+
+    if is_generation(df):
+        conf = generation.confidence_measures(df)[generation.headline_measure(generation.confidence_measures(df))]
+        _, y = generation.correctness_of(df)
+        keep = np.isfinite(conf)
+        return conf[keep], y[keep].astype(bool)
+    probs, _ = metrics.probs_from_predictions(df)
+    return probs.max(1), probs.argmax(1) == np.asarray(list(df["gold"]), int)
+
+
 def per_sample_frame(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") -> pd.DataFrame:
     """One row per paired question or prompt: both models' confidence and correctness (for plots)."""
     if is_generation(full):

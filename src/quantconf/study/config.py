@@ -12,6 +12,7 @@ Config (YAML):
     fewshot_seed: 1234
     include_path: null                # a folder of your own lm-eval task YAML files
     limit: 100                        # questions per task (null: all)
+    max_gen_toks: null                # generation tasks (truthfulqa_gen, arithmetic_gen): tokens per answer at most
     data_dir: ../shared/data          # null: $QUANTCONF_DATA_DIR, else the hub
     batch_size: 16
     threads: null
@@ -112,6 +113,7 @@ class Study(BaseModel):
     fewshot_seed: int = 1234
     include_path: str | None = None  # a folder of your own lm-eval task YAML files
     limit: int | None = Field(100, gt=0)  # questions per task (None: all)
+    max_gen_toks: int | None = Field(None, gt=0)  # generation tasks: tokens per answer at most (None: the task's)
     data_dir: str | None = None  # None: $QUANTCONF_DATA_DIR, else the hub
     batch_size: int = Field(16, gt=0)
     threads: int | None = Field(None, gt=0)

@@ -37,7 +37,8 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
         fp = model_fingerprint(model)
         eval_common = [study.tasks, study.limit, study.data_dir, study.seed, study.dtype, __version__,
                        *([study.num_fewshot, study.fewshot_seed, study.include_path]
-                         if (study.num_fewshot, study.fewshot_seed, study.include_path) != (None, 1234, None) else [])]
+                         if (study.num_fewshot, study.fewshot_seed, study.include_path) != (None, 1234, None) else []),
+                       *([study.max_gen_toks] if study.max_gen_toks is not None else [])]
         full = EvalStep(model, None, at / f"eval-{stable_hash([fp, eval_common])[:16]}", tasks=task_names)
         steps.append(full)
         evals = []

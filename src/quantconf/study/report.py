@@ -22,6 +22,7 @@ import pandas as pd
 
 from quantconf.io import atomic_write_bytes, atomic_write_json
 from quantconf.analysis.metrics import has_several_true, probs_from_predictions, reliability_bins
+from quantconf.analysis.tasks import confidence_and_correctness, is_generation
 from quantconf.study.results import (StudyResults, calib_spread, collect, comparison_table, confidence_bin_table,
                                      headlines, instability_table, methods_table, metrics_table, model_method_table, noise_floor_table,
                                      outliers_vs_loss,
@@ -86,11 +87,10 @@ def reliability_plot(preds, model, task, n_bins):
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="black", width=1),
                              name="perfect", hoverinfo="skip"), row=1, col=1)
     variants = [(label, p[task]) for (m, label), p in preds.items()
-                if m == model and task in p and not has_several_true(p[task]["gold"])]
+                if m == model and task in p and (is_generation(p[task]) or not has_several_true(p[task]["gold"]))]
+    generated = any(is_generation(df) for _, df in variants)
     for i, (label, df) in enumerate(variants):
-        probs, _ = probs_from_predictions(df)
-        gold = np.asarray(list(df["gold"]), int)
-        conf, correct = probs.max(1), probs.argmax(1) == gold
+        conf, correct = confidence_and_correctness(df)
         rb = reliability_bins(conf, correct, n_bins)
         ok = rb["count"] > 0
         lo, hi = rb["edges"][:-1][ok], rb["edges"][1:][ok]
@@ -111,7 +111,8 @@ def reliability_plot(preds, model, task, n_bins):
                              hovertemplate=f"{label}<br>confidence %{{x:.2f}}: %{{y}} questions<extra></extra>"),
                       row=1, col=2)
     fig.update_layout(barmode="group", legend=dict(font=dict(size=10)))
-    fig.update_xaxes(title_text="confidence (top-choice probability)", range=[0, 1])
+    fig.update_xaxes(title_text="confidence (P(True) of its own answer)" if generated else
+                     "confidence (top-choice probability)", range=[0, 1])
     fig.update_yaxes(title_text="accuracy (95% Wilson CI)", range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="questions", row=1, col=2)
     return plotly_block(fig)
@@ -153,8 +154,10 @@ def shift_plot(samples: pd.DataFrame, comparisons, model, task):
         ax.scatter(g["full_conf"], g["quant_p_true"] - g["full_p_true"], s=6, alpha=0.4, label=label)
         comp = next(c for c in comparisons if c["model"] == model and c["variant"] == label and c["task"] == task)
         b = comp.get("by_confidence_bin", [])
-        ax.plot([(x["conf_lo"] + x["conf_hi"]) / 2 for x in b], [x["delta_conf_true"] for x in b], "s-", lw=2)
-        ax2.hist(g["js"], bins=30, histtype="step", lw=1.5, label=label)
+        ax.plot([(x["conf_lo"] + x["conf_hi"]) / 2 for x in b], [x.get("delta_conf_true", x.get("delta_conf"))
+                                                                  for x in b], "s-", lw=2)
+        if g["js"].notna().any():  # generations have no choice distribution to compare
+            ax2.hist(g["js"], bins=30, histtype="step", lw=1.5, label=label)
     ax.axhline(0, color="k", lw=0.8)
     ax.set(xlabel="full model confidence", ylabel="Δ gold-choice probability (quant - full)",
            title=f"confidence shift: {task} (squares: bin means)")

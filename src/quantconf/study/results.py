@@ -20,7 +20,9 @@ from scipy.stats import spearmanr
 from quantconf.analysis.metrics import has_several_true, probs_from_predictions
 from quantconf.analysis.noise_floor import adjust_floors, replicate_family
 from quantconf.analysis.paired import js_distance, pair_predictions
-from quantconf.analysis.tasks import per_sample_frame
+from quantconf.analysis.generation import (confidence_measures, correctness_of, headline_measure,
+                                           normalise_answer, pair_generations)
+from quantconf.analysis.tasks import is_generation, per_sample_frame
 from quantconf.analysis.recalibration import gap_verdict
 from quantconf.errors import QuantconfError
 from quantconf.model_files import read_quantize_record
@@ -231,7 +233,7 @@ def comparison_table(comparisons: list[dict]) -> pd.DataFrame:
          "Δacc": c.get("delta_acc", np.nan), "Δacc 95% CI": _ci(c, "delta_acc"),
          "ΔNLL": c.get("delta_nll", np.nan), "ΔECE": c.get("delta_ece", np.nan),
          "ΔECE 95% CI": _ci(c, "delta_ece"), "ΔACE": c.get("delta_ace", np.nan),
-         "Δp(gold)": c.get("delta_conf_true", np.nan), "JS mean": c["js_mean"],
+         "Δp(gold)": c.get("delta_conf_true", np.nan), "JS mean": c.get("js_mean", np.nan),
          "correct→wrong": c.get("flips_correct_to_wrong", ""), "wrong→correct": c.get("flips_wrong_to_correct", ""),
          "p McNemar": c.get("p_mcnemar", np.nan), "p Wilcoxon p(gold)": c.get("p_wilcoxon", np.nan)}
         for c in comparisons])
@@ -244,7 +246,7 @@ def model_method_table(comparisons: list[dict]) -> pd.DataFrame:
     for c in comparisons:
         bins = c.get("by_confidence_bin") or []
         rows.append({"model": c["model"], "variant": c["variant"], "Δacc": c.get("delta_acc", np.nan),
-                     "ΔECE": c.get("delta_ece", np.nan), "JS mean": c["js_mean"],
+                     "ΔECE": c.get("delta_ece", np.nan), "JS mean": c.get("js_mean", np.nan),
                      "flip rate, least-confident bin": bins[0]["flip_rate"] if bins else np.nan,
                      "flip rate, most-confident bin": bins[-1]["flip_rate"] if bins else np.nan})
     if not rows:
@@ -264,7 +266,7 @@ def methods_table(comparisons: list[dict], records: dict) -> pd.DataFrame:
         n = c.get("n") or np.nan
         flips = c.get("flips_correct_to_wrong", np.nan) + c.get("flips_wrong_to_correct", np.nan)
         rows.append({"model": c["model"], "variant": c["variant"], "Δacc": c.get("delta_acc", np.nan),
-                     "ΔECE": c.get("delta_ece", np.nan), "JS mean": c["js_mean"], "flip rate": flips / n})
+                     "ΔECE": c.get("delta_ece", np.nan), "JS mean": c.get("js_mean", np.nan), "flip rate": flips / n})
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows).groupby(["model", "variant"], sort=False).mean(numeric_only=True).reset_index()
@@ -293,8 +295,11 @@ def confidence_bin_table(comparisons: list[dict]) -> pd.DataFrame:
             rows.append({"variant": c["variant"], "task": c["task"], "bin": b["bin"],
                          "full conf range": f"{b['conf_lo']:.2f}–{b['conf_hi']:.2f}", "n": b["n"],
                          "full acc": b["full_acc"], "quant acc": b["quant_acc"],
-                         "mean |Δp(gold)|": b["mean_abs_delta_conf_true"], "mean Δp(gold)": b["delta_conf_true"],
-                         "JS mean": b["js_mean"], "flip rate": b["flip_rate"]})
+                         # generations: the change of the headline confidence (P(True)) instead of p(gold)
+                         "mean |Δp(gold)|": b.get("mean_abs_delta_conf_true", b.get("mean_abs_delta_conf")),
+                         "mean Δp(gold)": b.get("delta_conf_true", b.get("delta_conf")),
+                         "JS mean": b.get("js_mean", np.nan), "flip rate": b["flip_rate"],
+                         "answer changed": b.get("pred_change_rate", b.get("answer_changed_rate"))})
     return pd.DataFrame(rows)
 
 
@@ -372,12 +377,27 @@ def scale_table(comparisons, metrics: pd.DataFrame) -> pd.DataFrame:
     return cdf.groupby(["variant", "model", "n_params"], as_index=False)["js_mean"].mean().sort_values("n_params")
 
 
+def generation_headline(c: dict) -> str:
+    """One line on a generation task: accuracy, changed answers, flips, and the calibration of P(True)."""
+    ci = c.get("ci", {}).get("delta_acc")
+    m = c.get("confidence_measure", "p_true")
+    ece = (f"; ECE of {m} {c[f'full_ece_{m}']:.3f} -> {c[f'quant_ece_{m}']:.3f}, AUROC {c[f'full_auroc_{m}']:.3f} -> "
+           f"{c[f'quant_auroc_{m}']:.3f}" if f"full_ece_{m}" in c else "")
+    return (f"{c['model']} / {c['variant']} / {c['task']} (generation, correct = {c['correctness']}): accuracy "
+            f"{c['full_acc']:.3f} -> {c['quant_acc']:.3f} (Δ {c['delta_acc'] * 100:+.1f} points"
+            + (f", 95% CI [{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]" if ci else "") + f"); "
+            f"{c['answer_changed'] * 100:.0f}% of answers changed; flips correct→wrong {c['flips_correct_to_wrong']}, "
+            f"wrong→correct {c['flips_wrong_to_correct']} (exact McNemar p {c['p_mcnemar']:.3g}){ece}.")
+
+
 def headlines(comparisons) -> list[str]:
     """Plain-language answers computed from the comparison numbers, two lines per variant."""
     lines = []
     by_variant: dict[tuple[str, str], list[dict]] = {}
     for c in comparisons:
-        if "delta_acc" in c:
+        if c.get("kind") == "generation":
+            lines.append(generation_headline(c))
+        elif "delta_acc" in c:
             by_variant.setdefault((c["model"], c["variant"]), []).append(c)
     for (model, variant), cs in by_variant.items():
         def sig(key, sign):
@@ -436,6 +456,10 @@ def question_table(preds: dict, comparisons: list[dict]) -> pd.DataFrame:
     frames = []
     for c in comparisons:
         model, label, task = c["model"], c["variant"], c["task"]
+        if is_generation(preds[(model, "full")][task]):
+            members = family_members[(model, c.get("replicate_family", label), task)]
+            frames.append(generation_questions(preds, model, label, task, members))
+            continue
         f, q = pair_predictions(preds[(model, "full")][task], preds[(model, label)][task], task)
         pf, _ = probs_from_predictions(f)
         pq, _ = probs_from_predictions(q)
@@ -472,6 +496,35 @@ def question_table(preds: dict, comparisons: list[dict]) -> pd.DataFrame:
                "full_p_gold", "quant_p_gold", "delta_p_gold", "full_conf", "js", "flip", "replicate_agreement",
                "choices", "full_probs", "quant_probs"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def generation_questions(preds: dict, model: str, label: str, task: str, members: list[str]) -> pd.DataFrame:
+    """The question explorer's rows of a generation task: the two answers as written, the reference,
+    the headline confidence (P(True)) of each, the flip kind by the task's correctness, and how many
+    replicates wrote this variant's answer (modulo case and whitespace)."""
+    f, q = pair_generations(preds[(model, "full")][task], preds[(model, label)][task], task)
+    mf, mq = confidence_measures(f), confidence_measures(q)
+    head = headline_measure(mf)
+    _, yf = correctness_of(f)
+    _, yq = correctness_of(q)
+    cf, cq = yf.astype(bool), yq.astype(bool)
+    flip = np.where(cf & ~cq, "correct_to_wrong", np.where(~cf & cq, "wrong_to_correct", "none"))
+    agreement = [""] * len(f)
+    if len(members) > 1:
+        texts = [preds[(model, m)][task].set_index("doc_id")["generation"].reindex(list(f["doc_id"])) for m in members]
+        agreement = [f"{sum(normalise_answer(t.iloc[i]) == normalise_answer(a) for t in texts)}/{len(members)}"
+                     for i, a in enumerate(q["generation"])]
+    short = lambda t: str(t)[:QUESTION_TEXT_CHARS] + ("…" if len(str(t)) > QUESTION_TEXT_CHARS else "")  # noqa: E731
+    question = f["question"] if "question" in f.columns else f["context"]
+    return pd.DataFrame({
+        "model": model, "variant": label, "task": task, "doc_id": list(f["doc_id"]),
+        "question": [short(t) for t in question],
+        "gold_answer": [short(t) for t in (f["reference"] if "reference" in f.columns else [""] * len(f))],
+        "full_answer": [short(t) for t in f["generation"]], "quant_answer": [short(t) for t in q["generation"]],
+        "full_p_gold": np.nan, "quant_p_gold": np.nan, "delta_p_gold": mq[head] - mf[head],
+        "full_conf": mf[head], "js": np.nan, "flip": flip, "replicate_agreement": agreement,
+        "choices": [[] for _ in range(len(f))], "full_probs": [[] for _ in range(len(f))],
+        "quant_probs": [[] for _ in range(len(f))]})
 
 
 def question_counts(questions: pd.DataFrame) -> dict:

@@ -37,7 +37,7 @@ from quantconf.quantizers import QuantConfig, load_methods, run_quantize
 from quantconf.tasks import TaskOptions
 
 # part of the analysis steps' keys: bump when the analysis of the same predictions can change
-ANALYSIS_VERSION = "1"
+ANALYSIS_VERSION = "2"  # 2: generation tasks
 
 
 @dataclass
@@ -128,7 +128,8 @@ class EvalStep(_RunsAModel):
         # task, so jobs of one step (and two studies on one dir) share the work
         evaluate_to_dir(model or self.target(), list(tasks or study.tasks), self.path,
                         load=LoadOptions(dtype=study.dtype, threads=study.threads), data=study_task_options(study),
-                        run=EvalOptions(batch_size=study.batch_size, progress=False, shard=shard), log=log)
+                        run=EvalOptions(batch_size=study.batch_size, progress=False, shard=shard,
+                                        max_gen_toks=study.max_gen_toks), log=log)
 
     def provenance(self) -> dict:
         man = read_manifest(self.path)
