@@ -23,6 +23,7 @@ from quantconf.predictions import read_prediction_dir, read_prediction_file, tas
 from quantconf.quantizers import QuantConfig, load_methods, run_quantize
 from quantconf.study.config import Study, load_study
 from quantconf.study.run import run_study as _run_study
+from quantconf.generation_import import import_generations as _import_generations
 from quantconf.lmeval_import import import_lm_eval as _import_lm_eval
 from quantconf.outliers import OutlierOptions, run_outliers
 from quantconf.perplexity import text_perplexity
@@ -724,6 +725,42 @@ def import_lm_eval(paths: str | Path | list, out: str | Path, *, data_dir: str |
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     return _import_lm_eval([Path(x) for x in paths], Path(out), None if data_dir is None else str(data_dir),
                            overwrite=overwrite)
+
+
+def import_generations(path: str | Path, out: str | Path, *, overwrite: bool = False, log=None) -> dict[str, int]:
+    """Import generations another tool wrote: the seed study's TruthfulQA prediction CSVs, or lm-eval
+    ``--log_samples`` files of generate_until tasks.
+
+    Parameters
+    ----------
+    path : str or Path
+        A seed CSV (``Type, Category, Question, Best Answer, Correct Answers, Incorrect Answers, Source,
+        <model> GPT-info, <model> GPT-info acc, model_prediction``) or a ``samples_<task>_<date>.jsonl``.
+    out : str or Path
+        The predictions directory to write. A CSV becomes ``truthfulqa_gen.parquet``, graded by
+        lm-eval's truthfulqa_gen (BLEU, ROUGE), with the judge's ``judge_score`` / ``judge_acc``.
+    overwrite : bool, default=False
+        Needed when ``out`` already holds anything.
+    log : callable, optional
+        Receives one summary line (default: silent).
+
+    Returns
+    -------
+    dict of str to int
+        Rows imported per task.
+
+    Raises
+    ------
+    QuantconfError
+        A file that is neither layout, a malformed row (named by file:line), an occupied ``out``.
+
+    Examples
+    --------
+    >>> import quantconf as qc
+    >>> qc.import_generations("answ_mistral_7b_pred.csv", "runs/mistral")           # doctest: +SKIP
+    >>> qc.compare("runs/mistral", "runs/mistral-gptq", correctness="judge_acc")     # doctest: +SKIP
+    """
+    return _import_generations(path, out, overwrite=overwrite, log=log or (lambda message: None))
 
 
 def methods() -> list[dict]:

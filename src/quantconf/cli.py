@@ -355,6 +355,12 @@ def cmd_import_lm_eval(args) -> int:
     return 0
 
 
+def cmd_import_generations(args) -> int:
+    qc.import_generations(args.path, args.out, overwrite=args.overwrite, log=lambda m: print(m, file=sys.stderr))
+    print(f"predictions: {args.out}")
+    return 0
+
+
 def cmd_methods(args) -> int:
     rows = qc.methods()
     if args.json:
@@ -527,6 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="write into an existing --out dir (the imported tasks are replaced, the others kept)")
     p.set_defaults(func=cmd_import_lm_eval)
+
+    p = sub.add_parser("import-generations", help="convert the seed's TruthfulQA prediction CSVs or lm-eval "
+                                                  "generate_until --log_samples files to generation predictions")
+    p.add_argument("path", help="a seed answ_<model>_pred.csv or an lm-eval samples_<task>_<date>.jsonl")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="write into an existing --out dir")
+    p.set_defaults(func=cmd_import_generations)
 
     p = sub.add_parser("methods", help="the quantization methods: calibration, bits, group sizes, library, devices")
     p.add_argument("--json", action="store_true", help="a list of objects (name, needs_calibration, ...)")

@@ -11,6 +11,12 @@ Two layouts:
     continuation text as `target`; their gold index is what the task's own `doc_to_text` returns
     for the logged `doc` (read through lm-eval's task index when lm-eval is installed), or, for two
     choices, follows from the logged `acc`.
+    generate_until tasks log `arguments` as {"gen_args_0": {"arg_0": context, "arg_1": {generation
+    kwargs}}}, `resps` [[text]], `filtered_resps` [filtered text], and one line per (doc, filter) with
+    `filter`, `metrics` (names) and each metric's value: they become a generation predictions file
+    (`predictions.py`) with the raw text as `generation`, the first filter's metrics under lm-eval's
+    names and later filters' as `<metric>,<filter>`, and NaN confidence measures (the file has no
+    token probabilities: they need the model).
   * the old `--write_out` files `<task>_write_out_info.json`: a list of {doc_id, prompt_0,
     logit_0..logit_{k-1}, truth}. `truth` is a gold index, or the gold continuation text, which we
     match against the task's choices (needs `--data-dir` or the hub, since the file has no choices).
@@ -39,9 +45,10 @@ import pandas as pd
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_write_json, ensure_writable_dir, locked, package_versions, read_optional_json,
                           remove_if_holds_nothing)
-from quantconf.predictions import MANIFEST, check_predictions, predictions_frame, task_file_name, write_predictions
+from quantconf.predictions import (MANIFEST, check_generations, check_predictions, generations_frame,
+                                   is_generation_frame, predictions_frame, task_file_name, write_predictions)
 from quantconf.tasks import load_task
-from quantconf.tasks.lm_eval_bridge import raw_config, task_manager
+from quantconf.tasks.lm_eval_bridge import primary_of, raw_config, task_manager
 
 # quantconf built-in -> (lm-eval yaml relative to lm_eval/tasks, split, file under the data dir)
 BUILTIN_LM_EVAL_YAMLS = {
@@ -200,14 +207,19 @@ def read_samples_file(path: Path, task: str | None = None) -> pd.DataFrame:
             lines = list(f)
     except UnicodeDecodeError:
         raise QuantconfError(f"{path}: not UTF-8 text; is this an lm-eval --log_samples file?") from None
+    parsed = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
         try:
-            row = json.loads(line)
+            parsed.append((where, json.loads(line)))
         except json.JSONDecodeError:
             raise QuantconfError(f"{where}: malformed JSON") from None
+    if parsed and _is_generation_sample(parsed[0][1]):
+        return _generation_frame(task, parsed, path)
+    for where, row in parsed:
+        lineno = int(where.rsplit(":", 1)[1])
         try:
             out = _sample_row(task, row, where)
         except QuantconfError:
@@ -223,6 +235,65 @@ def read_samples_file(path: Path, task: str | None = None) -> pd.DataFrame:
     if not rows:
         raise QuantconfError(f"{path}: no samples")
     return predictions_frame(rows).sort_values("doc_id").reset_index(drop=True)
+
+
+def _is_generation_sample(row) -> bool:
+    """A generate_until line: its first request's second argument is the generation kwargs (a dict)."""
+    if not isinstance(row, dict) or not isinstance(row.get("arguments"), dict):
+        return False
+    first = row["arguments"].get("gen_args_0")
+    return isinstance(first, dict) and isinstance(first.get("arg_1"), dict)
+
+
+def _generation_frame(task: str, parsed: list[tuple[str, dict]], path: Path) -> pd.DataFrame:
+    """The generation predictions of a generate_until --log_samples file (module docstring)."""
+    by_doc: dict[int, dict] = {}
+    filters: list[str] = []
+    for where, row in parsed:
+        if not _is_generation_sample(row):
+            raise QuantconfError(f"{where}: not a generate_until sample like the file's first line")
+        doc_id = _doc_id(row.get("doc_id"), where)
+        flt = str(row.get("filter", "none"))
+        if flt not in filters:
+            filters.append(flt)
+        resps = row.get("resps")
+        if not (isinstance(resps, list) and resps and isinstance(resps[0], list) and resps[0]
+                and isinstance(resps[0][0], str)):
+            raise QuantconfError(f"{where}: field 'resps' must be [[generated text]]")
+        names = row.get("metrics")
+        if not isinstance(names, list) or not all(isinstance(m, str) and m in row for m in names):
+            raise QuantconfError(f"{where}: field 'metrics' must list metric names whose values the line holds")
+        entry = by_doc.setdefault(doc_id, {"where": where, "row": row, "metrics": {}, "primary": primary_of(names)})
+        if flt in entry["metrics"]:
+            raise QuantconfError(f"{where}: doc_id {doc_id} with filter {flt!r} twice (were two runs concatenated?)")
+        if resps[0][0] != entry["row"]["resps"][0][0]:
+            raise QuantconfError(f"{where}: doc_id {doc_id} has another generation than at {entry['where']}")
+        entry["metrics"][flt] = {m: row[m] for m in names}
+    rows = []
+    nan = float("nan")
+    for doc_id in sorted(by_doc):
+        entry = by_doc[doc_id]
+        row, where = entry["row"], entry["where"]
+        args = row["arguments"]["gen_args_0"]
+        if not isinstance(args.get("arg_0"), str):
+            raise QuantconfError(f"{where}: the prompt (arguments.gen_args_0.arg_0) is not text")
+        metrics = {}
+        for j, flt in enumerate(f for f in filters if f in entry["metrics"]):
+            for m, v in entry["metrics"][flt].items():
+                metrics[m if j == 0 else f"{m},{flt}"] = float(v) if isinstance(v, (int, float)) else v
+        primary = entry["primary"]
+        doc = row.get("doc") if isinstance(row.get("doc"), dict) else {}
+        rows.append({"doc_id": doc_id, "task": task, "context": args["arg_0"],
+                     "question": doc["question"] if isinstance(doc.get("question"), str) else args["arg_0"],
+                     "reference": str(row.get("target", "")), "generation": row["resps"][0][0],
+                     "token_ids": [], "token_logprobs": [], "token_entropies": [], "primary_metric": primary,
+                     "correct": metrics.get(primary, nan), **metrics,
+                     "sequence_logprob": nan, "mean_logprob": nan, "min_token_prob": nan, "mean_entropy": nan,
+                     "p_true": nan})
+    df = generations_frame(rows)
+    check_generations(df, str(path), f"its primary metric {rows[0]['primary_metric']!r} must be 0/1; import it with a "
+                                     "task whose metrics include exact_match or an *_acc metric")
+    return df
 
 
 @functools.lru_cache(maxsize=8)
@@ -377,7 +448,8 @@ def import_lm_eval(paths: list[Path], out: Path, data_dir=None, overwrite: bool 
         task = df["task"].iloc[0]
         if task in frames:
             raise QuantconfError(f"{f}: task {task} is also in {frames[task][0]}; import one file per task")
-        check_predictions(df, str(f), "fix the file or re-run lm-eval for this task")
+        if not is_generation_frame(df):  # generation frames were checked where they were read
+            check_predictions(df, str(f), "fix the file or re-run lm-eval for this task")
         frames[task] = (f, df)
     created = not out.exists()
     out = ensure_writable_dir(out)

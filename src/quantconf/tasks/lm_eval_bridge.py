@@ -261,7 +261,11 @@ def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_se
 def primary_metric(cfg: dict) -> str:
     """The metric that says whether a generation is correct: exact_match when the task has it, else
     its first accuracy-like (0/1) metric (truthfulqa_gen: bleu_acc), else its first metric."""
-    names = [m.get("metric") for m in cfg.get("metric_list") or [] if isinstance(m.get("metric"), str)]
+    return primary_of([m.get("metric") for m in cfg.get("metric_list") or [] if isinstance(m.get("metric"), str)])
+
+
+def primary_of(names: list[str]) -> str:
+    """`primary_metric`'s rule on a list of metric names (e.g. the `metrics` of a logged sample)."""
     for rule in (lambda m: m == "exact_match", lambda m: m == "acc" or m.endswith("_acc")):
         found = [m for m in names if rule(m)]
         if found:
