@@ -198,3 +198,28 @@ def test_truthfulqa_gen_offline_is_graded_as_lm_eval_grades_it(shared_data):
     for row, sample in zip(ours, samples["none"]):
         for metric in ("bleu_max", "bleu_acc", "rouge1_acc", "rougeL_max", "rougeL_diff"):
             assert row[metric] == pytest.approx(sample[metric], abs=1e-9), metric
+
+
+def test_a_study_mixing_choice_and_generation_tasks_runs_resumes_and_reports(tiny_model_dir, tmp_path):
+    from quantconf.study import load_study, run_study
+
+    study = load_study(data={"models": [str(tiny_model_dir)], "tasks": ["arithmetic", "arithmetic_gen"], "limit": 10,
+                             "bootstrap": 20, "max_gen_toks": 3,
+                             "variants": [{"method": "rtn", "bits": 2, "group_size": 32}]})
+    out = tmp_path / "s"
+    report = run_study(study, out, log=lambda m: None)
+    summary = json.loads((out / "summary.json").read_text())
+    gen = [c for c in summary["comparisons"] if c["task"] == "arithmetic_gen"]
+    assert len(gen) == 1 and gen[0]["kind"] == "generation" and gen[0]["n"] == 10
+    assert [c for c in summary["comparisons"] if c["task"] == "arithmetic"][0].get("kind") != "generation"
+    questions = pd.read_csv(out / "questions.csv")
+    rows = questions[questions["task"] == "arithmetic_gen"]
+    assert len(rows) == 10
+    assert (rows["flip"] == "correct_to_wrong").sum() == gen[0]["flips_correct_to_wrong"]
+    assert (rows["flip"] == "wrong_to_correct").sum() == gen[0]["flips_wrong_to_correct"]
+    html = report.read_text()
+    assert "arithmetic_gen (generation, correct = exact_match)" in html
+    log = []
+    run_study(study, out, log=log.append)  # resumed: every step reused
+    assert sum("arithmetic_gen: reusing" in m for m in log) == 2  # full and quantized
+    assert not any("exact_match=" in m or " acc=" in m for m in log), log  # nothing evaluated again
