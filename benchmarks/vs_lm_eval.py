@@ -9,6 +9,13 @@ difference between the two.
 Usage: .venv/bin/python benchmarks/vs_lm_eval.py [--limit 100] [--tasks hellaswag,piqa] [--batch-size 16]
        [--lm-eval-batch-size 1]   (lm-eval's default batch size)
        [--fewshot 5]              (few-shot: arc_easy K-shot, both through lm-eval's sampler)
+       [--generate]               (generation: truthfulqa_gen, greedy, both graded by lm-eval's process_results)
+
+Generation case (--generate): truthfulqa_gen from ../shared/data, the same batch size for both tools.
+quantconf's time includes what lm-eval's does not do: P(True) (one more forward pass per answer) and the
+per-token log-probabilities. Prints items/s and generated tokens/s (each tool's answers tokenized with the
+model's tokenizer), the ratio, peak RSS, and how many generated strings are identical (a float near-tie
+can turn a greedy path: those items are listed).
 
 Few-shot case: ../shared/data has no ARC train split, so the benchmark cuts a hub-layout dir from the
 ARC-Easy test file into a temporary folder: `test` = the first --limit items, `train` (the few-shot
@@ -57,6 +64,53 @@ ll = [[float(r[0]) for r in x["filtered_resps"]] for x in sorted(res["samples"][
 emit({{"seconds": times, "loglik": ll}})
 """
 
+LM_EVAL_GENERATE = """
+import json, time, torch
+
+torch.set_num_threads({threads})
+from pathlib import Path
+import lm_eval
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+from quantconf.models import load_model
+lm = load_model("default")
+folder = Path("{tmp}")
+root = Path(lm_eval.__file__).parent / "tasks"
+(folder / "qc_truthfulqa_gen.yaml").write_text(json.dumps({{
+    "include": str(root / "truthfulqa/truthfulqa_gen.yaml"), "task": "qc_truthfulqa_gen", "tag": [],
+    "dataset_path": "json", "dataset_name": None, "validation_split": "validation",
+    "dataset_kwargs": {{"data_files": {{"validation": "{data}/truthfulqa/truthful_qa/generation/validation.jsonl"}}}}}}))
+hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size={lm_eval_batch}, device="cpu")
+times = []
+for _ in range({repeat}):
+    t = time.perf_counter()
+    res = lm_eval.simple_evaluate(model=hflm, tasks=["qc_truthfulqa_gen"], limit={limit}, log_samples=True,
+                                  task_manager=TaskManager(include_path=str(folder)), bootstrap_iters=0)
+    times.append(time.perf_counter() - t)
+samples = sorted(res["samples"]["qc_truthfulqa_gen"], key=lambda x: x["doc_id"])
+texts = [x["resps"][0][0] for x in samples]
+emit({{"seconds": times, "texts": texts, "bleu_acc": [x["bleu_acc"] for x in samples],
+       "tokens": sum(len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)}})
+"""
+
+QUANTCONF_GENERATE = """
+import time
+from quantconf.models import load_model
+from quantconf.runtime import set_threads
+from quantconf.tasks import load_task
+from quantconf.evaluation import evaluate_task
+set_threads({threads})
+lm = load_model("default")
+times = []
+for _ in range({repeat}):
+    t = time.perf_counter()
+    df = evaluate_task(lm, load_task("truthfulqa_gen", data_dir="{data}", limit={limit}), batch_size={batch})
+    times.append(time.perf_counter() - t)
+texts = list(df["generation"])
+emit({{"seconds": times, "texts": texts, "bleu_acc": [float(x) for x in df["bleu_acc"]],
+       "tokens": sum(len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)}})
+"""
+
 QUANTCONF = """
 import json, time
 from quantconf.models import load_model
@@ -87,7 +141,10 @@ def main():
     ap.add_argument("--lm-eval-batch-size", type=int, default=None,
                     help="lm-eval's batch size (default: the same as --batch-size; lm-eval's own default is 1)")
     ap.add_argument("--fewshot", type=int, default=0, help="K > 0: arc_easy K-shot (see the docstring)")
+    ap.add_argument("--generate", action="store_true", help="truthfulqa_gen generation (see the docstring)")
     args = ap.parse_args()
+    if args.generate:
+        return generate(args)
     data = SHARED_DATA
     if args.fewshot:
         args.tasks = "arc_easy"
@@ -116,6 +173,32 @@ def main():
         print(f"{'':<10} runs (s): lm-eval {[round(x, 2) for x in their_runs]}, "
               f"quantconf {[round(x, 2) for x in our_runs]}; ratio of medians "
               f"{np.median(their_runs) / np.median(our_runs):.2f}", flush=True)
+
+def generate(args) -> None:
+    kw = dict(data=SHARED_DATA, limit=args.limit, batch=args.batch_size, threads=args.threads,
+              lm_eval_batch=args.lm_eval_batch_size or args.batch_size, repeat=args.repeat)
+    their_runs, our_runs = [], []
+    for _ in range(args.rounds):  # alternate the tools so slow spells of the machine hit both
+        with tempfile.TemporaryDirectory() as tmp:
+            theirs = run_child(LM_EVAL_GENERATE.format(tmp=tmp, **kw))
+        ours = run_child(QUANTCONF_GENERATE.format(**kw))
+        their_runs += theirs["seconds"]
+        our_runs += ours["seconds"]
+    same = [a == b for a, b in zip(theirs["texts"], ours["texts"])]
+    metric_same = [a == b for a, b, s in zip(theirs["bleu_acc"], ours["bleu_acc"], same) if s]
+    print(f"truthfulqa_gen, {args.limit} questions, batch {args.batch_size}, {args.threads} threads")
+    print(f"{'':<10} {'items/s':>9} {'gen tokens/s':>13} {'peak RSS MiB':>13}")
+    for name, res, runs in (("lm-eval", theirs, their_runs), ("quantconf", ours, our_runs)):
+        print(f"{name:<10} {args.limit / min(runs):>9.3f} {res['tokens'] / min(runs):>13.2f} {res['peak_rss_mib']:>13}")
+    print(f"speed ratio quantconf / lm-eval: fastest runs {min(their_runs) / min(our_runs):.2f}, medians "
+          f"{np.median(their_runs) / np.median(our_runs):.2f}; runs (s) lm-eval {[round(x, 1) for x in their_runs]}, "
+          f"quantconf {[round(x, 1) for x in our_runs]}")
+    print(f"identical generated strings: {sum(same)}/{len(same)} ({np.mean(same):.1%}); bleu_acc equal on "
+          f"{sum(metric_same)}/{len(metric_same)} of those")
+    for i, s in enumerate(same):
+        if not s:
+            print(f"  differs, doc {i}: lm-eval {theirs['texts'][i]!r} / quantconf {ours['texts'][i]!r}")
+
 
 if __name__ == "__main__":
     main()

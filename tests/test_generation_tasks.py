@@ -223,3 +223,32 @@ def test_a_study_mixing_choice_and_generation_tasks_runs_resumes_and_reports(tin
     run_study(study, out, log=log.append)  # resumed: every step reused
     assert sum("arithmetic_gen: reusing" in m for m in log) == 2  # full and quantized
     assert not any("exact_match=" in m or " acc=" in m for m in log), log  # nothing evaluated again
+
+
+@pytest.mark.integration
+def test_default_model_writes_what_lm_evals_hf_backend_writes_on_truthfulqa_gen(shared_data, tmp_path):
+    """Agreement on the embedded default model: lm-eval's HF backend (model.generate with its stop
+    criteria) and quantconf's decoder give identical strings and metrics (benchmarks/vs_lm_eval.py
+    --generate measures more questions)."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from pathlib import Path
+
+    from quantconf.evaluation import evaluate_task
+    from quantconf.models import load_model
+
+    lm = load_model("default")
+    root = Path(lm_eval.__file__).parent / "tasks"
+    (tmp_path / "qc_truthfulqa_gen.yaml").write_text(json.dumps({
+        "include": str(root / "truthfulqa/truthfulqa_gen.yaml"), "task": "qc_truthfulqa_gen", "tag": [],
+        "dataset_path": "json", "dataset_name": None, "validation_split": "validation",
+        "dataset_kwargs": {"data_files": {"validation": str(shared_data / "truthfulqa/truthful_qa/generation/validation.jsonl")}}}))
+    res = lm_eval.simple_evaluate(model=HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=4, device="cpu"),
+                                  tasks=["qc_truthfulqa_gen"], limit=4, log_samples=True, bootstrap_iters=0,
+                                  task_manager=TaskManager(include_path=str(tmp_path)))
+    theirs = sorted(res["samples"]["qc_truthfulqa_gen"], key=lambda x: x["doc_id"])
+    ours = evaluate_task(lm, load_task("truthfulqa_gen", data_dir=shared_data, limit=4), batch_size=4)
+    assert [x["resps"][0][0] for x in theirs] == list(ours["generation"])
+    for metric in ("bleu_max", "bleu_acc", "rouge1_acc", "rougeL_max"):
+        assert [x[metric] for x in theirs] == pytest.approx(list(ours[metric]))
