@@ -3,7 +3,7 @@ numpy/scipy functions on generation predictions (`predictions.py` lists their co
 
 Correctness is a 0/1 column: the task's primary metric (`correct`: exact_match, bleu_acc, ...) or
 another one named with `correctness` (e.g. rouge1_acc, or judge_acc of an imported judged file).
-A confidence measure is a number per generation that should be high when the answer is right:
+A confidence measure is a number per generation that should be high when the answer is right::
 
   p_true            P(True) of the model for its own answer (Kadavath et al. 2022)
   sequence_prob     exp(sum of the answer tokens' log-probabilities)
@@ -11,7 +11,7 @@ A confidence measure is a number per generation that should be high when the ans
   min_token_prob    the smallest token probability of the answer
   neg_mean_entropy  minus the mean next-token entropy (not a probability: ranking metrics only)
 
-For the four probabilities, with conf_i the measure and y_i the correctness:
+For the four probabilities, with conf_i the measure and y_i the correctness::
 
   acc        mean(y);  conf  mean(conf)
   ece        sum_b (n_b / n) |mean_b y - mean_b conf|, B equal-width bins of conf (as for choices)
@@ -245,8 +245,8 @@ def compare_generations(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 1
     """Full vs quantized generations, prompt by prompt (keys in `quantconf compare --json`): n, full_acc,
     quant_acc, delta_acc, answer_changed (rate, exact text), answer_changed_normalised,
     flips_correct_to_wrong, flips_wrong_to_correct, p_mcnemar (exact), rougeL_between (mean ROUGE-L of
-    the two answers), per confidence measure full_/quant_/delta_ of its mean and of ece, smece, brier,
-    auroc (keys `<metric>_<measure>`), p_wilcoxon of the headline measure's per-prompt change, ci
+    the two answers), per confidence measure the full, quant and delta values of its mean and of ece,
+    smece, brier, auroc (keys ``full_mean_<measure>``, ``delta_ece_<measure>``, ...), p_wilcoxon of the headline measure's per-prompt change, ci
     (paired bootstrap; delta_acc's exact, `paired_accuracy_interval`), by_confidence_bin (equal-mass bins of the full model's headline confidence)."""
     f, q = pair_generations(full, quant, task)
     name, yf = correctness_of(f, correctness)
