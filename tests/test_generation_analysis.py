@@ -158,3 +158,30 @@ def test_delta_acc_interval_never_contradicts_mcnemar():
             if lo > 0 or hi < 0:  # excludes 0 only when exact McNemar rejects at alpha / 2
                 assert binomtest(b, b + c, 0.5).pvalue < 0.025, (b, c)
             assert lo <= (c - b) / 50 <= hi
+
+
+def test_generation_noise_floor_separates_a_systematic_shift_from_replicate_scatter():
+    """Replicates that each flip a random tenth of prompts (scatter) vs replicates that all lose the
+    same prompts (a systematic shift): the systematic share's test rejects only the second."""
+    from quantconf.analysis.noise_floor import generation_noise_floor
+
+    rng = np.random.default_rng(2)
+    n = 150
+    yf = rng.uniform(size=n) < 0.6
+    pt = np.clip(0.3 + 0.4 * yf + rng.normal(0, 0.1, n), 0.01, 0.99)
+    full = gen_frame(["a"] * n, yf, p_true=pt)
+
+    def replicate(y, seed):
+        r = np.random.default_rng(seed)
+        return gen_frame([f"r{seed}"] * n, y, p_true=np.clip(pt + r.normal(0, 0.02, n), 0.01, 0.99))
+
+    scatter = [replicate(yf ^ (np.random.default_rng(10 + s).uniform(size=n) < 0.1), s) for s in range(4)]
+    shifted = yf.copy()
+    shifted[np.flatnonzero(yf)[:20]] = False  # the same 20 right answers lost in every replicate
+    systematic = [replicate(shifted, s) for s in range(4)]
+    a = generation_noise_floor(full, scatter, n_boot=200, task="g")
+    b = generation_noise_floor(full, systematic, n_boot=200, task="g")
+    assert a["systematic_share"]["p"] > 0.05 and b["systematic_share"]["p"] < 0.01
+    assert b["delta_acc"]["estimate"] == pytest.approx(-20 / n)
+    assert b["delta_acc"]["ci"][1] < 0 and "delta_ece" in b and a["instability"]["unstable_share"] == 1.0
+    assert b["effect"]["flip_rate_mean"] == pytest.approx(20 / n)

@@ -252,3 +252,22 @@ def test_default_model_writes_what_lm_evals_hf_backend_writes_on_truthfulqa_gen(
     assert [x["resps"][0][0] for x in theirs] == list(ours["generation"])
     for metric in ("bleu_max", "bleu_acc", "rouge1_acc", "rougeL_max"):
         assert [x[metric] for x in theirs] == pytest.approx(list(ours[metric]))
+
+
+def test_replicated_generation_study_has_a_noise_floor(tiny_model_dir, tmp_path):
+    from quantconf.study import load_study, run_study
+
+    study = load_study(data={
+        "models": [str(tiny_model_dir)], "tasks": ["arithmetic_gen"], "limit": 12, "bootstrap": 20, "threads": 1,
+        "max_gen_toks": 3, "variants": [{"method": "gptq", "bits": 2, "group_size": 32, "n_samples": 2, "seq_len": 32,
+                                         "calib": "pydoc", "replicates": 3}]})
+    out = tmp_path / "s"
+    report = run_study(study, out, log=lambda m: None)
+    summary = json.loads((out / "summary.json").read_text())
+    (floor,) = summary["noise_floor"]
+    assert floor["kind"] == "generation" and floor["replicates"] == 3 and floor["n"] == 12
+    assert set(floor["delta_acc"]) >= {"estimate", "ci", "p", "p_holm"} and "systematic_share" in floor
+    assert "on arithmetic_gen" in floor["verdict"]
+    per_rep = [c["delta_acc"] for c in summary["comparisons"]]
+    assert floor["delta_acc"]["estimate"] == pytest.approx(np.mean(per_rep))
+    assert "Is it quantization or noise?" in report.read_text()

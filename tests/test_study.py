@@ -24,7 +24,7 @@ def forbid_analysis(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("analysis was recomputed")
 
-    for name in ("task_metrics", "compare_task", "recalibrate_task", "gap_interval", "noise_floor"):
+    for name in ("task_metrics", "compare_task", "recalibrate_task", "gap_interval", "task_noise_floor"):
         monkeypatch.setattr(steps, name, refuse)
 
 

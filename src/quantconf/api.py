@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from quantconf.analysis.noise_floor import noise_floor as _noise_floor
-from quantconf.analysis.tasks import compare_predictions, compare_task, task_metrics
+from quantconf.analysis.tasks import compare_predictions, compare_task, task_metrics, task_noise_floor
 from quantconf.analysis.recalibration import recalibrate_task
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import EvalOptions, evaluate_task, evaluate_to_dir
@@ -521,9 +520,9 @@ def noise_floor(full, replicates, *, n_boot: int = 1000, seed: int = 0, alpha: f
         common = sorted(set(full).intersection(*replicates))
         if not common:
             raise QuantconfError("the full model and the replicates share no task; evaluate all on the same tasks")
-        return {t: _noise_floor(full[t], [r[t] for r in replicates], task=t, **options) for t in common}
+        return {t: task_noise_floor(full[t], [r[t] for r in replicates], task=t, **options) for t in common}
     task = str(full["task"].iloc[0]) if len(full) else ""
-    return _noise_floor(full, list(replicates), task=task, **options)
+    return task_noise_floor(full, list(replicates), task=task, **options)
 
 
 def run_study(config: str | Path | dict | Study, out: str | Path, *, dry_run: bool = False, log=print,

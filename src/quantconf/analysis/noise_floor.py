@@ -57,6 +57,7 @@ from scipy.stats import t as student_t
 from quantconf.analysis.metrics import (bootstrap_draws, equal_mass_bin, has_several_true, log_probs_from_predictions,
                                        metric_structure, metrics_weighted)
 from quantconf.errors import QuantconfError
+from quantconf.analysis import generation as gen
 from quantconf.analysis.paired import js_distance
 
 EFFECT_METRICS = ["acc", "nll", "ece", "ace", "smece", "brier", "conf_true", "auroc", "aurc"]
@@ -188,7 +189,12 @@ def systematic_movement(a: Aligned, n_boot: int = 1000, seed: int = 0, alpha: fl
     per question mean_{r != s} (F - Q_r).(F - Q_s) in clr space (= mean_r ||F - Q_r||^2 - 1/2
     mean_{r != s} ||Q_r - Q_s||^2), averaged over questions. Its replicate variance is the
     delete-one-replicate jackknife (needs 3 replicates; with 2 it is not estimable and p is None)."""
-    x = [clr(lp, a.mask) for lp in a.log_probs]
+    return {**systematic_of([clr(lp, a.mask) for lp in a.log_probs], n_boot, seed, alpha, chunk),
+            "space": "centred log-probabilities (clr), squared Euclidean distance summed over choices"}
+
+
+def systematic_of(x: list[np.ndarray], n_boot: int, seed: int, alpha: float, chunk: int = 500) -> dict:
+    """`systematic_movement` on any per-question vectors x = [F, Q_1..Q_R], each (n, k)."""
     dev = np.stack([x[0] - q for q in x[1:]], axis=1)  # (n, R, k): F - Q_r
     n, r = dev.shape[:2]
     gram = np.einsum("nrk,nsk->nrs", dev, dev)  # (n, R, R)
@@ -223,8 +229,7 @@ def systematic_movement(a: Aligned, n_boot: int = 1000, seed: int = 0, alpha: fl
     if r < 3:
         sys_e["p"] = share_e["p"] = None
     return {"total_divergence": total, "noise_divergence": total - systematic, "systematic": sys_e,
-            "systematic_share": share_e,
-            "space": "centred log-probabilities (clr), squared Euclidean distance summed over choices"}
+            "systematic_share": share_e}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,3 +385,93 @@ def verdict(nf: dict) -> str:
         parts.append("the answer movement is not distinguishable from the quantizer's run-to-run scatter around "
                      f"the full model ({share})")
     return "; ".join(parts) + "."
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation tasks: the same questions, asked of what the replicates wrote
+
+
+GENERATION_EFFECT_METRICS = ["acc", "ece", "smece", "nll", "brier", "auroc"]
+
+
+def generation_noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n_bins: int = 15,
+                           n_conf_bins: int = 5, alpha: float = 0.05, task: str = "", n_boot: int = 1000,
+                           seed: int = 0) -> dict:
+    """The noise floor of a generation task, with the keys of `noise_floor`: effects (delta_<m> of
+    correctness and of the headline confidence measure's calibration, P(True)'s) with two-way intervals
+    over prompts and replicates (`two_way_effect`); the systematic share computed on per-prompt
+    correctness (0/1: do the replicates flip the *same* prompts, beyond their scatter?); answer
+    instability (share of prompts whose answer, case and whitespace folded, is not the same in every
+    replicate) by the full model's confidence. No JS distance: a generation has no choice distribution."""
+    if n_boot < 1:
+        raise QuantconfError(f"n_boot must be >= 1 for a noise floor, got {n_boot}", param="n_boot")
+    if len(replicates) < 2:
+        raise QuantconfError(f"{task}: a noise floor needs at least two replicates (got {len(replicates)}); "
+                             "for one quantized run use compare", param="replicates")
+    common = set(full["doc_id"]).intersection(*[set(q["doc_id"]) for q in replicates])
+    if not common:
+        raise QuantconfError(f"{task}: no prompts in common between the full model and the replicates")
+    order = [d for d in full["doc_id"] if d in common]
+    frames = [df.set_index("doc_id").loc[order].reset_index() for df in [full, *replicates]]
+    ys = [gen.correctness_of(df)[1] for df in frames]
+    measures = [gen.confidence_measures(df) for df in frames]
+    head = gen.headline_measure(measures[0])
+    confs = [m[head] for m in measures]
+    keep = np.all([np.isfinite(c) for c in confs], axis=0)
+    n, r = len(order), len(replicates)
+    if keep.sum() < 2:  # no confidence (imported answers): correctness only
+        confs, metrics = [np.full(n, 0.5) for _ in frames], ["acc"]
+        keep = np.ones(n, bool)
+    else:
+        metrics = GENERATION_EFFECT_METRICS
+    ys_k, confs_k = [y[keep] for y in ys], [c[keep] for c in confs]
+    m_k = int(keep.sum())
+    structures = [gen._structure(c, y, n_bins) for c, y in zip(confs_k, ys_k)]
+
+    def scored(weights):  # (models, metrics, draws)
+        return np.asarray([[gen.binary_metrics_weighted(c, y, weights, n_bins, st)[m] for m in metrics]
+                           for c, y, st in zip(confs_k, ys_k, structures)])
+
+    per_rep = scored(np.ones((1, m_k)))[:, :, 0]
+    per_rep = per_rep[1:] - per_rep[0]
+    d = bootstrap_draws(lambda w: {"d": (lambda s: (s[1:].mean(0) - s[0]).T)(scored(w))}, m_k, n_boot, seed)["d"].T
+    out: dict = {"task": task, "n": n, "replicates": r, "pairs": r * (r - 1) // 2, "alpha": alpha, "n_boot": n_boot,
+                 "seed": seed, "method": METHOD, "kind": "generation", "confidence_measure": head}
+    for j, m in enumerate(metrics):
+        out[f"delta_{m}"] = two_way_effect(per_rep[:, j].mean(), d[j], per_rep[:, j].var(ddof=1) / r, m_k, r, alpha,
+                                           per_replicate=[float(x) for x in per_rep[:, j]])
+    out.update(systematic_of([y[:, None] for y in ys], n_boot, seed + 1, alpha))
+    out["space"] = "per-prompt correctness (0/1), squared difference"
+    texts = [[gen.normalise_answer(t) for t in df["generation"]] for df in frames]
+    pairs = list(itertools.combinations(range(1, r + 1), 2))
+    changed = lambda i, j: np.array([a != b for a, b in zip(texts[i], texts[j])])  # noqa: E731
+    flips = lambda i, j: float((ys[i] != ys[j]).mean())  # noqa: E731
+    out["effect"], out["noise"] = {}, {}
+    for key, fn in (("flip_rate", flips), ("answer_changed", lambda i, j: float(changed(i, j).mean()))):
+        e = np.array([fn(0, i) for i in range(1, r + 1)])
+        out["effect"][f"{key}_mean"], out["effect"][f"{key}_sd"] = float(e.mean()), float(e.std(ddof=1))
+        out["noise"][key] = float(np.mean([fn(i, j) for i, j in pairs]))
+    for m in ("acc", "ece", "nll", "smece", "brier"):
+        if f"delta_{m}" in out:
+            e = np.array(out[f"delta_{m}"]["per_replicate"])
+            out["effect"][f"delta_{m}_mean"], out["effect"][f"delta_{m}_sd"] = float(e.mean()), float(e.std(ddof=1))
+            nz = [abs(e[i - 1] - e[j - 1]) for i, j in pairs]
+            out["noise"][f"delta_{m}"], out["noise"][f"delta_{m}_sd"] = float(np.mean(nz)), float(e.std(ddof=1))
+    out["noise"]["js_mean"] = float("nan")
+    out["js"] = {"to_full_mean": float("nan"), "between_replicates_mean": float("nan")}
+    unstable = np.zeros(n, bool)
+    for i, j in pairs:
+        unstable |= changed(i, j)
+    conf = confs[0]
+    k = min(n_conf_bins, n)
+    bins = equal_mass_bin(conf, k)
+    out["instability"] = {
+        "unstable_share": float(unstable.mean()),
+        "by_full_confidence": [{"bin": b, "n": int((bins == b).sum()), "conf_lo": float(conf[bins == b].min()),
+                                "conf_hi": float(conf[bins == b].max()), "unstable_rate": float(unstable[bins == b].mean())}
+                               for b in range(k) if (bins == b).any()],
+        "auroc_low_confidence_predicts_unstable": (
+            float(mannwhitneyu(conf[~unstable], conf[unstable]).statistic / (unstable.sum() * (~unstable).sum()))
+            if unstable.any() and (~unstable).any() and np.isfinite(conf).all() else float("nan"))}
+    out["verdict"] = verdict(out)
+    return out

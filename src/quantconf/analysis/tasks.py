@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from quantconf.analysis import generation, metrics, paired
+from quantconf.analysis import generation, metrics, noise_floor, paired
 from quantconf.errors import QuantconfError
 
 
@@ -63,3 +63,10 @@ def per_sample_frame(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") ->
     if is_generation(full):
         return generation.per_generation_frame(full, quant, task)
     return paired.per_sample_frame(full, quant, task)
+
+
+def task_noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], **options) -> dict:
+    """The noise floor of one task (`noise_floor.noise_floor`, or `generation_noise_floor` for generations)."""
+    if is_generation(full):
+        return noise_floor.generation_noise_floor(full, replicates, **options)
+    return noise_floor.noise_floor(full, replicates, **options)

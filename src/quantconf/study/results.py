@@ -161,20 +161,24 @@ def noise_floors(evals, floor_steps, comparisons, metrics) -> list[dict]:
             for k in NOISE_COLUMNS:
                 metrics.loc[i, f"noise_{k}"] = f["noise"][k]
             for k in FLOOR_COLUMNS:
-                e = f[k]
+                e = f.get(k)
+                if not e:  # a generation floor without confidence measures has delta_acc only
+                    continue
                 metrics.loc[i, [f"nf_{k}", f"nf_{k}_lo", f"nf_{k}_hi"]] = [e["estimate"], *e["ci"]]
                 metrics.loc[i, f"nf_{k}_p"] = np.nan if e["p"] is None else e["p"]
                 metrics.loc[i, f"nf_{k}_p_holm"] = np.nan if e.get("p_holm") is None else e["p_holm"]
     return floors
 
 
-def _est_ci(e: dict, scale: float = 1.0) -> str:
+def _est_ci(e: dict | None, scale: float = 1.0) -> str:
+    if not e:
+        return "—"
     lo, hi = e["ci"]
     return f"{e['estimate'] * scale:+.3f} [{lo * scale:+.3f}, {hi * scale:+.3f}]"
 
 
-def _p(e: dict, key: str = "p") -> str:
-    p = e.get(key)
+def _p(e: dict | None, key: str = "p") -> str:
+    p = (e or {}).get(key)
     return "undefined" if p is None else f"{p:.3g}"
 
 

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from quantconf.analysis.metrics import has_several_true
-from quantconf.analysis.noise_floor import noise_floor
-from quantconf.analysis.tasks import compare_task, is_generation, task_metrics
+from quantconf.analysis.tasks import compare_task, is_generation, task_metrics, task_noise_floor
 from quantconf.analysis.recalibration import gap_interval, recalibrate_task
 from quantconf.evaluation import EvalOptions, evaluate_to_dir
 from quantconf.io import atomic_write_json, locked, read_optional_json
@@ -262,9 +261,9 @@ class NoiseFloorStep(_ReadsPredictions):
         members = [read_prediction_dir(m.path) for m in self.members]
         floors = []
         for task in sorted(set(full).intersection(*members)):
-            if is_generation(full[task]) or has_several_true(full[task]["gold"]):
+            if not is_generation(full[task]) and has_several_true(full[task]["gold"]):
                 continue
-            floors.append(noise_floor(full[task], [m[task] for m in members], n_bins=study.bins, task=task,
+            floors.append(task_noise_floor(full[task], [m[task] for m in members], n_bins=study.bins, task=task,
                                       n_boot=max(study.bootstrap, 200)))
         atomic_write_json(self.path, {"inputs": self.input_hashes(), "floors": floors})
         log(f"noise floor of {self.family}: {len(floors)} task(s)")
