@@ -388,8 +388,9 @@ def cmd_tasks(args) -> int:
         return 0
     for t in qc.tasks():
         print(f"{t['name']:<18} {t['description']}  ({t['source']})")
-    print("\nAny lm-evaluation-harness multiple_choice task, group or tag also works by name (winogrande, copa, "
-          "mmlu, ...; lm_eval:NAME for lm-eval's definition of a built-in): list them with "
+    print("\nAny lm-evaluation-harness multiple_choice or generate_until task, group or tag also works by name "
+          "(winogrande, mmlu, truthfulqa_gen, gsm8k, ...; lm_eval:NAME for lm-eval's definition of a built-in): "
+          "list them with "
           "`quantconf tasks --lm-eval PATTERN`.")
     return 0
 
