@@ -33,6 +33,19 @@ GENERATION_COLUMNS = ["doc_id", "task", "context", "generation", "token_ids", "t
 GENERATION_LIST_COLUMNS = ("token_ids", "token_logprobs", "token_entropies")
 
 
+def checked_doc_ids(doc_ids, source: str, fix: str):
+    """Yield "<source> doc <id>" for each doc_id, after checking it is an integer not seen before."""
+    seen: set = set()
+    for doc_id in doc_ids:
+        where = f"{source} doc {doc_id!r}"
+        if not _is_int(doc_id):
+            raise QuantconfError(f"{where}: doc_id must be an integer; {fix}")
+        if doc_id in seen:
+            raise QuantconfError(f"{where}: doc_id appears twice (each question once); {fix}")
+        seen.add(doc_id)
+        yield where
+
+
 def is_generation_frame(df: pd.DataFrame) -> bool:
     """Whether a predictions frame holds generations (one row per prompt) rather than choice scores."""
     return "generation" in df.columns
@@ -49,14 +62,7 @@ def check_generations(df: pd.DataFrame, source: str, fix: str) -> None:
     """The rules every generation prediction set meets: integer doc_ids, each once; text generations;
     one primary metric named, present as a column, with 0/1 values in `correct`; confidence measures
     numeric (NaN allowed), probabilities within [0, 1]."""
-    seen: set = set()
-    for doc_id, text in zip(df["doc_id"], df["generation"]):
-        where = f"{source} doc {doc_id!r}"
-        if not _is_int(doc_id):
-            raise QuantconfError(f"{where}: doc_id must be an integer; {fix}")
-        if doc_id in seen:
-            raise QuantconfError(f"{where}: doc_id appears twice (each prompt once); {fix}")
-        seen.add(doc_id)
+    for where, text in zip(checked_doc_ids(df["doc_id"], source, fix), df["generation"]):
         if not isinstance(text, str):
             raise QuantconfError(f"{where}: generation must be text; {fix}")
     correct = pd.to_numeric(df["correct"], errors="coerce")
@@ -89,14 +95,8 @@ def check_predictions(df: pd.DataFrame, source: str, fix: str) -> None:
     """The rules every prediction set meets, checked where it enters (a parquet read, an import):
     integer doc_ids, each once; a non-empty list of string choices; one numeric log-likelihood per
     choice; a gold index (or list of them) in range. One error naming source, doc and the fix."""
-    seen: set = set()
-    for doc_id, choices, loglik, gold in zip(df["doc_id"], df["choices"], df["loglik"], df["gold"]):
-        where = f"{source} doc {doc_id!r}"
-        if not _is_int(doc_id):
-            raise QuantconfError(f"{where}: doc_id must be an integer; {fix}")
-        if doc_id in seen:
-            raise QuantconfError(f"{where}: doc_id appears twice (each question once); {fix}")
-        seen.add(doc_id)
+    for where, choices, loglik, gold in zip(checked_doc_ids(df["doc_id"], source, fix), df["choices"], df["loglik"],
+                                            df["gold"]):
         if not isinstance(choices, (list, tuple, np.ndarray)) or len(choices) == 0 or not all(
                 isinstance(c, str) for c in choices):
             raise QuantconfError(f"{where}: choices must be a non-empty list of strings; {fix}")
