@@ -103,8 +103,8 @@ def _summary_numbers(out: Path) -> pd.DataFrame:
 def test_study_through_ray_equals_local_and_shards_equal_unsharded(tiny_model_dir, tmp_path, ray_mod):
     from quantconf.study import load_study, run_study
 
-    config = {"models": [str(tiny_model_dir)], "tasks": ["arithmetic"], "limit": 60, "bootstrap": 20,
-              "batch_size": 1, "threads": 1,
+    config = {"models": [str(tiny_model_dir)], "tasks": ["arithmetic", "arithmetic_gen"], "limit": 60, "bootstrap": 20,
+              "batch_size": 1, "threads": 1, "max_gen_toks": 3,
               "variants": [{"method": "rtn", "bits": 4, "group_size": 32}, {"method": "rtn", "bits": 3,
                                                                              "group_size": 32}]}
     local = tmp_path / "local"
@@ -114,15 +114,16 @@ def test_study_through_ray_equals_local_and_shards_equal_unsharded(tiny_model_di
     report = run_study(load_study(data=sharded), tmp_path / "ray", executor="ray", log=log.append)
     assert report.is_file()
     pd.testing.assert_frame_equal(_summary_numbers(local), _summary_numbers(tmp_path / "ray"))
-    # 1 full eval + 2 x (quantize + eval), evals in 3 shards each, + 3 analyses: 3 + 2 * (1 + 3) + 3 jobs
-    assert sum(" in " in m and "left)" in m for m in log) == 14 and any("shard 3/3" in m for m in log)
+    # 3 evals (full + 2 quantized) x 2 tasks x 3 shards, 2 quantize steps, 3 analyses: 18 + 2 + 3 jobs
+    assert sum(" in " in m and "left)" in m for m in log) == 23 and any("shard 3/3" in m for m in log)
     assert sum("done analysis " in m and "left)" in m for m in log) == 3  # analyses run as Ray tasks
     for step in (local / "steps").glob("eval-*"):
-        ours = read_prediction_dir(step)["arithmetic"]
-        theirs = read_prediction_dir(tmp_path / "ray" / "steps" / step.name)["arithmetic"]
-        pd.testing.assert_frame_equal(ours, theirs)  # bit for bit, though scored in 3 shards
-        manifest = json.loads((tmp_path / "ray" / "steps" / step.name / "manifest.json").read_text())
-        assert manifest["tasks"]["arithmetic"]["shards"] == 3
+        for task in ("arithmetic", "arithmetic_gen"):  # a choice task and a generation task
+            ours = read_prediction_dir(step)[task]
+            theirs = read_prediction_dir(tmp_path / "ray" / "steps" / step.name)[task]
+            pd.testing.assert_frame_equal(ours, theirs)  # bit for bit, though scored in 3 shards
+            manifest = json.loads((tmp_path / "ray" / "steps" / step.name / "manifest.json").read_text())
+            assert manifest["tasks"][task]["shards"] == 3
         assert not (tmp_path / "ray" / "steps" / step.name / ".shards").exists()
 
 
