@@ -149,20 +149,24 @@ def shift_plot(samples: pd.DataFrame, comparisons, model, task):
     sub = samples[(samples["model"] == model) & (samples["task"] == task)] if not samples.empty else samples
     if sub.empty or sub["full_p_true"].isna().all():
         return None
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    generated = sub["js"].isna().all()  # generations: P(True) moves, there is no choice distribution
+    fig, axes = plt.subplots(1, 1 if generated else 2, figsize=(5 if generated else 9, 3.6))
+    ax, ax2 = (axes, None) if generated else axes
     for label, g in sub.groupby("variant"):
         ax.scatter(g["full_conf"], g["quant_p_true"] - g["full_p_true"], s=6, alpha=0.4, label=label)
         comp = next(c for c in comparisons if c["model"] == model and c["variant"] == label and c["task"] == task)
         b = comp.get("by_confidence_bin", [])
         ax.plot([(x["conf_lo"] + x["conf_hi"]) / 2 for x in b], [x.get("delta_conf_true", x.get("delta_conf"))
                                                                   for x in b], "s-", lw=2)
-        if g["js"].notna().any():  # generations have no choice distribution to compare
+        if ax2 is not None:
             ax2.hist(g["js"], bins=30, histtype="step", lw=1.5, label=label)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set(xlabel="full model confidence", ylabel="Δ gold-choice probability (quant - full)",
-           title=f"confidence shift: {task} (squares: bin means)")
+    ax.set(xlabel="full model " + ("P(True)" if generated else "confidence"),
+           ylabel="Δ P(True) of its own answer (quant - full)" if generated else
+           "Δ gold-choice probability (quant - full)", title=f"confidence shift: {task} (squares: bin means)")
     ax.legend(fontsize=7)
-    ax2.set(xlabel="Jensen-Shannon distance (base 2)", ylabel="questions", title="JS distance full vs quantized")
+    if ax2 is not None:
+        ax2.set(xlabel="Jensen-Shannon distance (base 2)", ylabel="questions", title="JS distance full vs quantized")
     return png_block(fig)
 
 
