@@ -338,7 +338,10 @@ def question_section(questions: pd.DataFrame) -> Section | None:
                    "the probability it gave the gold answer, the Jensen-Shannon distance between the two answer "
                    "distributions, the flip kind, and (replicated configurations) how many replicates give this "
                    "answer. Filter by model, variant, task, flip kind, |Δp(gold)| or text; click a column header "
-                   "to sort; open a question for its choices with both models' probabilities. Also in questions.csv.",
+                   "to sort; open a question for its choices with both models' probabilities. Also in questions.csv."
+                   + (" Generation tasks: the answers as written (correct by the task's own metric), no choice "
+                      "probabilities or JS distance, and Δp(gold) / full confidence are the model's P(True) of its "
+                      "own answer." if questions["full_p_gold"].isna().any() else ""),
                    [question_block(questions)])
 
 
