@@ -113,3 +113,27 @@ def test_bad_generation_options_name_the_parameter(tiny_lm):
         greedy_generate(tiny_lm, ["x"], until=[], max_gen_toks=0)
     with pytest.raises(QuantconfError, match="batch_size must be >= 1"):
         greedy_generate(tiny_lm, ["x"], until=[], batch_size=0)
+
+
+def test_batched_p_true_equals_one_call_per_answer(tiny_lm):
+    """The tiny tokenizer splits " B" into two tokens: p_true_batch falls back to one call per answer."""
+    from quantconf.generation import p_true_batch
+
+    questions = ["What is 2 + 2?", "Name a colour.", "x", "A much longer question about apples and pears?"]
+    answers = ["4", "blue, or perhaps a deep shade of green", "", "pears"]
+    batched = p_true_batch(tiny_lm, questions, answers, batch_size=3)
+    assert batched == pytest.approx([p_true(tiny_lm, q, a) for q, a in zip(questions, answers)], abs=1e-5)
+
+
+@pytest.mark.integration
+def test_batched_p_true_equals_one_call_per_answer_on_the_default_model():
+    """SmolLM2's " A" and " B" are one token each: the left-padded batch with last-position logits."""
+    from quantconf.generation import p_true_batch
+    from quantconf.models import load_model
+
+    lm = load_model("default")
+    assert [len(lm.tokenizer(x, add_special_tokens=False)["input_ids"]) for x in (" A", " B")] == [1, 1]
+    questions = ["What is 2 + 2?", "Name a colour.", "Why do veins appear blue?"]
+    answers = ["4", "blue, or perhaps a deep shade of green", "Because of the way light is reflected."]
+    batched = p_true_batch(lm, questions, answers, batch_size=3)
+    assert batched == pytest.approx([p_true(lm, q, a) for q, a in zip(questions, answers)], abs=1e-4)
