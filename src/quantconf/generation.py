@@ -2,7 +2,7 @@
 
 `greedy_generate` decodes a batch of prompts greedily (lm-eval's default for generate_until tasks):
 prompts left-padded, one forward pass over the prompts, then one token per step with the KV cache
-(the prompt is never recomputed), stopping a row at EOS, at `max_gen_toks`, or once its text holds a
+(the prompt is never recomputed; a row that has finished leaves the batch and its cache), stopping a row at EOS, at `max_gen_toks`, or once its text holds a
 stop string; the text is then cut at the first stop string as lm-eval cuts it
 (`text.split(term)[0]` for each term in `until`). For every kept token it records its id, its
 log-probability under the model and the entropy of the distribution it was drawn from, so that
@@ -136,7 +136,7 @@ def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks
     tokens = [[] for _ in range(n)]
     logprobs = [[] for _ in range(n)]
     entropies = [[] for _ in range(n)]
-    finished = [False] * n
+    active = list(range(n))  # the rows still generating; finished rows leave the batch and its KV cache
     past = None
     step_ids = ids
     with torch.no_grad():
@@ -148,22 +148,28 @@ def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks
             logp = torch.log_softmax(logits.float(), dim=-1)
             choice = logp.argmax(-1)
             entropy = -(logp.exp() * logp).nan_to_num().sum(-1)
-            for r in range(n):
-                if finished[r]:
-                    continue
-                t = int(choice[r])
+            keep = []
+            for i, r in enumerate(active):
+                t = int(choice[i])
                 if t in stops:
-                    finished[r] = True
                     continue
                 tokens[r].append(t)
-                logprobs[r].append(float(logp[r, t]))
-                entropies[r].append(float(entropy[r]))
-                if any(term and term in decode(tok, tokens[r]) for term in until):
-                    finished[r] = True
-            if all(finished):
+                logprobs[r].append(float(logp[i, t]))
+                entropies[r].append(float(entropy[i]))
+                if not any(term and term in decode(tok, tokens[r]) for term in until):
+                    keep.append(i)
+            if not keep:
                 break
+            if len(keep) < len(active):  # a row that finished costs nothing more (its cache rows are dropped)
+                index = torch.tensor(keep, device=device)
+                if hasattr(past, "batch_select_indices"):
+                    past.batch_select_indices(index)
+                else:  # legacy tuple caches
+                    past = tuple(tuple(x[index] for x in layer) for layer in past)
+                mask, choice = mask[index], choice[index]
+                active = [active[i] for i in keep]
             step_ids = choice[:, None]
-            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
+            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
     return [_kept(tok, t, lp, e, until) for t, lp, e in zip(tokens, logprobs, entropies)]
 
 
