@@ -50,7 +50,8 @@ def confidence_and_correctness(df: pd.DataFrame) -> tuple:
     import numpy as np
 
     if is_generation(df):
-        conf = generation.confidence_measures(df)[generation.headline_measure(generation.confidence_measures(df))]
+        measures = generation.confidence_measures(df)
+        conf = measures[generation.headline_measure(measures)]
         _, y = generation.correctness_of(df)
         keep = np.isfinite(conf)
         return conf[keep], y[keep].astype(bool)
