@@ -119,19 +119,28 @@ def last_logits(model, **inputs):
     return result, result.logits[:, -1, :]
 
 
+def left_padded(rows: list[list[int]], tok, device):
+    """(input_ids, attention_mask) of token rows padded on the left, so every row's next token is at the
+    last position (batched decoding and P(True) read the logits there)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    return ids.to(device), mask.to(device)
+
+
 def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks: int) -> list[Generation]:
     import torch
 
     model, tok = lm.model, lm.tokenizer
     device = next(model.parameters()).device
-    n, width = len(prompts), max(len(p) for p in prompts)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.full((n, width), pad, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for r, p in enumerate(prompts):  # left padding: every row's next token is at the last position
-        ids[r, width - len(p):] = torch.tensor(p)
-        mask[r, width - len(p):] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    n = len(prompts)
+    ids, mask = left_padded(prompts, tok, device)
     stops = stop_token_ids(lm)
     tokens = [[] for _ in range(n)]
     logprobs = [[] for _ in range(n)]
@@ -221,22 +230,15 @@ def p_true_batch(lm, questions: list[str], answers: list[str], add_bos: bool = F
         return [p_true(lm, q, a, add_bos) for q, a in zip(questions, answers)]
     a_id, b_id = options[0][0], options[1][0]
     contexts = [_p_true_context(tok, q, a, add_bos) for q, a in zip(questions, answers)]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     device = next(lm.model.parameters()).device
     out = [float("nan")] * len(contexts)
     order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            width = max(len(contexts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, width - len(contexts[i]):] = torch.tensor(contexts[i])
-                mask[r, width - len(contexts[i]):] = 1
+            ids, mask = left_padded([contexts[i] for i in idx], tok, device)
             position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-            _, logits = last_logits(lm.model, input_ids=ids.to(device), attention_mask=mask.to(device),
-                                    position_ids=position_ids.to(device))
+            _, logits = last_logits(lm.model, input_ids=ids, attention_mask=mask, position_ids=position_ids)
             two = torch.stack([logits[:, a_id], logits[:, b_id]], dim=1).float()
             for i, value in zip(idx, torch.softmax(two, dim=1)[:, 0].tolist()):
                 out[i] = float(value)
