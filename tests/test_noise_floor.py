@@ -59,24 +59,23 @@ def test_descriptive_statistics_equal_hand_computation():
     assert sum(b["n"] for b in nf["instability"]["by_full_confidence"]) == n
 
 
-def test_systematic_movement_equals_its_definition_in_clr_space():
+def test_systematic_movement_equals_its_definition_in_probability_space():
     rng = np.random.default_rng(1)
     n, r = 40, 4
     full = rng.normal(size=(n, 4))
     gold = rng.integers(0, 4, n)
     reps = [full + rng.normal(size=(n, 4)) * 0.7 + 0.5 for _ in range(r)]
-
-    def clr(ll):
-        lp = np.log(_softmax(ll))
-        return lp - lp.mean(1, keepdims=True)
-
-    f, q = clr(full), [clr(x) for x in reps]
+    f, q = _softmax(full), [_softmax(x) for x in reps]
     total = np.mean([((f - x) ** 2).sum(1).mean() for x in q])
     between = np.mean([((q[i] - q[j]) ** 2).sum(1).mean() for i in range(r) for j in range(r) if i != j])
     m = systematic_movement(align(_df(full, gold), [_df(x, gold) for x in reps]), n_boot=100)
     assert m["total_divergence"] == pytest.approx(total)
     assert m["systematic"]["estimate"] == pytest.approx(total - between / 2)
     assert m["systematic_share"]["estimate"] == pytest.approx((total - between / 2) / total)
+    # the same estimate as ||F - mean of the replicates||^2 minus the bias of that plug-in (tr Sigma / R)
+    mu = np.mean(q, axis=0)
+    cov_trace = np.mean([np.sum((x - mu) ** 2, 1) for x in q], axis=0) * r / (r - 1)
+    assert m["systematic"]["estimate"] == pytest.approx(np.mean(((f - mu) ** 2).sum(1) - cov_trace / r))
     # a constant added to one question's log-likelihoods is the same distribution: nothing changes
     shifted = [x + rng.normal(size=(n, 1)) * 5 for x in reps]
     m2 = systematic_movement(align(_df(full, gold), [_df(x, gold) for x in shifted]), n_boot=100)
@@ -90,6 +89,7 @@ def test_systematic_movement_equals_its_definition_in_clr_space():
         loo.append(t - b / 2)
     loo = np.array(loo)
     assert m["systematic"]["se_replicates"] ** 2 == pytest.approx((r - 1) / r * ((loo - loo.mean()) ** 2).sum())
+    assert "probabilit" in m["space"]
 
 
 def test_two_way_effect_combines_questions_and_replicates_with_satterthwaite_df():
@@ -159,22 +159,53 @@ def test_holm_equals_statsmodels():
 
 
 def test_verdict_words_match_the_test_and_say_holm():
-    e = {"estimate": -0.044, "ci": [-0.084, -0.004], "p": 0.03, "se": 0.02}
+    e = {"estimate": -0.044, "ci": [-0.084, -0.004], "p": 0.03, "se": 0.02, "df": 40.0}
     nf = {"task": "piqa", "n": 200, "replicates": 5, "alpha": 0.05, "delta_acc": dict(e),
-          "delta_ece": {"estimate": 0.01, "ci": [-0.01, 0.03], "p": 0.3},
+          "delta_ece": {"estimate": 0.01, "ci": [-0.01, 0.03], "p": 0.001},
+          "delta_l2_debiased": {"estimate": 0.0002, "ci": [-0.0001, 0.0005], "p": 0.3},
           "systematic_share": {"estimate": 0.65, "ci": [0.4, 0.9], "p": 0.0004}}
     text = verdict(nf)
-    assert text.startswith("quantization lowers accuracy on piqa: -4.4 points [-8.4, -0.4], p = .030 "
-                           "(200 questions × 5 calibration draws)")
-    assert "no ECE change on piqa detectable" in text and "p < .001" in text
-    assert "beyond the quantizer's own run-to-run scatter" in text
+    assert text.startswith("quantization lowers accuracy on piqa: -4.4 points (95% CI per comparison [-8.4, -0.4]), "
+                           "p = .030 (200 questions × 5 calibration draws)")
+    # the calibration claim rests on the debiased estimator, not on the plug-in ECE (p .001 here)
+    assert "no calibration error (debiased squared L2, Kumar et al. 2019) change on piqa detectable" in text
+    assert "ECE" not in text and "p < .001" in text
+    assert "beyond the quantizer's own run-to-run scatter" in text and "Caution" not in text
     floors = [nf, {**nf, "task": "arc", "delta_acc": {**e, "p": 0.02}}]
     adjust_floors(floors)
     assert floors[0]["delta_acc"]["p_holm"] == pytest.approx(0.04) and floors[0]["delta_acc"]["holm_tests"] == 2
-    assert "Holm-adjusted over 2 tests" in floors[0]["verdict"]
+    assert "Holm-adjusted over 2 tasks" in floors[0]["verdict"]
+    # every reported p is adjusted, not only accuracy's; the adjusted interval is Bonferroni-simultaneous
+    assert floors[0]["delta_ece"]["p_holm"] == pytest.approx(0.002)
+    assert floors[0]["delta_l2_debiased"]["p_holm"] == pytest.approx(0.6)  # Holm of .3 and .3
+    from scipy.stats import t
+
+    half = t.ppf(1 - 0.05 / 4, 40.0) * 0.02
+    assert floors[0]["delta_acc"]["ci_adjusted"] == pytest.approx([-0.044 - half, -0.044 + half])
     floors[0]["delta_acc"]["p"] = floors[1]["delta_acc"]["p"] = 0.04
     adjust_floors(floors)
     assert "no accuracy change on piqa detectable" in floors[0]["verdict"]  # .08 after Holm
+    adjust_floors(floors)  # idempotent
+    assert floors[0]["delta_acc"]["p_holm"] == pytest.approx(0.08)
+
+
+def test_holm_family_is_one_configuration_over_its_tasks():
+    """A study's floors of two configurations: each is adjusted over its own tasks, as `qc.noise_floor`
+    and `quantconf noise-floor` adjust one configuration's tasks, so the same data get the same p."""
+    def floor(model, variant, task, p):
+        return {"model": model, "variant": variant, "task": task, "n": 200, "replicates": 5, "alpha": 0.05,
+                "delta_acc": {"estimate": -0.01, "ci": [-0.02, 0.0], "p": p, "se": 0.005, "df": 30.0},
+                "systematic_share": {"estimate": 0.3, "ci": [0.1, 0.5], "p": p, "se": 0.1, "df": 30.0}}
+
+    study = [floor("m", "gptq", "a", 0.01), floor("m", "gptq", "b", 0.04), floor("m", "awq", "a", 0.001),
+             floor("m", "awq", "b", 0.2), floor("m", "awq", "c", 0.3)]
+    adjust_floors(study)
+    alone = [floor(None, None, "a", 0.01), floor(None, None, "b", 0.04)]  # what the API and CLI see
+    adjust_floors(alone)
+    assert [f["delta_acc"]["p_holm"] for f in study[:2]] == pytest.approx([f["delta_acc"]["p_holm"] for f in alone])
+    assert [f["delta_acc"]["p_holm"] for f in study[:2]] == pytest.approx([0.02, 0.04])
+    assert [f["systematic_share"]["holm_tests"] for f in study] == [2, 2, 3, 3, 3]
+    assert study[2]["delta_acc"]["p_holm"] == pytest.approx(0.003)
 
 
 # --------------------------------------------------------------------------- simulations with a known truth
@@ -247,6 +278,164 @@ def test_simulation_type_one_error_and_power(capsys):
     assert rates["loss"]["delta_acc"] >= 0.4             # a 3.4-point loss on 200 questions
     assert rates["shift"]["systematic"] >= 0.9
     assert rates["hetero"]["systematic"] >= 0.9          # per-question reactions are systematic movement
+
+
+# --------------------------------------------------------------------------- truths that fooled the clr geometry
+#
+# Six choices per question: four plausible, two all-but-excluded (p ~ 1e-7).
+#   dirichlet        replicates scattered around the full model in probability: Q ~ Dirichlet(30 p_F), E Q = p_F
+#   tail_shift       a consistent shift of the two excluded choices only (+3 nats: still ~1e-6), small scatter
+#   plausible_shift  a consistent shift of the plausible choices (sd .25 nats per question), hidden under
+#                    large scatter of the excluded ones (sd 4 nats)
+
+
+def _log_softmax(z):
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def _tail_study(kind: str, rng, n: int = 300, r: int = 5):
+    base = np.concatenate([rng.normal(0, 1.5, (n, 4)), np.full((n, 2), -16.0)], axis=1)
+    gold = rng.integers(0, 4, n)
+    full = _log_softmax(base)
+    reps = []
+    if kind == "dirichlet":
+        pf = np.exp(full)
+        for _ in range(r):
+            q = np.array([rng.dirichlet(30 * p) for p in pf])
+            reps.append(np.log(np.clip(q, 1e-300, None)))
+    elif kind == "tail_shift":
+        for _ in range(r):
+            z = base + rng.normal(0, 0.3, base.shape) * np.r_[1, 1, 1, 1, 0, 0]
+            z[:, 4:] += 3.0 + rng.normal(0, 0.1, (n, 2))
+            reps.append(_log_softmax(z))
+    elif kind == "plausible_shift":
+        shift = rng.normal(0, 0.25, (n, 4))
+        for _ in range(r):
+            z = base.copy()
+            z[:, :4] += shift + rng.normal(0, 0.1, (n, 4))
+            z[:, 4:] += rng.normal(0, 4, (n, 2))
+            reps.append(_log_softmax(z))
+    return _df(full, gold), [_df(q, gold) for q in reps]
+
+
+def test_systematic_share_is_not_fooled_by_excluded_choices_or_probability_scatter(capsys):
+    studies = 150
+    rates, shares = {}, {}
+    for i, kind in enumerate(("dirichlet", "tail_shift", "plausible_shift")):
+        rng = np.random.default_rng(40 + i)
+        found, est = 0, []
+        for s in range(studies):
+            full, reps = _tail_study(kind, rng)
+            m = systematic_movement(align(full, reps), n_boot=100, seed=s)
+            found += m["systematic"]["p"] is not None and m["systematic"]["p"] < 0.05
+            est.append(m["systematic_share"]["estimate"])
+        rates[kind], shares[kind] = found / studies, float(np.mean(est))
+    with capsys.disabled():
+        print(f"\nsystematic share, {studies} studies each (300 questions x 5 replicates, 6 choices, alpha .05): "
+              + "; ".join(f"{k}: P(detected) {rates[k]:.3f}, mean share {shares[k]:.3f}" for k in rates)
+              + " (the clr geometry: 0.22-0.42, 1.00, 0.04)")
+    assert rates["dirichlet"] <= _bound(studies=studies)   # E Q = p_F: the null holds
+    assert rates["tail_shift"] <= _bound(studies=studies)  # only choices nobody picks moved
+    assert shares["tail_shift"] < 0.05
+    assert rates["plausible_shift"] >= 0.9                 # the answer distribution moved
+
+
+def test_two_way_delta_acc_test_is_liberal_below_five_replicates(capsys):
+    """Why `warnings` names designs below 5 replicates: the hetero null at 3 replicates."""
+    rng = np.random.default_rng(21)
+    studies, rejects = 300, 0
+    for s in range(studies):
+        full, reps = _simulated_study("hetero", rng, r=3)
+        a = align(full, reps)
+        p = delta_effects(a, ["acc"], n_boot=200, seed=s)["delta_acc"]["p"]
+        rejects += p is not None and p < 0.05
+    with capsys.disabled():
+        print(f"\nΔacc test, hetero null, 200 questions x 3 replicates: rejection {rejects / studies:.3f} (alpha .05)")
+    nf = noise_floor(full, reps, n_boot=50)
+    assert any("3 replicates" in w for w in nf["warnings"]) and "Caution: 3 replicates" in nf["verdict"]
+    full5, reps5 = _simulated_study("hetero", rng, r=5)
+    assert noise_floor(full5, reps5, n_boot=50)["warnings"] == []
+    few, few_reps = _simulated_study("hetero", rng, n=60, r=5)
+    assert any("60 questions" in w for w in noise_floor(few, few_reps, n_boot=50)["warnings"])
+
+
+def _calibrated_study(rng, n: int, r: int, sharp_full: float, sharp_quant: float, k: int = 4):
+    """Perfectly calibrated models: the top choice has probability c and is right with probability c.
+    The full model and the replicates differ only in sharpness (the spread of c)."""
+    def model(sharp):
+        c = np.clip(rng.beta(sharp * 2.5, sharp * 1.0, n), 1 / k + 1e-3, 1 - 1e-6)
+        right = rng.random(n) < c
+        rest = (1 - c) / (k - 1)
+        lp = np.log(np.repeat(rest[:, None], k, 1))
+        top = np.where(right, 0, rng.integers(1, k, n))
+        lp[np.arange(n), top] = np.log(c)
+        return lp
+    gold = np.zeros(n, int)
+    return _df(model(sharp_full), gold), [_df(model(sharp_quant), gold) for _ in range(r)]
+
+
+def test_calibration_claims_use_the_debiased_error_not_the_plug_in_ece(capsys):
+    """Two perfectly calibrated models of different sharpness: the binned plug-in ECE differs by about a
+    point, so a claim "calibration changed" resting on it would be wrong; the debiased L2 error's delta
+    holds its level. (The ECE interval is the binned plug-in's: it rarely covers a calibrated model's 0.)"""
+    from quantconf.analysis.metrics import bootstrap_metrics, probs_from_predictions
+
+    rng = np.random.default_rng(31)
+    studies, rejects_debiased, rejects_ece, d_ece = 150, 0, 0, []
+    for s in range(studies):
+        full, reps = _calibrated_study(rng, 400, 5, 1.0, 4.0)
+        e = delta_effects(align(full, reps), ["ece", "l2_debiased"], n_boot=100, seed=s)
+        rejects_debiased += e["delta_l2_debiased"]["p"] is not None and e["delta_l2_debiased"]["p"] < 0.05
+        rejects_ece += e["delta_ece"]["p"] is not None and e["delta_ece"]["p"] < 0.05
+        d_ece.append(e["delta_ece"]["estimate"])
+    covers = 0
+    for s in range(40):
+        df, _ = _calibrated_study(rng, 400, 1, 1.0, 1.0)
+        probs, mask = probs_from_predictions(df)
+        ci = bootstrap_metrics(probs, np.zeros(400, int), mask, n_boot=100, seed=s)["ece"]
+        covers += ci[0] <= 0 <= ci[1]
+    with capsys.disabled():
+        print(f"\ncalibrated models of different sharpness (400 questions x 5 replicates, {studies} studies): "
+              f"mean plug-in ΔECE {np.mean(d_ece) * 100:+.2f} points, ΔECE test rejects {rejects_ece / studies:.3f}, "
+              f"Δ debiased L2 test rejects {rejects_debiased / studies:.3f}; plug-in ECE 95% CI covers a calibrated "
+              f"model's 0 in {covers}/40")
+    assert rejects_debiased / studies <= _bound(studies=studies)
+    assert np.mean(d_ece) < -0.002 and covers <= 4  # the sharper models' smaller plug-in bias; a CI that misses 0
+
+
+def test_instability_auroc_is_read_against_equal_noise(capsys):
+    """Noise of one size on every question already makes the least confident questions unstable; the
+    reference says so (p not small), while noise aimed at the uncertain questions exceeds it."""
+    from quantconf.analysis.noise_floor import _descriptive
+
+    def study(rng, targeted):
+        n, k = 300, 4
+        full = rng.normal(0, 1.5, (n, k))
+        gold = rng.integers(0, k, n)
+        lp = _log_softmax(full)
+        conf = np.exp(lp).max(1)
+        sd = np.where(conf < np.median(conf), 1.2, 0.05) if targeted else np.full(n, 0.6)
+        reps = [full + rng.normal(0, 1, (n, k)) * sd[:, None] for _ in range(5)]
+        return align(_df(full, gold), [_df(q, gold) for q in reps])
+
+    rng = np.random.default_rng(51)
+    out = {}
+    for targeted in (False, True):
+        ps, aurocs, refs = [], [], []
+        for _ in range(60):
+            inst = _descriptive(study(rng, targeted), 15, 5)["instability"]
+            ref = inst["auroc_reference_equal_noise"]
+            ps.append(ref["p"]), aurocs.append(inst["auroc_low_confidence_predicts_unstable"]), refs.append(ref["mean"])
+        out[targeted] = (np.mean(np.array(ps) < 0.05), np.mean(aurocs), np.mean(refs))
+    with capsys.disabled():
+        print("\ninstability AUROC vs its equal-noise reference (60 studies each): "
+              f"equal noise: AUROC {out[False][1]:.2f}, reference {out[False][2]:.2f}, P(p < .05) {out[False][0]:.3f}; "
+              f"noise aimed at uncertain questions: AUROC {out[True][1]:.2f}, reference {out[True][2]:.2f}, "
+              f"P(p < .05) {out[True][0]:.3f}")
+    assert out[False][1] > 0.8                       # the raw AUROC alone looks like "targeting"
+    assert out[False][0] <= _bound(studies=60)       # the reference does not
+    assert out[True][0] >= 0.8
 
 
 def test_the_old_replicate_t_test_fails_the_same_null():
@@ -362,6 +551,22 @@ def test_cli_noise_floor_on_prediction_directories(tmp_path, capsys):
         dirs.append(str(tmp_path / str(i)))
     assert main(["noise-floor", *dirs, "--bootstrap", "100"]) == 0
     out = capsys.readouterr().out
-    assert "== t1 (n=150, 3 replicates)" in out and "systematic_share" in out and "Holm-adjusted over 2 tests" in out
+    assert "== t1 (n=150, 3 replicates)" in out and "systematic_share" in out and "Holm-adjusted over 2 tasks" in out
+    assert "Caution: 3 replicates" in out  # below the 5 the simulations validate
+    # the CLI's numbers are the API's on one frame holding both tasks: one Holm family, one definition
+    assert main(["noise-floor", *dirs, "--bootstrap", "100", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    import quantconf as qc
+
+    both = pd.concat([full.assign(task="t1"), full.assign(task="t2")], ignore_index=True)
+    reps_both = [pd.concat([q.assign(task="t1"), q.assign(task="t2")], ignore_index=True) for q in reps]
+    api = qc.noise_floor(both, reps_both, n_boot=100)
+    assert set(api) == {"t1", "t2"}
+    for task in ("t1", "t2"):
+        for key in ("delta_acc", "delta_nll", "delta_smece", "delta_l2_debiased", "systematic_share"):
+            assert cli[task][key]["p_holm"] == pytest.approx(api[task][key]["p_holm"])
+            assert cli[task][key]["ci_adjusted"] == pytest.approx(api[task][key]["ci_adjusted"])
+            assert api[task][key]["holm_tests"] == 2
+        assert cli[task]["verdict"] == api[task]["verdict"]
     assert main(["noise-floor", dirs[0], dirs[1], "--bootstrap", "50", "--json"]) == 2  # two replicates needed
     assert "at least two" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from quantconf.analysis.noise_floor import adjust_floors
 from quantconf.analysis.tasks import compare_predictions, compare_task, task_metrics, task_noise_floor
 from quantconf.analysis.recalibration import recalibrate_task
 from quantconf.errors import QuantconfError
@@ -514,15 +515,23 @@ def noise_floor(full, replicates, *, n_boot: int = 1000, seed: int = 0, alpha: f
     full = read_predictions(full) if isinstance(full, (str, Path)) else full
     replicates = [read_predictions(r) if isinstance(r, (str, Path)) else r for r in replicates]
     options = {"n_boot": n_boot, "seed": seed, "alpha": alpha, "n_bins": n_bins, "n_conf_bins": n_conf_bins}
+    several = isinstance(full, pd.DataFrame) and "task" in full.columns and full["task"].nunique() > 1
+    if several and all(isinstance(r, pd.DataFrame) for r in replicates):  # one frame holding several tasks
+        full = {t: df.reset_index(drop=True) for t, df in full.groupby("task", sort=True)}
+        replicates = [{t: df.reset_index(drop=True) for t, df in r.groupby("task", sort=True)} for r in replicates]
     if isinstance(full, dict) or any(isinstance(r, dict) for r in replicates):
         if not (isinstance(full, dict) and all(isinstance(r, dict) for r in replicates)):
             raise QuantconfError("full and replicates must all be frames of one task, or all dicts by task")
         common = sorted(set(full).intersection(*replicates))
         if not common:
             raise QuantconfError("the full model and the replicates share no task; evaluate all on the same tasks")
-        return {t: task_noise_floor(full[t], [r[t] for r in replicates], task=t, **options) for t in common}
+        floors = {t: task_noise_floor(full[t], [r[t] for r in replicates], task=t, **options) for t in common}
+        adjust_floors(list(floors.values()))  # one family: this configuration's tasks (noise_floor.adjust_floors)
+        return floors
     task = str(full["task"].iloc[0]) if len(full) else ""
-    return task_noise_floor(full, list(replicates), task=task, **options)
+    floor = task_noise_floor(full, list(replicates), task=task, **options)
+    adjust_floors([floor])
+    return floor
 
 
 def run_study(config: str | Path | dict | Study, out: str | Path, *, dry_run: bool = False, log=print,

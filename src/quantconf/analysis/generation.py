@@ -17,21 +17,18 @@ For the four probabilities, with conf_i the measure and y_i the correctness::
   ece        sum_b (n_b / n) |mean_b y - mean_b conf|, B equal-width bins of conf (as for choices)
   ece_mass   the same with B equal-mass bins (the bins of the full sample, kept in every replicate)
   mce        max_b |mean_b y - mean_b conf| over non-empty equal-width bins
+  l2_debiased  Kumar et al. 2019's debiased squared L2 calibration error, the same bins (metrics.py)
   smece      smooth ECE (Błasiok & Nakkiran 2023), bandwidth chosen on the full sample
   brier      mean((conf - y)^2)
   nll        -mean(y log conf + (1 - y) log(1 - conf)), conf clipped to [1e-12, 1 - 1e-12]
   auroc      P(conf of a right answer > conf of a wrong one) + P(tie) / 2
   aurc, eaurc  area under the risk-coverage curve and its excess over a perfect ranking
 
-The interval of delta_acc (quant - full) is exact: with b prompts right only in full, c right only in
-quantized, D = b + c and n prompts, delta_acc = p_disc (2 pi - 1), p_disc = P(the two disagree), pi =
-P(quantized is the one right | they disagree). Clopper-Pearson intervals of p_disc (D of n) and of pi (c
-of D), each at level 1 - alpha/2, hold both true values with probability >= 1 - alpha (Bonferroni), so
-the range of p_disc (2 pi - 1) over the two covers delta_acc at least as often as the level says, for
-any n and any number of flips. A percentile bootstrap does not: with four flips, all one way, in 24
-prompts it excluded 0 while McNemar's exact p was 0.125; and an interval conditional on D (pi's alone)
-covered a true delta of -0.06 in 89% of simulations. The price is caution: the interval excludes 0
-only when the exact McNemar p is below alpha/2.
+The interval of delta_acc (quant - full) is Bonett & Price's paired interval
+(`metrics.paired_difference_interval`), the one a multiple-choice comparison uses: near-nominal
+exact coverage (enumerated in tests/test_paired.py). A percentile bootstrap did not hold its level on
+few flips (four one-way flips in 24 prompts: it excluded 0 while McNemar's exact p was 0.125); the
+Clopper-Pearson x Bonferroni interval used before covered 97.8-99.85% while saying 95%.
 
 neg_mean_entropy gets auroc, aurc, eaurc only. Rows where a measure is NaN (an empty answer has no
 tokens; an imported file has no model) are left out of that measure's metrics, and its `n` says how
@@ -47,8 +44,8 @@ import pandas as pd
 from scipy import stats
 
 from quantconf.analysis.metrics import (_bin_sums, _safe_div, bootstrap_draws, equal_mass_bin, equal_width_bin,
-                                        percentile_interval, smooth_ece_at, smooth_ece_bandwidth, weighted_auroc,
-                                        weighted_aurc)
+                                        paired_difference_interval, percentile_interval, smooth_ece_at,
+                                        smooth_ece_bandwidth, weighted_auroc, weighted_aurc)
 from quantconf.errors import QuantconfError
 
 PROBABILITY_MEASURES = ("p_true", "sequence_prob", "mean_token_prob", "min_token_prob")
@@ -102,7 +99,12 @@ def binary_metrics_weighted(conf, y, weights, n_bins: int, structure: dict, rank
     out["conf"] = (w @ conf) / total
     count, (sc, sa) = _bin_sums(w, equal_width_bin(conf, n_bins), n_bins, conf, y)
     out["ece"] = np.abs(sa - sc).sum(axis=1) / total
-    out["mce"] = np.nanmax(np.where(count > 0, np.abs(_safe_div(sa, count) - _safe_div(sc, count)), np.nan), axis=1)
+    acc_b, conf_b = _safe_div(sa, count), _safe_div(sc, count)
+    out["mce"] = np.nanmax(np.where(count > 0, np.abs(acc_b - conf_b), np.nan), axis=1)
+    sq = np.where(count > 0, (acc_b - conf_b) ** 2, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(count > 1, np.nan_to_num(acc_b * (1 - acc_b)) / (count - 1), 0.0)
+    out["l2_debiased"] = (count * (sq - var)).sum(axis=1) / total  # as metrics.py (Kumar et al. 2019)
     _, (sc_m, sa_m) = _bin_sums(w, structure["mass_bins"], n_bins, conf, y)
     out["ece_mass"] = np.abs(sa_m - sc_m).sum(axis=1) / total
     out["smece"] = smooth_ece_at(conf, y, structure["sigma"], w)
@@ -205,25 +207,6 @@ def rouge_l(a: str, b: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def clopper_pearson(k: int, n: int, level: float) -> tuple[float, float]:
-    from scipy.stats import beta
-
-    alpha = 1 - level
-    lo = float(beta.ppf(alpha / 2, k, n - k + 1)) if k > 0 else 0.0
-    hi = float(beta.ppf(1 - alpha / 2, k + 1, n - k)) if k < n else 1.0
-    return lo, hi
-
-
-def paired_accuracy_interval(b: int, c: int, n: int, level: float = 0.95) -> list[float]:
-    """Exact interval of delta_acc = (c - b) / n in expectation (module docstring)."""
-    half = 1 - (1 - level) / 2  # each of the two intervals at 1 - alpha/2
-    d = b + c
-    disc_lo, disc_hi = clopper_pearson(d, n, half)
-    pi_lo, pi_hi = clopper_pearson(c, d, half) if d else (0.0, 1.0)
-    lo, hi = 2 * pi_lo - 1, 2 * pi_hi - 1  # the bilinear p_disc (2 pi - 1) is extreme at a corner
-    return [float(min(disc_lo * lo, disc_hi * lo)), float(max(disc_lo * hi, disc_hi * hi))]
-
-
 def pair_generations(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The prompts both runs answered, in doc_id order; one error when the prompts differ."""
     common = sorted(set(full["doc_id"]) & set(quant["doc_id"]))
@@ -247,7 +230,7 @@ def compare_generations(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 1
     flips_correct_to_wrong, flips_wrong_to_correct, p_mcnemar (exact), rougeL_between (mean ROUGE-L of
     the two answers), per confidence measure the full, quant and delta values of its mean and of ece,
     smece, brier, auroc (keys ``full_mean_<measure>``, ``delta_ece_<measure>``, ...), p_wilcoxon of the headline measure's per-prompt change, ci
-    (paired bootstrap; delta_acc's exact, `paired_accuracy_interval`), by_confidence_bin (equal-mass bins of the full model's headline confidence)."""
+    (paired bootstrap; delta_acc's Bonett-Price, `paired_difference_interval`), by_confidence_bin (equal-mass bins of the full model's headline confidence)."""
     f, q = pair_generations(full, quant, task)
     name, yf = correctness_of(f, correctness)
     _, yq = correctness_of(q, correctness)
@@ -299,7 +282,7 @@ def compare_generations(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 1
 
         draws = bootstrap_draws(paired, n, n_boot, seed)
         out["ci"] = {key: percentile_interval(v) for key, v in draws.items()}
-        out["ci"]["delta_acc"] = paired_accuracy_interval(b, c, n)  # exact (module docstring)
+        out["ci"]["delta_acc"] = paired_difference_interval(b, c, n)  # module docstring
         for metric in COMPARE_METRICS:
             if f"delta_{metric}_{head}" in out["ci"]:
                 out["ci"][f"delta_{metric}"] = out["ci"][f"delta_{metric}_{head}"]

@@ -262,6 +262,27 @@ def wilson_interval(successes, count, z: float = 1.959964) -> tuple[np.ndarray, 
     return np.where(count > 0, centre - half, np.nan), np.where(count > 0, centre + half, np.nan)
 
 
+def paired_difference_interval(b, c, n, level: float = 0.95) -> list[float]:
+    """Bonett & Price's (2012) adjusted Wald interval of a paired difference of proportions: here
+    delta_acc = (c - b) / n in expectation, b the questions right only in the first (full) model, c
+    those right only in the second (quantized). With one added to each discordant count,
+    p_b = (b + 1) / (n + 2), p_c = (c + 1) / (n + 2):
+        (p_c - p_b) +- z sqrt((p_b + p_c - (p_c - p_b)^2) / (n + 2)),  clipped to [-1, 1].
+    Its exact coverage (every multinomial outcome enumerated, tests/test_paired.py) is 0.950-0.958
+    from 150 questions on and 0.954-1 with 24-50, for flip rates from 1e-4 to 0.25: near-nominal, where
+    the earlier Clopper-Pearson x Bonferroni interval covered 0.978-0.9985 and was 1.5-1.75x wider.
+    One interval for both kinds of task (multiple choice and generation): one estimand, one interval."""
+    from scipy.stats import norm
+
+    if n <= 0:
+        return [float("nan"), float("nan")]
+    z = float(norm.ppf(1 - (1 - level) / 2))
+    pb, pc = (b + 1) / (n + 2), (c + 1) / (n + 2)
+    d = pc - pb
+    half = z * np.sqrt(max(pb + pc - d * d, 0.0) / (n + 2))
+    return [float(max(d - half, -1.0)), float(min(d + half, 1.0))]
+
+
 def reliability_bins(conf, correct, n_bins: int = 15) -> dict[str, np.ndarray]:
     """Reliability-diagram data: per equal-width bin edges, count, mean confidence, accuracy, and
     the accuracy's 95% Wilson interval (acc_lo, acc_hi), so a reader sees which points mean something."""

@@ -20,28 +20,56 @@ effects (delta_<m>, m in EFFECT_METRICS)
               bootstrap (questions and replicates resampled together) was liberal with 2-3
               replicates whose calibration draws shift accuracy (rejection .16-.24 at alpha .05).
               Zero spread is "undefined": p is None, never 0.
-systematic share (the noise floor that can find a systematic shift)
-    Answer distributions are compared as centred log-probabilities (clr(p) = log p - mean log p
-    over the question's choices: Aitchison geometry, a Hilbert space), where for each question
-        E ||F - Q||^2 = ||F - mu||^2 + tr Sigma     and     E ||Q - Q'||^2 = 2 tr Sigma
-    (mu, Sigma: centre and spread of the replicates). So per question
-        systematic_i = mean_r ||F - Q_r||^2 - 1/2 mean_{r != s} ||Q_r - Q_s||^2
-                     = mean_{r != s} (F - Q_r) . (F - Q_s)
-    is unbiased for ||F - mu||^2, the movement that is not the quantizer's own scatter. Averaged
-    over questions, as a share of the total divergence mean_r ||F - Q_r||^2; variance from the
-    question bootstrap plus the delete-one-replicate jackknife (needs R >= 3: with two replicates
-    the scatter's own variance is not estimable and p is None). One-sided test of H0 "replicates
-    scatter around the full model" (mu = F on every question), t with Satterthwaite df.
-    Log-probabilities that differ by a constant over a question's choices are the same
-    distribution, which clr respects.
+systematic share, multiple choice (does quantization move the answer distributions themselves?)
+    Answer distributions are compared as probability vectors (the Brier geometry: squared Euclidean
+    distance between p_F and p_Q over a question's choices). For each question, with mu and Sigma the
+    mean and covariance of the replicates' probability vectors,
+        E ||F - Q||^2 = ||F - mu||^2 + tr Sigma     and     E ||Q - Q'||^2 = 2 tr Sigma,
+    so  systematic_i = mean_{r != s} (F - Q_r) . (F - Q_s)  is unbiased for ||F - mu||^2: how far the
+    *average* quantized distribution (over calibration draws) is from the full model's. Averaged over
+    questions, as a share of the total divergence mean_r ||F - Q_r||^2; variance from the question
+    bootstrap plus the delete-one-replicate jackknife (needs R >= 3). Null, tested one-sided with
+    Satterthwaite df: E_calibration[Q_i] = F_i on every question ("the replicates scatter around the
+    full model in probability"). Why probabilities: a choice the model gives p ~ 1e-7 weighs ~0, as it
+    should for "the answer distribution moved" (in the centred log-probabilities used before, such a
+    choice weighed as much as the answer: a shift of two all-but-excluded choices was "detected" in
+    100/100 simulated studies, a real shift of the plausible choices under tail scatter in 4/100, and
+    Dirichlet scatter with E Q = F was called systematic in 22-42%); and the mean of probability
+    vectors is itself a distribution (the mixture), so the null says something a user can read.
+    Replicates whose *log*-probabilities scatter symmetrically around the full model are on average
+    less confident than it (the mixture is flatter); that is a real change of the mean distribution,
+    which this test detects when it is large enough (tests/test_noise_floor.py prints the rates).
+systematic share, generation (do the replicates lose the same prompts more often than chance?)
+    Per-prompt correctness is 0/1, so replicates cannot "scatter around" the full answer: replicates
+    that each flip a random tenth of the prompts share flips by chance. The claim is tested directly:
+    the statistic is the number of (replicate pair, prompt) co-flips, sum_i c_i (c_i - 1) / 2 with c_i
+    the number of replicates whose correctness differs from the full model's on prompt i; its null
+    distribution comes from permutations that shuffle each replicate's flips across the prompts of the
+    same full-model correctness (every replicate keeps its own flip rate in each stratum). p = (1 + #
+    permutations at least as extreme) / (1 + permutations): exact under the null "each replicate
+    flips a random set of prompts of each stratum, independently of the others". The share is the
+    excess overlap (co - E0) / (max - E0), E0 the expected co-flips under that null and max the most
+    the replicates' own flip counts allow: 0 = as by chance, 1 = the same prompts in every replicate.
+    Its interval: prompt bootstrap + delete-one-replicate jackknife, as above.
 descriptive (no test)
     mean JS distance to the full model and between replicates, flip rates, the deltas' mean and sd
     over replicates, |delta| between replicate pairs; instability: share of questions whose
     predicted answer is not the same in every replicate, per equal-mass bin of the full model's
-    confidence, and the AUROC of low full-model confidence as a predictor of instability.
+    confidence, and the AUROC of low full-model confidence as a predictor of instability, beside its
+    reference under equal noise on every question (`instability_reference`): noise of one size added
+    to every question's log-probabilities already makes the least confident questions the unstable
+    ones (AUROC ~0.9), so only an AUROC above that reference says quantization targets them.
 
-Several (configuration, task) verdicts in one study are adjusted together with Holm's step-down
-method (`holm`), per family of tests (accuracy; systematic share); `verdict` says so.
+Calibration claims (the verdict's "calibration error") rest on delta_l2_debiased, the change of Kumar
+et al. (2019)'s debiased squared L2 calibration error: the binned plug-in ECE is biased upward by an
+amount that depends on sharpness, so two perfectly calibrated models of different sharpness differ in
+ECE by about a point. delta_ece is reported, as the change of the binned plug-in quantity.
+
+Holm (`adjust_floors`): one family per replicated configuration and statistic, over its tasks; the
+same adjustment in `qc.noise_floor`, `quantconf noise-floor` and a study, so the same data get the same
+verdict. Every reported p gets its `p_holm`; `ci` is per comparison (unadjusted) and `ci_adjusted`
+its Bonferroni-simultaneous widening over the family. `warnings` lists where the design is outside
+what the simulations validate (fewer than 5 replicates, fewer than 100 questions).
 """
 
 from __future__ import annotations
@@ -60,10 +88,14 @@ from quantconf.errors import QuantconfError
 from quantconf.analysis import generation as gen
 from quantconf.analysis.paired import js_distance
 
-EFFECT_METRICS = ["acc", "nll", "ece", "ace", "smece", "brier", "conf_true", "auroc", "aurc"]
+EFFECT_METRICS = ["acc", "nll", "ece", "l2_debiased", "ace", "smece", "brier", "conf_true", "auroc", "aurc"]
 DESCRIPTIVE_KEYS = ["delta_acc", "delta_nll", "delta_ece", "delta_ace", "delta_smece", "delta_brier",
                     "delta_conf_true", "js_mean", "flip_rate"]
-METHOD = "two-way bootstrap over questions and replicates (pigeonhole)"
+METHOD = ("two-way: a bootstrap over questions plus the variance between replicates, Welch-Satterthwaite t; "
+          "systematic share: see `space`")
+# the designs the simulations in tests/test_noise_floor.py validate; outside them `warnings` says so
+VALIDATED_REPLICATES = 5
+VALIDATED_QUESTIONS = 100
 
 
 def replicate_family(config) -> str:
@@ -177,20 +209,15 @@ def delta_effects(a: Aligned, metrics=EFFECT_METRICS, n_bins: int = 15, n_boot: 
             for j, m in enumerate(metrics)}
 
 
-def clr(log_probs: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Centred log-probabilities over each question's valid choices (0 where masked)."""
-    k = mask.sum(1, keepdims=True)
-    centre = np.where(mask, log_probs, 0.0).sum(1, keepdims=True) / k
-    return np.where(mask, log_probs - centre, 0.0)
-
-
 def systematic_movement(a: Aligned, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, chunk: int = 500) -> dict:
     """The part of the full-vs-quantized movement that is not replicate scatter (module docstring):
-    per question mean_{r != s} (F - Q_r).(F - Q_s) in clr space (= mean_r ||F - Q_r||^2 - 1/2
-    mean_{r != s} ||Q_r - Q_s||^2), averaged over questions. Its replicate variance is the
+    per question mean_{r != s} (F - Q_r).(F - Q_s) on the probability vectors (= mean_r ||F - Q_r||^2 -
+    1/2 mean_{r != s} ||Q_r - Q_s||^2), averaged over questions. Its replicate variance is the
     delete-one-replicate jackknife (needs 3 replicates; with 2 it is not estimable and p is None)."""
-    return {**systematic_of([clr(lp, a.mask) for lp in a.log_probs], n_boot, seed, alpha, chunk),
-            "space": "centred log-probabilities (clr), squared Euclidean distance summed over choices"}
+    return {**systematic_of(a.probs, n_boot, seed, alpha, chunk),
+            "space": "answer probabilities: squared Euclidean distance between probability vectors (Brier "
+                     "geometry); null: the mean over calibration draws of the quantized distribution is the "
+                     "full model's, on every question"}
 
 
 def systematic_of(x: list[np.ndarray], n_boot: int, seed: int, alpha: float, chunk: int = 500) -> dict:
@@ -230,6 +257,140 @@ def systematic_of(x: list[np.ndarray], n_boot: int, seed: int, alpha: float, chu
         sys_e["p"] = share_e["p"] = None
     return {"total_divergence": total, "noise_divergence": total - systematic, "systematic": sys_e,
             "systematic_share": share_e}
+
+
+def _coflip_parts(flips: np.ndarray, strata: np.ndarray, weights: np.ndarray):
+    """Co-flips, their expectation under the stratified-permutation null, and their maximum given the
+    replicates' flip counts, for each row of prompt weights (b, n). flips: (R, n) 0/1."""
+    r = flips.shape[0]
+    counts = flips.sum(0)
+    co = weights @ (counts * (counts - 1) / 2)
+    expected = np.zeros(len(weights))
+    most = np.zeros(len(weights))
+    for g in np.unique(strata):
+        in_g = strata == g
+        n_g = weights[:, in_g].sum(1)
+        k = weights[:, in_g] @ flips[:, in_g].T  # (b, R): each replicate's flips in the stratum
+        for i, j in itertools.combinations(range(r), 2):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                expected += np.where(n_g > 0, k[:, i] * k[:, j] / np.where(n_g > 0, n_g, 1), 0.0)
+            most += np.minimum(k[:, i], k[:, j])
+    return co, expected, most
+
+
+def _permuted_coflips(flips: np.ndarray, strata: np.ndarray, n_perm: int, rng) -> np.ndarray:
+    """sum_i c_i (c_i - 1) / 2 after shuffling each replicate's flips within each stratum, n_perm times."""
+    r = flips.shape[0]
+    counts = np.zeros((n_perm, flips.shape[1]))
+    for g in np.unique(strata):
+        idx = np.flatnonzero(strata == g)
+        for i in range(r):
+            order = np.argsort(rng.random((n_perm, idx.size)), axis=1)
+            counts[:, idx] += flips[i, idx][order]
+    return (counts * (counts - 1) / 2).sum(1)
+
+
+def flip_overlap(y_full: np.ndarray, y_replicates: list, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+                 n_perm: int | None = None) -> dict:
+    """Do the replicates lose (or gain) the same prompts more often than chance? (module docstring,
+    "systematic share, generation"). y_full: (n,) 0/1 correctness of the full model; y_replicates: R
+    arrays of the same. Returns `systematic` (excess co-flip rate per prompt and replicate pair) and
+    `systematic_share` (excess overlap, 0 = chance, 1 = the same prompts), each {estimate, ci, p, ...}
+    with p from the stratified permutation test (`n_perm` permutations, default max(n_boot, 999))."""
+    y_full = np.asarray(y_full).astype(int)
+    flips = np.stack([np.asarray(y).astype(int) != y_full for y in y_replicates]).astype(float)  # (R, n)
+    r, n = flips.shape
+    pairs = r * (r - 1) / 2
+    ones = np.ones((1, n))
+
+    def share_of(co, expected, most):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(most - expected > 1e-12, (co - expected) / (most - expected), np.nan)
+
+    co, expected, most = (v[0] for v in _coflip_parts(flips, y_full, ones))
+    excess = (co - expected) / (n * pairs)
+    share = float(share_of(co, expected, most))
+    draws = bootstrap_draws(lambda w: dict(zip(("co", "e", "m"), _coflip_parts(flips, y_full, w))), n, n_boot, seed)
+    d_excess = (draws["co"] - draws["e"]) / (n * pairs)
+    d_share = share_of(draws["co"], draws["e"], draws["m"])
+    if r >= 3:  # delete-one-replicate jackknife
+        loo = [_coflip_parts(np.delete(flips, i, 0), y_full, ones) for i in range(r)]
+        loo_excess = np.array([(c[0] - e[0]) / (n * (r - 1) * (r - 2) / 2) for c, e, _ in loo])
+        loo_share = np.array([float(share_of(c, e, m)[0]) for c, e, m in loo])
+        var_excess, var_share = [(r - 1) / r * np.nansum((v - np.nanmean(v)) ** 2) if np.isfinite(v).any()
+                                 else float("nan") for v in (loo_excess, loo_share)]
+    else:
+        var_excess = var_share = float("nan")
+    n_perm = n_perm or max(n_boot, 999)
+    p = None
+    if flips.sum() > 0 and np.isfinite(share):
+        null = _permuted_coflips(flips, y_full, n_perm, np.random.default_rng(seed + 7919))
+        p = float((1 + np.sum(null >= co - 1e-9)) / (1 + n_perm))
+    test = (f"stratified permutation test ({n_perm} permutations of each replicate's flips among the prompts "
+            "of the same full-model correctness): do the replicates flip the same prompts more often than chance?")
+    sys_e = two_way_effect(excess, d_excess, var_excess, n, r, alpha, test=test)
+    share_e = two_way_effect(share, d_share, var_share, n, r, alpha, test=test)
+    sys_e["p"] = share_e["p"] = p
+    return {"total_divergence": float(flips.mean()), "noise_divergence": float("nan"), "systematic": sys_e,
+            "systematic_share": share_e, "expected_coflips_by_chance": float(expected), "coflips": float(co)}
+
+
+def instability_reference(log_probs_full: np.ndarray, mask: np.ndarray, unstable_share: float, observed_auroc: float,
+                          replicates: int, sims: int = 200, seed: int = 0) -> dict:
+    """The AUROC of "low full-model confidence predicts an unstable answer" that noise of one size on every
+    question gives: R replicates = the full model's log-probabilities plus N(0, s^2) on every choice of
+    every question, s set (bisection, common random numbers) so that the expected unstable share equals
+    the observed one; `sims` such simulated studies give the reference's mean and 95% range, and p =
+    share of them with an AUROC at least the observed (one-sided: does quantization target the full
+    model's uncertain questions more than equal noise would?)."""
+    lp = np.where(mask, log_probs_full, -np.inf)
+    conf = np.exp(lp).max(1)
+    n, k = lp.shape
+    out = {"method": "equal Gaussian noise on every choice's log-probability, scaled to the observed unstable share",
+           "sims": sims}
+    if not (0 < unstable_share < 1) or n < 4:
+        return {**out, "mean": float("nan"), "range": [float("nan")] * 2, "p": None, "noise_sd": None}
+    sims = int(min(sims, max(20, 4e6 // (replicates * n * k))))  # bounded memory on large tasks
+    out["sims"] = sims
+    z = np.random.default_rng(seed).normal(size=(sims, replicates, n, k))
+
+    def unstable(sd):  # (sims, n)
+        preds = np.argmax(lp[None, None] + sd * z, axis=3)
+        return (preds != preds[:, :1]).any(axis=1)
+
+    lo, hi = 0.0, 1.0
+    while unstable(hi).mean() < unstable_share and hi < 1e3:
+        hi *= 2
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if unstable(mid).mean() < unstable_share else (lo, mid)
+    sd = (lo + hi) / 2
+    u = unstable(sd)
+    aurocs = np.array([float(mannwhitneyu(conf[~x], conf[x]).statistic / (x.sum() * (~x).sum()))
+                       if x.any() and (~x).any() else np.nan for x in u])
+    aurocs = aurocs[np.isfinite(aurocs)]
+    if not aurocs.size:
+        return {**out, "mean": float("nan"), "range": [float("nan")] * 2, "p": None, "noise_sd": float(sd)}
+    p = float((1 + np.sum(aurocs >= observed_auroc)) / (1 + aurocs.size)) if np.isfinite(observed_auroc) else None
+    return {**out, "mean": float(aurocs.mean()), "range": [float(np.quantile(aurocs, 0.025)),
+                                                          float(np.quantile(aurocs, 0.975))],
+            "p": p, "noise_sd": float(sd)}
+
+
+def design_warnings(n: int, replicates: int) -> list[str]:
+    """Where a noise floor's design is outside what the simulations validate (tests/test_noise_floor.py)."""
+    out = []
+    if replicates < VALIDATED_REPLICATES:
+        out.append(f"{replicates} replicates: the two-way effect tests are validated from {VALIDATED_REPLICATES} "
+                   "replicates on; with fewer they reject a true null more often than alpha says (simulated at "
+                   "alpha .05: about .07 with 3 replicates, .12 with 2) and their intervals cover less; quantize "
+                   "more replicates (study: replicates: 5)")
+    if replicates < 3:
+        out.append("2 replicates: the systematic share has no test (its variance between calibration draws is "
+                   "not estimable); use at least 3")
+    if n < VALIDATED_QUESTIONS:
+        out.append(f"{n} questions: the t-approximation over questions is validated from {VALIDATED_QUESTIONS} on")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +440,9 @@ def _descriptive(a: Aligned, n_bins: int, n_conf_bins: int) -> dict:
     if unstable.any() and (~unstable).any():  # P(full conf of an unstable question < that of a stable one)
         auroc = float(mannwhitneyu(conf[~unstable], conf[unstable]).statistic / (unstable.sum() * (~unstable).sum()))
     out["instability"] = {"unstable_share": float(unstable.mean()), "by_full_confidence": by_bin,
-                          "auroc_low_confidence_predicts_unstable": auroc}
+                          "auroc_low_confidence_predicts_unstable": auroc,
+                          "auroc_reference_equal_noise": instability_reference(
+                              a.log_probs[0], a.mask, float(unstable.mean()), auroc, r)}
     return out
 
 
@@ -299,7 +462,7 @@ def noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n_bins: int 
     a = align(full, replicates, task)
     out: dict = {"task": task, "n": len(a.gold), "replicates": len(replicates),
                  "pairs": len(replicates) * (len(replicates) - 1) // 2, "alpha": alpha, "n_boot": n_boot,
-                 "seed": seed, "method": METHOD}
+                 "seed": seed, "method": METHOD, "warnings": design_warnings(len(a.gold), len(replicates))}
     out.update(delta_effects(a, metrics, n_bins, n_boot, seed, alpha))
     out.update(systematic_movement(a, n_boot, seed + 1, alpha))
     out.update(_descriptive(a, n_bins, n_conf_bins))
@@ -323,16 +486,37 @@ def holm(pvalues: list) -> list:
     return adjusted
 
 
+def tested_keys(floor: dict) -> list[str]:
+    """Every statistic of a noise floor that carries a p-value (the effects and the systematic share)."""
+    return [k for k, v in floor.items() if isinstance(v, dict) and "p" in v and "ci" in v]
+
+
 def adjust_floors(floors: list[dict]) -> None:
-    """Holm over every floor of a study, per family (delta_acc, delta_ece, systematic_share): each gets
-    `p_holm` and `holm_tests`, and the verdict is rewritten with the adjusted p."""
-    for key in ("delta_acc", "delta_ece", "systematic_share"):
-        tests = [f for f in floors if key in f]
-        adjusted = holm([f[key]["p"] for f in tests])
-        for f, p in zip(tests, adjusted):
-            f[key]["p_holm"], f[key]["holm_tests"] = p, sum(x is not None for x in adjusted)
+    """Holm's adjustment, one family per replicated configuration ((model, variant) when the floors carry
+    them: a study; else all the floors given: one `qc.noise_floor` or `quantconf noise-floor` call) and
+    per statistic, over its tasks. Every statistic with a p gets `p_holm`, `holm_tests` and `ci_adjusted`
+    (Bonferroni-simultaneous over the family's tests: t quantile at 1 - alpha / (2 m)); the verdict is
+    rewritten with the adjusted p. Idempotent: the same floors give the same numbers wherever adjusted."""
+    families: dict = {}
+    for f in floors:
+        families.setdefault((f.get("model"), f.get("variant")), []).append(f)
+    for members in families.values():
+        for key in sorted({k for f in members for k in tested_keys(f)}):
+            tests = [(f[key], f.get("alpha", 0.05)) for f in members if key in f]
+            adjusted = holm([e["p"] for e, _ in tests])
+            m = sum(x is not None for x in adjusted)
+            for (e, alpha), p in zip(tests, adjusted):
+                e["p_holm"], e["holm_tests"] = p, m
+                e["ci_adjusted"] = _widened(e, m, alpha)
     for f in floors:
         f["verdict"] = verdict(f)
+
+
+def _widened(e: dict, m: int, alpha: float) -> list:
+    if not e.get("df") or m <= 1 or not np.isfinite(e.get("se", np.nan)):
+        return list(e["ci"])
+    half = float(student_t.ppf(1 - alpha / (2 * m), e["df"])) * e["se"]
+    return [float(e["estimate"] - half), float(e["estimate"] + half)]
 
 
 def _p_text(e: dict) -> str:
@@ -341,7 +525,7 @@ def _p_text(e: dict) -> str:
         return "p undefined"
     shown = "p < .001" if p < 0.001 else f"p = {p:.3f}".replace("0.", ".")
     if "p_holm" in e and e.get("holm_tests", 1) > 1:
-        shown += f", Holm-adjusted over {e['holm_tests']} tests"
+        shown += f", Holm-adjusted over {e['holm_tests']} tasks"
     return shown
 
 
@@ -350,17 +534,25 @@ def _significant(e: dict, alpha: float) -> bool | None:
     return None if p is None else p < alpha
 
 
-def _points(e: dict) -> str:
+def _points(e: dict, scale: float = 100.0, unit: str = "points", digits: int = 1) -> str:
     lo, hi = e["ci"]
-    return f"{e['estimate'] * 100:+.1f} points [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+    return (f"{e['estimate'] * scale:+.{digits}f} {unit} (95% CI per comparison "
+            f"[{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}])")
+
+
+CLAIMS = (  # (effect, what the words say, scale, unit, digits)
+    ("delta_acc", "accuracy", 100.0, "points", 1),
+    ("delta_l2_debiased", "calibration error (debiased squared L2, Kumar et al. 2019)", 1e4, "x 1e-4", 1),
+)
 
 
 def verdict(nf: dict) -> str:
-    """Plain sentences whose words match the tests: accuracy, ECE, and the systematic share."""
+    """Plain sentences whose words match the tests: accuracy, calibration error (the debiased estimator:
+    the plug-in ECE's bias depends on sharpness), the systematic share, and the design's warnings."""
     task, alpha = nf["task"] or "this task", nf["alpha"]
     design = f"{nf['n']} questions × {nf['replicates']} calibration draws"
     parts = []
-    for key, what, up, down in (("delta_acc", "accuracy", "raises", "lowers"), ("delta_ece", "ECE", "raises", "lowers")):
+    for key, what, scale, unit, digits in CLAIMS:
         if key not in nf:
             continue
         e = nf[key]
@@ -368,41 +560,50 @@ def verdict(nf: dict) -> str:
         if sig is None:
             parts.append(f"{what} did not change on any question in any replicate (no test: zero spread)")
         elif sig:
-            parts.append(f"quantization {down if e['estimate'] < 0 else up} {what} on {task}: {_points(e)}, "
-                         f"{_p_text(e)} ({design})")
+            parts.append(f"quantization {'lowers' if e['estimate'] < 0 else 'raises'} {what} on {task}: "
+                         f"{_points(e, scale, unit, digits)}, {_p_text(e)} ({design})")
         else:
             parts.append(f"no {what} change on {task} detectable beyond questions and calibration draws: "
-                         f"{_points(e)}, {_p_text(e)} ({design})")
+                         f"{_points(e, scale, unit, digits)}, {_p_text(e)} ({design})")
     s = nf["systematic_share"]
     lo, hi = s["ci"]
-    share = f"systematic share of the answer movement {s['estimate']:.2f} [{lo:.2f}, {hi:.2f}], {_p_text(s)}"
+    share = f"systematic share {s['estimate']:.2f} (95% CI per comparison [{lo:.2f}, {hi:.2f}]), {_p_text(s)}"
     sig = _significant(s, alpha)
+    generation = nf.get("kind") == "generation"
     if sig:
-        parts.append(f"quantization moves answer distributions beyond the quantizer's own run-to-run scatter ({share})")
+        parts.append("the replicates flip the same prompts more often than chance" if generation else
+                     "quantization moves the average answer distribution away from the full model's, beyond "
+                     "the quantizer's own run-to-run scatter")
+        parts[-1] += f" ({share})"
     elif sig is None:
-        parts.append(f"the systematic share is undefined ({share})")
+        parts.append(f"the systematic share has no test ({share})")
     else:
-        parts.append("the answer movement is not distinguishable from the quantizer's run-to-run scatter around "
-                     f"the full model ({share})")
-    return "; ".join(parts) + "."
+        parts.append(("the prompts the replicates flip overlap no more than by chance" if generation else
+                      "the answer distributions are not distinguishable from the quantizer's run-to-run scatter "
+                      "around the full model") + f" ({share})")
+    text = "; ".join(parts) + "."
+    if nf.get("warnings"):
+        text += " Caution: " + "; ".join(nf["warnings"]) + "."
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
 # Generation tasks: the same questions, asked of what the replicates wrote
 
 
-GENERATION_EFFECT_METRICS = ["acc", "ece", "smece", "nll", "brier", "auroc"]
+GENERATION_EFFECT_METRICS = ["acc", "ece", "l2_debiased", "smece", "nll", "brier", "auroc"]
 
 
 def generation_noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n_bins: int = 15,
                            n_conf_bins: int = 5, alpha: float = 0.05, task: str = "", n_boot: int = 1000,
                            seed: int = 0) -> dict:
-    """The noise floor of a generation task, with the keys of `noise_floor`: effects (delta_<m> of
-    correctness and of the headline confidence measure's calibration, P(True)'s) with two-way intervals
-    over prompts and replicates (`two_way_effect`); the systematic share computed on per-prompt
-    correctness (0/1: do the replicates flip the *same* prompts, beyond their scatter?); answer
-    instability (share of prompts whose answer, case and whitespace folded, is not the same in every
-    replicate) by the full model's confidence. No JS distance: a generation has no choice distribution."""
+    """The noise floor of a generation task, with the keys of `noise_floor`: effects (delta_acc on every
+    prompt; delta_<m> of the headline confidence measure's calibration, P(True)'s, on the prompts where
+    every run has it) with two-way intervals over prompts and replicates (`two_way_effect`); the systematic
+    share as the excess overlap of the prompts the replicates flip, tested by stratified permutation
+    (`flip_overlap`); answer instability (share of prompts whose answer, case and whitespace folded, is not
+    the same in every replicate) by the full model's confidence. No JS distance: a generation has no choice
+    distribution, and so no equal-noise reference for the instability AUROC."""
     if n_boot < 1:
         raise QuantconfError(f"n_boot must be >= 1 for a noise floor, got {n_boot}", param="n_boot")
     if len(replicates) < 2:
@@ -413,35 +614,44 @@ def generation_noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n
         raise QuantconfError(f"{task}: no prompts in common between the full model and the replicates")
     order = [d for d in full["doc_id"] if d in common]
     frames = [df.set_index("doc_id").loc[order].reset_index() for df in [full, *replicates]]
-    ys = [gen.correctness_of(df)[1] for df in frames]
+    ys = [gen.correctness_of(df)[1].astype(float) for df in frames]
     measures = [gen.confidence_measures(df) for df in frames]
     head = gen.headline_measure(measures[0])
     confs = [m[head] for m in measures]
     keep = np.all([np.isfinite(c) for c in confs], axis=0)
     n, r = len(order), len(replicates)
-    if keep.sum() < 2:  # no confidence (imported answers): correctness only
-        confs, metrics = [np.full(n, 0.5) for _ in frames], ["acc"]
-        keep = np.ones(n, bool)
-    else:
-        metrics = GENERATION_EFFECT_METRICS
-    ys_k, confs_k = [y[keep] for y in ys], [c[keep] for c in confs]
-    m_k = int(keep.sum())
-    structures = [gen._structure(c, y, n_bins) for c, y in zip(confs_k, ys_k)]
-
-    def scored(weights):  # (models, metrics, draws)
-        return np.asarray([[gen.binary_metrics_weighted(c, y, weights, n_bins, st)[m] for m in metrics]
-                           for c, y, st in zip(confs_k, ys_k, structures)])
-
-    per_rep = scored(np.ones((1, m_k)))[:, :, 0]
-    per_rep = per_rep[1:] - per_rep[0]
-    d = bootstrap_draws(lambda w: {"d": (lambda s: (s[1:].mean(0) - s[0]).T)(scored(w))}, m_k, n_boot, seed)["d"].T
     out: dict = {"task": task, "n": n, "replicates": r, "pairs": r * (r - 1) // 2, "alpha": alpha, "n_boot": n_boot,
-                 "seed": seed, "method": METHOD, "kind": "generation", "confidence_measure": head}
-    for j, m in enumerate(metrics):
-        out[f"delta_{m}"] = two_way_effect(per_rep[:, j].mean(), d[j], per_rep[:, j].var(ddof=1) / r, m_k, r, alpha,
-                                           per_replicate=[float(x) for x in per_rep[:, j]])
-    out.update(systematic_of([y[:, None] for y in ys], n_boot, seed + 1, alpha))
-    out["space"] = "per-prompt correctness (0/1), squared difference"
+                 "seed": seed, "method": METHOD, "kind": "generation", "confidence_measure": head,
+                 "warnings": design_warnings(n, r)}
+
+    def effects(metrics, conf_list, y_list, rows):
+        """delta_<m> over the prompts `rows` (every prompt for accuracy, those with a confidence else)."""
+        cs, yk = [c[rows] for c in conf_list], [y[rows] for y in y_list]
+        m_k = int(rows.sum())
+        structures = [gen._structure(c, y, n_bins) for c, y in zip(cs, yk)]
+
+        def scored(weights):  # (models, metrics, draws)
+            return np.asarray([[gen.binary_metrics_weighted(c, y, weights, n_bins, st)[m] for m in metrics]
+                               for c, y, st in zip(cs, yk, structures)])
+
+        per_rep = scored(np.ones((1, m_k)))[:, :, 0]
+        per_rep = per_rep[1:] - per_rep[0]
+        d = bootstrap_draws(lambda w: {"d": (lambda x: (x[1:].mean(0) - x[0]).T)(scored(w))}, m_k, n_boot,
+                            seed)["d"].T
+        return {f"delta_{m}": two_way_effect(per_rep[:, j].mean(), d[j], per_rep[:, j].var(ddof=1) / r, m_k, r, alpha,
+                                             n=m_k, per_replicate=[float(x) for x in per_rep[:, j]])
+                for j, m in enumerate(metrics)}
+
+    every = np.ones(n, bool)
+    out.update(effects(["acc"], [np.full(n, 0.5) for _ in frames], ys, every))  # accuracy: every prompt
+    if keep.sum() >= 2:  # calibration of the headline measure where every run has it (not imported answers)
+        out.update(effects([m for m in GENERATION_EFFECT_METRICS if m != "acc"], confs, ys, keep))
+        if keep.sum() < n:
+            out["warnings"].append(f"{n - int(keep.sum())} of {n} prompts have no {head} in some run: its "
+                                   "calibration effects use the other prompts; accuracy uses all")
+    out.update(flip_overlap(ys[0], ys[1:], n_boot, seed + 1, alpha))
+    out["space"] = ("per-prompt correctness (0/1): excess overlap of the prompts the replicates flip, "
+                    "stratified permutation test")
     texts = [[gen.normalise_answer(t) for t in df["generation"]] for df in frames]
     pairs = list(itertools.combinations(range(1, r + 1), 2))
     changed = lambda i, j: np.array([a != b for a, b in zip(texts[i], texts[j])])  # noqa: E731
@@ -472,6 +682,9 @@ def generation_noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n
                                for b in range(k) if (bins == b).any()],
         "auroc_low_confidence_predicts_unstable": (
             float(mannwhitneyu(conf[~unstable], conf[unstable]).statistic / (unstable.sum() * (~unstable).sum()))
-            if unstable.any() and (~unstable).any() and np.isfinite(conf).all() else float("nan"))}
+            if unstable.any() and (~unstable).any() and np.isfinite(conf).all() else float("nan")),
+        "auroc_reference_equal_noise": {"mean": float("nan"), "range": [float("nan")] * 2, "p": None,
+                                        "note": "no reference for generations (no choice distribution to add "
+                                                "noise to)"}}
     out["verdict"] = verdict(out)
     return out

@@ -2,7 +2,9 @@
 
 Questions are paired by (task, doc_id); their choice lists must match. Per task:
   delta_*            metric(quantized) - metric(full), with paired bootstrap CIs (the same resampled
-                     questions for both models)
+                     questions for both models); delta_acc's is Bonett & Price's paired interval
+                     (`metrics.paired_difference_interval`: near-nominal exact coverage, enumerated in
+                     the tests), as for generation tasks
   delta_conf_true    mean change of the gold choice's probability
   js_*               Jensen-Shannon distance (base 2, in [0, 1]) between the two choice distributions
   kl_full_quant / kl_quant_full   mean KL divergence (nats) each way
@@ -22,7 +24,8 @@ from scipy import stats
 
 from quantconf.errors import QuantconfError
 from quantconf.analysis.metrics import (bootstrap_draws, equal_mass_bin, has_several_true, log_probs_from_predictions,
-                                       mc2_mass, metric_structure, metrics_weighted, percentile_interval,
+                                       mc2_mass, metric_structure, metrics_weighted, paired_difference_interval,
+                                       percentile_interval,
                                        probs_from_predictions)
 
 DELTA_METRICS = ["acc", "nll", "ece", "ace", "brier", "conf", "conf_true", "smece", "ece_sweep", "tace", "auroc",
@@ -116,6 +119,9 @@ def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_co
 
         draws = bootstrap_draws(paired_deltas, n, n_boot, seed)
         out["ci"] = {f"delta_{m}": percentile_interval(draws[m]) for m in DELTA_METRICS}
+        # one estimand, one interval: delta_acc as a generation comparison gives it (Bonett-Price)
+        out["ci"]["delta_acc"] = paired_difference_interval(out["flips_correct_to_wrong"],
+                                                            out["flips_wrong_to_correct"], n)
     bins = equal_mass_bin(conf_f, min(n_conf_bins, n))
     table = []
     for b in range(min(n_conf_bins, n)):

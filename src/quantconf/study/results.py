@@ -115,7 +115,8 @@ def collect(study, steps) -> StudyResults:
 
 NOISE_COLUMNS = ["js_mean", "flip_rate", "delta_acc_sd", "delta_ece_sd"]
 # per replicated configuration and task, in summary.csv: the two-way effects (estimate, CI, p, Holm p)
-FLOOR_COLUMNS = ["delta_acc", "delta_ece", "delta_nll", "delta_smece", "systematic_share"]
+FLOOR_COLUMNS = ["delta_acc", "delta_ece", "delta_l2_debiased", "delta_nll", "delta_smece", "delta_brier",
+                 "systematic_share"]
 
 
 def noise_floors(evals, floor_steps, comparisons, metrics) -> list[dict]:
@@ -147,7 +148,7 @@ def noise_floors(evals, floor_steps, comparisons, metrics) -> list[dict]:
                           "run-to-run noise is not in these intervals")
     if not metrics.empty:
         cols = ["replicates"] + [f"noise_{k}" for k in NOISE_COLUMNS] + [
-            f"nf_{k}{x}" for k in FLOOR_COLUMNS for x in ("", "_lo", "_hi", "_p", "_p_holm")]
+            f"nf_{k}{x}" for k in FLOOR_COLUMNS for x in ("", "_lo", "_hi", "_lo_adjusted", "_hi_adjusted", "_p", "_p_holm")]
         for col in cols:
             metrics[col] = np.nan
         for i, row in metrics.iterrows():
@@ -165,6 +166,7 @@ def noise_floors(evals, floor_steps, comparisons, metrics) -> list[dict]:
                 if not e:  # a generation floor without confidence measures has delta_acc only
                     continue
                 metrics.loc[i, [f"nf_{k}", f"nf_{k}_lo", f"nf_{k}_hi"]] = [e["estimate"], *e["ci"]]
+                metrics.loc[i, [f"nf_{k}_lo_adjusted", f"nf_{k}_hi_adjusted"]] = e.get("ci_adjusted", e["ci"])
                 metrics.loc[i, f"nf_{k}_p"] = np.nan if e["p"] is None else e["p"]
                 metrics.loc[i, f"nf_{k}_p_holm"] = np.nan if e.get("p_holm") is None else e["p_holm"]
     return floors
@@ -190,15 +192,20 @@ def noise_floor_table(floors: list[dict]) -> pd.DataFrame:
         e, n = f["effect"], f["noise"]
         rows.append({"model": f["model"], "variant": f["variant"], "task": f["task"], "n": f["n"],
                      "replicates": f["replicates"],
-                     "Δacc [95% CI]": _est_ci(f["delta_acc"]), "p Δacc (Holm)": _p(f["delta_acc"], "p_holm"),
-                     "ΔECE [95% CI]": _est_ci(f["delta_ece"]), "p ΔECE (Holm)": _p(f["delta_ece"], "p_holm"),
+                     "Δacc [95% CI per comparison]": _est_ci(f["delta_acc"]),
+                     "p Δacc (Holm)": _p(f["delta_acc"], "p_holm"),
+                     "ΔECE, plug-in [95% CI]": _est_ci(f.get("delta_ece")),
+                     "Δ debiased L2² ×1e4 [95% CI]": _est_ci(f.get("delta_l2_debiased"), 1e4),
+                     "p Δ debiased L2² (Holm)": _p(f.get("delta_l2_debiased"), "p_holm"),
                      "systematic share [95% CI]": _est_ci(f["systematic_share"]),
                      "p systematic (Holm)": _p(f["systematic_share"], "p_holm"),
                      "Δacc sd over replicates": e["delta_acc_sd"], "|Δacc| between replicates": n["delta_acc"],
                      "JS to full": f["js"]["to_full_mean"], "JS between replicates": f["js"]["between_replicates_mean"],
                      "flip rate to full": e["flip_rate_mean"], "flip rate between replicates": n["flip_rate"],
                      "unstable answers": f["instability"]["unstable_share"],
-                     "AUROC low conf → unstable": f["instability"]["auroc_low_confidence_predicts_unstable"]})
+                     "AUROC low conf → unstable": f["instability"]["auroc_low_confidence_predicts_unstable"],
+                     "same, under equal noise": f["instability"].get("auroc_reference_equal_noise", {}).get("mean"),
+                     "warnings": "; ".join(f.get("warnings", []))})
     return pd.DataFrame(rows)
 
 
