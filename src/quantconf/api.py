@@ -469,8 +469,11 @@ def noise_floor(full, replicates, *, n_boot: int = 1000, seed: int = 0, alpha: f
     variation: which questions were asked (a bootstrap over questions, every model scored on the
     same resampled questions) and which calibration sample the quantizer drew (the spread of the
     replicates), combined with Welch-Satterthwaite degrees of freedom. The systematic share says
-    how much of the movement of the answer distributions is not the quantizer's own scatter around
-    the full model (centred log-probabilities; test of "replicates scatter around the full model").
+    how much of the movement of the answer probabilities is not the quantizer's own scatter (test of
+    "the mean quantized distribution over calibration draws is the full model's"); for generation
+    tasks, how much more than by chance the replicates flip the same prompts (stratified permutation
+    test). Several tasks (dicts, directories, or one frame holding several tasks) are one Holm family
+    per statistic (`p_holm`, `ci_adjusted`), as in `quantconf noise-floor` and a study.
 
     Parameters
     ----------
@@ -494,7 +497,9 @@ def noise_floor(full, replicates, *, n_boot: int = 1000, seed: int = 0, alpha: f
         For one task: ``delta_acc``, ``delta_ece``, ``delta_nll``, ``delta_ace``, ``delta_smece``,
         ``delta_brier``, ``delta_conf_true``, ``delta_auroc``, ``delta_aurc`` and ``systematic_share``
         (and ``systematic``), each ``{"estimate", "ci", "p", "se", "se_questions", "se_replicates",
-        "df"}`` (``p`` is None where nothing varies: undefined, never 0); ``effect`` and ``noise``
+        "df", "p_holm", "ci_adjusted"}`` (``p`` is None where nothing varies: undefined, never 0),
+        also ``delta_l2_debiased`` (the calibration claim); ``warnings`` (designs outside what the
+        simulations validate, also in the verdict); ``effect`` and ``noise``
         (descriptive means, sds and between-replicate values), ``js``, ``instability`` and
         ``verdict``. A dict by task when given dicts or directories.
 

@@ -423,9 +423,14 @@ def metric_structure(probs, mask, gold, n_bins) -> dict:
 
 
 def metrics_weighted(probs, mask, gold, weights, n_bins, correct_norm=None, log_probs=None,
-                     structure=None, tace_threshold: float = TACE_THRESHOLD) -> dict[str, np.ndarray]:
+                     structure=None, tace_threshold: float = TACE_THRESHOLD, only=None) -> dict[str, np.ndarray]:
     """Every metric in METRICS for each row of question weights (r, n); see the module docstring.
-    `log_probs` (exact log-softmax) makes NLL exact where a probability underflows to 0."""
+    `log_probs` (exact log-softmax) makes NLL exact where a probability underflows to 0. `only` (a set
+    of names) skips the costly groups none of whose metrics is asked for (smECE, the sweep, ranking,
+    class-wise); the means and the top-label binned metrics are always computed."""
+    def wanted(*names):
+        return only is None or any(x in only for x in names)
+
     n, k = probs.shape
     w = weights  # (r, n), rows sum to n
     total = w.sum(axis=1)
@@ -468,15 +473,20 @@ def metrics_weighted(probs, mask, gold, weights, n_bins, correct_norm=None, log_
     out["l2_debiased"] = (count * (sq - var)).sum(axis=1) / total
 
     # data-chosen structure (fixed across replicates): smooth ECE, ECE_sweep
-    structure = structure or metric_structure(probs, mask, gold, n_bins)
-    out["smece"] = smooth_ece_at(conf, correct, structure["smece_sigma"], w)
-    b = structure["sweep_bins"]
-    count_s, (sc_s, sa_s) = _bin_sums(w, equal_mass_bin(conf, b), b, conf, correct)
-    out["ece_sweep"] = np.abs(sa_s - sc_s).sum(axis=1) / total
+    if wanted("smece", "ece_sweep"):
+        structure = structure or metric_structure(probs, mask, gold, n_bins)
+        out["smece"] = smooth_ece_at(conf, correct, structure["smece_sigma"], w)
+        b = structure["sweep_bins"]
+        count_s, (sc_s, sa_s) = _bin_sums(w, equal_mass_bin(conf, b), b, conf, correct)
+        out["ece_sweep"] = np.abs(sa_s - sc_s).sum(axis=1) / total
 
     # confidence as a detector of correctness; selective risk
-    out["auroc"] = weighted_auroc(conf, correct, w)
-    out["aurc"], out["eaurc"] = weighted_aurc(conf, correct, w)
+    if wanted("auroc", "aurc", "eaurc"):
+        out["auroc"] = weighted_auroc(conf, correct, w)
+        out["aurc"], out["eaurc"] = weighted_aurc(conf, correct, w)
+    if not wanted("ace", "tace", "sce", "brier_reliability", "brier_resolution", "brier_uncertainty",
+                  "brier_within_bin"):
+        return out
 
     # class-wise: ACE and TACE (equal-mass ranges, mean over non-empty ranges), SCE (equal-width
     # bins), and Murphy's decomposition of the multi-class Brier score (per class, equal-width bins)

@@ -198,14 +198,18 @@ def noise_floor_section(res: StudyResults) -> Section | None:
                    "Replicates quantize with the same configuration and another draw of the calibration sample. "
                    "Each Δ is the mean over replicates of quantized − full; its 95% CI and p include both sources "
                    "of variation: which questions were asked (bootstrap over questions) and which calibration "
-                   "sample was drawn (the replicates' spread), with Welch-Satterthwaite degrees of freedom; p is "
-                   "Holm-adjusted over every configuration × task of the study (per statistic). Systematic share: "
-                   "the part of the movement of the answer distributions (centred log-probabilities) that is not "
-                   "the quantizer's own scatter around the full model, tested one-sided against 'replicates "
-                   "scatter around the full model'. JS and flip rates to full and between replicates are "
-                   "descriptive. Unstable answers: questions whose predicted answer differs between replicates, "
-                   "by the full model's confidence (AUROC > 0.5: instability concentrates on low-confidence "
-                   "questions).",
+                   "sample was drawn (the replicates' spread), with Welch-Satterthwaite degrees of freedom; CIs are "
+                   "per comparison, p is Holm-adjusted over the tasks of each configuration (per statistic; "
+                   "summary.json also holds the Bonferroni-widened interval, ci_adjusted). Calibration claims use "
+                   "the debiased squared L2 calibration error (Kumar et al. 2019); ΔECE is the binned plug-in "
+                   "quantity, whose bias depends on sharpness. Systematic share, multiple choice: the part of the "
+                   "movement of the answer probabilities that is not the quantizer's own scatter, tested one-sided "
+                   "against 'the mean over calibration draws of the quantized distribution is the full model's'; "
+                   "generation: the excess overlap of the prompts the replicates flip, tested by a stratified "
+                   "permutation. JS and flip rates to full and between replicates are descriptive. Unstable "
+                   "answers: questions whose predicted answer differs between replicates, by the full model's "
+                   "confidence; its AUROC is read beside the AUROC that equal noise on every question gives "
+                   "(~0.9 by itself), not against 0.5. Warnings name designs the simulations do not validate.",
                    [table_block(noise_floor_table(res.noise_floors)), table_block(instability_table(res.noise_floors))])
 
 
