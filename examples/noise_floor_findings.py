@@ -127,9 +127,11 @@ def render(facts: dict) -> str:
         f"ones (AUROC {min(f['auroc_unstable'] for f in floors):.2f}–{max(f['auroc_unstable'] for f in floors):.2f}), "
         "but equal noise on every question gives "
         f"{min(f['auroc_reference']['mean'] for f in floors):.2f}–{max(f['auroc_reference']['mean'] for f in floors):.2f}"
-        f" by itself: above that reference on {names(above_ref)}"
-        + (f", below it on {names(below_ref)}" if below_ref else "")
-        + " — only there does quantization single out the uncertain questions more than any noise would.",
+        " by itself. Above that reference — quantization singling out the uncertain questions more than equal "
+        f"noise would — on {names(above_ref)}"
+        + (f"; below its 95% range on {names(below_ref)}: there the answers quantization makes unstable are "
+           "less concentrated on the uncertain questions than equal noise would make them" if below_ref else "")
+        + ".",
     ]
     for s in facts["single_runs"]:
         if s["delta_acc_ci"]:

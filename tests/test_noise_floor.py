@@ -602,3 +602,12 @@ def test_cli_noise_floor_on_prediction_directories(tmp_path, capsys):
         assert cli[task]["verdict"] == api[task]["verdict"]
     assert main(["noise-floor", dirs[0], dirs[1], "--bootstrap", "50", "--json"]) == 2  # two replicates needed
     assert "at least two" in capsys.readouterr().err
+
+
+def test_metrics_say_the_ece_interval_is_for_the_binned_plug_in_quantity():
+    from quantconf.analysis.metrics import task_metrics
+
+    full, _ = _calibrated_study(np.random.default_rng(3), 200, 1, 1.0, 1.0)
+    m = task_metrics(full, n_boot=50)
+    assert "binned plug-in" in m["ci_note"] and "l2_debiased" in m["ci_note"]
+    assert "ci_note" not in task_metrics(full, n_boot=0)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import quantconf as qc
-from quantconf.analysis.metrics import COMPAT_MODES, NORMALIZATIONS, accuracy
+from quantconf.analysis.metrics import CI_NOTE, COMPAT_MODES, NORMALIZATIONS, accuracy
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import SCORERS
 from quantconf.io import LIBRARY_LOG_NAME, library_output_log
@@ -136,6 +136,8 @@ def cmd_metrics(args) -> int:
             if "note" in m and cols is METRICS_TABLE:
                 print(f"{'':<16} note: {m['note']} (mc2 = {m['mc2']:.4f})")
         print()
+    if results and any("ci_note" in m for m in results.values()) and args.bootstrap:
+        print(f"CIs: {CI_NOTE}\n")
     if args.compat:
         keys = ["conf", "conf_true", "c_pos", "c_neg", "ace", "mce", "sce", "entropy"]
         print(f"{args.compat} (the paper's own definitions; see README)")
