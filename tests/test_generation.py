@@ -111,6 +111,12 @@ def test_p_true_equals_a_hand_softmax(tiny_lm):
 def test_bad_generation_options_name_the_parameter(tiny_lm):
     with pytest.raises(QuantconfError, match="max_gen_toks must be >= 1"):
         greedy_generate(tiny_lm, ["x"], until=[], max_gen_toks=0)
+    # a budget the window cannot hold would cut every prompt to nothing and grade the garbage: refused
+    from quantconf.generation import max_length
+
+    window = max_length(tiny_lm.model)
+    with pytest.raises(QuantconfError, match=f"leaves no room for the prompt in the model's window of {window}"):
+        greedy_generate(tiny_lm, ["x"], until=[], max_gen_toks=window)
     with pytest.raises(QuantconfError, match="batch_size must be >= 1"):
         greedy_generate(tiny_lm, ["x"], until=[], batch_size=0)
 

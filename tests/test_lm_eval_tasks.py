@@ -137,6 +137,16 @@ def test_file_task_with_per_choice_contexts(tmp_path, tiny_lm):
 # Names, groups, bad input (nothing is loaded)
 
 
+def test_lm_eval_tasks_scored_by_their_own_process_results_are_refused_by_name():
+    """lm_eval:truthfulqa_mc2 read its gold as 0 for every question and reported argmax == 0 as "acc" (exit
+    0); a multiple-choice task with its own process_results is refused, naming the scorer and the built-in."""
+    with pytest.raises(QuantconfError, match=r"truthfulqa_mc2 is scored by its own process_results "
+                                             r"\(process_results_mc2\).*--tasks truthfulqa_mc2"):
+        resolve_tasks(["lm_eval:truthfulqa_mc2"])
+    (mc1,), _ = resolve_tasks(["lm_eval:truthfulqa_mc1"])  # single-gold: still served
+    assert mc1.lm_eval == "truthfulqa_mc1"
+
+
 def test_names_resolve_builtins_first_then_lm_eval():
     (arc,), groups = resolve_tasks(["arc_easy"])
     assert arc.lm_eval is None and not groups

@@ -127,15 +127,38 @@ def test_zero_spread_is_undefined_never_p_zero():
     rng = np.random.default_rng(3)
     full = rng.normal(size=(50, 3))
     gold = rng.integers(0, 3, 50)
-    nf = noise_floor(_df(full, gold), [_df(full, gold), _df(full, gold), _df(full, gold)], n_boot=50)
-    assert nf["delta_acc"]["p"] is None and nf["systematic_share"]["p"] is None
-    assert "no test" in nf["verdict"] and "p = 0" not in nf["verdict"]
+    same = [full + 1e-9 * (i + 1) * (np.arange(3) == 0) for i in range(3)]  # distinct runs, same answers
+    nf = noise_floor(_df(full, gold), [_df(x, gold) for x in same], n_boot=50)
+    assert nf["delta_acc"]["p"] is None and "no test" in nf["verdict"] and "p = 0" not in nf["verdict"]
     # identical replicate deltas but questions that change: the question variance makes a real test
     moved = full.copy()
     moved[:10, 0] += 10
-    nf = noise_floor(_df(full, gold), [_df(moved, gold)] * 3, n_boot=200)
+    nf = noise_floor(_df(full, gold), [_df(moved + 1e-9 * i, gold) for i in range(3)], n_boot=200)
     assert nf["delta_acc"]["se_replicates"] == 0 and nf["delta_acc"]["p"] is not None
     assert 0 < nf["delta_acc"]["p"] <= 1
+
+
+def test_identical_replicates_are_one_run_given_twice_and_refused(tmp_path, capsys):
+    """`quantconf noise-floor FULL REP REP` with one run given twice counted it as two calibration draws
+    (systematic share 1.00 [1.00, 1.00]); now it is refused in one line and nothing is written."""
+    from quantconf.cli import main
+    from quantconf.errors import QuantconfError
+    from quantconf.predictions import write_predictions
+
+    rng = np.random.default_rng(9)
+    full, reps = _simulated_study("loss", rng, n=80, r=2)
+    with pytest.raises(QuantconfError, match="replicates 1 and 2 have identical predictions"):
+        noise_floor(full, [reps[0], reps[0].copy()], n_boot=20)
+    dirs = []
+    for i, df in enumerate([full, reps[0]]):
+        (tmp_path / str(i)).mkdir()
+        write_predictions(df, tmp_path / str(i) / "t.parquet")
+        dirs.append(str(tmp_path / str(i)))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(["noise-floor", dirs[0], dirs[1], dirs[1], "--bootstrap", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "identical predictions" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
 def test_refuses_one_replicate_and_bad_options():
@@ -553,6 +576,15 @@ def test_replicated_study_differs_per_replicate_and_resumes(tiny_model_dir, tmp_
     assert floor["variant"] == "gptq-w2g32-pydoc" and len(floor["members"]) == 3
     assert set(floor["delta_acc"]) >= {"estimate", "ci", "p", "p_holm"} and "systematic_share" in floor
     assert "on arithmetic" in floor["verdict"] and "3 calibration draws" in floor["verdict"]
+    # the study's numbers are the API's on the same prediction directories (one Holm family definition)
+    import quantconf as qc
+
+    evals = {s.label(): s for s in plan(s3, out) if s.kind == "eval"}
+    api = qc.noise_floor(evals["full"].path, [evals[m].path for m in floor["members"]], n_boot=200, n_bins=15)
+    for key in ("delta_acc", "delta_l2_debiased", "delta_nll", "systematic_share"):
+        assert floor[key]["p_holm"] == pytest.approx(api["arithmetic"][key]["p_holm"])
+        assert floor[key]["ci"] == pytest.approx(api["arithmetic"][key]["ci"])
+    assert floor["verdict"] == api["arithmetic"]["verdict"]
     assert all("quantizer's own run-to-run noise is not in these intervals" in c["inference"] for c in rtn)
     csv = pd.read_csv(out / "summary.csv")
     assert {"replicates", "noise_js_mean", "noise_flip_rate", "noise_delta_acc_sd", "noise_delta_ece_sd",

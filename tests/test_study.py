@@ -77,6 +77,7 @@ bootstrap: 50
     ("models: [x]\nvariants: [{method: rtn}]\ntasks: [nope]\n", "unknown task"),
     ("models: [x]\nvariants: [{method: rtn}]\ntasks: [piqa]\nlimit: 0\n", "field `limit`: Input should be greater than 0"),
     ("models: [x\n", "invalid YAML"),
+    ("models: [x]\nvariants: [{method: rtn}]\ntasks: [piqa]\nlimit: 3\n", "cannot fill the 5 folds"),
 ])
 def test_study_config_errors(tmp_path, capsys, text, message):
     cfg = tmp_path / "s.yaml"
@@ -114,6 +115,17 @@ def test_killed_study_resumes_without_redoing_steps(tiny_model_dir, tmp_path, mo
     assert run_study(study, out, log=log.append).is_file()
     assert quant_json.stat().st_mtime_ns == stamp
     assert any("done, reusing" in m for m in log) and all(s.done() for s in steps)
+    # a corrupt analysis file of a finished study is recomputed by the next run, not stuck for good
+    analysis = next(s for s in plan(study, out) if s.kind == "analysis" and s.label() != "full")
+    good = json.loads(analysis.path.read_text())
+    analysis.path.write_text(analysis.path.read_text()[:40])
+    assert not analysis.done()
+    from quantconf.errors import QuantconfError
+
+    with pytest.raises(QuantconfError, match="is corrupt; re-run the study"):
+        analysis.result()
+    assert run_study(study, out, log=lambda m: None).is_file()
+    assert analysis.done() and json.loads(analysis.path.read_text())["inputs"] == good["inputs"]
 
 
 def test_calibration_set_sweep_spread_ppl_and_outliers(tiny_model_dir, tmp_path):

@@ -77,7 +77,12 @@ def greedy_generate(lm, prompts: list[str], until: list[str], max_gen_toks: int 
     if batch_size < 1:
         raise QuantconfError(f"batch_size must be >= 1, got {batch_size}", param="batch_size")
     tok = lm.tokenizer
-    room = max(max_length(lm.model) - max_gen_toks, 1)
+    window = max_length(lm.model)
+    if max_gen_toks >= window:  # no room left for the prompt: every prompt would be cut to nothing
+        raise QuantconfError(f"max_gen_toks {max_gen_toks} leaves no room for the prompt in the model's window of "
+                             f"{window} tokens; use --max-gen-toks below {window} (e.g. {max(window // 4, 1)})",
+                             param="max_gen_toks")
+    room = window - max_gen_toks
     encoded = [(([tok.bos_token_id] if add_bos and tok.bos_token_id is not None else [])
                 + tok(p, add_special_tokens=False)["input_ids"])[-room:] for p in prompts]
     # longest first: rows of a batch have similar lengths, so little padding

@@ -143,7 +143,21 @@ def align(full: pd.DataFrame, replicates: list[pd.DataFrame], task: str = "") ->
     for df in frames:
         lp, mask = log_probs_from_predictions(df)
         lps.append(np.where(mask, lp, 0.0))
+    refuse_identical_replicates([lp.tobytes() for lp in lps[1:]], task)
     return Aligned(np.asarray(order), np.asarray(gold_col, int), mask, lps)
+
+
+def refuse_identical_replicates(contents: list, task: str = "") -> None:
+    """Two replicates with identical predictions are one run given twice (or a method that ignores its
+    calibration draw), not two calibration draws: counted twice they fake agreement (a systematic share of
+    1.00 [1.00, 1.00] from one run given twice)."""
+    seen: dict = {}
+    for i, c in enumerate(contents, 1):
+        if c in seen:
+            raise QuantconfError(f"{task}: replicates {seen[c]} and {i} have identical predictions (the same run given "
+                                 "twice?); a noise floor needs distinct calibration draws: drop the duplicate, or "
+                                 "quantize again with another seed", param="replicates")
+        seen[c] = i
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,6 +637,8 @@ def generation_noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n
     frames = [df.set_index("doc_id").loc[order].reset_index() for df in [full, *replicates]]
     ys = [gen.correctness_of(df)[1].astype(float) for df in frames]
     measures = [gen.confidence_measures(df) for df in frames]
+    refuse_identical_replicates([repr((list(df["generation"]), y.tobytes(), {k: v.tobytes() for k, v in m.items()}))
+                                 for df, y, m in zip(frames[1:], ys[1:], measures[1:])], task)
     head = gen.headline_measure(measures[0])
     confs = [m[head] for m in measures]
     keep = np.all([np.isfinite(c) for c in confs], axis=0)

@@ -100,6 +100,9 @@ def expand_variant(spec: dict) -> list[QuantConfig]:
     return out
 
 
+
+RECALIBRATION_FOLDS = 5  # the analysis step's temperature-scaling folds (steps.AnalysisStep)
+
 class Study(BaseModel):
     """A study config: every field, its type and its default, once. Unknown fields are refused."""
 
@@ -154,6 +157,16 @@ class Study(BaseModel):
     @model_validator(mode="after")
     def _known_tasks(self) -> "Study":
         resolve_tasks(self.tasks, self.num_fewshot, self.fewshot_seed, self.include_path)
+        return self
+
+    @model_validator(mode="after")
+    def _enough_questions_for_temperature_scaling(self) -> "Study":
+        # checked before any work: the analysis step cross-fits temperature scaling on RECALIBRATION_FOLDS
+        # folds, which a smaller limit cannot fill (it failed after every evaluation had run)
+        if self.limit is not None and self.limit < RECALIBRATION_FOLDS:
+            raise QuantconfError(f"study config field `limit`: {self.limit} questions per task cannot fill the "
+                                 f"{RECALIBRATION_FOLDS} folds of cross-fitted temperature scaling; use limit: "
+                                 f"{RECALIBRATION_FOLDS} or more (or null for every question)")
         return self
 
     def leaf_tasks(self) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from quantconf.analysis.metrics import has_several_true
 from quantconf.analysis.tasks import compare_task, is_generation, task_metrics, task_noise_floor
 from quantconf.analysis.recalibration import gap_interval, recalibrate_task
 from quantconf.evaluation import EvalOptions, evaluate_to_dir
+from quantconf.errors import QuantconfError
 from quantconf.io import atomic_write_json, locked, read_optional_json
 from quantconf.model_files import QUANTIZE_RECORD, read_quantize_record
 from quantconf.models import LoadOptions
@@ -33,6 +34,7 @@ from quantconf.outliers import OutlierOptions, run_outliers
 from quantconf.perplexity import text_perplexity
 from quantconf.predictions import intact, read_manifest, read_prediction_dir, task_file_name
 from quantconf.quantizers import QuantConfig, load_methods, run_quantize
+from quantconf.study.config import RECALIBRATION_FOLDS
 from quantconf.tasks import TaskOptions
 
 # part of the analysis steps' keys: bump when the analysis of the same predictions can change
@@ -198,11 +200,16 @@ class _ReadsPredictions(Step):
         return {e.path.name: e.file_hashes() for e in self.inputs()}
 
     def done(self) -> bool:
-        out = read_optional_json(self.path, "it is recomputed") if self.path.is_file() else {}
+        """Done when its file holds the result of exactly these inputs. A corrupt file (a crash outside
+        quantconf's atomic writes, an edit) is not done: the step runs again and replaces it."""
+        try:
+            out = read_optional_json(self.path, "it is recomputed") if self.path.is_file() else {}
+        except QuantconfError:
+            return False
         return bool(out) and out.get("inputs") == self.input_hashes()
 
     def result(self) -> dict:
-        return json.loads(self.path.read_text())
+        return read_optional_json(self.path, "re-run the study (`quantconf study CONFIG --out DIR`) to recompute it")
 
     def provenance(self) -> dict:
         return {"inputs": self.input_hashes()}
@@ -232,7 +239,7 @@ class AnalysisStep(_ReadsPredictions):
         for task, df in preds.items():
             if is_generation(df) or has_several_true(df["gold"]):  # temperature scaling needs choice scores
                 continue
-            r = recalibrate_task(df, n_boot=min(study.bootstrap, 200), n_bins=study.bins)
+            r = recalibrate_task(df, n_folds=RECALIBRATION_FOLDS, n_boot=min(study.bootstrap, 200), n_bins=study.bins)
             if task in full:  # the quantized-minus-full gap before/after scaling, with paired intervals
                 r["gap"] = gap_interval(full[task], df, n_boot=max(min(study.bootstrap, 200), 1), n_bins=study.bins)
             out["recalibration"][task] = r

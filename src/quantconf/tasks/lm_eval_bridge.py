@@ -236,6 +236,16 @@ def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_se
     if output_type not in OUTPUT_TYPES:
         raise QuantconfError(f"task {name} is an lm-eval {output_type!r} task; quantconf evaluates "
                              "multiple_choice and generate_until tasks", param="tasks")
+    scorer = cfg.get("process_results")
+    if output_type == "multiple_choice" and scorer is not None:
+        # its gold is not one choice index (truthfulqa_mc2: doc_to_target 0, scored by the mass on the true
+        # answers); reading it as single-gold accuracy gave wrong numbers with exit 0
+        own = getattr(scorer, "__name__", str(scorer))
+        builtin = " (quantconf's built-in truthfulqa_mc2 scores lm-eval's mc2: --tasks truthfulqa_mc2)" \
+            if name == "truthfulqa_mc2" else ""
+        raise QuantconfError(f"task {name} is scored by its own process_results ({own}), not by single-gold "
+                             f"accuracy over its choices; quantconf cannot score it as lm-eval does{builtin}",
+                             param="tasks")
     gen_kwargs = cfg.get("generation_kwargs") or {}
     if output_type == "generate_until" and gen_kwargs.get("do_sample"):
         raise QuantconfError(f"task {name} samples its generations (do_sample: true); quantconf decodes "
