@@ -249,13 +249,13 @@ def test_gptq_step_key_and_record_include_threads(tiny_model_dir, tmp_path):
 def test_dry_run_does_not_call_a_half_finished_eval_done(tiny_model_dir, tmp_path, capsys):
     from quantconf.study import load_study, plan
 
-    study = load_study(data={"models": [str(tiny_model_dir)], "tasks": ["arithmetic", yes_no_task(tmp_path)], "limit": 4,
+    study = load_study(data={"models": [str(tiny_model_dir)], "tasks": ["arithmetic", yes_no_task(tmp_path)], "limit": 5,
                              "variants": [{"method": "rtn", "bits": 4, "group_size": 32}]})
     full = plan(study, tmp_path / "s")[0]
-    evaluate_into(str(tiny_model_dir), ["arithmetic"], full.path, limit=4, progress=False,
+    evaluate_into(str(tiny_model_dir), ["arithmetic"], full.path, limit=5, progress=False,
                                log=lambda m: None)
     assert not full.done()
-    evaluate_into(str(tiny_model_dir), study.tasks, full.path, limit=4, progress=False,
+    evaluate_into(str(tiny_model_dir), study.tasks, full.path, limit=5, progress=False,
                                log=lambda m: None)
     assert full.done()
 
