@@ -60,6 +60,21 @@ def test_bad_seed_files_are_refused_with_the_line(tmp_path):
     with pytest.raises(QuantconfError, match=r"broken.csv:2: judge label 'yes'"):
         qc.import_generations(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    for score in ("nan", "inf", "NaN"):  # a judge score that is no finite number: refused, not averaged
+        broken.write_text(text.replace("swallow-a-seed,0.8534350227426085,1,", f"swallow-a-seed,{score},1,"))
+        with pytest.raises(QuantconfError, match=rf"broken.csv:2: judge score '{score}' is not a finite number"):
+            qc.import_generations(broken, tmp_path / "out")
+    # a repeated question row would become a new doc_id and shift every later row off TruthfulQA's order
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(text)))
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([rows[0], rows[1], rows[2], rows[1], *rows[3:]])
+    broken.write_text(buf.getvalue())
+    with pytest.raises(QuantconfError, match=r"broken.csv:4: repeats the question of line 2"):
+        qc.import_generations(broken, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
     other = tmp_path / "other.csv"
     other.write_text("Question,answer\nq,a\n")
     with pytest.raises(QuantconfError, match="not a seed TruthfulQA predictions CSV"):

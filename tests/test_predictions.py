@@ -54,3 +54,25 @@ def test_bad_files(tmp_path):
     (tmp_path / "manifest.json").write_text("{")
     with pytest.raises(QuantconfError, match="manifest.json is corrupt"):
         read_manifest(tmp_path)
+
+
+def test_generation_metrics_must_be_finite_numbers():
+    """A NaN/inf in a grading metric (or a word among its numbers) is refused naming the doc and column,
+    rather than averaged into a wrong number or written as a pyarrow traceback."""
+    import pandas as pd
+
+    from quantconf.predictions import check_generations
+
+    def frame(values):
+        n = len(values)
+        return pd.DataFrame({"doc_id": range(n), "task": "g", "context": "c", "generation": "a",
+                             "token_ids": [[1]] * n, "token_logprobs": [[-0.1]] * n, "primary_metric": "exact_match",
+                             "correct": [1.0] * n, "exact_match": [1.0] * n, "sequence_logprob": float("nan"),
+                             "mean_logprob": float("nan"), "min_token_prob": float("nan"),
+                             "mean_entropy": float("nan"), "p_true": float("nan"), "question": "q?",
+                             "bleu_max": values})
+
+    check_generations(frame([1.0, 2.5]), "f", "fix it")  # NaN confidence measures are allowed
+    for bad, shown in ((float("nan"), "nan"), (float("inf"), "inf"), ("high", "'high'")):
+        with pytest.raises(QuantconfError, match=rf"f doc 1: metric bleu_max is {shown}, not a finite number; fix it"):
+            check_generations(frame([1.0, bad]), "f", "fix it")

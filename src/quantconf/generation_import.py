@@ -22,6 +22,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from quantconf.errors import QuantconfError
@@ -57,12 +58,20 @@ def read_seed_csv(path: Path) -> tuple[pd.DataFrame, str]:
     if df.empty:
         raise QuantconfError(f"{path}: no rows")
     judge = judges[0]
+    first_row: dict = {}
     for i, (score, label) in enumerate(zip(df[judge], df[f"{judge} acc"])):
         where = f"{path}:{i + 2}"  # the header is line 1
         try:
-            float(score)
+            finite = np.isfinite(float(score))
         except ValueError:
             raise QuantconfError(f"{where}: judge score {score!r} is not a number") from None
+        if not finite:
+            raise QuantconfError(f"{where}: judge score {score!r} is not a finite number")
+        question = df["Question"].iloc[i].strip()
+        if question in first_row:  # doc_id is the row's place in TruthfulQA's order: a repeat shifts every later row
+            raise QuantconfError(f"{where}: repeats the question of line {first_row[question]} ({question[:60]!r}); "
+                                 "each TruthfulQA question once, in TruthfulQA's order")
+        first_row[question] = i + 2
         if label.strip() not in ("0", "1", "0.0", "1.0"):
             raise QuantconfError(f"{where}: judge label {label!r} is not 0 or 1")
         if not df["Question"].iloc[i].strip() or not split_answers(df["Correct Answers"].iloc[i]) \

@@ -74,6 +74,25 @@ def check_generations(df: pd.DataFrame, source: str, fix: str) -> None:
         values = pd.to_numeric(df[col], errors="coerce")
         if ((values < 0) | (values > 1)).any():
             raise QuantconfError(f"{source}: {col} outside [0, 1]; {fix}")
+    # a grading metric (lm-eval's, a judge's) is a finite number on every row: a NaN, an inf or a word among
+    # numbers would become a wrong mean (or a pyarrow traceback) without a word
+    for col in df.columns:
+        if col in NOT_METRIC_COLUMNS:
+            continue
+        values = list(df[col])
+        if not any(_is_real(v) for v in values):
+            continue  # a text column (question, reference, ...)
+        for doc_id, v in zip(df["doc_id"], values):
+            if not _is_real(v) or not np.isfinite(float(v)):
+                raise QuantconfError(f"{source} doc {doc_id!r}: metric {col} is {v!r}, not a finite number; {fix}")
+
+
+# columns of a generation frame that are not grading metrics (confidence measures may be NaN: an empty answer)
+NOT_METRIC_COLUMNS = {*GENERATION_COLUMNS, *GENERATION_LIST_COLUMNS, "question", "reference"} - {"correct"}
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
 def predictions_frame(rows: list[dict]) -> pd.DataFrame:
