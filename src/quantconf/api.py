@@ -802,7 +802,7 @@ def tasks(lm_eval: str | None = None, *, include_path: str | Path | None = None)
     -------
     list of dict
         Built-ins: ``name, description, source`` (hub dataset and offline file, or generated);
-        lm-eval: ``name, kind`` (only multiple_choice tasks can be scored).
+        lm-eval: ``name, kind`` (multiple_choice and generate_until tasks are evaluated).
     """
     if lm_eval is not None:
         return [{"name": n, "kind": k} for n, k in list_lm_eval_tasks(lm_eval, None if include_path is None

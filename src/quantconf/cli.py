@@ -388,8 +388,8 @@ def cmd_tasks(args) -> int:
         found = qc.tasks(args.lm_eval, include_path=args.include_path)
         for t in found:
             print(f"{t['name']:<40} {t['kind']}")
-        print(f"{len(found)} lm-eval names match {args.lm_eval!r} (only multiple_choice tasks can be scored)",
-              file=sys.stderr)
+        print(f"{len(found)} lm-eval names match {args.lm_eval!r} (multiple_choice and generate_until tasks are "
+              "evaluated)", file=sys.stderr)
         return 0
     for t in qc.tasks():
         print(f"{t['name']:<18} {t['description']}  ({t['source']})")
