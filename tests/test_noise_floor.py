@@ -242,13 +242,19 @@ def test_holm_family_is_one_configuration_over_its_tasks():
 #   shift     a fixed shift of the answer distribution on 30% of the questions, plus the scatter
 
 
-def _simulated_study(kind: str, rng, n: int = 200, r: int = 5, k: int = 4):
+def _full_model(rng, n: int, k: int, a0: float = 0.6):
+    """Gold answers and a full model right on a share a0 of the questions: (gold, log-likelihoods, correct, top)."""
     gold = rng.integers(0, k, n)
     full = rng.normal(0, 1.0, (n, k))
-    a0 = 0.6
     correct = rng.random(n) < a0
     top = np.where(correct, gold, (gold + rng.integers(1, k, n)) % k)
     full[np.arange(n), top] = full.max(1) + rng.exponential(1.0, n) + 0.05
+    return gold, full, correct, top
+
+
+def _simulated_study(kind: str, rng, n: int = 200, r: int = 5, k: int = 4):
+    a0 = 0.6
+    gold, full, correct, top = _full_model(rng, n, k, a0)
     reps = []
     if kind in ("hetero", "loss"):
         react = rng.random(n) < 0.25
@@ -367,12 +373,8 @@ def test_systematic_share_is_not_fooled_by_excluded_choices_or_probability_scatt
 def _drawn_direction_study(rng, n: int = 200, r: int = 3, k: int = 4, sd: float = 0.6):
     """No population change of accuracy, but each calibration draw pushes the reacting quarter of the
     questions one way or the other (u ~ N(0, sd) per replicate: c->w rate x (1 + u), w->c x (1 - u))."""
-    gold = rng.integers(0, k, n)
-    full = rng.normal(0, 1.0, (n, k))
     a0 = 0.6
-    correct = rng.random(n) < a0
-    top = np.where(correct, gold, (gold + rng.integers(1, k, n)) % k)
-    full[np.arange(n), top] = full.max(1) + rng.exponential(1.0, n) + 0.05
+    gold, full, correct, top = _full_model(rng, n, k, a0)
     react = rng.random(n) < 0.25
     reps = []
     for _ in range(r):

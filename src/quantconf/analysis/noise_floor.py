@@ -351,6 +351,14 @@ def flip_overlap(y_full: np.ndarray, y_replicates: list, n_boot: int = 1000, see
             "systematic_share": share_e, "expected_coflips_by_chance": float(expected), "coflips": float(co)}
 
 
+def low_confidence_auroc(conf: np.ndarray, unstable: np.ndarray) -> float:
+    """P(the full model's confidence on an unstable question < on a stable one), ties 1/2; NaN when every
+    question is stable or every one unstable."""
+    if not (unstable.any() and (~unstable).any()):
+        return float("nan")
+    return float(mannwhitneyu(conf[~unstable], conf[unstable]).statistic / (unstable.sum() * (~unstable).sum()))
+
+
 def instability_reference(log_probs_full: np.ndarray, mask: np.ndarray, unstable_share: float, observed_auroc: float,
                           replicates: int, sims: int = 200, seed: int = 0) -> dict:
     """The AUROC of "low full-model confidence predicts an unstable answer" that noise of one size on every
@@ -370,24 +378,19 @@ def instability_reference(log_probs_full: np.ndarray, mask: np.ndarray, unstable
     out["sims"] = sims
     z = np.random.default_rng(seed).normal(size=(sims, replicates, n, k))
 
-    def unstable(sd):  # (sims, n)
-        preds = np.argmax(lp[None, None] + sd * z, axis=3)
+    def unstable(sd, first=None):  # (sims, n), of the first `first` simulations
+        preds = np.argmax(lp[None, None] + sd * z[:first], axis=3)
         return (preds != preds[:, :1]).any(axis=1)
 
-    def share(sd, first=None):  # the scale is set on the first 40 simulations (common random numbers)
-        preds = np.argmax(lp[None, None] + sd * z[:first], axis=3)
-        return (preds != preds[:, :1]).any(axis=1).mean()
-
+    # the scale is set on the first 40 simulations (common random numbers)
     lo, hi = 0.0, 1.0
-    while share(hi, 40) < unstable_share and hi < 1e3:
+    while unstable(hi, 40).mean() < unstable_share and hi < 1e3:
         hi *= 2
     for _ in range(16):  # to 2^-16 of the bracket: far below the simulations' own noise
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if share(mid, 40) < unstable_share else (lo, mid)
+        lo, hi = (mid, hi) if unstable(mid, 40).mean() < unstable_share else (lo, mid)
     sd = (lo + hi) / 2
-    u = unstable(sd)
-    aurocs = np.array([float(mannwhitneyu(conf[~x], conf[x]).statistic / (x.sum() * (~x).sum()))
-                       if x.any() and (~x).any() else np.nan for x in u])
+    aurocs = np.array([low_confidence_auroc(conf, x) for x in unstable(sd)])
     aurocs = aurocs[np.isfinite(aurocs)]
     if not aurocs.size:
         return {**out, "mean": float("nan"), "range": [float("nan")] * 2, "p": None, "noise_sd": float(sd)}
@@ -457,9 +460,7 @@ def _descriptive(a: Aligned, n_bins: int, n_conf_bins: int, reference_sims: int 
     by_bin = [{"bin": b, "n": int((bins == b).sum()), "conf_lo": float(conf[bins == b].min()),
                "conf_hi": float(conf[bins == b].max()), "unstable_rate": float(unstable[bins == b].mean())}
               for b in range(k) if (bins == b).any()]
-    auroc = np.nan
-    if unstable.any() and (~unstable).any():  # P(full conf of an unstable question < that of a stable one)
-        auroc = float(mannwhitneyu(conf[~unstable], conf[unstable]).statistic / (unstable.sum() * (~unstable).sum()))
+    auroc = low_confidence_auroc(conf, unstable)
     out["instability"] = {"unstable_share": float(unstable.mean()), "by_full_confidence": by_bin,
                           "auroc_low_confidence_predicts_unstable": auroc,
                           "auroc_reference_equal_noise": instability_reference(
@@ -704,8 +705,7 @@ def generation_noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n
                                 "conf_hi": float(conf[bins == b].max()), "unstable_rate": float(unstable[bins == b].mean())}
                                for b in range(k) if (bins == b).any()],
         "auroc_low_confidence_predicts_unstable": (
-            float(mannwhitneyu(conf[~unstable], conf[unstable]).statistic / (unstable.sum() * (~unstable).sum()))
-            if unstable.any() and (~unstable).any() and np.isfinite(conf).all() else float("nan")),
+            low_confidence_auroc(conf, unstable) if np.isfinite(conf).all() else float("nan")),
         "auroc_reference_equal_noise": {"mean": float("nan"), "range": [float("nan")] * 2, "p": None,
                                         "note": "no reference for generations (no choice distribution to add "
                                                 "noise to)"}}
