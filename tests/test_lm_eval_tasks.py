@@ -15,7 +15,7 @@ import pytest
 
 from conftest import build_tiny_model, evaluate_into, write_jsonl
 from quantconf import QuantconfError
-from quantconf.analysis.metrics import accuracy
+from quantconf.analysis.metrics import accuracy, mc2_mass
 from quantconf.evaluation import evaluate_task
 from quantconf.lmeval_import import BUILTIN_LM_EVAL_YAMLS, import_lm_eval, write_offline_task_yamls
 from quantconf.predictions import group_metrics, read_manifest, read_prediction_dir
@@ -137,14 +137,82 @@ def test_file_task_with_per_choice_contexts(tmp_path, tiny_lm):
 # Names, groups, bad input (nothing is loaded)
 
 
-def test_lm_eval_tasks_scored_by_their_own_process_results_are_refused_by_name():
-    """lm_eval:truthfulqa_mc2 read its gold as 0 for every question and reported argmax == 0 as "acc" (exit
-    0); a multiple-choice task with its own process_results is refused, naming the scorer and the built-in."""
-    with pytest.raises(QuantconfError, match=r"truthfulqa_mc2 is scored by its own process_results "
-                                             r"\(process_results_mc2\).*--tasks truthfulqa_mc2"):
-        resolve_tasks(["lm_eval:truthfulqa_mc2"])
-    (mc1,), _ = resolve_tasks(["lm_eval:truthfulqa_mc1"])  # single-gold: still served
+def _own_scorer_task(folder: Path, name: str, scorer: str, docs: list[dict]) -> Path:
+    """A user YAML multiple-choice task over local docs, scored by `utils.<scorer>` (written beside it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / f"{name}.jsonl", docs)
+    (folder / "utils.py").write_text(
+        "import numpy as np\n"
+        "def mass_on_labelled(doc, results):  # truthfulqa_mc2's scorer, labels in any order\n"
+        "    ll = np.array([r[0] for r in results]); p = np.exp(ll - ll.max())\n"
+        "    return {'acc': float(p[np.array(doc['labels']) == 1].sum() / p.sum())}\n"
+        "def likelihood_difference(doc, results):  # crows_pairs-like: not a mass on a set of choices\n"
+        "    return {'likelihood_diff': abs(results[0][0] - results[1][0])}\n")
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    validation: {folder / name}.jsonl\n"
+        "validation_split: validation\noutput_type: multiple_choice\ndoc_to_text: 'Q: {{question}}\\nA:'\n"
+        "doc_to_target: 0\ndoc_to_choice: '{{choices}}'\n"
+        f"process_results: !function utils.{scorer}\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+    return folder
+
+
+def test_lm_eval_tasks_scored_by_their_own_process_results(tmp_path, tiny_lm):
+    """lm_eval:truthfulqa_mc2 read its gold as 0 for every question and reported argmax == 0 as "acc" (exit 0).
+    A multiple-choice task with its own process_results is scored by that function when it is the mass on a set
+    of choices (the set found by probing it: here labels in any order), and refused by name otherwise."""
+    import lm_eval.tasks
+
+    docs = [{"question": f"q{i}", "choices": ["a", "bb", "c c", "d"], "labels": labels}
+            for i, labels in enumerate([[0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 1, 1]])]
+    folder = _own_scorer_task(tmp_path / "mass", "my_mass", "mass_on_labelled", docs)
+    task = load_task("my_mass", include_path=str(folder))
+    assert [q.gold for q in task.questions] == [[1, 3], [0], [2, 3]]
+    df = evaluate_task(tiny_lm, task, batch_size=4)
+    lm_task = lm_eval.tasks.TaskManager(include_path=str(folder)).load(["my_mass"])["tasks"]["my_mass"]
+    theirs = [lm_task.process_results(d, [(ll, False) for ll in row]) ["acc"] for d, row in zip(docs, df["loglik"])]
+    assert accuracy(df)["acc"] == pytest.approx(np.mean(theirs), abs=1e-12)
+
+    folder = _own_scorer_task(tmp_path / "diff", "my_diff", "likelihood_difference", docs)
+    with pytest.raises(QuantconfError, match=r"task my_diff is scored by its own process_results "
+                                             r"\(likelihood_difference\), which is not the probability mass .*"
+                                             r"my_diff doc 0: choice 0 alone scores 50, neither 0 nor 1"):
+        load_task("my_diff", include_path=str(folder))
+    (mc1,), _ = resolve_tasks(["lm_eval:truthfulqa_mc1"])  # single-gold: served as before
     assert mc1.lm_eval == "truthfulqa_mc1"
+
+
+@pytest.mark.integration  # ../shared data, the default model
+def test_truthfulqa_mc2_both_routes_equal_lm_eval_evaluator(shared_data, tmp_path, capsys):
+    """`quantconf eval default --tasks truthfulqa_mc2` and `--tasks lm_eval:truthfulqa_mc2` give lm-eval's own
+    evaluator's mc2 on the same questions, per question and in aggregate."""
+    from lm_eval.tasks import TaskManager
+
+    from quantconf.cli import main
+    from quantconf.models import load_model
+
+    limit = 10
+    for route in ("truthfulqa_mc2", "lm_eval:truthfulqa_mc2"):
+        assert main(["eval", "default", "--tasks", route, "--data-dir", str(shared_data), "--limit", str(limit),
+                     "--out", str(tmp_path / route.replace(":", "_")), "--quiet", "--threads", "2"]) == 0
+    builtin = read_prediction_dir(tmp_path / "truthfulqa_mc2")["truthfulqa_mc2"]
+    via_lm_eval = read_prediction_dir(tmp_path / "lm_eval_truthfulqa_mc2")["truthfulqa_mc2"]
+    (tmp_path / "yaml").mkdir()
+    names = write_offline_task_yamls(tmp_path / "yaml", shared_data,
+                                     {"truthfulqa_mc2": BUILTIN_LM_EVAL_YAMLS["truthfulqa_mc2"]})
+    res, _ = run_lm_eval(load_model("default"), names, TaskManager(include_path=str(tmp_path / "yaml")),
+                         tmp_path / "logs", limit=limit)
+    samples = sorted(res["samples"]["qc_truthfulqa_mc2"], key=lambda s: s["doc_id"])
+    theirs = res["results"]["qc_truthfulqa_mc2"]["acc,none"]
+    assert 0.1 < theirs < 0.9
+    for df in (builtin, via_lm_eval):
+        assert list(df["gold"].map(list)) == list(builtin["gold"].map(list))
+        per_question = mc2_mass(df["loglik"], df["gold"])
+        np.testing.assert_allclose(per_question, [s["acc"] for s in samples], atol=1e-5)
+        assert accuracy(df)["acc"] == pytest.approx(theirs, abs=1e-5)
+    capsys.readouterr()
+    assert main(["metrics", str(tmp_path / "lm_eval_truthfulqa_mc2"), "--json", "--bootstrap", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["truthfulqa_mc2"]["mc2"] == pytest.approx(theirs, abs=1e-5)
 
 
 def test_names_resolve_builtins_first_then_lm_eval():

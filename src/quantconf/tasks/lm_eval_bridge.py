@@ -236,16 +236,6 @@ def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_se
     if output_type not in OUTPUT_TYPES:
         raise QuantconfError(f"task {name} is an lm-eval {output_type!r} task; quantconf evaluates "
                              "multiple_choice and generate_until tasks", param="tasks")
-    scorer = cfg.get("process_results")
-    if output_type == "multiple_choice" and scorer is not None:
-        # its gold is not one choice index (truthfulqa_mc2: doc_to_target 0, scored by the mass on the true
-        # answers); reading it as single-gold accuracy gave wrong numbers with exit 0
-        own = getattr(scorer, "__name__", str(scorer))
-        builtin = " (quantconf's built-in truthfulqa_mc2 scores lm-eval's mc2: --tasks truthfulqa_mc2)" \
-            if name == "truthfulqa_mc2" else ""
-        raise QuantconfError(f"task {name} is scored by its own process_results ({own}), not by single-gold "
-                             f"accuracy over its choices; quantconf cannot score it as lm-eval does{builtin}",
-                             param="tasks")
     gen_kwargs = cfg.get("generation_kwargs") or {}
     if output_type == "generate_until" and gen_kwargs.get("do_sample"):
         raise QuantconfError(f"task {name} samples its generations (do_sample: true); quantconf decodes "
@@ -393,6 +383,58 @@ def _build(tm, task: Task, overrides: dict, local: bool = False):
                              f"{fix}") from None
 
 
+def _scored_subset(lm_task, task_name: str, doc: dict, n_choices: int, where: str) -> list[int]:
+    """The true answers of a multiple-choice task scored by its own `process_results`, found by that function.
+
+    quantconf scores a several-true-answers question as lm-eval's truthfulqa_mc2 does: the probability mass
+    on the true choices. A task's own scorer is accepted when, on this doc, it *is* that mass on some set of
+    choices: each choice is probed alone (log-likelihood 0, the others -50: a true one scores 1, a false one
+    0), then a random log-likelihood vector must score the mass on the set found. Anything else (likelihood
+    differences, several metrics, a corpus score) is refused by name: reading its `doc_to_target` as a gold
+    index gave wrong numbers with exit 0 (lm_eval:truthfulqa_mc2's gold was 0 for every question)."""
+    import numpy as np
+
+    scorer = lm_task.config.process_results
+    own = getattr(scorer, "__name__", str(scorer))
+
+    def refuse(why: str) -> QuantconfError:
+        return QuantconfError(f"task {task_name} is scored by its own process_results ({own}), which is not the "
+                              f"probability mass on a set of its choices ({where}: {why}); quantconf cannot score "
+                              "it as lm-eval does", param="tasks")
+
+    def score(loglik) -> float:
+        try:
+            out = lm_task.process_results(doc, [(float(v), False) for v in loglik])
+        except Exception as e:  # noqa: BLE001 - any failure of the user's scorer means "not a mass"
+            raise refuse(f"it raised {type(e).__name__} on probe log-likelihoods") from None
+        if not isinstance(out, dict) or len(out) != 1:
+            raise refuse(f"it returns {sorted(out) if isinstance(out, dict) else type(out).__name__}, not one score")
+        value = next(iter(out.values()))
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise refuse(f"its score {value!r} is not a number") from None
+
+    true = []
+    for j in range(n_choices):
+        alone = np.full(n_choices, -50.0)
+        alone[j] = 0.0
+        value = score(alone)
+        if abs(value - 1.0) > 1e-9 and abs(value) > 1e-9:
+            raise refuse(f"choice {j} alone scores {value:.6g}, neither 0 nor 1")
+        if value > 0.5:
+            true.append(j)
+    if not true:
+        raise refuse("no choice is true")
+    probe = np.random.default_rng(n_choices).uniform(-6.0, 0.0, n_choices)
+    p = np.exp(probe - probe.max())
+    expected = float(p[true].sum() / p.sum())
+    if abs(score(probe) - expected) > 1e-9:
+        raise refuse(f"on random log-likelihoods it scores {score(probe):.6g}, not the mass {expected:.6g} on "
+                     f"choices {true}")
+    return true
+
+
 def _question(lm_task, task: Task, doc_id: int, doc: dict, pairs: list[tuple[str, str]]) -> Question:
     """A Question from lm-eval's requests for one doc, with the gold label as its process_results finds it."""
     where = f"{task.name} doc {doc_id}"
@@ -402,7 +444,9 @@ def _question(lm_task, task: Task, doc_id: int, doc: dict, pairs: list[tuple[str
         raise QuantconfError(f"{where}: {len(pairs)} requests for {len(choices)} choices")
     delim = task.target_delimiter
     gold = lm_task.doc_to_text(doc) if lm_task.multiple_input else lm_task.doc_to_target(doc)
-    if isinstance(gold, str):
+    if callable(getattr(lm_task.config, "process_results", None)):
+        gold = _scored_subset(lm_task, task.name, doc, len(choices), where)
+    elif isinstance(gold, str):
         if gold not in choices:
             raise QuantconfError(f"{where}: target {gold!r} is not one of the choices")
         gold = choices.index(gold)
