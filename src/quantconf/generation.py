@@ -33,7 +33,7 @@ from quantconf.predictions import GENERATION_COLUMNS, generations_frame
 from quantconf.scoring import max_length, wants_bos
 
 # part of an evaluation's reuse key: bump when a generation's text, tokens or measures can change
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: P(True) per generation batch (shards equal the unsharded run)
 P_TRUE_PROMPT = ("Question: {question}\nProposed Answer: {answer}\nIs the proposed answer:\n (A) True\n (B) False\n"
                  "The proposed answer is:")
 
@@ -66,16 +66,11 @@ def cut_at_stop(text: str, until: list[str]) -> str:
     return text
 
 
-def greedy_generate(lm, prompts: list[str], until: list[str], max_gen_toks: int = 256, batch_size: int = 8,
-                    add_bos: bool = False, progress: bool = False, desc: str = "generating") -> list[Generation]:
-    """Greedy continuations of `prompts` (see the module docstring), in the order given. A prompt longer
-    than the model's window less `max_gen_toks` loses its start, as lm-eval's HF backend truncates."""
-    from tqdm import tqdm
-
+def encode_prompts(lm, prompts: list[str], max_gen_toks: int, add_bos: bool = False) -> list[list[int]]:
+    """Token ids of `prompts` as decoding reads them: a prompt longer than the model's window less
+    `max_gen_toks` loses its start, as lm-eval's HF backend truncates."""
     if max_gen_toks < 1:
         raise QuantconfError(f"max_gen_toks must be >= 1, got {max_gen_toks}", param="max_gen_toks")
-    if batch_size < 1:
-        raise QuantconfError(f"batch_size must be >= 1, got {batch_size}", param="batch_size")
     tok = lm.tokenizer
     window = max_length(lm.model)
     if max_gen_toks >= window:  # no room left for the prompt: every prompt would be cut to nothing
@@ -83,14 +78,29 @@ def greedy_generate(lm, prompts: list[str], until: list[str], max_gen_toks: int 
                              f"{window} tokens; use --max-gen-toks below {window} (e.g. {max(window // 4, 1)})",
                              param="max_gen_toks")
     room = window - max_gen_toks
-    encoded = [(([tok.bos_token_id] if add_bos and tok.bos_token_id is not None else [])
-                + tok(p, add_special_tokens=False)["input_ids"])[-room:] for p in prompts]
-    # longest first: rows of a batch have similar lengths, so little padding
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    return [(([tok.bos_token_id] if add_bos and tok.bos_token_id is not None else [])
+             + tok(p, add_special_tokens=False)["input_ids"])[-room:] for p in prompts]
+
+
+def batch_plan(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Batches of indices, longest first: rows of a batch have similar lengths, so little padding."""
+    if batch_size < 1:
+        raise QuantconfError(f"batch_size must be >= 1, got {batch_size}", param="batch_size")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def greedy_generate(lm, prompts: list[str], until: list[str], max_gen_toks: int = 256, batch_size: int = 8,
+                    add_bos: bool = False, progress: bool = False, desc: str = "generating") -> list[Generation]:
+    """Greedy continuations of `prompts` (see the module docstring), in the order given (`encode_prompts`
+    says how a long prompt is cut)."""
+    from tqdm import tqdm
+
+    batch_plan([], batch_size)  # checks batch_size before any tokenising
+    encoded = encode_prompts(lm, prompts, max_gen_toks, add_bos)
     out: list[Generation | None] = [None] * len(prompts)
     with tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False, disable=not progress) as bar:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in batch_plan([len(e) for e in encoded], batch_size):
             for i, g in zip(idx, _generate_batch(lm, [encoded[i] for i in idx], until, max_gen_toks)):
                 out[i] = g
             bar.update(len(idx))
@@ -256,23 +266,42 @@ CONFIDENCE_COLUMNS = ("sequence_logprob", "mean_logprob", "min_token_prob", "mea
 def generate_task(lm, loaded, batch_size: int = 8, max_gen_toks: int | None = None, progress: bool = False,
                   shard: tuple[int, int] | None = None, with_p_true: bool = True):
     """One row per prompt of a loaded generation task (`predictions.py` lists the columns).
-    `max_gen_toks` overrides the task's budget; `shard=(i, n)`: every n-th prompt from the i-th."""
-    import numpy as np
+    `max_gen_toks` overrides the task's budget.
 
-    prompts = loaded.questions if shard is None else loaded.questions[shard[0]::shard[1]]
+    The work is a plan of batches (prompts that share stop strings and budget, longest first); P(True) is
+    computed per batch of that plan, so a row's numbers depend only on its batch. `shard=(i, n)` runs every
+    n-th batch of the plan from the i-th: the merged shards equal the unsharded run bit for bit (padding,
+    and so float rounding, are the same)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    all_prompts = loaded.questions
     add_bos = wants_bos(lm.model)
-    generations: list[Generation | None] = [None] * len(prompts)
-    settings: dict[tuple, list[int]] = {}  # prompts that share stop strings and budget decode together
-    for i, p in enumerate(prompts):
+    settings: dict[tuple, list[int]] = {}
+    for i, p in enumerate(all_prompts):
         settings.setdefault((p.until, max_gen_toks or p.max_gen_toks), []).append(i)
+    plan = []  # (until, budget, prompt indices, their token ids)
     for (until, budget), idx in settings.items():
-        for i, g in zip(idx, greedy_generate(lm, [prompts[i].context for i in idx], list(until), budget,
-                                             batch_size, add_bos, progress, desc=loaded.task.name)):
-            generations[i] = g
+        encoded = encode_prompts(lm, [all_prompts[i].context for i in idx], budget, add_bos)
+        for batch in batch_plan([len(e) for e in encoded], batch_size):
+            plan.append((until, budget, [idx[j] for j in batch], [encoded[j] for j in batch]))
+    if shard is not None:
+        plan = plan[shard[0]::shard[1]]
+    done: dict[int, tuple] = {}  # prompt index -> (Generation, P(True))
+    with tqdm(total=sum(len(b[2]) for b in plan), desc=loaded.task.name, unit="prompt", leave=False,
+              disable=not progress) as bar:
+        for until, budget, idx, encoded in plan:
+            gens = _generate_batch(lm, encoded, list(until), budget)
+            truths = (p_true_batch(lm, [all_prompts[i].question for i in idx], [g.text for g in gens], add_bos,
+                                   batch_size=len(idx)) if with_p_true else [float("nan")] * len(idx))
+            done.update({i: (g, t) for i, g, t in zip(idx, gens, truths)})
+            bar.update(len(idx))
+    order = sorted(done)
+    prompts = [all_prompts[i] for i in order]
+    generations = [done[i][0] for i in order]
+    truths = [done[i][1] for i in order]
     graded = loaded.grade(prompts, [g.text for g in generations]) if prompts else []
     primary = loaded.task.primary_metric
-    truths = (p_true_batch(lm, [p.question for p in prompts], [g.text for g in generations], add_bos, batch_size)
-              if with_p_true else [float("nan")] * len(prompts))
     rows = []
     for p, g, metrics, truth in zip(prompts, generations, graded, truths):
         if primary not in metrics:
