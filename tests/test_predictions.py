@@ -54,6 +54,11 @@ def test_bad_files(tmp_path):
     (tmp_path / "manifest.json").write_text("{")
     with pytest.raises(QuantconfError, match="manifest.json is corrupt"):
         read_manifest(tmp_path)
+    # two files of one task: one silently replaced the other
+    write_predictions(_frame(), tmp_path / "twice" / "a.parquet")
+    write_predictions(_frame(), tmp_path / "twice" / "b.parquet")
+    with pytest.raises(QuantconfError, match=r"a.parquet and b.parquet in .*twice both hold task 't'; keep one"):
+        read_prediction_dir(tmp_path / "twice")
 
 
 def test_generation_metrics_must_be_finite_numbers():

@@ -373,3 +373,38 @@ def test_gap_interval_simulation_false_positive_rate_and_power(capsys):
     bound = 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / studies)
     assert null_before / studies <= bound and null_after / studies <= bound
     assert found_before / 20 >= 0.8 and closed_after / 20 >= 0.7
+
+
+def test_recalibrate_skips_generation_and_multi_true_tasks_and_says_why(tmp_path, capsys):
+    """recalibrate on a generation dir, a mixed dir and a generation pair was KeyError 'gold': the choice tasks
+    are scaled, the others listed as skipped with the reason; a dir with nothing to scale is one line, exit 2."""
+    from test_generation_analysis import gen_frame
+
+    from quantconf.cli import main
+    from quantconf.predictions import write_predictions
+
+    for d, temperature in (("full", 2.0), ("quant", 3.0)):
+        write_predictions(_tempered(n=300, temperature=temperature), tmp_path / d / "t.parquet")
+        write_predictions(gen_frame(["1", "2", "3"] * 10, [1, 0, 1] * 10, task="g"), tmp_path / d / "g.parquet")
+        write_predictions(mc_frame([[0.0, -1.0, -2.0]] * 8, [[0, 1]] * 8, task="mc2"), tmp_path / d / "mc2.parquet")
+    res = qc.recalibrate(tmp_path / "quant", n_boot=0)
+    assert list(res["g"]) == ["skipped"] and "generation task" in res["g"]["skipped"]
+    assert "several true answers" in res["mc2"]["skipped"] and res["t"]["temperature"] > 2
+    assert res["t"] == qc.recalibrate(qc.read_predictions(tmp_path / "quant")["t"], n_boot=0)
+    assert main(["recalibrate", str(tmp_path / "full"), str(tmp_path / "quant"), "--bootstrap", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped: a generation task") == 2 and out.count("skipped: several true answers") == 2
+    assert "quantized minus full ECE" in out
+    # only generations: nothing to scale, one line
+    write_predictions(gen_frame(["1"] * 6, [1] * 6, task="g"), tmp_path / "gen" / "g.parquet")
+    write_predictions(gen_frame(["2"] * 6, [0] * 6, task="g"), tmp_path / "gen2" / "g.parquet")
+    assert main(["recalibrate", str(tmp_path / "gen"), str(tmp_path / "gen2")]) == 2
+    err = capsys.readouterr().err
+    assert "no task here can be temperature-scaled: g: a generation task" in err and "Traceback" not in err
+    with pytest.raises(QuantconfError, match="cannot temperature-scale this task: a generation task"):
+        qc.recalibrate(gen_frame(["1"] * 6, [1] * 6))
+    # a choice task in one dir, generations under its name in the other: no gap to judge, said
+    write_predictions(gen_frame(["1"] * 300, [1] * 300, task="t"), tmp_path / "genq" / "t.parquet")
+    write_predictions(_tempered(n=300, temperature=2.0).assign(task="u"), tmp_path / "genq" / "u.parquet")
+    assert main(["recalibrate", str(tmp_path / "full"), str(tmp_path / "genq"), "--bootstrap", "2"]) == 2
+    assert "share no temperature-scaled task" in capsys.readouterr().err

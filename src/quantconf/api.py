@@ -13,7 +13,7 @@ import pandas as pd
 
 from quantconf.analysis.noise_floor import adjust_floors
 from quantconf.analysis.tasks import compare_predictions, compare_task, task_metrics, task_noise_floor
-from quantconf.analysis.recalibration import recalibrate_task
+from quantconf.analysis.recalibration import not_temperature_scalable, recalibrate_task
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import EvalOptions, evaluate_task, evaluate_to_dir
 from quantconf.models import LoadedModel, LoadOptions
@@ -433,12 +433,15 @@ def recalibrate(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path
     -------
     dict
         ``n, temperature, temperature_ci, fold_temperatures, n_folds, before, after`` (``before`` and
-        ``after``: acc, nll, ece, ace, smece, brier); a dict by task for dicts or directories.
+        ``after``: acc, nll, ece, ace, smece, brier); a dict by task for dicts or directories, where a
+        task that cannot be temperature-scaled (a generation task; several true answers) is
+        ``{"skipped": reason}``.
 
     Raises
     ------
     QuantconfError
-        Multi-true tasks (truthfulqa_mc2), ``n_folds`` outside [2, n], non-finite log-likelihoods.
+        One task (or every task of a dict) that cannot be scaled: generation, multi-true (truthfulqa_mc2);
+        ``n_folds`` outside [2, n], non-finite log-likelihoods.
 
     Examples
     --------
@@ -454,10 +457,18 @@ def recalibrate(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path
     if isinstance(predictions, (str, Path)):
         predictions = read_predictions(predictions)
     if isinstance(predictions, dict):
-        return {task: recalibrate(df, n_folds=n_folds, n_boot=n_boot, seed=seed, n_bins=n_bins)
+        skipped = {task: why for task, df in predictions.items() if (why := not_temperature_scalable(df))}
+        if len(skipped) == len(predictions):
+            raise QuantconfError("no task here can be temperature-scaled: "
+                                 + "; ".join(f"{t}: {why}" for t, why in skipped.items()), param="predictions")
+        return {task: {"skipped": skipped[task]} if task in skipped else
+                recalibrate(df, n_folds=n_folds, n_boot=n_boot, seed=seed, n_bins=n_bins)
                 for task, df in predictions.items()}
     if n_boot < 0:
         raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
+    why = not_temperature_scalable(predictions)
+    if why:
+        raise QuantconfError(f"cannot temperature-scale this task: {why}", param="predictions")
     return recalibrate_task(predictions, n_folds=n_folds, n_boot=n_boot, seed=seed, n_bins=n_bins)
 
 

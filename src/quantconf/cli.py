@@ -160,15 +160,19 @@ def cmd_recalibrate(args) -> int:
           + "  ".join(f"{m + ' before>after':>21}" for m in ("ece", "smece", "nll")))
     for d, by_task in results.items():
         for task, r in by_task.items():
+            if "skipped" in r:
+                print(f"{d[-28:]:<28} {task:<14} skipped: {r['skipped']}")
+                continue
             ci = "[%.2f, %.2f]" % tuple(r["temperature_ci"])
             cells = "  ".join(f"{r['before'][m]:>10.4f}>{r['after'][m]:<10.4f}" for m in ("ece", "smece", "nll"))
             print(f"{d[-28:]:<28} {task:<14} {r['temperature']:>6.2f} {ci:>14}  {cells}")
     dirs = list(results)
     for quant in dirs[1:]:
-        common = sorted(results[dirs[0]].keys() & results[quant].keys())
+        scaled = lambda d: {t for t, r in results[d].items() if "skipped" not in r}  # noqa: E731
+        common = sorted(scaled(dirs[0]) & scaled(quant))
         if not common:
-            raise QuantconfError(f"{dirs[0]} and {quant} share no task, so there is no gap to judge; "
-                                 "recalibrate predictions of the same --tasks")
+            raise QuantconfError(f"{dirs[0]} and {quant} share no temperature-scaled task, so there is no gap to "
+                                 "judge; recalibrate predictions of the same multiple-choice --tasks")
         for task in common:
             gap = gap_interval(preds[dirs[0]][task], preds[quant][task], n_folds=args.folds, n_boot=max(args.bootstrap, 1),
                                seed=args.seed, n_bins=args.bins)

@@ -179,10 +179,14 @@ def read_prediction_dir(pred_dir: Path) -> dict[str, pd.DataFrame]:
     files = sorted(p for p in pred_dir.glob("*.parquet") if not p.name.startswith("."))
     if not files:
         raise QuantconfError(f"{pred_dir} holds no <task>.parquet files; run quantconf eval ... --out {pred_dir}")
-    out = {}
+    out, source = {}, {}
     for f in files:
         df = read_prediction_file(f)
-        out[str(df["task"].iloc[0]) if len(df) else f.stem] = df
+        task = str(df["task"].iloc[0]) if len(df) else f.stem
+        if task in out:  # one would silently replace the other
+            raise QuantconfError(f"{source[task].name} and {f.name} in {pred_dir} both hold task {task!r}; keep one "
+                                 "(or move one to another directory)")
+        out[task], source[task] = df, f
     return out
 
 
