@@ -191,6 +191,29 @@ def test_sampling_tasks_are_refused(tmp_path):
         load_task("tiny_gen", include_path=str(folder))
 
 
+def test_corpus_level_metrics_are_refused_before_generating_or_left_out(tmp_path, tiny_model_dir):
+    """A generate_until task whose only metric is lm-eval's corpus BLEU was a TypeError after every prompt was
+    generated: refused when the task is named; beside a per-sample metric it is left out of the rows."""
+    folder = tiny_gen_yaml(tmp_path)
+    text = (folder / "tiny_gen.yaml").read_text()
+    corpus_only = text.replace("  - metric: exact_match\n    aggregation: mean\n", "  - metric: bleu\n")
+    (folder / "tiny_gen.yaml").write_text(corpus_only)
+    with pytest.raises(QuantconfError, match=r"task tiny_gen's metrics \['bleu'\] are corpus-level .*exact_match"):
+        load_task("tiny_gen", include_path=str(folder))
+    from quantconf.cli import main
+
+    out = tmp_path / "out"
+    assert main(["eval", str(tiny_model_dir), "--tasks", "tiny_gen", "--include-path", str(folder),
+                 "--out", str(out), "--quiet"]) == 2
+    assert not out.exists()  # refused before the model was loaded or anything written
+    both = text.replace("metric_list:\n", "metric_list:\n  - metric: bleu\n")
+    (folder / "tiny_gen.yaml").write_text(both)
+    loaded = load_task("tiny_gen", include_path=str(folder))
+    assert loaded.task.primary_metric == "exact_match"
+    rows = loaded.grade(loaded.questions, [" 1", "2", "x", "4", "6"])
+    assert [sorted(r) for r in rows] == [["exact_match", "exact_match,raw"]] * 5
+
+
 @pytest.mark.integration
 def test_truthfulqa_gen_offline_is_graded_as_lm_eval_grades_it(shared_data):
     loaded = load_task("truthfulqa_gen", data_dir=shared_data, limit=8)

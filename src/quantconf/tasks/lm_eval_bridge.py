@@ -236,6 +236,12 @@ def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_se
     if output_type not in OUTPUT_TYPES:
         raise QuantconfError(f"task {name} is an lm-eval {output_type!r} task; quantconf evaluates "
                              "multiple_choice and generate_until tasks", param="tasks")
+    if output_type == "generate_until" and not per_sample_metrics(cfg):
+        # a corpus-level metric (lm-eval's bleu, chrf, ter, f1, ...) has no value per answer: it failed with a
+        # TypeError after every prompt was generated
+        raise QuantconfError(f"task {name}'s metrics {corpus_metrics(cfg)} are corpus-level (lm-eval aggregates the "
+                             "whole corpus, not each answer), and quantconf needs a per-answer correctness; add a "
+                             "per-sample metric such as exact_match to its metric_list", param="tasks")
     gen_kwargs = cfg.get("generation_kwargs") or {}
     if output_type == "generate_until" and gen_kwargs.get("do_sample"):
         raise QuantconfError(f"task {name} samples its generations (do_sample: true); quantconf decodes "
@@ -260,8 +266,41 @@ def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_se
 
 def primary_metric(cfg: dict) -> str:
     """The metric that says whether a generation is correct: exact_match when the task has it, else
-    its first accuracy-like (0/1) metric (truthfulqa_gen: bleu_acc), else its first metric."""
-    return primary_of([m.get("metric") for m in cfg.get("metric_list") or [] if isinstance(m.get("metric"), str)])
+    its first accuracy-like (0/1) metric (truthfulqa_gen: bleu_acc), else its first metric (per-sample
+    metrics only)."""
+    return primary_of(per_sample_metrics(cfg))
+
+
+PER_SAMPLE_AGGREGATIONS = ("mean", "nanmean")  # a mean of per-answer values: quantconf's acc equals lm-eval's
+
+
+def _aggregation(entry: dict) -> str:
+    """The name of a metric_list entry's aggregation: its own, else lm-eval's default for the metric."""
+    agg = entry.get("aggregation")
+    if agg is None:
+        import lm_eval.api.metrics  # noqa: F401 - registers the metrics and their default aggregations
+        from lm_eval.api.registry import get_metric_aggregation
+
+        try:
+            agg = get_metric_aggregation(entry.get("metric"))
+        except Exception:  # noqa: BLE001 - an unregistered metric: lm-eval's own default is the mean
+            agg = None
+        if agg is None:
+            return "mean"
+    return agg if isinstance(agg, str) else getattr(agg, "__name__", str(agg))
+
+
+def _metric_entries(cfg: dict) -> list[dict]:
+    return [m for m in cfg.get("metric_list") or [{"metric": "exact_match"}] if isinstance(m.get("metric"), str)]
+
+
+def per_sample_metrics(cfg: dict) -> list[str]:
+    """A generate_until task's metrics that have a value per answer (aggregated by a mean)."""
+    return [m["metric"] for m in _metric_entries(cfg) if _aggregation(m) in PER_SAMPLE_AGGREGATIONS]
+
+
+def corpus_metrics(cfg: dict) -> list[str]:
+    return [m["metric"] for m in _metric_entries(cfg) if _aggregation(m) not in PER_SAMPLE_AGGREGATIONS]
 
 
 def primary_of(names: list[str]) -> str:
@@ -317,7 +356,8 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
         questions.append(make(lm_task, task, doc_id, doc, [i.arguments for i in insts]))
         record.append([doc, [list(i.arguments) for i in insts]])
     digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
-    grade = _grader(lm_task, {d: insts[0] for d, insts in by_doc.items()}) if task.generates else None
+    grade = _grader(lm_task, {d: insts[0] for d, insts in by_doc.items()}, set(corpus_metrics(cfg))) \
+        if task.generates else None
     return questions, source, digest, grade
 
 
@@ -344,8 +384,9 @@ def _prompt(lm_task, task: Task, doc_id: int, doc: dict, arguments: list) -> Pro
     return Prompt(doc_id, context, tuple(until), max_gen_toks, target, question, doc)
 
 
-def _grader(lm_task, instances: dict):
-    """lm-eval's grading of generations: its filters on the responses, then process_results per filter."""
+def _grader(lm_task, instances: dict, corpus: set[str]):
+    """lm-eval's grading of generations: its filters on the responses, then process_results per filter
+    (the `corpus`-level metrics' per-answer items are not scores, and are left out)."""
 
     def grade(prompts: list[Prompt], generations: list[str]) -> list[dict]:
         insts = [instances[p.doc_id] for p in prompts]
@@ -360,7 +401,8 @@ def _grader(lm_task, instances: dict):
                 row: dict = {}
                 for j, (key, response) in enumerate(inst.filtered_resps.items() or [("none", inst.resps[0])]):
                     for metric, value in lm_task.process_results(inst.doc, [response]).items():
-                        row[metric if j == 0 else f"{metric},{key}"] = value
+                        if metric not in corpus:
+                            row[metric if j == 0 else f"{metric},{key}"] = value
                 rows.append(row)
         return rows
 
