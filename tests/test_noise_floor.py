@@ -161,6 +161,25 @@ def test_identical_replicates_are_one_run_given_twice_and_refused(tmp_path, caps
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
+def test_a_replicate_holding_generations_under_a_choice_task_name_is_refused(tmp_path, capsys):
+    """It was a KeyError 'choices'; now one line naming the task and the replicate, as compare refuses it."""
+    from test_generation_analysis import gen_frame
+
+    from quantconf.cli import main
+    from quantconf.predictions import write_predictions
+
+    rng = np.random.default_rng(9)
+    full, reps = _simulated_study("loss", rng, n=30, r=2)
+    task = str(full["task"].iloc[0])
+    for name, df in (("full", full), ("r1", reps[0]), ("r2", gen_frame(["1"] * 30, [1] * 30, task=task))):
+        write_predictions(df, tmp_path / name / "t.parquet")
+    assert main(["noise-floor", str(tmp_path / "full"), str(tmp_path / "r1"), str(tmp_path / "r2"),
+                 "--bootstrap", "20"]) == 2
+    err = capsys.readouterr().err
+    assert f"{task}: the full model's predictions hold choice scores, replicate 2's hold generations" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_refuses_one_replicate_and_bad_options():
     from quantconf.errors import QuantconfError
 

@@ -68,6 +68,12 @@ def per_sample_frame(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") ->
 
 def task_noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], **options) -> dict:
     """The noise floor of one task (`noise_floor.noise_floor`, or `generation_noise_floor` for generations)."""
+    for i, rep in enumerate(replicates):
+        if is_generation(rep) != is_generation(full):
+            task = str(full["task"].iloc[0]) if len(full) else "?"
+            kinds = ("generations", "choice scores") if is_generation(full) else ("choice scores", "generations")
+            raise QuantconfError(f"{task}: the full model's predictions hold {kinds[0]}, replicate {i + 1}'s hold "
+                                 f"{kinds[1]}; a noise floor needs every run of the same task")
     if is_generation(full):
         return noise_floor.generation_noise_floor(full, replicates, **options)
     return noise_floor.noise_floor(full, replicates, **options)
