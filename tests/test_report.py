@@ -13,7 +13,9 @@ import quantconf as qc
 from quantconf.io import atomic_write_json
 from quantconf.predictions import MANIFEST, write_predictions
 from quantconf.study.report import write_report
-from quantconf.study.run import analyse_missing
+from quantconf.study.run import analyse_missing, run_study
+from quantconf.errors import QuantconfError
+import yaml
 from quantconf.study import load_study, plan
 from quantconf.study.results import calib_spread, collect, headlines, provenance
 
@@ -90,6 +92,23 @@ def test_summary_numbers_equal_direct_calls(finished_study):
     csv = pd.read_csv(out / "summary.csv")
     for m in ("smece", "auroc", "aurc", "eaurc", "tace", "ece_sweep", "brier_reliability"):
         assert csv[m].notna().all() and (csv[f"{m}_lo"] <= csv[f"{m}_hi"]).all()
+
+
+def test_report_html_that_is_a_directory_is_refused_before_anything_is_written(finished_study, capsys):
+    """report.html as a directory was an IsADirectoryError after summary.csv had been rewritten."""
+    from quantconf.cli import main
+    from quantconf.io import atomic_write_bytes
+
+    study, steps, study_dir, _ = finished_study
+    atomic_write_bytes(study_dir / "study.yaml", yaml.safe_dump(study.as_dict(), sort_keys=False).encode())
+    (study_dir / "report.html").mkdir()
+    before = {p: p.stat().st_mtime_ns for p in study_dir.rglob("*")}
+    assert main(["report", str(study_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{study_dir / 'report.html'} is a directory, where quantconf writes a file; move it away" in err
+    assert "Traceback" not in err and {p: p.stat().st_mtime_ns for p in study_dir.rglob("*")} == before
+    with pytest.raises(QuantconfError, match="is a directory, where quantconf writes a file"):
+        run_study(study, study_dir)  # refused before any step runs
 
 
 def test_provenance_reads_each_step_kinds_own_record(finished_study):

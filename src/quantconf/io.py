@@ -41,8 +41,19 @@ def _umask_mode(full: int) -> int:
     return full & ~umask
 
 
+def check_writable_files(*paths: Path) -> None:
+    """Refuse, before anything is written, a target file path that is a directory (or under a file)."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise QuantconfError(f"{path} is a directory, where quantconf writes a file; move it away (nothing "
+                                 "was written)")
+        if any(parent.exists() and not parent.is_dir() for parent in path.parents):
+            raise QuantconfError(f"{path}: a part of that path is a file, not a directory (nothing was written)")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
+    check_writable_files(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:

@@ -20,7 +20,7 @@ import numpy as np
 from markupsafe import Markup
 import pandas as pd
 
-from quantconf.io import atomic_write_bytes, atomic_write_json
+from quantconf.io import atomic_write_bytes, atomic_write_json, check_writable_files
 from quantconf.analysis.metrics import has_several_true, probs_from_predictions, reliability_bins
 from quantconf.analysis.tasks import confidence_and_correctness, is_generation
 from quantconf.study.results import (StudyResults, calib_spread, collect, comparison_table, confidence_bin_table,
@@ -357,12 +357,16 @@ def provenance_section(study, steps) -> Section:
 # ---------------------------------------------------------------------------------------------
 
 
+REPORT_FILES = ("summary.csv", "questions.csv", "summary.json", "calib_spread.csv", "report.html")
+
+
 def write_report(study, study_dir: Path, steps, log=print) -> Path:
     """Write summary.csv, summary.json, calib_spread.csv (when a study sweeps calibration sets)
     and the self-contained report.html into `study_dir`; returns the report's path."""
     import matplotlib
 
     matplotlib.use("Agg")
+    check_writable_files(*(study_dir / name for name in REPORT_FILES))
     res = collect(study, steps)
     atomic_write_bytes(study_dir / "summary.csv", res.metrics.to_csv(index=False).encode())
     questions = question_table(res.preds, res.comparisons)

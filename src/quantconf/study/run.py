@@ -15,14 +15,15 @@ from pathlib import Path
 import yaml
 
 from quantconf.errors import QuantconfError
-from quantconf.io import atomic_write_bytes, clean_stale_temp, ensure_writable_dir, locked, working_directory
+from quantconf.io import (atomic_write_bytes, check_writable_files, clean_stale_temp, ensure_writable_dir, locked,
+                          working_directory)
 from quantconf.builtin_models import model_fingerprint
 from quantconf.models import LoadOptions
 from quantconf.predictions import read_manifest
 from quantconf.study.config import Study, load_study
 from quantconf.study.executors import Job, execute
 from quantconf.study.plan import check_study_data, plan
-from quantconf.study.report import write_report
+from quantconf.study.report import REPORT_FILES, write_report
 from quantconf.study.steps import RESOURCE_KINDS, AnalysisStep, EvalStep, NoiseFloorStep, Step
 
 
@@ -38,6 +39,7 @@ def run_study(study: Study, study_dir: Path, dry_run: bool = False, log=print, e
     study_dir = ensure_writable_dir(Path(study_dir)).resolve()  # absolute: jobs may run elsewhere
     for gone in clean_stale_temp(study_dir):  # what killed runs left (their pid is in the name)
         log(f"removed {gone}, left by a killed run")
+    check_writable_files(*(study_dir / name for name in (*REPORT_FILES, "study.yaml")))  # before hours of work
     steps = plan(study, study_dir)
     if not all(s.done() for s in steps if isinstance(s, EvalStep)):
         check_study_data(study, log)  # before minutes of quantization are spent on a study that cannot finish
@@ -74,6 +76,7 @@ def report_study(study_dir: Path, log=print) -> Path:
     if not cfg.is_file():
         raise QuantconfError(f"{cfg} not found; is {study_dir} a study directory?")
     study = load_study(cfg)
+    check_writable_files(*(Path(study_dir) / name for name in REPORT_FILES))
     steps = plan(study, Path(study_dir))
     analyse_missing(study, steps, log)
     with locked(Path(study_dir) / ".report.lock", log, what="the report"):
