@@ -183,6 +183,26 @@ def test_an_lm_eval_generate_until_task_is_graded_as_lm_eval_grades_it(tmp_path)
     assert [r["exact_match,raw"] for r in ours] == [s["exact_match"] for s in samples["raw"]] == [0, 0, 1, 0, 0]
 
 
+def test_a_user_yaml_task_reads_its_own_files_beside_data_dir_and_names_a_broken_one(tmp_path):
+    """With --data-dir (for the built-ins beside it) quantconf looked for DIR/json/test.jsonl; a data file cut
+    mid-line or empty was "lm-eval could not load its documents ... check doc_to_text"."""
+    folder = tiny_gen_yaml(tmp_path)
+    data = tmp_path / "data" / "test.jsonl"
+    (tmp_path / "hub_files").mkdir()  # what --data-dir points at for the built-ins
+    loaded = load_task("tiny_gen", include_path=str(folder), data_dir=tmp_path / "hub_files")
+    assert len(loaded.questions) == 5 and loaded.source == f"lm_eval:{data}"
+    good = data.read_text()
+    data.write_text(good[:-12])  # cut mid-line
+    with pytest.raises(QuantconfError, match=rf"{data}:5: malformed JSON"):
+        load_task("tiny_gen", include_path=str(folder))
+    data.write_text("")
+    with pytest.raises(QuantconfError, match=rf"task tiny_gen: its data file {data} is empty"):
+        load_task("tiny_gen", include_path=str(folder), data_dir=tmp_path)
+    data.unlink()
+    with pytest.raises(QuantconfError, match=rf"task tiny_gen: its data file {data} not found"):
+        load_task("tiny_gen", include_path=str(folder))
+
+
 def test_sampling_tasks_are_refused(tmp_path):
     folder = tiny_gen_yaml(tmp_path)
     text = (folder / "tiny_gen.yaml").read_text().replace("do_sample: false", "do_sample: true")

@@ -324,10 +324,16 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
     overrides = {**_group_overrides(task), "task": task.lm_eval}
     cfg = raw_config(tm, task.lm_eval, overrides)
     offline = False
-    if data_dir is not None:
+    own_files = _own_data_files(cfg)
+    if own_files is not None:  # a YAML task reading its own local files: --data-dir is for hub datasets
+        loader = "rows in a field" if (cfg.get("dataset_kwargs") or {}).get("field") else cfg.get("dataset_path")
+        for path in own_files:
+            _check_data_file(task.name, Path(path), loader)
+        source = "lm_eval:" + ",".join(sorted(own_files))
+    elif data_dir is not None:
         overrides.update(_split_files(cfg, task.name, data_dir, task.num_fewshot, builtin_folder))
         for path in overrides["dataset_kwargs"]["data_files"].values():
-            read_jsonl(Path(path))
+            _check_data_file(task.name, Path(path), "json")
         source = "lm_eval:" + ",".join(sorted(overrides["dataset_kwargs"]["data_files"].values()))
     else:
         source = f"lm_eval:hub:{cfg.get('dataset_path')}/{cfg.get('dataset_name') or ''}"
@@ -359,6 +365,36 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
     grade = _grader(lm_task, {d: insts[0] for d, insts in by_doc.items()}, set(corpus_metrics(cfg))) \
         if task.generates else None
     return questions, source, digest, grade
+
+
+def _own_data_files(cfg: dict) -> list[str] | None:
+    """The local files a YAML task reads itself (dataset_path json/csv/parquet/text with data_files), else None."""
+    files = (cfg.get("dataset_kwargs") or {}).get("data_files")
+    if cfg.get("dataset_path") not in LOCAL_LOADERS or not files:
+        return None
+    values = files.values() if isinstance(files, dict) else [files]
+    return [str(f) for v in values for f in ([v] if isinstance(v, (str, os.PathLike)) else v)]
+
+
+def _check_data_file(task_name: str, path: Path, loader: str) -> None:
+    """A local data file is there, not empty, and (json) parses: its own error names the file and line,
+    where lm-eval's loader would fail as "could not load its documents"."""
+    if any(ch in str(path) for ch in "*?[") or "://" in str(path):  # a glob or a remote path: the loader's
+        return
+    if not path.is_file():
+        raise QuantconfError(f"task {task_name}: its data file {path} not found", param="tasks")
+    if path.stat().st_size == 0 or (loader == "json" and not path.read_bytes().strip()):
+        raise QuantconfError(f"task {task_name}: its data file {path} is empty", param="tasks")
+    if loader != "json":
+        return
+    head = path.read_bytes().lstrip()[:1]
+    if head == b"[":  # one JSON document (a list of rows), which the json builder reads too
+        try:
+            json.loads(path.read_bytes())
+        except (ValueError, RecursionError) as e:
+            raise QuantconfError(f"task {task_name}: {path} is not valid JSON ({str(e)[:120]})", param="tasks") from None
+    else:
+        read_jsonl(path)  # raises naming file:line
 
 
 def _prompt(lm_task, task: Task, doc_id: int, doc: dict, arguments: list) -> Prompt:
