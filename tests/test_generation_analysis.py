@@ -272,3 +272,15 @@ def test_generation_floor_delta_acc_uses_every_prompt_without_p_true():
                                 n_boot=50, task="g")
     assert nf["delta_acc"]["estimate"] == pytest.approx(-0.092) and nf["n"] == n
     assert "pigeonhole" not in METHOD and "pigeonhole" not in nf["method"]
+
+
+def test_correctness_column_missing_on_one_task_names_that_task(tmp_path, capsys):
+    from quantconf.cli import main
+    from quantconf.predictions import write_predictions
+
+    write_predictions(gen_frame(["1", "2"] * 10, [1, 0] * 10, task="a").assign(judge_acc=[1.0, 1.0] * 10),
+                      tmp_path / "a.parquet")
+    write_predictions(gen_frame(["1", "2"] * 10, [1, 0] * 10, task="b"), tmp_path / "b.parquet")
+    assert main(["metrics", str(tmp_path), "--correctness", "judge_acc", "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--correctness 'judge_acc' is not a column of task b's predictions" in err and "Traceback" not in err

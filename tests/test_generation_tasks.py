@@ -87,7 +87,7 @@ def test_metrics_and_compare_of_generation_dirs_through_the_cli(tiny_model_dir, 
     assert main(["compare", str(tmp_path / "full"), str(tmp_path / "other"), "--bootstrap", "0"]) == 0
     assert "answers changed" in capsys.readouterr().out
     assert main(["metrics", str(tmp_path / "full"), "--correctness", "bleu_acc"]) != 0
-    assert "--correctness 'bleu_acc' is not a column" in capsys.readouterr().err
+    assert "--correctness 'bleu_acc' is not a column of task arithmetic_gen's predictions" in capsys.readouterr().err
 
 
 def tiny_gen_yaml(tmp_path):

@@ -52,7 +52,8 @@ def test_bad_files(tmp_path):
     with pytest.raises(QuantconfError, match="holds no <task>.parquet"):
         read_prediction_dir(tmp_path / "empty")
     (tmp_path / "manifest.json").write_text("{")
-    with pytest.raises(QuantconfError, match="manifest.json is corrupt"):
+    with pytest.raises(QuantconfError, match="manifest.json is corrupt; if quantconf wrote it, delete it .*if it is "
+                                             "your own file, choose another directory"):
         read_manifest(tmp_path)
     # two files of one task: one silently replaced the other
     write_predictions(_frame(), tmp_path / "twice" / "a.parquet")
@@ -81,3 +82,21 @@ def test_generation_metrics_must_be_finite_numbers():
     for bad, shown in ((float("nan"), "nan"), (float("inf"), "inf"), ("high", "'high'")):
         with pytest.raises(QuantconfError, match=rf"f doc 1: metric bleu_max is {shown}, not a finite number; fix it"):
             check_generations(frame([1.0, bad]), "f", "fix it")
+
+
+@pytest.mark.parametrize("theirs", [{"name": "my web app", "icons": []}, [1, 2], {"tasks": ["x"]}])
+def test_a_users_own_manifest_json_is_not_quantconfs_and_is_never_touched(tmp_path, tiny_model_dir, theirs, capsys):
+    """It was called "corrupt" with "delete it" as the fix (or merged into and overwritten)."""
+    import json
+
+    from quantconf.cli import main
+
+    (tmp_path / "manifest.json").write_text(json.dumps(theirs))
+    with pytest.raises(QuantconfError, match=r"manifest.json is not a quantconf manifest .*it is not quantconf's"):
+        read_manifest(tmp_path)
+    for overwrite in ([], ["--overwrite"]):
+        assert main(["eval", str(tiny_model_dir), "--tasks", "arithmetic", "--limit", "3", "--out", str(tmp_path),
+                     "--quiet", *overwrite]) == 2
+        assert "choose another directory" in capsys.readouterr().err
+        assert json.loads((tmp_path / "manifest.json").read_text()) == theirs
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]

@@ -213,8 +213,9 @@ class EvaluationRun:
         out, run, log = self.out, self.run, self.log
         clean_stale_temp(out, recursive=False)
         loaded_tasks = [self.data.load(t) for t in tasks]
+        manifest = read_manifest(out)  # also with --overwrite: a manifest that is not quantconf's is never replaced
         if not run.overwrite:
-            check_same_model(read_manifest(out), self.fingerprint, out)
+            check_same_model(manifest, self.fingerprint, out)
         summary = {}
         for loaded in loaded_tasks:
             name = loaded.task.name

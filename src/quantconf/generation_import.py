@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 
 from quantconf.errors import QuantconfError
-from quantconf.io import (atomic_write_json, ensure_writable_dir, package_versions, read_optional_json,
+from quantconf.io import (atomic_write_json, ensure_writable_dir, package_versions,
                           remove_if_holds_nothing, sha256_file)
 from quantconf.lmeval_import import import_lm_eval
-from quantconf.predictions import MANIFEST, check_generations, generations_frame, task_file_name, write_predictions
+from quantconf.predictions import (MANIFEST, check_generations, generations_frame, read_manifest, task_file_name,
+                                   write_predictions)
 from quantconf.tasks import load_task
 
 SEED_COLUMNS = ["Type", "Category", "Question", "Best Answer", "Correct Answers", "Incorrect Answers", "Source",
@@ -129,7 +130,7 @@ def import_generations(path: str | Path, out: str | Path, overwrite: bool = Fals
         return done
     if out.is_dir() and any(not e.name.startswith(".") for e in out.iterdir()) and not overwrite:
         raise QuantconfError(f"out {out} already exists; pass --overwrite or choose another out dir", param="out")
-    if read_optional_json(out / MANIFEST, "delete it or choose another out dir").get("model_fingerprint"):
+    if read_manifest(out).get("model_fingerprint"):
         raise QuantconfError(f"out {out} holds quantconf eval predictions; choose another out dir", param="out")
     frame, entry = seed_generations(path)  # read and graded before anything is written
     created = not out.exists()
@@ -137,7 +138,7 @@ def import_generations(path: str | Path, out: str | Path, overwrite: bool = Fals
     try:
         target = out / entry["file"]
         write_predictions(frame, target)
-        manifest = read_optional_json(out / MANIFEST, "delete it or choose another out dir")
+        manifest = read_manifest(out)
         atomic_write_json(out / MANIFEST, {**manifest, "imported_from": entry["imported_from"],
                                            "tasks": {**manifest.get("tasks", {}),
                                                      "truthfulqa_gen": {**entry, "sha256": sha256_file(target)}},

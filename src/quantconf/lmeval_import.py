@@ -43,9 +43,9 @@ from pathlib import Path
 import pandas as pd
 
 from quantconf.errors import QuantconfError
-from quantconf.io import (atomic_write_json, ensure_writable_dir, locked, package_versions, read_optional_json,
+from quantconf.io import (atomic_write_json, ensure_writable_dir, locked, package_versions,
                           remove_if_holds_nothing)
-from quantconf.predictions import (MANIFEST, check_generations, check_predictions, generations_frame,
+from quantconf.predictions import (MANIFEST, check_generations, check_predictions, generations_frame, read_manifest,
                                    is_generation_frame, predictions_frame, task_file_name, write_predictions)
 from quantconf.tasks import load_task
 from quantconf.tasks.lm_eval_bridge import primary_of, raw_config, task_manager
@@ -431,7 +431,7 @@ def import_lm_eval(paths: list[Path], out: Path, data_dir=None, overwrite: bool 
     if out.is_dir() and any(not e.name.startswith(".") for e in out.iterdir()) and not overwrite:
         raise QuantconfError(f"out {out} already exists; pass --overwrite to write the imported tasks into it "
                              "(its other tasks are kept), or choose another out dir", param="out")
-    existing = read_optional_json(out / MANIFEST, f"delete {out / MANIFEST} or choose another out dir")
+    existing = read_manifest(out)
     if existing.get("model_fingerprint"):
         raise QuantconfError(f"out {out} holds predictions quantconf eval made of {existing.get('model_spec')}; "
                              "imported lm-eval results would be mixed with them: choose another out dir",
@@ -461,7 +461,7 @@ def import_lm_eval(paths: list[Path], out: Path, data_dir=None, overwrite: bool 
                 write_predictions(df, path)
             done[task] = {"file": str(f), "n": len(df), "imported_from": "lm-evaluation-harness"}
         with locked(out / f".{MANIFEST}.lock", what=str(out / MANIFEST)):
-            manifest = read_optional_json(out / MANIFEST, f"delete {out / MANIFEST} or choose another out dir")
+            manifest = read_manifest(out)
             if manifest.get("model_fingerprint"):  # an eval wrote it meanwhile
                 raise QuantconfError(f"out {out} now holds quantconf eval predictions; choose another out dir",
                                      param="out")

@@ -206,7 +206,15 @@ def intact(pred_dir: Path, entry: dict) -> bool:
 
 
 def read_manifest(pred_dir: Path) -> dict:
-    return read_optional_json(Path(pred_dir) / MANIFEST, "delete it and re-run with --overwrite")
+    """The predictions manifest of `pred_dir` ({} when there is none). A manifest.json that is not quantconf's
+    (not an object with a "tasks" object) is refused, never merged into or overwritten: it is the user's file."""
+    path = Path(pred_dir) / MANIFEST
+    manifest = read_optional_json(path, "if quantconf wrote it, delete it and re-run with --overwrite; if it is "
+                                        "your own file, choose another directory")
+    if path.is_file() and not (isinstance(manifest, dict) and isinstance(manifest.get("tasks"), dict)):
+        raise QuantconfError(f"{path} is not a quantconf manifest (no \"tasks\" object): it is not quantconf's, and "
+                             f"quantconf writes its own {MANIFEST} there; choose another directory")
+    return manifest
 
 
 def group_metrics(results: dict[str, dict], groups: dict[str, dict]) -> dict[str, dict]:

@@ -76,8 +76,10 @@ def correctness_of(df: pd.DataFrame, correctness: str | None = None) -> tuple[st
     else:
         if correctness not in df.columns:
             known = [c for c in df.columns if c.endswith("_acc") or c in ("exact_match", "correct", "judge_acc")]
-            raise QuantconfError(f"correctness {correctness!r} is not a column of these predictions; 0/1 columns "
-                                 f"here: {', '.join(known) or 'correct'}", param="correctness")
+            task = str(df["task"].iloc[0]) if len(df) and "task" in df.columns else "these predictions"
+            raise QuantconfError(f"correctness {correctness!r} is not a column of task {task}'s predictions; 0/1 "
+                                 f"columns there: {', '.join(known) or 'correct'} (name one every generation task "
+                                 "here has, or pass a directory of the tasks that have it)", param="correctness")
         name, values = correctness, df[correctness]
     y = pd.to_numeric(values, errors="coerce").to_numpy(float)
     if not np.isin(y, (0.0, 1.0)).all():

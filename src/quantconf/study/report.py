@@ -21,7 +21,7 @@ from markupsafe import Markup
 import pandas as pd
 
 from quantconf.io import atomic_write_bytes, atomic_write_json, check_writable_files
-from quantconf.analysis.metrics import has_several_true, probs_from_predictions, reliability_bins
+from quantconf.analysis.metrics import has_several_true, reliability_bins
 from quantconf.analysis.tasks import confidence_and_correctness, is_generation
 from quantconf.study.results import (StudyResults, calib_spread, collect, comparison_table, confidence_bin_table,
                                      headlines, instability_table, methods_table, metrics_table, model_method_table, noise_floor_table,
