@@ -108,3 +108,56 @@ def test_lm_evals_own_generate_until_samples_import_and_equal_our_generations(ti
     assert list(theirs["context"]) == list(ours["context"])
     c = qc.compare(tmp_path / "ours", tmp_path / "imported", n_boot=0)["tiny_gen"]
     assert c["answer_changed"] == 0.0 and c["n"] == 5
+
+
+def _lm_eval_generation_samples(tmp_path) -> Path:
+    """lm-eval 0.4.13 itself (simple_evaluate + its EvaluationTracker) logs tiny_gen's samples of fixed answers."""
+    import copy
+
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
+    from test_generation_tasks import ReplayLM, tiny_gen_yaml
+
+    folder = tiny_gen_yaml(tmp_path)
+    loaded = qc.load_task("tiny_gen", include_path=str(folder))
+    answers = dict(zip((q.context for q in loaded.questions), [" 1", " 2", "x", " 4 apples", "5"]))
+    tracker = EvaluationTracker(output_path=str(tmp_path / "lm"))
+    res = lm_eval.simple_evaluate(model=ReplayLM(answers), tasks=["tiny_gen"], log_samples=True,
+                                  task_manager=TaskManager(include_path=str(folder)), evaluation_tracker=tracker)
+    tracker.save_results_aggregated(results=res, samples=copy.deepcopy(res["samples"]))
+    tracker.save_results_samples(task_name="tiny_gen", samples=copy.deepcopy(res["samples"]["tiny_gen"]))
+    return next((tmp_path / "lm").rglob("samples_tiny_gen_*.jsonl"))
+
+
+def test_import_generations_of_an_output_dir_and_the_older_list_layout(tmp_path):
+    """lm-eval's --output_path directory imports (it was "not found"); a directory named *.csv is said to be one;
+    a generate_until sample in the older list layout (arguments [[context, {kwargs}]], lm-eval < 0.4.3: its
+    evaluator logged `req.args`) imports as the same rows (it was refused as a choice file). The older file is
+    lm-eval 0.4.13's own file with only `arguments` rewritten to that layout."""
+    samples = _lm_eval_generation_samples(tmp_path)
+    assert qc.import_generations(samples, tmp_path / "file") == {"tiny_gen": 5}
+    assert qc.import_generations(tmp_path / "lm", tmp_path / "dir") == {"tiny_gen": 5}
+    from_file = qc.read_predictions(tmp_path / "file" / "tiny_gen.parquet")
+    pd.testing.assert_frame_equal(from_file, qc.read_predictions(tmp_path / "dir" / "tiny_gen.parquet"))
+    assert list(from_file["generation"]) == [" 1", " 2", "x", " 4 apples", "5"]
+    assert list(from_file["exact_match"]) == [1.0, 1.0, 0.0, 1.0, 1.0]
+    older = tmp_path / "old" / "samples_tiny_gen_2024-01-01T00-00-00.000000.jsonl"
+    older.parent.mkdir()
+    lines = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
+    for row in lines:
+        row["arguments"] = [[a["arg_0"], a["arg_1"]] for a in row["arguments"].values()]
+    older.write_text("".join(json.dumps(row) + "\n" for row in lines))
+    assert qc.import_generations(older, tmp_path / "older") == {"tiny_gen": 5}
+    pd.testing.assert_frame_equal(from_file, qc.read_predictions(tmp_path / "older" / "tiny_gen.parquet"))
+    (tmp_path / "answers.csv").mkdir()
+    with pytest.raises(QuantconfError, match=r"answers.csv is a directory, not a CSV file"):
+        qc.import_generations(tmp_path / "answers.csv", tmp_path / "x")
+    with pytest.raises(QuantconfError, match=r"is a directory holding no lm-eval samples_<task>_<date>.jsonl"):
+        qc.import_generations(_empty(tmp_path / "empty"), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def _empty(path: Path) -> Path:
+    path.mkdir()
+    return path

@@ -121,10 +121,16 @@ def seed_generations(path: Path) -> tuple[pd.DataFrame, dict]:
 def import_generations(path: str | Path, out: str | Path, overwrite: bool = False, log=print) -> dict[str, int]:
     """Import one file of generations into the prediction dir `out` (module docstring); {task: rows}."""
     path, out = Path(path), Path(out)
-    if not path.is_file():
-        raise QuantconfError(f"{path} not found; pass a seed TruthfulQA predictions CSV or an lm-eval "
-                             "samples_<task>_<date>.jsonl file")
-    if path.suffix.lower() != ".csv":
+    if path.is_dir() and path.suffix.lower() == ".csv":
+        raise QuantconfError(f"{path} is a directory, not a CSV file; pass the seed TruthfulQA predictions CSV itself")
+    if path.is_dir() and not any(path.rglob("samples_*.jsonl")):
+        raise QuantconfError(f"{path} is a directory holding no lm-eval samples_<task>_<date>.jsonl file; pass a "
+                             "seed TruthfulQA predictions CSV, an lm-eval samples file, or lm-eval's --output_path "
+                             "directory")
+    if not path.exists():
+        raise QuantconfError(f"{path} not found; pass a seed TruthfulQA predictions CSV, an lm-eval "
+                             "samples_<task>_<date>.jsonl file or lm-eval's --output_path directory")
+    if path.is_dir() or path.suffix.lower() != ".csv":  # lm-eval's output: its samples files
         done = import_lm_eval([path], out, overwrite=overwrite)
         log(f"imported {', '.join(f'{t} ({n} rows)' for t, n in done.items())} into {out}; {CONFIDENCE_NOTE}")
         return done

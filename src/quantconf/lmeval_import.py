@@ -237,12 +237,23 @@ def read_samples_file(path: Path, task: str | None = None) -> pd.DataFrame:
     return predictions_frame(rows).sort_values("doc_id").reset_index(drop=True)
 
 
+def _generation_request(row) -> tuple | None:
+    """(context, generation kwargs) of a generate_until line, or None when it is not one: its first request's
+    second argument is the generation kwargs (a dict), in lm-eval 0.4.13's {"gen_args_0": {"arg_0", "arg_1"}}
+    layout or the older list layout [[context, {kwargs}]]."""
+    args = row.get("arguments") if isinstance(row, dict) else None
+    if isinstance(args, dict):
+        first = args.get("gen_args_0")
+        first = (first.get("arg_0"), first.get("arg_1")) if isinstance(first, dict) else None
+    elif isinstance(args, list) and args and isinstance(args[0], (list, tuple)) and len(args[0]) == 2:
+        first = tuple(args[0])
+    else:
+        first = None
+    return first if first is not None and isinstance(first[1], dict) else None
+
+
 def _is_generation_sample(row) -> bool:
-    """A generate_until line: its first request's second argument is the generation kwargs (a dict)."""
-    if not isinstance(row, dict) or not isinstance(row.get("arguments"), dict):
-        return False
-    first = row["arguments"].get("gen_args_0")
-    return isinstance(first, dict) and isinstance(first.get("arg_1"), dict)
+    return _generation_request(row) is not None
 
 
 def _generation_frame(task: str, parsed: list[tuple[str, dict]], path: Path) -> pd.DataFrame:
@@ -274,17 +285,17 @@ def _generation_frame(task: str, parsed: list[tuple[str, dict]], path: Path) -> 
     for doc_id in sorted(by_doc):
         entry = by_doc[doc_id]
         row, where = entry["row"], entry["where"]
-        args = row["arguments"]["gen_args_0"]
-        if not isinstance(args.get("arg_0"), str):
-            raise QuantconfError(f"{where}: the prompt (arguments.gen_args_0.arg_0) is not text")
+        context = _generation_request(row)[0]
+        if not isinstance(context, str):
+            raise QuantconfError(f"{where}: the prompt (the first argument of its request) is not text")
         metrics = {}
         for j, flt in enumerate(f for f in filters if f in entry["metrics"]):
             for m, v in entry["metrics"][flt].items():
                 metrics[m if j == 0 else f"{m},{flt}"] = float(v) if isinstance(v, (int, float)) else v
         primary = entry["primary"]
         doc = row.get("doc") if isinstance(row.get("doc"), dict) else {}
-        rows.append({"doc_id": doc_id, "task": task, "context": args["arg_0"],
-                     "question": doc["question"] if isinstance(doc.get("question"), str) else args["arg_0"],
+        rows.append({"doc_id": doc_id, "task": task, "context": context,
+                     "question": doc["question"] if isinstance(doc.get("question"), str) else context,
                      "reference": str(row.get("target", "")), "generation": row["resps"][0][0],
                      "token_ids": [], "token_logprobs": [], "token_entropies": [], "primary_metric": primary,
                      "correct": metrics.get(primary, nan), **metrics,
