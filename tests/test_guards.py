@@ -351,6 +351,84 @@ def test_fuzz_predictions_reader_gives_frames_or_one_error(tmp_path, rows):
     assert df["doc_id"].is_unique
 
 
+SEED_HEADER = ["Type", "Category", "Question", "Best Answer", "Correct Answers", "Incorrect Answers", "Source",
+               "m GPT-info", "m GPT-info acc", "model_prediction"]
+CELL = st.sampled_from(["", "a; b", "x", "0", "1", "0.5", "nan", "inf", "-1e400", "yes", ";", "Q?"]) | st.text(max_size=6)
+
+
+PLAIN = st.sampled_from(["", "x", "a; b", "0", "Q?"])
+SEED_ROW = st.tuples(PLAIN, PLAIN, st.sampled_from(["Q1?", "Q2?", "Q3?", " Q1? ", ""]), PLAIN,
+                     st.sampled_from(["a; b", "a", "a;", ";"]), st.sampled_from(["c; d", "c", "d", ""]), PLAIN,
+                     st.sampled_from(["0.5", "0.9", "1e3", "0", "nan"]), st.sampled_from(["0", "1", "1.0", "0.0", "yes"]),
+                     PLAIN | CELL).map(list)
+
+
+@FUZZ  # st.one_of picks a branch uniformly: the repeated branch makes well-formed files common enough
+@given(header=st.one_of(st.just(SEED_HEADER), st.just(SEED_HEADER),
+                        st.lists(st.sampled_from(SEED_HEADER + ["other", "n GPT-info"]), max_size=11)),
+       rows=st.one_of(st.lists(SEED_ROW, min_size=1, max_size=2), st.lists(SEED_ROW, min_size=1, max_size=2),
+                      st.lists(st.lists(CELL, max_size=11), max_size=3)),
+       raw_bytes=st.one_of(st.just(b""), st.just(b""), st.binary(max_size=6)))
+def test_fuzz_seed_csv_reader_gives_checked_rows_or_one_error(tmp_path, header, rows, raw_bytes):
+    """The seed TruthfulQA CSV reader: checked rows (every judge score finite, every label 0/1, each question
+    once with both answer lists) or one QuantconfError line; never a pandas/numpy traceback."""
+    import csv
+    import io
+
+    from quantconf.errors import QuantconfError
+    from quantconf.generation_import import read_seed_csv, split_answers
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    f = tmp_path / "fuzz.csv"
+    f.write_bytes(buf.getvalue().encode("utf-8", "surrogatepass") + raw_bytes)
+    try:
+        df, model = read_seed_csv(f)
+    except QuantconfError as e:
+        assert "\n" not in str(e).strip()
+        return
+    judge = f"{model} GPT-info"
+    assert len(df) > 0 and all(np.isfinite(float(v)) for v in df[judge])
+    assert all(v.strip() in ("0", "1", "0.0", "1.0") for v in df[f"{judge} acc"])
+    assert df["Question"].str.strip().is_unique
+    assert all(split_answers(v) for v in df["Correct Answers"]) and all(split_answers(v) for v in df["Incorrect Answers"])
+
+
+PROMPT = st.sampled_from(["Q: 1\nA:", "Q: 2\nA:", "Q: 3\nA:"])
+KWARGS = st.just({"until": ["\n"]})
+GEN_ARGS = (st.fixed_dictionaries({"gen_args_0": st.fixed_dictionaries({"arg_0": PROMPT | JSON, "arg_1": KWARGS})})
+            | st.lists(st.tuples(PROMPT, KWARGS | JSON).map(list), min_size=1, max_size=2) | JSON)
+GEN_SAMPLE = st.fixed_dictionaries({
+    "arguments": GEN_ARGS, "doc_id": st.integers(0, 3) | st.sampled_from(["1", None]),
+    "resps": st.lists(st.lists(st.sampled_from([" 1", "2", ""]), min_size=1, max_size=1), min_size=1, max_size=1)
+    | JSON,
+    "metrics": st.just(["exact_match"]) | st.lists(st.sampled_from(["exact_match", "bleu", "x"]), max_size=2),
+    "exact_match": st.sampled_from([0, 1, 1.0, 0.5, "nan", None, "1"]),
+}, optional={"doc": JSON | st.just({"question": "1?"}), "target": JSON, "filter": st.sampled_from(["none", "strict"]),
+             "bleu": JSON})
+
+
+@FUZZ
+@given(rows=st.lists(GEN_SAMPLE.map(json.dumps), min_size=1, max_size=4), junk=st.lists(st.text(max_size=12), max_size=1))
+def test_fuzz_generation_samples_reader_gives_generations_or_one_error(tmp_path, rows, junk):
+    """lm-eval generate_until --log_samples lines (both argument layouts): a checked generation frame (finite
+    0/1 correctness, one row per doc) or one QuantconfError line."""
+    from quantconf.errors import QuantconfError
+    from quantconf.lmeval_import import read_samples_file
+    from quantconf.predictions import is_generation_frame
+
+    f = tmp_path / "samples_gen_2026-01-01T00-00-00.jsonl"
+    f.write_text("\n".join(rows + junk) + "\n", encoding="utf-8", errors="surrogatepass")
+    try:
+        df = read_samples_file(f)
+    except QuantconfError as e:
+        assert "\n" not in str(e).strip()
+        return
+    if is_generation_frame(df):
+        assert df["doc_id"].is_unique and df["correct"].isin([0.0, 1.0]).all()
+        assert all(isinstance(t, str) for t in df["generation"]) and all(isinstance(c, str) for c in df["context"])
+
+
 def test_outliers_into_an_existing_result_needs_overwrite(tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
