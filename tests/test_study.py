@@ -224,6 +224,34 @@ def test_a_methods_version_invalidates_only_its_own_steps(tmp_path, monkeypatch)
     assert ("quantize", "gptq") in changed and ("eval", "full") not in changed
 
 
+def test_ppl_and_file_text_keys_follow_what_the_steps_read(tmp_path):
+    """Perplexity steps were keyed without the dtype (and the seed and data dir) although PplStep.run reads them:
+    a finished study switched to bfloat16 reused its float32 perplexities. A file: text was keyed by its path:
+    editing the file re-ran nothing."""
+    from quantconf.study import load_study, plan
+
+    calib = tmp_path / "calib.txt"
+    calib.write_text("some calibration text " * 50)
+    base = {"models": ["default"], "tasks": ["arithmetic"], "ppl_text": f"file:{calib}",
+            "variants": [{"method": "gptq", "bits": 4, "group_size": 128, "calib": f"file:{calib}"},
+                         {"method": "rtn", "bits": 4, "group_size": 64}]}
+
+    def paths(**changes):
+        return {(s.kind, s.variant.method if s.variant else "full"): s.path.name
+                for s in plan(load_study(data={**base, **changes}), tmp_path)}
+
+    before = paths()
+    for change in ({"dtype": "bfloat16"}, {"seed": 7}, {"data_dir": str(tmp_path)}):
+        after = paths(**change)
+        assert before[("ppl", "full")] != after[("ppl", "full")], change
+        assert before[("ppl", "rtn")] != after[("ppl", "rtn")], change
+    calib.write_text("other calibration text " * 50)  # same path, new content
+    after = paths()
+    assert {k for k in before if before[k] != after[k]} == {
+        ("quantize", "gptq"), ("eval", "gptq"), ("analysis", "gptq"), ("ppl", "gptq"), ("ppl", "full"),
+        ("ppl", "rtn")}
+
+
 def test_a_method_cannot_register_twice():
     from quantconf.quantizers.base import QUANTIZERS, register_quantizer
 

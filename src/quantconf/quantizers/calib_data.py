@@ -92,6 +92,20 @@ def calib_text(spec: str, seed: int, data_dir: str | None = None) -> tuple[str, 
                          "task:<name> or file:PATH")
 
 
+def text_identity(spec: str) -> str | None:
+    """The sha256 of the local file a text set reads (file:PATH, c4:PATH, wikitext2:PATH), for step keys: the
+    key follows the file's content, not its path (editing the file re-runs what read it). None for the sets
+    whose text is fixed by quantconf's version (pydoc, punct, random), a task's documents or the hub."""
+    name, _, path = spec.partition(":")
+    if name in ("file", "c4", "wikitext2") and path and Path(path).is_file():
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    return None
+
+
 def build_calibration(spec: str, tokenizer, n_samples: int, seq_len: int, seed: int,
                       data_dir: str | None = None) -> CalibrationData:
     rng = random.Random(seed)

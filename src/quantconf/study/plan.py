@@ -4,7 +4,9 @@ that every task's data loads before anything runs.
 A key hashes everything that determines a step's output: the model's weights hash; for quantize, the
 variant's fields, the data dir, the method's code identity (its version, its library's version) and,
 for methods whose result depends on the summation order, the thread count; for eval, the quantize key
-and the tasks, limit, data dir, seed, dtype and few-shot options; for analysis, the evaluations it
+and the tasks, limit, data dir, seed, dtype and few-shot options; for ppl, the model's key and every
+input of `PplStep.run` (text, tokens, dtype, seed, data dir); a local text file (`file:PATH` calibration or
+perplexity text) by its content's sha256, not its path; for analysis, the evaluations it
 reads and the bootstrap and bin counts. Editing a config reuses what still applies; a fix in one
 method re-runs that method's steps and what depends on them.
 """
@@ -21,6 +23,7 @@ from quantconf.io import stable_hash
 from quantconf.builtin_models import model_fingerprint
 from quantconf.quantizers import load_methods
 from quantconf.quantizers.base import code_identity
+from quantconf.quantizers.calib_data import text_identity
 from quantconf.study.config import Study
 from quantconf.study.steps import (ANALYSIS_VERSION, AnalysisStep, EvalStep, NoiseFloorStep, OutliersStep, PplStep,
                                    QuantizeStep, Step, outlier_calib_sets, study_task_options)
@@ -39,6 +42,10 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
                        *([study.num_fewshot, study.fewshot_seed, study.include_path]
                          if (study.num_fewshot, study.fewshot_seed, study.include_path) != (None, 1234, None) else []),
                        *([study.max_gen_toks] if study.max_gen_toks is not None else [])]
+        # what PplStep.run reads besides the model: the text (its file's content), token budget, dtype, and the
+        # seed and data dir that draw a punct/task: text
+        ppl_inputs = [study.ppl_text, study.ppl_tokens, __version__, study.dtype, study.seed, study.data_dir,
+                      text_identity(study.ppl_text or "")]
         full = EvalStep(model, None, at / f"eval-{stable_hash([fp, eval_common])[:16]}", tasks=task_names)
         steps.append(full)
         evals = []
@@ -48,18 +55,19 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
             threads = [] if methods[v.method].threads_invariant else [study.threads or os.cpu_count() or 1]
             # the method's code identity (its version, its library's version): a fix in one method
             # re-runs that method's steps and what depends on them, nothing else
+            calib_file = [text_identity(v.calib)] if text_identity(v.calib) else []  # content, not path
             qkey = stable_hash([fp, v.key_fields(), study.data_dir, __version__, *threads,
-                                code_identity(methods[v.method])])[:16]
+                                code_identity(methods[v.method]), *calib_file])[:16]
             quant = QuantizeStep(model, v, at / f"quant-{qkey}")
             ev = EvalStep(model, v, at / f"eval-{stable_hash([qkey, eval_common])[:16]}", tasks=task_names,
                           source=quant)
             steps += [quant, ev]
             evals.append(ev)
             if study.ppl_text:
-                pkey = stable_hash([qkey, study.ppl_text, study.ppl_tokens, __version__])[:16]
+                pkey = stable_hash([qkey, *ppl_inputs])[:16]
                 steps.append(PplStep(model, v, at / f"ppl-{pkey}.json", source=quant))
         if study.ppl_text:
-            pkey = stable_hash([fp, study.ppl_text, study.ppl_tokens, __version__])[:16]
+            pkey = stable_hash([fp, *ppl_inputs])[:16]
             steps.append(PplStep(model, None, at / f"ppl-{pkey}.json"))
         if study.outliers:
             okey = stable_hash([fp, outlier_calib_sets(study), study.outlier_samples, study.data_dir, __version__])[:16]
