@@ -146,3 +146,20 @@ def test_the_parameter_count_sees_every_kind_of_parameter(tmp_path, monkeypatch)
     f.write_text('"""f."""\ndef g(a, /, b, *c, d, e=1, **f):\n    pass\nclass K:\n    def m(self, x):\n        pass\n')
     monkeypatch.setattr(sys.modules[__name__], "MODULES", {"quantconf.f": f})
     assert parameter_counts() == {"quantconf.f.g": 6, "quantconf.f.m": 1}
+
+
+def test_one_function_writes_the_predictions_manifest(tmp_path):
+    """Three modules wrote the manifest, with two meanings of `file` (an imported task's was its source path, so
+    `intact` checked the source file) and one without the lock: now `predictions.record_tasks` alone does."""
+    writers = [mod for mod, path in MODULES.items()
+               if "MANIFEST" in path.read_text() and "atomic_write_json(" in path.read_text()
+               and mod != "quantconf.predictions"]
+    assert writers == []
+    from quantconf.lmeval_import import import_lm_eval
+    from quantconf.predictions import intact, read_manifest
+
+    fixture = Path(__file__).parent / "fixtures" / "lm_eval_03"
+    import_lm_eval([fixture / "piqa_write_out_info.json"], tmp_path / "out", data_dir=fixture / "data")
+    entry = read_manifest(tmp_path / "out")["tasks"]["piqa"]
+    assert entry["file"] == "piqa.parquet" and entry["source"] == str(fixture / "piqa_write_out_info.json")
+    assert intact(tmp_path / "out", entry) and len(entry["sha256"]) == 64

@@ -1,6 +1,7 @@
 """calibration.py: metrics against hand computations, netcal, and loops written from the papers."""
 
 import numpy as np
+import quantconf as qc
 import pandas as pd
 import pytest
 
@@ -270,3 +271,25 @@ def test_empty_choice_acc_norm_is_defined_and_normalize_refuses_it():
     with pytest.raises(QuantconfError, match="doc 0 choice 1 is empty"):
         task_metrics(df, n_boot=0, normalize="chars")
     assert task_metrics(df, n_boot=0, normalize="tokens")["acc"] == 0.5
+
+
+def test_metrics_cli_json_is_the_api_on_a_directory_with_a_group(tmp_path, capsys):
+    """Group aggregates were made in cli.py: `qc.metrics(DIR)` returns them, and --json prints exactly that."""
+    import json
+
+    from conftest import mc_frame
+    from quantconf.cli import main
+    from quantconf.io import atomic_write_json
+    from quantconf.predictions import write_predictions
+
+    rng = np.random.default_rng(1)
+    for task, n in (("a", 30), ("b", 10)):
+        write_predictions(mc_frame(rng.normal(size=(n, 3)).tolist(), rng.integers(0, 3, n).tolist(), task=task),
+                          tmp_path / f"{task}.parquet")
+    atomic_write_json(tmp_path / "manifest.json", {"tasks": {"a": {}, "b": {}}, "groups": {"g": {
+        "tasks": ["a", "b"], "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}]}}})
+    assert main(["metrics", str(tmp_path), "--json", "--bootstrap", "20"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    api = qc.metrics(tmp_path, n_boot=20)
+    assert shown == json.loads(json.dumps(api, default=float))
+    assert api["g"]["acc"] == pytest.approx((30 * api["a"]["acc"] + 10 * api["b"]["acc"]) / 40)

@@ -251,7 +251,7 @@ def test_recalibrate_with_no_task_in_common_is_refused(tmp_path, capsys):
                                          "n_bytes": [1, 1], "is_greedy": [False, False]} for i in range(10)]),
                           tmp_path / name / f"{task}.parquet")
     err = _one_line_error(capsys, ["recalibrate", str(tmp_path / "a"), str(tmp_path / "b"), "--bootstrap", "5"])
-    assert "share no task" in err
+    assert "share no temperature-scaled task" in err
 
 
 def _study_cfg(tmp_path, model, tasks, extra=""):

@@ -408,3 +408,24 @@ def test_recalibrate_skips_generation_and_multi_true_tasks_and_says_why(tmp_path
     write_predictions(_tempered(n=300, temperature=2.0).assign(task="u"), tmp_path / "genq" / "u.parquet")
     assert main(["recalibrate", str(tmp_path / "full"), str(tmp_path / "genq"), "--bootstrap", "2"]) == 2
     assert "share no temperature-scaled task" in capsys.readouterr().err
+
+
+def test_recalibrate_cli_json_is_the_api_with_the_gap(tmp_path, capsys):
+    """The gap intervals were made in cli.py (and missing from --json): now `qc.recalibrate(QUANT, full=FULL)`
+    returns them and the verdict, and the CLI prints exactly that."""
+    import json
+
+    from quantconf.cli import main
+    from quantconf.predictions import write_predictions
+
+    for d, temperature in (("full", 2.0), ("quant", 3.0)):
+        write_predictions(_tempered(n=300, temperature=temperature), tmp_path / d / "t.parquet")
+    full, quant = str(tmp_path / "full"), str(tmp_path / "quant")
+    assert main(["recalibrate", full, quant, "--bootstrap", "8", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    api = {full: qc.recalibrate(full, n_boot=8), quant: qc.recalibrate(quant, n_boot=8, full=full)}
+    assert shown == json.loads(json.dumps(api, default=float))
+    gap = shown[quant]["t"]["gap"]
+    assert set(gap) >= {"before", "after"} and "verdict" in shown[quant]["t"] and "gap" not in shown[full]["t"]
+    assert main(["recalibrate", full, quant, "--bootstrap", "8"]) == 0
+    assert f"{quant}: {shown[quant]['t']['verdict']}" in capsys.readouterr().out

@@ -13,13 +13,13 @@ import pandas as pd
 
 from quantconf.analysis.noise_floor import adjust_floors
 from quantconf.analysis.tasks import compare_predictions, compare_task, task_metrics, task_noise_floor
-from quantconf.analysis.recalibration import not_temperature_scalable, recalibrate_task
+from quantconf.analysis.recalibration import gap_interval, gap_verdict, not_temperature_scalable, recalibrate_task
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import EvalOptions, evaluate_task, evaluate_to_dir
 from quantconf.models import LoadedModel, LoadOptions
 from quantconf.models import load_model as _load_model
 from quantconf.runtime import set_threads
-from quantconf.predictions import read_prediction_dir, read_prediction_file, task_file_name
+from quantconf.predictions import group_metrics, read_manifest, read_prediction_dir, read_prediction_file, task_file_name
 from quantconf.quantizers import QuantConfig, load_methods, run_quantize
 from quantconf.study.config import Study, load_study
 from quantconf.study.run import run_study as _run_study
@@ -285,15 +285,17 @@ def quantize(model: str | Path | LoadedModel, out: str | Path, *, method: str = 
     return Path(out)
 
 
-def metrics(predictions: pd.DataFrame | dict[str, pd.DataFrame], *, n_bins: int = 15, n_boot: int = 1000,
+def metrics(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path, *, n_bins: int = 15, n_boot: int = 1000,
             normalize: str = "none", seed: int = 0, compat: str | None = None, correctness: str | None = None) -> dict:
     """Accuracy and calibration metrics of one task's predictions, with bootstrap CIs.
 
     Parameters
     ----------
-    predictions : pandas.DataFrame or dict of str to DataFrame
-        One task's predictions (as :func:`evaluate` or :func:`read_predictions` return), or a dict
-        of them (then the result is a dict by task).
+    predictions : pandas.DataFrame, dict of str to DataFrame, str or Path
+        One task's predictions (as :func:`evaluate` or :func:`read_predictions` return), a dict
+        of them (then the result is a dict by task), or a predictions directory: a dict by task plus,
+        for each lm-eval group evaluated into it (e.g. mmlu), the group's aggregate as lm-eval computes
+        it (``tasks`` names its members) — what ``quantconf metrics DIR --json`` prints.
     n_bins : int, default=15
         Bins of ECE/MCE/RMSCE (equal width) and ACE/SCE (equal mass / width per class).
     n_boot : int, default=1000
@@ -336,9 +338,23 @@ def metrics(predictions: pd.DataFrame | dict[str, pd.DataFrame], *, n_bins: int 
     >>> round(qc.metrics(df, n_boot=0)["acc"], 3)
     0.5
     """
+    options = dict(n_bins=n_bins, n_boot=n_boot, normalize=normalize, seed=seed, compat=compat, correctness=correctness)
+    if isinstance(predictions, (str, Path)):
+        read = read_predictions(predictions)
+        if isinstance(read, pd.DataFrame):  # one <task>.parquet file
+            return metrics(read, **options)
+        results = {}
+        for task, df in read.items():
+            try:
+                results[task] = metrics(df, **options)
+            except QuantconfError as e:
+                if e.param:
+                    raise
+                raise QuantconfError(f"{predictions}/{e}") from None
+        # lm-eval groups evaluated into this dir (e.g. mmlu): their aggregate, as lm-eval reports it
+        return {**results, **group_metrics(results, read_manifest(Path(predictions)).get("groups", {}))}
     if isinstance(predictions, dict):
-        return {task: metrics(df, n_bins=n_bins, n_boot=n_boot, normalize=normalize, seed=seed, compat=compat,
-                              correctness=correctness) for task, df in predictions.items()}
+        return {task: metrics(df, **options) for task, df in predictions.items()}
     if n_boot < 0:
         raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
     try:
@@ -412,7 +428,8 @@ def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: 
 
 
 def recalibrate(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path, *, n_folds: int = 5,
-                n_boot: int = 200, seed: int = 0, n_bins: int = 15) -> dict:
+                n_boot: int = 200, seed: int = 0, n_bins: int = 15,
+                full: pd.DataFrame | dict[str, pd.DataFrame] | str | Path | None = None) -> dict:
     """Temperature scaling: can one number T undo a model's miscalibration on a task?
 
     Parameters
@@ -428,6 +445,11 @@ def recalibrate(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path
         Seed of the fold assignment and the bootstrap.
     n_bins : int, default=15
         Bins of the ECE/ACE computed before and after.
+    full : DataFrame, dict, str or Path, optional
+        The full model's predictions of the same tasks (``predictions`` being a quantized model's): each
+        task both hold also gets ``gap`` (quantized minus full ECE before and after cross-fitted scaling,
+        each with a paired bootstrap interval over questions: ``recalibration.gap_interval``) and
+        ``verdict`` (the line ``quantconf recalibrate FULL QUANT`` prints).
 
     Returns
     -------
@@ -456,6 +478,24 @@ def recalibrate(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path
     """
     if isinstance(predictions, (str, Path)):
         predictions = read_predictions(predictions)
+    if isinstance(full, (str, Path)):
+        full = read_predictions(full)
+    if full is not None:
+        if isinstance(predictions, dict) != isinstance(full, dict):
+            raise QuantconfError("full and predictions must both be one task's frame or both several tasks",
+                                 param="full")
+        result = recalibrate(predictions, n_folds=n_folds, n_boot=n_boot, seed=seed, n_bins=n_bins)
+        pairs = ({t: (full[t], predictions[t], result[t]) for t in predictions if t in full}
+                 if isinstance(predictions, dict) else {"": (full, predictions, result)})
+        for task, (f, q, r) in pairs.items():
+            if "skipped" in r or not_temperature_scalable(f):
+                continue
+            name = task or (str(q["task"].iloc[0]) if len(q) else "task")
+            r["gap"] = gap_interval(f, q, n_folds=n_folds, n_boot=max(n_boot, 1), seed=seed, n_bins=n_bins)
+            # the full model's own before/after (its T's interval is not needed here: n_boot 0)
+            r["verdict"] = gap_verdict(name, recalibrate_task(f, n_folds=n_folds, n_boot=0, seed=seed, n_bins=n_bins),
+                                       r, gap=r["gap"])
+        return result
     if isinstance(predictions, dict):
         skipped = {task: why for task, df in predictions.items() if (why := not_temperature_scalable(df))}
         if len(skipped) == len(predictions):

@@ -17,9 +17,7 @@ from quantconf.errors import QuantconfError
 from quantconf.evaluation import SCORERS
 from quantconf.io import LIBRARY_LOG_NAME, library_output_log
 from quantconf.model_files import read_quantize_record
-from quantconf.predictions import group_metrics, read_manifest
 from quantconf.quantizers.base import QuantConfig
-from quantconf.analysis.recalibration import gap_interval, gap_verdict
 from quantconf.study import demo_study
 
 
@@ -104,20 +102,10 @@ def cmd_eval(args) -> int:
 
 
 def cmd_metrics(args) -> int:
-    preds = qc.read_predictions(Path(args.pred_dir))
-    if not isinstance(preds, dict):
-        preds = {str(preds["task"].iloc[0]): preds}
-    results = {}
-    for task, df in preds.items():
-        try:
-            results[task] = qc.metrics(df, n_bins=args.bins, n_boot=args.bootstrap, normalize=args.normalize,
-                                       seed=args.seed, compat=args.compat, correctness=args.correctness)
-        except QuantconfError as e:
-            if e.param:
-                raise
-            raise QuantconfError(f"{args.pred_dir}/{e}") from None
-    # lm-eval groups evaluated into this dir (e.g. mmlu): their aggregate, as lm-eval reports it
-    results.update(group_metrics(results, read_manifest(Path(args.pred_dir)).get("groups", {})))
+    results = qc.metrics(Path(args.pred_dir), n_bins=args.bins, n_boot=args.bootstrap, normalize=args.normalize,
+                         seed=args.seed, compat=args.compat, correctness=args.correctness)
+    if Path(args.pred_dir).is_file():  # one <task>.parquet: shown under its task's name
+        results = {str(qc.read_predictions(Path(args.pred_dir))["task"].iloc[0]): results}
     if args.json:
         print(json.dumps(results, indent=2, default=float))
         return 0
@@ -150,33 +138,36 @@ def cmd_metrics(args) -> int:
 
 
 def cmd_recalibrate(args) -> int:
-    preds = {str(d): qc.read_predictions(Path(d)) for d in args.pred_dirs}  # read once: T fits and gap intervals
-    results = {d: qc.recalibrate(p, n_folds=args.folds, n_boot=args.bootstrap, seed=args.seed, n_bins=args.bins)
-               for d, p in preds.items()}
+    """The first dir's temperature scaling; every further dir's with its gap to the first (`qc.recalibrate(...,
+    full=FIRST)`): --json prints exactly what the API returns."""
+    options = dict(n_folds=args.folds, n_boot=args.bootstrap, seed=args.seed, n_bins=args.bins)
+    first, *others = [str(d) for d in args.pred_dirs]
+    full = qc.read_predictions(Path(first))  # read once: the first dir's fit and every gap
+    results = {first: qc.recalibrate(full, **options)}
+    for d in others:
+        quant = qc.read_predictions(Path(d))
+        scaled = lambda r: {t for t, v in r.items() if "skipped" not in v}  # noqa: E731
+        results[d] = qc.recalibrate(quant, full=full, **options)
+        if isinstance(full, dict) and not scaled(results[first]) & scaled(results[d]):
+            raise QuantconfError(f"{first} and {d} share no temperature-scaled task, so there is no gap to "
+                                 "judge; recalibrate predictions of the same multiple-choice --tasks")
     if args.json:
         print(json.dumps(results, indent=2, default=float))
         return 0
     print(f"{'predictions':<28} {'task':<14} {'T':>6} {'T 95% CI':>14}  "
           + "  ".join(f"{m + ' before>after':>21}" for m in ("ece", "smece", "nll")))
     for d, by_task in results.items():
-        for task, r in by_task.items():
+        for task, r in (by_task.items() if isinstance(full, dict) else [("", by_task)]):
             if "skipped" in r:
                 print(f"{d[-28:]:<28} {task:<14} skipped: {r['skipped']}")
                 continue
             ci = "[%.2f, %.2f]" % tuple(r["temperature_ci"])
             cells = "  ".join(f"{r['before'][m]:>10.4f}>{r['after'][m]:<10.4f}" for m in ("ece", "smece", "nll"))
             print(f"{d[-28:]:<28} {task:<14} {r['temperature']:>6.2f} {ci:>14}  {cells}")
-    dirs = list(results)
-    for quant in dirs[1:]:
-        scaled = lambda d: {t for t, r in results[d].items() if "skipped" not in r}  # noqa: E731
-        common = sorted(scaled(dirs[0]) & scaled(quant))
-        if not common:
-            raise QuantconfError(f"{dirs[0]} and {quant} share no temperature-scaled task, so there is no gap to "
-                                 "judge; recalibrate predictions of the same multiple-choice --tasks")
-        for task in common:
-            gap = gap_interval(preds[dirs[0]][task], preds[quant][task], n_folds=args.folds, n_boot=max(args.bootstrap, 1),
-                               seed=args.seed, n_bins=args.bins)
-            print(f"{quant}: " + gap_verdict(task, results[dirs[0]][task], results[quant][task], gap=gap))
+    for d in others:
+        for task, r in (results[d].items() if isinstance(full, dict) else [("", results[d])]):
+            if "verdict" in r:
+                print(f"{d}: {r['verdict']}")
     return 0
 
 

@@ -25,13 +25,13 @@ import pandas as pd
 
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_write_json, clean_stale_temp, ensure_writable_dir, locked, package_versions,
-                          read_optional_json, remove_if_holds_nothing, sha256_file, stable_hash)
+                          read_optional_json, remove_if_holds_nothing, stable_hash)
 from quantconf.analysis.metrics import accuracy
 from quantconf.generation import GENERATOR_VERSION, generate_task
 from quantconf.builtin_models import model_fingerprint
 from quantconf.models import LoadedModel, LoadOptions
 from quantconf.runtime import resolve_device, set_threads
-from quantconf.predictions import (MANIFEST, intact, is_generation_frame, predictions_frame, read_manifest, read_prediction_file,
+from quantconf.predictions import (intact, is_generation_frame, predictions_frame, read_manifest, read_prediction_file, record_tasks,
                                    task_file_name, write_predictions)
 from quantconf.scoring import encode_pair, score_questions, score_requests, wants_bos
 from quantconf.tasks import LoadedTask, TaskOptions
@@ -191,23 +191,22 @@ class EvaluationRun:
         return self.lm
 
     def record(self, name: str, entry: dict, model_info: dict, n_threads_used, groups: dict) -> None:
-        """Add a finished task to the manifest (re-read and merged under its own lock)."""
-        out = self.out
-        with locked(out / f".{MANIFEST}.lock", self.log, what=f"{out / MANIFEST}"):
-            manifest = {} if self.fresh else read_manifest(out)
-            check_same_model(manifest, self.fingerprint, out)
-            self.fresh = False
-            manifest.update({
+        """Add a finished task to the manifest (`predictions.record_tasks`: re-read and merged under its lock)."""
+        fresh, self.fresh = self.fresh, False
+
+        def header(manifest: dict) -> dict:
+            return {
                 "model_spec": self.spec, "model_fingerprint": self.fingerprint, "model": model_info,
                 "dtype": self.load.dtype, "device": self.load.device, "threads": n_threads_used,
                 "batch_size": self.run.batch_size, "seed": self.data.seed, "scorer": self.run.scorer,
                 "scorer_version": SCORER_VERSION, "packages": package_versions(),
                 "model_load_seconds": round(self.load_seconds, 3),
                 "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "tasks": {**manifest.get("tasks", {}), name: entry},
                 **({"groups": {**manifest.get("groups", {}), **groups}} if groups or "groups" in manifest else {}),
-            })
-            atomic_write_json(out / MANIFEST, manifest)
+            }
+
+        record_tasks(self.out, {name: entry}, header, fresh=fresh,
+                     check=lambda manifest: check_same_model(manifest, self.fingerprint, self.out), log=self.log)
 
     def evaluate(self, tasks, groups) -> dict:
         out, run, log = self.out, self.run, self.log
@@ -259,7 +258,7 @@ class EvaluationRun:
         seconds = time.perf_counter() - t0
         write_predictions(df, path)  # before the checks below: a broken model's scores stay inspectable
         acc = accuracy(df)
-        self.record(name, {"key": key, "file": path.name, "sha256": sha256_file(path), "n": len(df),
+        self.record(name, {"key": key, "file": path.name, "n": len(df),
                            "seconds": round(seconds, 3), **throughput(df, seconds),
                            **acc, **entry_extra}, self.lm.info, self.n_threads, groups)
         self.log(f"{name}: n={len(df)} {accuracy_line(df, acc)} ({seconds:.1f}s)")
@@ -296,7 +295,7 @@ class EvaluationRun:
             write_predictions(df, path)
             acc = accuracy(df)
             seconds = sum(m["seconds"] for m in metas)
-            self.record(name, {"key": key, "file": path.name, "sha256": sha256_file(path), "n": len(df),
+            self.record(name, {"key": key, "file": path.name, "n": len(df),
                                "seconds": round(seconds, 3), "shards": n, **throughput(df, seconds),
                                **acc, **entry_extra}, metas[i]["model"], metas[i]["threads"], groups)
             shutil.rmtree(shard_path.parent, ignore_errors=True)  # the merged file holds them all now

@@ -26,10 +26,9 @@ import numpy as np
 import pandas as pd
 
 from quantconf.errors import QuantconfError
-from quantconf.io import (atomic_write_json, ensure_writable_dir, package_versions,
-                          remove_if_holds_nothing, sha256_file)
+from quantconf.io import ensure_writable_dir, locked, package_versions, remove_if_holds_nothing, sha256_file
 from quantconf.lmeval_import import import_lm_eval
-from quantconf.predictions import (MANIFEST, check_generations, generations_frame, read_manifest, task_file_name,
+from quantconf.predictions import (check_generations, generations_frame, read_manifest, record_tasks, task_file_name,
                                    write_predictions)
 from quantconf.tasks import load_task
 
@@ -142,13 +141,10 @@ def import_generations(path: str | Path, out: str | Path, overwrite: bool = Fals
     created = not out.exists()
     out = ensure_writable_dir(out)
     try:
-        target = out / entry["file"]
-        write_predictions(frame, target)
-        manifest = read_manifest(out)
-        atomic_write_json(out / MANIFEST, {**manifest, "imported_from": entry["imported_from"],
-                                           "tasks": {**manifest.get("tasks", {}),
-                                                     "truthfulqa_gen": {**entry, "sha256": sha256_file(target)}},
-                                           "packages": package_versions()})
+        with locked(out / f".{entry['file']}.lock", what=f"truthfulqa_gen in {out}"):
+            write_predictions(frame, out / entry["file"])
+        record_tasks(out, {"truthfulqa_gen": entry},
+                     lambda manifest: {"imported_from": entry["imported_from"], "packages": package_versions()})
     except BaseException:
         if created:
             remove_if_holds_nothing(out)

@@ -43,9 +43,8 @@ from pathlib import Path
 import pandas as pd
 
 from quantconf.errors import QuantconfError
-from quantconf.io import (atomic_write_json, ensure_writable_dir, locked, package_versions,
-                          remove_if_holds_nothing)
-from quantconf.predictions import (MANIFEST, check_generations, check_predictions, generations_frame, read_manifest,
+from quantconf.io import ensure_writable_dir, locked, package_versions, remove_if_holds_nothing, sha256_file
+from quantconf.predictions import (check_generations, check_predictions, generations_frame, read_manifest, record_tasks,
                                    is_generation_frame, predictions_frame, task_file_name, write_predictions)
 from quantconf.tasks import load_task
 from quantconf.tasks.lm_eval_bridge import primary_of, raw_config, task_manager
@@ -470,15 +469,16 @@ def import_lm_eval(paths: list[Path], out: Path, data_dir=None, overwrite: bool 
             path = out / task_file_name(task)
             with locked(out / f".{path.name}.lock", what=f"{task} in {out}"):
                 write_predictions(df, path)
-            done[task] = {"file": str(f), "n": len(df), "imported_from": "lm-evaluation-harness"}
-        with locked(out / f".{MANIFEST}.lock", what=str(out / MANIFEST)):
-            manifest = read_manifest(out)
+            done[task] = {"file": path.name, "source": str(f), "source_sha256": sha256_file(f), "n": len(df),
+                          "imported_from": "lm-evaluation-harness"}
+
+        def no_eval(manifest: dict) -> None:
             if manifest.get("model_fingerprint"):  # an eval wrote it meanwhile
                 raise QuantconfError(f"out {out} now holds quantconf eval predictions; choose another out dir",
                                      param="out")
-            atomic_write_json(out / MANIFEST, {**manifest, "imported_from": "lm-evaluation-harness",
-                                               "tasks": {**manifest.get("tasks", {}), **done},
-                                               "packages": package_versions()})
+
+        record_tasks(out, done, lambda manifest: {"imported_from": "lm-evaluation-harness",
+                                                  "packages": package_versions()}, check=no_eval)
     except BaseException:
         if created:
             remove_if_holds_nothing(out)

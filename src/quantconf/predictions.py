@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from quantconf.errors import QuantconfError
-from quantconf.io import atomic_write_parquet, read_optional_json, sha256_file
+from quantconf.io import atomic_write_json, atomic_write_parquet, locked, read_optional_json, sha256_file
 
 REQUIRED_COLUMNS = ["doc_id", "task", "choices", "gold", "loglik", "n_tokens", "n_chars", "n_bytes", "is_greedy"]
 MANIFEST = "manifest.json"
@@ -215,6 +215,26 @@ def read_manifest(pred_dir: Path) -> dict:
         raise QuantconfError(f"{path} is not a quantconf manifest (no \"tasks\" object): it is not quantconf's, and "
                              f"quantconf writes its own {MANIFEST} there; choose another directory")
     return manifest
+
+
+def record_tasks(out: Path, entries: dict[str, dict], header=lambda manifest: {}, fresh: bool = False,
+                 check=lambda manifest: None, log=None) -> None:
+    """Add finished tasks to `out`'s manifest, the one writer of manifests (eval and both importers).
+
+    Under the manifest's lock: the manifest is re-read (another writer may have added tasks meanwhile; `fresh`
+    starts from nothing, as `--overwrite`), `check(manifest)` may refuse, `header(manifest)` gives the top-level
+    fields to set, and each entry is stored with its predictions file's sha256. An entry's `file` is always the
+    predictions file's name inside `out` (where it came from, for imports, is its `source`)."""
+    out = Path(out)
+    with locked(out / f".{MANIFEST}.lock", log, what=str(out / MANIFEST)):
+        manifest = {} if fresh else read_manifest(out)
+        check(manifest)
+        tasks = dict(manifest.get("tasks", {}))
+        for task, entry in entries.items():
+            if Path(entry["file"]).name != entry["file"]:
+                raise ValueError(f"manifest entry of {task}: file must be a name inside {out}, got {entry['file']!r}")
+            tasks[task] = {**entry, "sha256": sha256_file(out / entry["file"])}
+        atomic_write_json(out / MANIFEST, {**manifest, **header(manifest), "tasks": tasks})
 
 
 def group_metrics(results: dict[str, dict], groups: dict[str, dict]) -> dict[str, dict]:

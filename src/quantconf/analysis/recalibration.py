@@ -21,7 +21,7 @@ from quantconf.analysis.metrics import (bootstrap_draws, calibration_metrics, ch
                                        percentile_interval)
 from quantconf.errors import QuantconfError
 from quantconf.analysis.paired import pair_predictions
-from quantconf.predictions import is_generation_frame
+from quantconf.analysis.tasks import is_generation
 
 RECALIBRATION_METRICS = ["acc", "nll", "ece", "ace", "smece", "brier"]
 # T in [0.0067, 148]. A fit at the upper bound means "flatten to uniform": the confidence ranks answers
@@ -66,7 +66,7 @@ def cross_fitted_log_probs(ll, mask, gold, n_folds: int = 5, seed: int = 0) -> t
 
 def not_temperature_scalable(df: pd.DataFrame) -> str | None:
     """Why temperature scaling does not apply to a task's predictions (None when it does)."""
-    if is_generation_frame(df):
+    if is_generation(df):
         return ("a generation task: temperature scaling rescales per-choice log-likelihoods, and a generation "
                 "has no choices")
     if has_several_true(df["gold"]):
