@@ -2,6 +2,7 @@
 and modules of the package import each other at the top."""
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -163,3 +164,37 @@ def test_one_function_writes_the_predictions_manifest(tmp_path):
     entry = read_manifest(tmp_path / "out")["tasks"]["piqa"]
     assert entry["file"] == "piqa.parquet" and entry["source"] == str(fixture / "piqa_write_out_info.json")
     assert intact(tmp_path / "out", entry) and len(entry["sha256"]) == 64
+
+
+SOURCE_REF = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*[\w-]+\.py|(?:src|tests|docs|benchmarks|examples)/[\w./-]+\.\w+)\b")
+
+
+def test_every_source_path_named_in_the_docs_and_docstrings_exists():
+    """Docs and docstrings named modules that had moved (docs/studies.md named the study package as one module). Every
+    `.py` file, and every path under src/ tests/ docs/ benchmarks/ examples/, named in the README, docs/*.md,
+    or a docstring or comment of the package, tests and benchmarks resolves (from the repository root, src/,
+    src/quantconf/, or the naming file's folder); a bare module file name exists somewhere in the repository;
+    lm_eval/... paths are lm-eval's own files."""
+    root = SRC.parent
+    texts = {p: p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))]}
+    for p in [*MODULES.values(), *sorted((root / "tests").glob("*.py")), *sorted((root / "benchmarks").glob("*.py"))]:
+        tree = ast.parse(p.read_text())
+        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef,
+                                                                ast.AsyncFunctionDef)))
+        comments = [line.split("#", 1)[1] for line in p.read_text().splitlines() if "#" in line]
+        texts[p] = "\n".join([ast.get_docstring(n) or "" for n in nodes] + comments)
+    import lm_eval
+
+    names = {q.name for q in root.rglob("*.py") if ".venv" not in q.parts}
+    missing = []
+    for p, text in texts.items():
+        for ref in {m.group(1) for m in SOURCE_REF.finditer(text)}:
+            if ref.startswith("lm_eval/"):
+                found = (Path(lm_eval.__file__).parents[1] / ref).exists()
+            elif "/" in ref:
+                found = any((base / ref).exists() for base in (root, SRC, PACKAGE, p.parent))
+            else:
+                found = ref in names
+            if not found:
+                missing.append(f"{p.relative_to(root)}: {ref}")
+    assert not missing, missing

@@ -1,4 +1,4 @@
-"""calibration.py: metrics against hand computations, netcal, and loops written from the papers."""
+"""analysis/metrics.py: metrics against hand computations, netcal, and loops written from the papers."""
 
 import numpy as np
 import quantconf as qc

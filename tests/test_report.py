@@ -1,4 +1,4 @@
-"""study_results.py and report.py on a study whose step outputs are written by hand (no model):
+"""study/results.py and study/report.py on a study whose step outputs are written by hand (no model):
 the numbers in summary.json equal direct calls, text is escaped, provenance covers every step kind."""
 
 import base64

@@ -1,4 +1,4 @@
-"""study.py: config validation, planning, running, resuming; the demo study's fallbacks."""
+"""The study package (config.py, plan.py, run.py): config validation, planning, running, resuming; the demo study's fallbacks."""
 
 import json
 import signal

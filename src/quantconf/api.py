@@ -597,7 +597,7 @@ def run_study(config: str | Path | dict | Study, out: str | Path, *, dry_run: bo
     Parameters
     ----------
     config : str, Path, dict or Study
-        A YAML file, or its content as a dict (see ``src/quantconf/study.py`` and ``examples/``).
+        A YAML file, or its content as a dict (see ``src/quantconf/study/config.py`` and ``examples/``).
     out : str or Path
         The study directory; every step's output lives under a key that hashes what determines
         it, so a re-run (after a kill, or with an edited config) computes only what is missing.

@@ -1,6 +1,6 @@
 """Run a set of dependent jobs: one after another in this process (`local`), or as Ray tasks (`ray`).
 
-A study (study.py) turns its plan into `Job`s — quantize, eval per (model/variant, task[, shard]),
+A study (`run.py`) turns its plan into `Job`s — quantize, eval per (model/variant, task[, shard]),
 ppl, outliers — each a picklable callable plus the indices of the jobs it needs. Both executors:
   * print one line when a job starts and one when it finishes, with its elapsed time and how many
     jobs are left;
