@@ -354,3 +354,59 @@ def test_fuzz_study_loader_gives_a_study_or_one_error(data):
         assert "\n" not in str(e).strip()
         return
     assert isinstance(study, Study) and study.models and study.variants and study.tasks
+
+
+def _other(value):
+    """A different value of the same kind, for the key-sensitivity walk."""
+    import dataclasses
+
+    from quantconf.quantizers import QuantConfig
+
+    if isinstance(value, QuantConfig):
+        return dataclasses.replace(value, bits=3 if value.bits != 3 else 4)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, tuple):
+        return value + ("x",)
+    if value is None:
+        return "set"
+    return f"{value}-changed"
+
+
+def test_every_step_kind_keys_every_field_of_its_inputs_and_run_sees_nothing_else(tmp_path):
+    """A step keys exactly what it reads: for every step kind of a study with every kind of step, changing any
+    field of its frozen inputs object changes its key (and so its path), `run` takes no Study, and the step's
+    only other state is its Execution (threads, batch size: not keyed) and the steps it reads."""
+    import dataclasses
+    import inspect
+
+    from quantconf.study import load_study, plan
+    from quantconf.study.steps import STEP_KINDS, Execution, StepInputs
+
+    study = load_study(data={
+        "models": ["default"], "tasks": ["arithmetic"], "ppl_text": "pydoc", "outliers": True,
+        "variants": [{"method": "gptq", "bits": 4, "group_size": 128, "calib": "pydoc", "seed": [0, 1]},
+                     {"method": "rtn", "bits": 4, "group_size": 64}]})
+    steps = plan(study, tmp_path)
+    assert {s.kind for s in steps} == set(STEP_KINDS)
+    for step in steps:
+        inputs = step.inputs
+        assert isinstance(inputs, StepInputs) and dataclasses.is_dataclass(inputs)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(inputs, dataclasses.fields(inputs)[0].name, None)
+        assert inputs.key() in step.path.name
+        for f in dataclasses.fields(inputs):
+            changed = dataclasses.replace(inputs, **{f.name: _other(getattr(inputs, f.name))})
+            assert changed.key() != inputs.key(), (step.kind, f.name)
+        # the execution settings are not keyed: the same plan with other threads / batch size, same paths
+    other = plan(load_study(data={**study.as_dict(), "batch_size": 3}), tmp_path)
+    assert [s.path for s in other] == [s.path for s in steps]
+    assert all(s.execution == Execution(threads=study.threads, batch_size=3) for s in other)
+    for kind, cls in STEP_KINDS.items():
+        params = inspect.signature(cls.run).parameters
+        assert "study" not in params and list(params) == ["self", "log", "tasks", "shard", "lm"], kind
+        names = {f.name for f in dataclasses.fields(cls)}
+        step_refs = {"source", "evaluation", "full", "members"}  # the steps it reads, named by its inputs
+        assert names - step_refs <= {"model", "variant", "path", "inputs", "execution", "tasks", "family"}, kind

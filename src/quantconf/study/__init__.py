@@ -14,7 +14,7 @@ from quantconf.study.config import Study, expand_variant, load_study
 from quantconf.study.demo import demo_study
 from quantconf.study.plan import check_study_data, plan
 from quantconf.study.run import run_study
-from quantconf.study.steps import outlier_calib_sets
+from quantconf.study.plan import outlier_calib_sets
 
 __all__ = ["Study", "expand_variant", "load_study", "plan", "check_study_data", "run_study", "demo_study",
            "outlier_calib_sets"]

@@ -1,14 +1,14 @@
 """A study's plan: every step (`steps.py`) at its content-addressed path, in run order, and the check
 that every task's data loads before anything runs.
 
-A key hashes everything that determines a step's output: the model's weights hash; for quantize, the
-variant's fields, the data dir, the method's code identity (its version, its library's version) and,
+Each step's inputs object holds everything its output depends on, and its path is the hash of it
+(`StepInputs.key`): the model's weights hash; for quantize, the variant's fields, the data dir, the
+method's code identity (its version, its library's version), a `file:` calibration text's content and,
 for methods whose result depends on the summation order, the thread count; for eval, the quantize key
-and the tasks, limit, data dir, seed, dtype and few-shot options; for ppl, the model's key and every
-input of `PplStep.run` (text, tokens, dtype, seed, data dir); a local text file (`file:PATH` calibration or
-perplexity text) by its content's sha256, not its path; for analysis, the evaluations it
-reads and the bootstrap and bin counts. Editing a config reuses what still applies; a fix in one
-method re-runs that method's steps and what depends on them.
+and the tasks, limit, data dir, seed, dtype and few-shot options; for ppl, the text (a file's content),
+token budget, dtype, seed and data dir; for the analyses, the evaluations they read and the bootstrap
+and bin counts. Editing a config reuses what still applies; a fix in one method re-runs that method's
+steps and what depends on them.
 """
 
 from __future__ import annotations
@@ -16,75 +16,96 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from quantconf._version import __version__
 from quantconf.analysis.noise_floor import replicate_family
-from quantconf.errors import QuantconfError
-from quantconf.io import stable_hash
 from quantconf.builtin_models import model_fingerprint
+from quantconf.errors import QuantconfError
 from quantconf.quantizers import load_methods
 from quantconf.quantizers.base import code_identity
 from quantconf.quantizers.calib_data import text_identity
-from quantconf.study.config import Study
-from quantconf.study.steps import (ANALYSIS_VERSION, AnalysisStep, EvalStep, NoiseFloorStep, OutliersStep, PplStep,
-                                   QuantizeStep, Step, outlier_calib_sets, study_task_options)
+from quantconf.study.config import RECALIBRATION_FOLDS, Study
+from quantconf.study.steps import (AnalysisInputs, AnalysisStep, EvalInputs, EvalStep, Execution, NoiseFloorInputs,
+                                   NoiseFloorStep, OutliersInputs, OutliersStep, PplInputs, PplStep, QuantizeInputs,
+                                   QuantizeStep, Step)
+from quantconf.tasks import TaskOptions
+
+
+def outlier_calib_sets(study: Study) -> list[str]:
+    """Names of the calibration sets whose activation outliers a study measures: those its
+    variants calibrate on (methods that use no data, RTN, bnb, gguf, hqq, fp8, have none)."""
+    methods = load_methods()
+    return sorted({v.calib for v in study.variants if methods[v.method].needs_calibration})
+
+
+def study_task_options(study: Study) -> TaskOptions:
+    return TaskOptions(data_dir=study.data_dir, limit=study.limit, seed=study.seed, num_fewshot=study.num_fewshot,
+                       fewshot_seed=study.fewshot_seed, include_path=study.include_path)
 
 
 def plan(study: Study, study_dir: Path) -> list[Step]:
     """Every step of a study, in run order, each at its content-addressed path."""
     steps: list[Step] = []
-    task_names = study.leaf_tasks()
+    task_names = tuple(study.leaf_tasks())
     methods = load_methods()
     at = Path(study_dir) / "steps"
-    analysis_options = [study.bins, study.bootstrap, ANALYSIS_VERSION]
+    execution = Execution(threads=study.threads, batch_size=study.batch_size)
+
+    def eval_inputs(model: str, identity: str) -> EvalInputs:
+        return EvalInputs(model=model, identity=identity, tasks=tuple(study.tasks), limit=study.limit,
+                          data_dir=study.data_dir, seed=study.seed, dtype=study.dtype, num_fewshot=study.num_fewshot,
+                          fewshot_seed=study.fewshot_seed, include_path=study.include_path,
+                          max_gen_toks=study.max_gen_toks)
+
+    def ppl_inputs(model: str, identity: str) -> PplInputs:
+        return PplInputs(model=model, identity=identity, text=study.ppl_text, text_sha256=text_identity(study.ppl_text),
+                         tokens=study.ppl_tokens, dtype=study.dtype, seed=study.seed, data_dir=study.data_dir)
+
+    def analysis(ev: EvalStep, full: EvalStep | None) -> AnalysisStep:
+        inputs = AnalysisInputs(evaluation=ev.path.name, full=full.path.name if full else None, bins=study.bins,
+                                bootstrap=study.bootstrap, recalibration_folds=RECALIBRATION_FOLDS)
+        return AnalysisStep(ev.model, ev.variant, at / f"analysis-{inputs.key()}.json", inputs, execution,
+                            evaluation=ev, full=full)
+
     for model in study.models:
         fp = model_fingerprint(model)
-        eval_common = [study.tasks, study.limit, study.data_dir, study.seed, study.dtype, __version__,
-                       *([study.num_fewshot, study.fewshot_seed, study.include_path]
-                         if (study.num_fewshot, study.fewshot_seed, study.include_path) != (None, 1234, None) else []),
-                       *([study.max_gen_toks] if study.max_gen_toks is not None else [])]
-        # what PplStep.run reads besides the model: the text (its file's content), token budget, dtype, and the
-        # seed and data dir that draw a punct/task: text
-        ppl_inputs = [study.ppl_text, study.ppl_tokens, __version__, study.dtype, study.seed, study.data_dir,
-                      text_identity(study.ppl_text or "")]
-        full = EvalStep(model, None, at / f"eval-{stable_hash([fp, eval_common])[:16]}", tasks=task_names)
+        inputs = eval_inputs(model, fp)
+        full = EvalStep(model, None, at / f"eval-{inputs.key()}", inputs, execution, tasks=task_names)
         steps.append(full)
         evals = []
         for v in study.variants:
-            # a method whose result depends on the summation order (GPTQ's Hessian updates) is keyed by
-            # the thread count it runs with; RTN and other exact methods are not
-            threads = [] if methods[v.method].threads_invariant else [study.threads or os.cpu_count() or 1]
-            # the method's code identity (its version, its library's version): a fix in one method
-            # re-runs that method's steps and what depends on them, nothing else
-            calib_file = [text_identity(v.calib)] if text_identity(v.calib) else []  # content, not path
-            qkey = stable_hash([fp, v.key_fields(), study.data_dir, __version__, *threads,
-                                code_identity(methods[v.method]), *calib_file])[:16]
-            quant = QuantizeStep(model, v, at / f"quant-{qkey}")
-            ev = EvalStep(model, v, at / f"eval-{stable_hash([qkey, eval_common])[:16]}", tasks=task_names,
-                          source=quant)
+            method = methods[v.method]
+            qin = QuantizeInputs(
+                model=model, model_fingerprint=fp, variant=v, data_dir=study.data_dir,
+                # a method whose result depends on the summation order (GPTQ's Hessian updates) is keyed by
+                # the thread count it runs with; RTN and other exact methods are not
+                threads=None if method.threads_invariant else (study.threads or os.cpu_count() or 1),
+                # the method's code identity: a fix in one method re-runs that method's steps, nothing else
+                method_code=tuple(code_identity(method)), calib_sha256=text_identity(v.calib))
+            quant = QuantizeStep(model, v, at / f"quant-{qin.key()}", qin, execution)
+            ein = eval_inputs(str(quant.path), qin.key())
+            ev = EvalStep(model, v, at / f"eval-{ein.key()}", ein, execution, source=quant, tasks=task_names)
             steps += [quant, ev]
             evals.append(ev)
             if study.ppl_text:
-                pkey = stable_hash([qkey, *ppl_inputs])[:16]
-                steps.append(PplStep(model, v, at / f"ppl-{pkey}.json", source=quant))
+                pin = ppl_inputs(str(quant.path), qin.key())
+                steps.append(PplStep(model, v, at / f"ppl-{pin.key()}.json", pin, execution, source=quant))
         if study.ppl_text:
-            pkey = stable_hash([fp, *ppl_inputs])[:16]
-            steps.append(PplStep(model, None, at / f"ppl-{pkey}.json"))
+            pin = ppl_inputs(model, fp)
+            steps.append(PplStep(model, None, at / f"ppl-{pin.key()}.json", pin, execution))
         if study.outliers:
-            okey = stable_hash([fp, outlier_calib_sets(study), study.outlier_samples, study.data_dir, __version__])[:16]
-            steps.append(OutliersStep(model, None, at / f"outliers-{okey}"))
+            oin = OutliersInputs(model=model, model_fingerprint=fp, calib_sets=tuple(outlier_calib_sets(study)),
+                                 n_samples=study.outlier_samples, data_dir=study.data_dir)
+            steps.append(OutliersStep(model, None, at / f"outliers-{oin.key()}", oin, execution))
         for ev in [full, *evals]:
-            inputs = [ev.path.name] + ([full.path.name] if ev.variant else [])
-            steps.append(AnalysisStep(model, ev.variant, at / f"analysis-{stable_hash([inputs, analysis_options])[:16]}.json",
-                                      evaluation=ev, full=full if ev.variant else None))
+            steps.append(analysis(ev, full if ev.variant else None))
         families: dict[str, list[EvalStep]] = {}
         for ev in evals:
             families.setdefault(replicate_family(ev.variant), []).append(ev)
         for family, members in families.items():
             if len(members) > 1:
-                inputs = [full.path.name, *(m.path.name for m in members)]
-                key = stable_hash([inputs, analysis_options, max(study.bootstrap, 200)])[:16]
-                steps.append(NoiseFloorStep(model, None, at / f"noise-floor-{key}.json", family=family,
-                                            members=tuple(members), full=full))
+                nin = NoiseFloorInputs(full=full.path.name, members=tuple(m.path.name for m in members),
+                                       bins=study.bins, bootstrap=max(study.bootstrap, 200))
+                steps.append(NoiseFloorStep(model, None, at / f"noise-floor-{nin.key()}.json", nin, execution,
+                                            family=family, members=tuple(members), full=full))
     return steps
 
 

@@ -66,8 +66,8 @@ def analyse_missing(study: Study, steps: list[Step], log=print) -> None:
     """Compute the analysis steps whose evaluations are finished but which are not (a study run by an
     older version, or whose predictions were recomputed): once, stored like any step."""
     for s in steps:
-        if isinstance(s, (AnalysisStep, NoiseFloorStep)) and not s.done() and all(e.done() for e in s.inputs()):
-            s.run_once(study, log)
+        if isinstance(s, (AnalysisStep, NoiseFloorStep)) and not s.done() and all(e.done() for e in s.reads()):
+            s.run_once(log)
 
 
 def report_study(study_dir: Path, log=print) -> Path:
@@ -107,30 +107,30 @@ def study_jobs(study: Study, steps: list[Step], per_task: bool, log=print) -> li
                 name = " ".join([s.kind, s.model, s.label(), *(tasks if per_task else ()),
                                  *([f"shard {shard[0] + 1}/{shard[1]}"] if shard else [])])
                 jobs_of[id(s)].append(len(jobs))
-                jobs.append(Job(name, RESOURCE_KINDS[s.kind], functools.partial(run_job, s, study, tasks, shard, cwd, log),
+                jobs.append(Job(name, RESOURCE_KINDS[s.kind], functools.partial(run_job, s, tasks, shard, cwd, log),
                                 deps))
     return jobs
 
 
-def run_job(s: Step, study: Study, tasks: tuple[str, ...], shard, cwd: str, log=print) -> None:
+def run_job(s: Step, tasks: tuple[str, ...], shard, cwd: str, log=print) -> None:
     """One job of a study, in the driver's working directory when this machine has it (relative paths
     in the config then mean what they meant there)."""
     sub_log = lambda m: log(f"    {m}")  # noqa: E731
     with working_directory(Path(cwd)) if Path(cwd).is_dir() else contextlib.nullcontext():
         if isinstance(s, EvalStep):
             # evaluate_to_dir itself reuses every finished task and locks each task
-            s.run(study, sub_log, tasks=tasks or None, shard=shard, model=_worker_model(study, s, tasks))
+            s.run(sub_log, tasks=tasks or None, shard=shard, lm=_worker_model(s, tasks))
             return
         if s.done():
             log(f"    {s.kind} {s.model}: done, reusing {s.path.name}")
-        elif not s.run_once(study, sub_log):  # another study finished it while we waited for its lock
+        elif not s.run_once(sub_log):  # another study finished it while we waited for its lock
             log(f"    {s.kind} {s.model}: done by another run, reusing {s.path.name}")
 
 
 _WORKER_MODEL: dict = {}  # the last model an eval job loaded in this process, for the next job of that model
 
 
-def _worker_model(study: Study, s: EvalStep, tasks: tuple[str, ...]):
+def _worker_model(s: EvalStep, tasks: tuple[str, ...]):
     """For a job that scores only some of a step's tasks (Ray: one job per task or shard), the model
     the previous job in this worker process loaded, when it is the same: a warm Ray worker then
     scores the next task without loading the model again. Otherwise None (the step loads its model
@@ -139,10 +139,10 @@ def _worker_model(study: Study, s: EvalStep, tasks: tuple[str, ...]):
     if not tasks or set(tasks) == set(s.tasks) or all(t in finished for t in tasks):
         return None
     target = s.target()
-    key = (target, model_fingerprint(target), study.dtype)
+    key = (target, model_fingerprint(target), s.inputs.dtype)
     if _WORKER_MODEL.get("key") != key:
         _WORKER_MODEL.clear()  # one model at a time: a worker's memory holds one
-        _WORKER_MODEL.update(key=key, lm=LoadOptions(dtype=study.dtype, threads=study.threads).load(target))
+        _WORKER_MODEL.update(key=key, lm=LoadOptions(dtype=s.inputs.dtype, threads=s.execution.threads).load(target))
     return _WORKER_MODEL["lm"]
 
 

@@ -9,44 +9,155 @@ how it runs, what it records for provenance, and which steps it needs.
                      evaluation                              steps/analysis-<key>.json
     NoiseFloorStep   the noise floor of one replicated configuration  steps/noise-floor-<key>.json
 
-A key hashes everything that determines the output (see `plan.py`), so a finished step is reused
-and an interrupted study resumes where it stopped. The two analysis kinds read predictions only: a
-study resumed after every step finished, and `quantconf report`, compute nothing. A new kind is one
-class here and one line in `plan.py`.
+**A step keys exactly what it reads.** Each kind has a frozen inputs object (`QuantizeInputs`, ...):
+everything its output depends on. The step's key is the hash of every field of it (`StepInputs.key`),
+and `run` reads nothing else: no `Study` reaches a step. What only changes how fast a step runs (torch
+threads, batch size) is its `Execution`, which is not keyed (a method whose result depends on the thread
+count, GPTQ, carries it in its inputs as well). A finished step is reused and an interrupted study resumes
+where it stopped. The two analysis kinds read predictions only: a study resumed after every step
+finished, and `quantconf report`, compute nothing. A new kind is one inputs class and one step class here,
+and one line in `plan.py`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from quantconf._version import __version__
 from quantconf.analysis.metrics import has_several_true
 from quantconf.analysis.tasks import compare_task, is_generation, task_metrics, task_noise_floor
 from quantconf.analysis.recalibration import gap_interval, recalibrate_task
 from quantconf.evaluation import EvalOptions, evaluate_to_dir
 from quantconf.errors import QuantconfError
-from quantconf.io import atomic_write_json, locked, read_optional_json
+from quantconf.io import atomic_write_json, locked, read_optional_json, stable_hash
 from quantconf.model_files import QUANTIZE_RECORD, read_quantize_record
 from quantconf.models import LoadOptions
 from quantconf.outliers import OutlierOptions, run_outliers
 from quantconf.perplexity import text_perplexity
 from quantconf.predictions import intact, read_manifest, read_prediction_dir, task_file_name
-from quantconf.quantizers import QuantConfig, load_methods, run_quantize
-from quantconf.study.config import RECALIBRATION_FOLDS
+from quantconf.quantizers import QuantConfig, run_quantize
 from quantconf.tasks import TaskOptions
 
 # part of the analysis steps' keys: bump when the analysis of the same predictions can change
 ANALYSIS_VERSION = "2"  # 2: generation tasks
 
 
+# ---------------------------------------------------------------------------------------------
+# What a step reads (keyed) and how it runs (not keyed)
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """Everything a step's output depends on; its key hashes every field (and the class: two kinds with equal
+    fields are two steps). A QuantConfig field counts by `key_fields()` (a method field left at its default is
+    not part of it, so adding a method option does not re-run every study)."""
+
+    def key(self) -> str:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        plain = {k: v.key_fields() if isinstance(v, QuantConfig) else v for k, v in fields.items()}
+        return stable_hash([type(self).__name__, plain])[:16]
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a step runs, not what it computes: not part of any key."""
+
+    threads: int | None = None  # torch threads (None: all cores)
+    batch_size: int = 16  # questions per forward pass (eval)
+
+
+@dataclass(frozen=True)
+class QuantizeInputs(StepInputs):
+    model: str  # the base model spec
+    model_fingerprint: str  # its weights' hash
+    variant: QuantConfig
+    data_dir: str | None  # where task:/offline calibration sets are read
+    threads: int | None  # only for methods whose result depends on the summation order (GPTQ); else None
+    method_code: tuple  # the method's code identity (its version, its library's version, ...)
+    calib_sha256: str | None  # a file: calibration text's content (None: its text is fixed by the version)
+    version: str = __version__
+
+
+@dataclass(frozen=True)
+class EvalInputs(StepInputs):
+    model: str  # the spec of the full model, or the checkpoint dir its quantize step writes
+    identity: str  # the full model's weights hash, or the quantize step's key
+    tasks: tuple[str, ...]  # as configured (names, groups, file: tasks)
+    limit: int | None
+    data_dir: str | None
+    seed: int
+    dtype: str
+    num_fewshot: int | None = None
+    fewshot_seed: int = 1234
+    include_path: str | None = None
+    max_gen_toks: int | None = None
+    version: str = __version__
+
+    def task_options(self) -> TaskOptions:
+        return TaskOptions(data_dir=self.data_dir, limit=self.limit, seed=self.seed, num_fewshot=self.num_fewshot,
+                           fewshot_seed=self.fewshot_seed, include_path=self.include_path)
+
+
+@dataclass(frozen=True)
+class PplInputs(StepInputs):
+    model: str  # as EvalInputs
+    identity: str
+    text: str  # a text set name (pydoc, file:PATH, c4:PATH, task:<name>, ...)
+    text_sha256: str | None  # a local text file's content
+    tokens: int
+    dtype: str
+    seed: int  # draws a punct / task: text
+    data_dir: str | None
+    window: int = 512
+    stride: int = 256
+    version: str = __version__
+
+
+@dataclass(frozen=True)
+class OutliersInputs(StepInputs):
+    model: str
+    model_fingerprint: str
+    calib_sets: tuple[str, ...]
+    n_samples: int
+    data_dir: str | None
+    version: str = __version__
+
+
+@dataclass(frozen=True)
+class AnalysisInputs(StepInputs):
+    evaluation: str  # the eval step it analyses (its directory name: its key)
+    full: str | None  # the full model's eval step (None for the full model's own analysis)
+    bins: int
+    bootstrap: int
+    recalibration_folds: int
+    version: str = ANALYSIS_VERSION
+
+
+@dataclass(frozen=True)
+class NoiseFloorInputs(StepInputs):
+    full: str  # eval step directory names
+    members: tuple[str, ...]
+    bins: int
+    bootstrap: int  # resamples: max(the study's, 200)
+    version: str = ANALYSIS_VERSION
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps
+
+
 @dataclass
 class Step:
     kind: ClassVar[str]
-    model: str  # base model spec
+    model: str  # base model spec (display and grouping; what runs is in `inputs`)
     variant: QuantConfig | None
     path: Path
+    inputs: StepInputs
+    execution: Execution = Execution()
 
     def label(self) -> str:
         return self.variant.label() if self.variant else "full"
@@ -58,8 +169,9 @@ class Step:
     def done(self) -> bool:
         raise NotImplementedError
 
-    def run(self, study, log, tasks: tuple[str, ...] | None = None, shard=None, model=None) -> None:
-        """Compute the output (the caller holds the step's lock). `tasks`, `shard`, `model`: eval steps only."""
+    def run(self, log, tasks: tuple[str, ...] | None = None, shard=None, lm=None) -> None:
+        """Compute the output from `inputs` (and `execution`) only; the caller holds the step's lock.
+        `tasks`, `shard`, `lm` (an already loaded model): eval steps only."""
         raise NotImplementedError
 
     def provenance(self) -> dict:
@@ -69,36 +181,33 @@ class Step:
     def describe(self) -> str:
         return f"{self.kind:<8} {self.model} {self.label()} -> {self.path}"
 
-    def run_once(self, study, log) -> bool:
+    def run_once(self, log) -> bool:
         """Run under the step's lock unless it is done (checked again once the lock is held: another
         run may have finished it meanwhile); whether it ran."""
         with locked(self.path.parent / f".{self.path.name}.lock", log, what=f"{self.kind} step {self.path.name}"):
             if self.done():
                 return False
-            self.run(study, log)
+            self.run(log)
             return True
 
 
 @dataclass
 class QuantizeStep(Step):
     kind: ClassVar[str] = "quantize"
+    inputs: QuantizeInputs = None
 
     def done(self) -> bool:
         return (self.path / QUANTIZE_RECORD).is_file()
 
-    def run(self, study, log, tasks=None, shard=None, model=None) -> None:
-        run_quantize(self.model, self.variant, self.path, overwrite=True, threads=study.threads,
-                     data_dir=study.data_dir, quiet=True, log=log)
+    def run(self, log, tasks=None, shard=None, lm=None) -> None:
+        i = self.inputs
+        run_quantize(i.model, i.variant, self.path, overwrite=True, threads=self.execution.threads,
+                     data_dir=i.data_dir, quiet=True, log=log)
 
     def provenance(self) -> dict:
         rec = read_quantize_record(self.path)
         return {k: rec.get(k) for k in ("calibration", "seconds", "library", "method_version", "packages",
                                         "model_fingerprint")}
-
-
-def study_task_options(study) -> TaskOptions:
-    return TaskOptions(data_dir=study.data_dir, limit=study.limit, seed=study.seed, num_fewshot=study.num_fewshot,
-                       fewshot_seed=study.fewshot_seed, include_path=study.include_path)
 
 
 @dataclass
@@ -108,7 +217,7 @@ class _RunsAModel(Step):
     source: QuantizeStep | None = None
 
     def target(self) -> str:
-        return str(self.source.path) if self.source else self.model
+        return self.inputs.model
 
     def needs(self) -> list[Step]:
         return [self.source] if self.source else []
@@ -117,20 +226,22 @@ class _RunsAModel(Step):
 @dataclass
 class EvalStep(_RunsAModel):
     kind: ClassVar[str] = "eval"
-    tasks: tuple[str, ...] = ()  # the task names whose predictions the step must hold
+    inputs: EvalInputs = None
+    tasks: tuple[str, ...] = ()  # the leaf task names whose predictions the step must hold (from inputs.tasks)
 
     def done(self) -> bool:
         finished = read_manifest(self.path).get("tasks", {}) if self.path.is_dir() else {}
         return bool(self.tasks) and all(
             t in finished and intact(self.path, {"file": task_file_name(t), **finished[t]}) for t in self.tasks)
 
-    def run(self, study, log, tasks=None, shard=None, model=None) -> None:
+    def run(self, log, tasks=None, shard=None, lm=None) -> None:
         # evaluate_to_dir itself reuses every finished task whose inputs are unchanged, and locks each
         # task, so jobs of one step (and two studies on one dir) share the work
-        evaluate_to_dir(model or self.target(), list(tasks or study.tasks), self.path,
-                        load=LoadOptions(dtype=study.dtype, threads=study.threads), data=study_task_options(study),
-                        run=EvalOptions(batch_size=study.batch_size, progress=False, shard=shard,
-                                        max_gen_toks=study.max_gen_toks), log=log)
+        i = self.inputs
+        evaluate_to_dir(lm or i.model, list(tasks or i.tasks), self.path,
+                        load=LoadOptions(dtype=i.dtype, threads=self.execution.threads), data=i.task_options(),
+                        run=EvalOptions(batch_size=self.execution.batch_size, progress=False, shard=shard,
+                                        max_gen_toks=i.max_gen_toks), log=log)
 
     def provenance(self) -> dict:
         man = read_manifest(self.path)
@@ -146,14 +257,16 @@ class EvalStep(_RunsAModel):
 @dataclass
 class PplStep(_RunsAModel):
     kind: ClassVar[str] = "ppl"
+    inputs: PplInputs = None
 
     def done(self) -> bool:
         return self.path.is_file()
 
-    def run(self, study, log, tasks=None, shard=None, model=None) -> None:
-        record = text_perplexity(self.target(), study.ppl_text, window=512, stride=256, max_tokens=study.ppl_tokens,
-                                 load=LoadOptions(dtype=study.dtype, threads=study.threads),
-                                 data=study_task_options(study))
+    def run(self, log, tasks=None, shard=None, lm=None) -> None:
+        i = self.inputs
+        record = text_perplexity(i.model, i.text, window=i.window, stride=i.stride, max_tokens=i.tokens,
+                                 load=LoadOptions(dtype=i.dtype, threads=self.execution.threads),
+                                 data=TaskOptions(data_dir=i.data_dir, seed=i.seed))
         atomic_write_json(self.path, {k: v for k, v in record.items() if k != "model"})
 
     def provenance(self) -> dict:
@@ -161,23 +274,18 @@ class PplStep(_RunsAModel):
         return {k: rec.get(k) for k in ("text", "source", "tokens", "window", "stride", "perplexity")}
 
 
-def outlier_calib_sets(study) -> list[str]:
-    """Names of the calibration sets whose activation outliers a study measures: those its
-    variants calibrate on (methods that use no data, RTN, bnb, gguf, hqq, fp8, have none)."""
-    methods = load_methods()
-    return sorted({v.calib for v in study.variants if methods[v.method].needs_calibration})
-
-
 @dataclass
 class OutliersStep(Step):
     kind: ClassVar[str] = "outliers"
+    inputs: OutliersInputs = None
 
     def done(self) -> bool:
         return (self.path / "outliers.json").is_file()
 
-    def run(self, study, log, tasks=None, shard=None, model=None) -> None:
-        run_outliers(self.model, outlier_calib_sets(study), self.path, OutlierOptions(n_samples=study.outlier_samples),
-                     load=LoadOptions(threads=study.threads), data_dir=study.data_dir, log=log, overwrite=True)
+    def run(self, log, tasks=None, shard=None, lm=None) -> None:
+        i = self.inputs
+        run_outliers(i.model, list(i.calib_sets), self.path, OutlierOptions(n_samples=i.n_samples),
+                     load=LoadOptions(threads=self.execution.threads), data_dir=i.data_dir, log=log, overwrite=True)
 
     def provenance(self) -> dict:
         path = self.path / "outliers.json"
@@ -190,14 +298,15 @@ class _ReadsPredictions(Step):
     """An analysis step: done when its output exists and was computed from the predictions files that
     are there now (their sha256, recorded in the output, equal the manifests')."""
 
-    def inputs(self) -> list[EvalStep]:
+    def reads(self) -> list[EvalStep]:
+        """The eval steps whose predictions it reads (named by its inputs)."""
         raise NotImplementedError
 
     def needs(self) -> list[Step]:
-        return list(self.inputs())
+        return list(self.reads())
 
     def input_hashes(self) -> dict:
-        return {e.path.name: e.file_hashes() for e in self.inputs()}
+        return {e.path.name: e.file_hashes() for e in self.reads()}
 
     def done(self) -> bool:
         """Done when its file holds the result of exactly these inputs. A corrupt file (a crash outside
@@ -221,27 +330,29 @@ class AnalysisStep(_ReadsPredictions):
     quantized variant the paired comparison with the full model and the scaling gap's intervals."""
 
     kind: ClassVar[str] = "analysis"
+    inputs: AnalysisInputs = None
     evaluation: EvalStep | None = None
     full: EvalStep | None = None  # None for the full model's own analysis
 
-    def inputs(self) -> list[EvalStep]:
+    def reads(self) -> list[EvalStep]:
         return [self.evaluation] + ([self.full] if self.full else [])
 
-    def run(self, study, log, tasks=None, shard=None, model=None) -> None:
+    def run(self, log, tasks=None, shard=None, lm=None) -> None:
+        i = self.inputs
         preds = read_prediction_dir(self.evaluation.path)
         full = read_prediction_dir(self.full.path) if self.full else {}
         out = {"inputs": self.input_hashes(), "metrics": {}, "comparisons": {}, "recalibration": {}}
         for task, df in preds.items():
-            out["metrics"][task] = task_metrics(df, n_bins=study.bins, n_boot=study.bootstrap)
+            out["metrics"][task] = task_metrics(df, n_bins=i.bins, n_boot=i.bootstrap)
         for task in sorted(set(full) & set(preds)):
-            out["comparisons"][task] = compare_task(full[task], preds[task], n_bins=study.bins,
-                                                    n_boot=study.bootstrap, task=task)
+            out["comparisons"][task] = compare_task(full[task], preds[task], n_bins=i.bins, n_boot=i.bootstrap,
+                                                    task=task)
         for task, df in preds.items():
             if is_generation(df) or has_several_true(df["gold"]):  # temperature scaling needs choice scores
                 continue
-            r = recalibrate_task(df, n_folds=RECALIBRATION_FOLDS, n_boot=min(study.bootstrap, 200), n_bins=study.bins)
+            r = recalibrate_task(df, n_folds=i.recalibration_folds, n_boot=min(i.bootstrap, 200), n_bins=i.bins)
             if task in full:  # the quantized-minus-full gap before/after scaling, with paired intervals
-                r["gap"] = gap_interval(full[task], df, n_boot=max(min(study.bootstrap, 200), 1), n_bins=study.bins)
+                r["gap"] = gap_interval(full[task], df, n_boot=max(min(i.bootstrap, 200), 1), n_bins=i.bins)
             out["recalibration"][task] = r
         atomic_write_json(self.path, out)
         log(f"analysis of {self.label()}: {len(preds)} task(s)")
@@ -253,6 +364,7 @@ class NoiseFloorStep(_ReadsPredictions):
     (`analysis.noise_floor`), before the study-wide Holm adjustment (done when the report is read)."""
 
     kind: ClassVar[str] = "noise_floor"
+    inputs: NoiseFloorInputs = None
     family: str = ""
     members: tuple[EvalStep, ...] = ()
     full: EvalStep | None = None
@@ -260,18 +372,19 @@ class NoiseFloorStep(_ReadsPredictions):
     def label(self) -> str:
         return self.family
 
-    def inputs(self) -> list[EvalStep]:
+    def reads(self) -> list[EvalStep]:
         return [self.full, *self.members]
 
-    def run(self, study, log, tasks=None, shard=None, model=None) -> None:
+    def run(self, log, tasks=None, shard=None, lm=None) -> None:
+        i = self.inputs
         full = read_prediction_dir(self.full.path)
         members = [read_prediction_dir(m.path) for m in self.members]
         floors = []
         for task in sorted(set(full).intersection(*members)):
             if not is_generation(full[task]) and has_several_true(full[task]["gold"]):
                 continue
-            floors.append(task_noise_floor(full[task], [m[task] for m in members], n_bins=study.bins, task=task,
-                                      n_boot=max(study.bootstrap, 200)))
+            floors.append(task_noise_floor(full[task], [m[task] for m in members], n_bins=i.bins, task=task,
+                                           n_boot=i.bootstrap))
         atomic_write_json(self.path, {"inputs": self.input_hashes(), "floors": floors})
         log(f"noise floor of {self.family}: {len(floors)} task(s)")
 
