@@ -403,6 +403,8 @@ def test_every_step_kind_keys_every_field_of_its_inputs_and_run_sees_nothing_els
         # the execution settings are not keyed: the same plan with other threads / batch size, same paths
     other = plan(load_study(data={**study.as_dict(), "batch_size": 3}), tmp_path)
     assert [s.path for s in other] == [s.path for s in steps]
+    # no key holds the study dir: a study moved (or run under another dir, locally or on Ray) keys the same
+    assert [s.path.name for s in plan(study, tmp_path / "elsewhere")] == [s.path.name for s in steps]
     assert all(s.execution == Execution(threads=study.threads, batch_size=3) for s in other)
     for kind, cls in STEP_KINDS.items():
         params = inspect.signature(cls.run).parameters

@@ -81,12 +81,12 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
                 # the method's code identity: a fix in one method re-runs that method's steps, nothing else
                 method_code=tuple(code_identity(method)), calib_sha256=text_identity(v.calib))
             quant = QuantizeStep(model, v, at / f"quant-{qin.key()}", qin, execution)
-            ein = eval_inputs(str(quant.path), qin.key())
+            ein = eval_inputs(model, qin.key())
             ev = EvalStep(model, v, at / f"eval-{ein.key()}", ein, execution, source=quant, tasks=task_names)
             steps += [quant, ev]
             evals.append(ev)
             if study.ppl_text:
-                pin = ppl_inputs(str(quant.path), qin.key())
+                pin = ppl_inputs(model, qin.key())
                 steps.append(PplStep(model, v, at / f"ppl-{pin.key()}.json", pin, execution, source=quant))
         if study.ppl_text:
             pin = ppl_inputs(model, fp)

@@ -84,8 +84,8 @@ class QuantizeInputs(StepInputs):
 
 @dataclass(frozen=True)
 class EvalInputs(StepInputs):
-    model: str  # the spec of the full model, or the checkpoint dir its quantize step writes
-    identity: str  # the full model's weights hash, or the quantize step's key
+    model: str  # the base model's spec (a quantized variant runs the checkpoint its quantize step writes)
+    identity: str  # the full model's weights hash, or the quantize step's key (not its path: a study dir moves)
     tasks: tuple[str, ...]  # as configured (names, groups, file: tasks)
     limit: int | None
     data_dir: str | None
@@ -217,7 +217,8 @@ class _RunsAModel(Step):
     source: QuantizeStep | None = None
 
     def target(self) -> str:
-        return self.inputs.model
+        """The checkpoint its quantize step writes (named by `inputs.identity`, that step's key), or the model."""
+        return str(self.source.path) if self.source else self.inputs.model
 
     def needs(self) -> list[Step]:
         return [self.source] if self.source else []
@@ -238,7 +239,7 @@ class EvalStep(_RunsAModel):
         # evaluate_to_dir itself reuses every finished task whose inputs are unchanged, and locks each
         # task, so jobs of one step (and two studies on one dir) share the work
         i = self.inputs
-        evaluate_to_dir(lm or i.model, list(tasks or i.tasks), self.path,
+        evaluate_to_dir(lm or self.target(), list(tasks or i.tasks), self.path,
                         load=LoadOptions(dtype=i.dtype, threads=self.execution.threads), data=i.task_options(),
                         run=EvalOptions(batch_size=self.execution.batch_size, progress=False, shard=shard,
                                         max_gen_toks=i.max_gen_toks), log=log)
@@ -264,7 +265,7 @@ class PplStep(_RunsAModel):
 
     def run(self, log, tasks=None, shard=None, lm=None) -> None:
         i = self.inputs
-        record = text_perplexity(i.model, i.text, window=i.window, stride=i.stride, max_tokens=i.tokens,
+        record = text_perplexity(self.target(), i.text, window=i.window, stride=i.stride, max_tokens=i.tokens,
                                  load=LoadOptions(dtype=i.dtype, threads=self.execution.threads),
                                  data=TaskOptions(data_dir=i.data_dir, seed=i.seed))
         atomic_write_json(self.path, {k: v for k, v in record.items() if k != "model"})
