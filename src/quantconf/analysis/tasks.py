@@ -24,12 +24,18 @@ def task_metrics(df: pd.DataFrame, n_bins: int = 15, n_boot: int = 1000, normali
     return metrics.task_metrics(df, n_bins=n_bins, n_boot=n_boot, normalize=normalize, seed=seed, compat=compat)
 
 
+def check_same_kind(full: pd.DataFrame, other: pd.DataFrame, whose: str, fix: str, task: str = "") -> None:
+    """Refuse a pair where one run holds generations and the other choice scores (the same task name)."""
+    if is_generation(full) != is_generation(other):
+        task = task or (str(full["task"].iloc[0]) if len(full) else "?")
+        kinds = ("generations", "choice scores") if is_generation(full) else ("choice scores", "generations")
+        raise QuantconfError(f"{task}: the full model's predictions hold {kinds[0]}, {whose} hold {kinds[1]}; {fix}")
+
+
 def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_conf_bins: int = 5,
                  n_boot: int = 1000, seed: int = 0, task: str = "", correctness: str | None = None) -> dict:
     """Full vs quantized on one task, question by question."""
-    if is_generation(full) != is_generation(quant):
-        raise QuantconfError(f"{task}: one prediction set holds generations, the other choice scores; compare "
-                             "runs of the same task")
+    check_same_kind(full, quant, "the quantized model's", "compare runs of the same task", task)
     if is_generation(full):
         return generation.compare_generations(full, quant, n_bins, n_conf_bins, n_boot, seed, task, correctness)
     return paired.compare_task(full, quant, n_bins, n_conf_bins, n_boot, seed, task)
@@ -69,11 +75,7 @@ def per_sample_frame(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") ->
 def task_noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], **options) -> dict:
     """The noise floor of one task (`noise_floor.noise_floor`, or `generation_noise_floor` for generations)."""
     for i, rep in enumerate(replicates):
-        if is_generation(rep) != is_generation(full):
-            task = str(full["task"].iloc[0]) if len(full) else "?"
-            kinds = ("generations", "choice scores") if is_generation(full) else ("choice scores", "generations")
-            raise QuantconfError(f"{task}: the full model's predictions hold {kinds[0]}, replicate {i + 1}'s hold "
-                                 f"{kinds[1]}; a noise floor needs every run of the same task")
+        check_same_kind(full, rep, f"replicate {i + 1}'s", "a noise floor needs every run of the same task")
     if is_generation(full):
         return noise_floor.generation_noise_floor(full, replicates, **options)
     return noise_floor.noise_floor(full, replicates, **options)

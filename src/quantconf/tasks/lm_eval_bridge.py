@@ -236,10 +236,11 @@ def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_se
     if output_type not in OUTPUT_TYPES:
         raise QuantconfError(f"task {name} is an lm-eval {output_type!r} task; quantconf evaluates "
                              "multiple_choice and generate_until tasks", param="tasks")
-    if output_type == "generate_until" and not per_sample_metrics(cfg):
+    per_sample, corpus = split_metrics(cfg)
+    if output_type == "generate_until" and not per_sample:
         # a corpus-level metric (lm-eval's bleu, chrf, ter, f1, ...) has no value per answer: it failed with a
         # TypeError after every prompt was generated
-        raise QuantconfError(f"task {name}'s metrics {corpus_metrics(cfg)} are corpus-level (lm-eval aggregates the "
+        raise QuantconfError(f"task {name}'s metrics {corpus} are corpus-level (lm-eval aggregates the "
                              "whole corpus, not each answer), and quantconf needs a per-answer correctness; add a "
                              "per-sample metric such as exact_match to its metric_list", param="tasks")
     gen_kwargs = cfg.get("generation_kwargs") or {}
@@ -260,15 +261,8 @@ def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_se
         description=f"lm-eval task {name}" + (f", {num_fewshot}-shot" if num_fewshot else "")
         + (", generation" if output_type == "generate_until" else ""),
         lm_eval_overrides=overrides or None,
-        output_type=output_type, primary_metric=primary_metric(cfg) if output_type == "generate_until" else None,
+        output_type=output_type, primary_metric=primary_of(per_sample) if output_type == "generate_until" else None,
     )
-
-
-def primary_metric(cfg: dict) -> str:
-    """The metric that says whether a generation is correct: exact_match when the task has it, else
-    its first accuracy-like (0/1) metric (truthfulqa_gen: bleu_acc), else its first metric (per-sample
-    metrics only)."""
-    return primary_of(per_sample_metrics(cfg))
 
 
 PER_SAMPLE_AGGREGATIONS = ("mean", "nanmean")  # a mean of per-answer values: quantconf's acc equals lm-eval's
@@ -290,21 +284,19 @@ def _aggregation(entry: dict) -> str:
     return agg if isinstance(agg, str) else getattr(agg, "__name__", str(agg))
 
 
-def _metric_entries(cfg: dict) -> list[dict]:
-    return [m for m in cfg.get("metric_list") or [{"metric": "exact_match"}] if isinstance(m.get("metric"), str)]
-
-
-def per_sample_metrics(cfg: dict) -> list[str]:
-    """A generate_until task's metrics that have a value per answer (aggregated by a mean)."""
-    return [m["metric"] for m in _metric_entries(cfg) if _aggregation(m) in PER_SAMPLE_AGGREGATIONS]
-
-
-def corpus_metrics(cfg: dict) -> list[str]:
-    return [m["metric"] for m in _metric_entries(cfg) if _aggregation(m) not in PER_SAMPLE_AGGREGATIONS]
+def split_metrics(cfg: dict) -> tuple[list[str], list[str]]:
+    """A generate_until task's metric names: (per-sample ones, aggregated by a mean; corpus-level ones)."""
+    per_sample, corpus = [], []
+    for m in cfg.get("metric_list") or [{"metric": "exact_match"}]:
+        if isinstance(m.get("metric"), str):
+            (per_sample if _aggregation(m) in PER_SAMPLE_AGGREGATIONS else corpus).append(m["metric"])
+    return per_sample, corpus
 
 
 def primary_of(names: list[str]) -> str:
-    """`primary_metric`'s rule on a list of metric names (e.g. the `metrics` of a logged sample)."""
+    """The metric that says whether a generation is correct: exact_match when the task has it, else
+    its first accuracy-like (0/1) metric (truthfulqa_gen: bleu_acc), else its first metric. Used on a task's
+    per-sample metrics and on the `metrics` of a logged sample."""
     for rule in (lambda m: m == "exact_match", lambda m: m == "acc" or m.endswith("_acc")):
         found = [m for m in names if rule(m)]
         if found:
@@ -362,7 +354,7 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
         questions.append(make(lm_task, task, doc_id, doc, [i.arguments for i in insts]))
         record.append([doc, [list(i.arguments) for i in insts]])
     digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
-    grade = _grader(lm_task, {d: insts[0] for d, insts in by_doc.items()}, set(corpus_metrics(cfg))) \
+    grade = _grader(lm_task, {d: insts[0] for d, insts in by_doc.items()}, set(split_metrics(cfg)[1])) \
         if task.generates else None
     return questions, source, digest, grade
 
@@ -383,14 +375,14 @@ def _check_data_file(task_name: str, path: Path, loader: str) -> None:
         return
     if not path.is_file():
         raise QuantconfError(f"task {task_name}: its data file {path} not found", param="tasks")
-    if path.stat().st_size == 0 or (loader == "json" and not path.read_bytes().strip()):
+    data = path.read_bytes() if loader == "json" else b""  # read once: a task's file can be large
+    if path.stat().st_size == 0 or (loader == "json" and not data.strip()):
         raise QuantconfError(f"task {task_name}: its data file {path} is empty", param="tasks")
     if loader != "json":
         return
-    head = path.read_bytes().lstrip()[:1]
-    if head == b"[":  # one JSON document (a list of rows), which the json builder reads too
+    if data.lstrip()[:1] == b"[":  # one JSON document (a list of rows), which the json builder reads too
         try:
-            json.loads(path.read_bytes())
+            json.loads(data)
         except (ValueError, RecursionError) as e:
             raise QuantconfError(f"task {task_name}: {path} is not valid JSON ({str(e)[:120]})", param="tasks") from None
     else:
