@@ -23,8 +23,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/quantconf demo
 
+# one pytest-xdist worker per core (each pinned to its core: tests/conftest.py); tests that start Ray share
+# one group (a `ray stop` would end the other's cluster); the 15 slowest tests are printed
 test: $(STAMP) chromium
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n auto --dist loadgroup --durations=15
 
 # the report's browser test drives Debian's chromium (headless, through Playwright); installed when absent
 chromium:

@@ -12,6 +12,22 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+
+def _pin_xdist_worker():
+    """Under pytest-xdist (`make test`, `make test-fast`: one worker per core) give each worker its share of
+    the cores. quantconf runs torch on every core the process may use (runtime.available_cores), so
+    unpinned workers would each start one thread per core: twice as many threads as cores, which on 2
+    cores is slower than either worker alone. Subprocesses (CLI runs, Ray nodes) inherit the pinning."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cores, i, n = sorted(os.sched_getaffinity(0)), int(worker.removeprefix("gw")), int(count)
+    share = cores[i * len(cores) // n:(i + 1) * len(cores) // n] if len(cores) >= n else [cores[i % len(cores)]]
+    os.sched_setaffinity(0, share)
+
+
+_pin_xdist_worker()
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 CORPUS = [

@@ -22,6 +22,10 @@ from quantconf import QuantconfError
 from quantconf.study.executors import Job, execute
 from quantconf.predictions import read_prediction_dir
 
+# Every test here may start a Ray cluster, and the two-node fixture ends with `ray stop --force`, which stops
+# every Ray process on the machine: under pytest-xdist these tests run one after another on one worker.
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 def _write(path: str, text: str = "ok") -> None:
     Path(path).write_text(text)

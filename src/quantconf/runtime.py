@@ -12,12 +12,22 @@ from quantconf.builtin_models import BUILTIN_MODELS, builtin_gguf_path
 from quantconf.errors import QuantconfError
 from quantconf.model_files import is_quantized_checkpoint, weight_elements
 
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a container's cpuset, a pytest-xdist
+    worker pinned to one core), not the machine's count: more torch threads than cores makes OpenMP's
+    threads wait on each other and runs slower than fewer."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads (default: all cores; on 2 cores this matters a lot) and keep
-    freed memory in the process (`keep_freed_memory`)."""
+    """Set torch's intra-op threads (default: every core this process may use, `available_cores`; on
+    2 cores this matters a lot) and keep freed memory in the process (`keep_freed_memory`)."""
     import torch
 
-    n = threads or os.cpu_count() or 1
+    n = threads or available_cores()
     if n < 1:
         raise QuantconfError(f"threads must be >= 1, got {threads}", param="threads")
     torch.set_num_threads(n)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from quantconf.errors import QuantconfError
 from quantconf.io import captured_library_output, working_directory
+from quantconf.runtime import available_cores
 from quantconf.quantizers.base import (Quantizer, group_bits, layer_record, register_quantizer, relative_error,
                                        source_weights)
 
@@ -42,7 +43,7 @@ def _restore_rope_parameters(hf_config) -> None:
 
 
 def _quantize(model_src, calib_samples, config, out_dir) -> dict:
-    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(available_cores()))
     from gptqmodel import GPTQModel, QuantizeConfig
 
     qcfg = QuantizeConfig(bits=config.bits, group_size=config.group_size, desc_act=config.desc_act,

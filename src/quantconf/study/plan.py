@@ -13,11 +13,11 @@ steps and what depends on them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from quantconf.analysis.noise_floor import replicate_family
 from quantconf.builtin_models import model_fingerprint
+from quantconf.runtime import available_cores
 from quantconf.errors import QuantconfError
 from quantconf.quantizers import load_methods
 from quantconf.quantizers.base import code_identity
@@ -77,7 +77,7 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
                 model=model, model_fingerprint=fp, variant=v, data_dir=study.data_dir,
                 # a method whose result depends on the summation order (GPTQ's Hessian updates) is keyed by
                 # the thread count it runs with; RTN and other exact methods are not
-                threads=None if method.threads_invariant else (study.threads or os.cpu_count() or 1),
+                threads=None if method.threads_invariant else (study.threads or available_cores()),
                 # the method's code identity: a fix in one method re-runs that method's steps, nothing else
                 method_code=tuple(code_identity(method)), calib_sha256=text_identity(v.calib))
             quant = QuantizeStep(model, v, at / f"quant-{qin.key()}", qin, execution)

@@ -19,6 +19,7 @@ from quantconf.io import (atomic_write_bytes, check_writable_files, clean_stale_
                           working_directory)
 from quantconf.builtin_models import model_fingerprint
 from quantconf.models import LoadOptions
+from quantconf.runtime import available_cores
 from quantconf.predictions import read_manifest
 from quantconf.study.config import Study, load_study
 from quantconf.study.executors import Job, execute
@@ -149,6 +150,6 @@ def _worker_model(s: EvalStep, tasks: tuple[str, ...]):
 def job_resources(study: Study) -> dict:
     """Ray resources per step kind: the config's, and by default as many CPUs as the job's torch
     threads (study.threads, else this machine's cores), so two jobs never share cores unasked."""
-    cpus = float(study.threads or os.cpu_count() or 1)
+    cpus = float(study.threads or available_cores())
     return {kind: {"num_cpus": cpus, **study.resources.get(kind, {})}
             for kind in sorted(set(RESOURCE_KINDS.values()))}
