@@ -44,6 +44,7 @@ from urllib.parse import urlparse
 from quantconf.errors import QuantconfError
 from quantconf.io import captured_library_output, read_jsonl  # read_jsonl: the built-ins' file:line errors
 from quantconf.tasks.registry import Prompt, Question, Task, check_gold
+from quantconf.tasks.lm_eval_graders import fast_process_results
 
 OUTPUT_TYPES = ("multiple_choice", "generate_until")
 
@@ -414,7 +415,11 @@ def _prompt(lm_task, task: Task, doc_id: int, doc: dict, arguments: list) -> Pro
 
 def _grader(lm_task, instances: dict, corpus: set[str]):
     """lm-eval's grading of generations: its filters on the responses, then process_results per filter
-    (the `corpus`-level metrics' per-answer items are not scores, and are left out)."""
+    (the `corpus`-level metrics' per-answer items are not scores, and are left out). A task scored by a
+    function with a checked faster equal (lm_eval_graders: truthfulqa_gen's ROUGE without its
+    1,000-fold bootstrap of one value) is scored by that equal."""
+    fast = fast_process_results(getattr(lm_task.config, "process_results", None))
+    process_results = fast or lm_task.process_results
 
     def grade(prompts: list[Prompt], generations: list[str]) -> list[dict]:
         insts = [instances[p.doc_id] for p in prompts]
@@ -428,7 +433,7 @@ def _grader(lm_task, instances: dict, corpus: set[str]):
             for inst in insts:
                 row: dict = {}
                 for j, (key, response) in enumerate(inst.filtered_resps.items() or [("none", inst.resps[0])]):
-                    for metric, value in lm_task.process_results(inst.doc, [response]).items():
+                    for metric, value in process_results(inst.doc, [response]).items():
                         if metric not in corpus:
                             row[metric if j == 0 else f"{metric},{key}"] = value
                 rows.append(row)
