@@ -308,6 +308,24 @@ def test_smooth_ece_near_saturated_confidence():
     assert np.trapezoid(k, t, axis=0) == pytest.approx([1, 1, 1], abs=1e-6)
 
 
+def test_smooth_ece_kernel_skipping_underflowed_images_is_bit_identical():
+    """The kernel skips reflection images whose every term underflows to 0.0 (speed): equal bit for bit to the
+    sum over all 14 images, at every bandwidth the bisection visits and at confidences on the boundary."""
+    from quantconf.analysis.metrics import reflected_gaussian_kernel
+
+    def all_images(t, f, sigma):
+        d, s = t[:, None] - f[None, :], t[:, None] + f[None, :]
+        out = np.zeros_like(d)
+        for m in range(-3, 4):
+            out += np.exp(-0.5 * ((d - 2 * m) / sigma) ** 2) + np.exp(-0.5 * ((s - 2 * m) / sigma) ** 2)
+        return out / (np.sqrt(2 * np.pi) * sigma)
+
+    f = np.concatenate([np.random.default_rng(0).random(200), [0.0, 1.0, 1e-12, 1 - 1e-12]])
+    for sigma in [1.0, 0.5, 0.25, 0.1, 0.05, 0.02, 0.01, 0.004, 0.001]:
+        t = np.linspace(0, 1, max(200, int(round(10 / sigma))))
+        assert np.array_equal(reflected_gaussian_kernel(t, f, sigma), all_images(t, f, sigma)), sigma
+
+
 def test_new_metrics_have_bootstrap_intervals_and_paired_deltas():
     p, y = _case(n=300)
     point = calibration_metrics(p, y)

@@ -664,3 +664,18 @@ def test_metrics_say_the_ece_interval_is_for_the_binned_plug_in_quantity():
     m = task_metrics(full, n_boot=50)
     assert "binned plug-in" in m["ci_note"] and "l2_debiased" in m["ci_note"]
     assert "ci_note" not in task_metrics(full, n_boot=0)
+
+
+def test_instability_reference_aurocs_equal_scipys_mann_whitney_per_simulation():
+    """The equal-noise reference scores its simulations' AUROCs at once from the confidence ranks: each equals
+    scipy's Mann-Whitney U / (n_stable n_unstable) exactly, ties and all-stable / all-unstable rows included."""
+    from quantconf.analysis.noise_floor import _low_confidence_aurocs, low_confidence_auroc
+
+    rng = np.random.default_rng(1)
+    for n in (5, 60, 400):
+        conf = np.round(rng.random(n), 2)  # ties
+        unstable = rng.random((200, n)) < rng.random((200, 1)) * 0.5
+        unstable[0], unstable[1] = False, True
+        expected = np.array([low_confidence_auroc(conf, u) for u in unstable])
+        assert np.array_equal(_low_confidence_aurocs(conf, unstable), expected, equal_nan=True)
+

@@ -304,22 +304,38 @@ def reflected_gaussian_kernel(t: np.ndarray, f: np.ndarray, sigma: float) -> np.
     d = t[:, None] - f[None, :]
     s = t[:, None] + f[None, :]
     out = np.zeros_like(d)
+    ranges = ((t.min() - f.max(), t.max() - f.min()), (t.min() + f.min(), t.max() + f.max()))  # of d, of s
+
+    def image(x, span, m):  # one image's terms, or None where every one underflows to exactly 0.0
+        nearest = max(span[0] - 2 * m, 2 * m - span[1], 0.0)
+        return np.exp(-0.5 * ((x - 2 * m) / sigma) ** 2) if np.exp(-0.5 * (nearest / sigma) ** 2) > 0.0 else None
+
     for m in range(-3, 4):  # images at 2m +- f; |m| <= 3 is exact to float precision for sigma <= 1
-        out += np.exp(-0.5 * ((d - 2 * m) / sigma) ** 2) + np.exp(-0.5 * ((s - 2 * m) / sigma) ** 2)
+        # An image whose distances are all beyond ~38.6 sigma adds exact zeros: skipping it leaves the sum bit
+        # for bit the same (x + 0.0 == x), and small bandwidths keep 4-6 of the 14 images.
+        a, b = image(d, ranges[0], m), image(s, ranges[1], m)
+        if a is not None or b is not None:
+            out += a + b if a is not None and b is not None else (a if a is not None else b)
     return out / (np.sqrt(2 * np.pi) * sigma)
 
 
-def smooth_ece_at(conf, correct, sigma: float, weights=None) -> np.ndarray:
+def smooth_ece_at(conf, correct, sigma: float, weights=None, kernel=None) -> np.ndarray:
     """Smooth ECE at bandwidth sigma (Błasiok & Nakkiran 2023): with residuals r_i = correct_i - conf_i,
     the kernel-smoothed residual integrated against the kernel density of the confidences,
     ``sum_t |sum_i w_i K(t, conf_i) r_i| / sum_t sum_i w_i K(t, conf_i)`` on an even grid t of [0, 1]
-    (max(200, 10 / sigma) points, as relplot evaluates it). `weights` (r, n): one value per row."""
+    (max(200, 10 / sigma) points, as relplot evaluates it). `weights` (r, n): one value per row. `kernel`:
+    `smooth_ece_kernel(conf, sigma)`, when the caller scores the same confidences many times."""
     conf, correct = np.asarray(conf, float), np.asarray(correct, float)
     w = np.ones((1, len(conf))) if weights is None else np.asarray(weights, float)
-    t = np.linspace(0, 1, max(200, int(round(10 / sigma))))
-    k = reflected_gaussian_kernel(t, conf, sigma)  # (T, n)
+    k = smooth_ece_kernel(conf, sigma) if kernel is None else kernel  # (T, n)
     num = np.abs((w * (correct - conf)) @ k.T).sum(axis=1)
     return num / (w @ k.T).sum(axis=1)
+
+
+def smooth_ece_kernel(conf, sigma: float) -> np.ndarray:
+    """The (T, n) kernel of `smooth_ece_at` on its grid of T = max(200, 10 / sigma) points."""
+    return reflected_gaussian_kernel(np.linspace(0, 1, max(200, int(round(10 / sigma)))), np.asarray(conf, float),
+                                     sigma)
 
 
 def smooth_ece_bandwidth(conf, correct, eps: float = 1e-3, refine: int = 10) -> float:
@@ -416,10 +432,18 @@ def weighted_aurc(conf, correct, weights) -> tuple[np.ndarray, np.ndarray]:
 def metric_structure(probs, mask, gold, n_bins) -> dict:
     """What some metrics choose from the data once, on the full sample, and keep fixed in every
     bootstrap replicate (re-choosing per replicate would add selection noise): the smooth-ECE
-    bandwidth and the ECE_sweep bin count."""
+    bandwidth and the ECE_sweep bin count. The smooth-ECE kernel depends only on these confidences and
+    that bandwidth, so it is kept too (every resample reuses it) unless it would exceed KEPT_KERNEL_CELLS."""
     conf = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == gold).astype(float)
-    return {"smece_sigma": smooth_ece_bandwidth(conf, correct), "sweep_bins": sweep_bin_count(conf, correct)}
+    sigma = smooth_ece_bandwidth(conf, correct)
+    out = {"smece_sigma": sigma, "sweep_bins": sweep_bin_count(conf, correct)}
+    if max(200, int(round(10 / sigma))) * len(conf) <= KEPT_KERNEL_CELLS:
+        out["smece_kernel"] = smooth_ece_kernel(conf, sigma)
+    return out
+
+
+KEPT_KERNEL_CELLS = 4_000_000  # 32 MB of float64 per model: a few thousand questions
 
 
 def metrics_weighted(probs, mask, gold, weights, n_bins, correct_norm=None, log_probs=None,
@@ -475,7 +499,7 @@ def metrics_weighted(probs, mask, gold, weights, n_bins, correct_norm=None, log_
     # data-chosen structure (fixed across replicates): smooth ECE, ECE_sweep
     if wanted("smece", "ece_sweep"):
         structure = structure or metric_structure(probs, mask, gold, n_bins)
-        out["smece"] = smooth_ece_at(conf, correct, structure["smece_sigma"], w)
+        out["smece"] = smooth_ece_at(conf, correct, structure["smece_sigma"], w, structure.get("smece_kernel"))
         b = structure["sweep_bins"]
         count_s, (sc_s, sa_s) = _bin_sums(w, equal_mass_bin(conf, b), b, conf, correct)
         out["ece_sweep"] = np.abs(sa_s - sc_s).sum(axis=1) / total

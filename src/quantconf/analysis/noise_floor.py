@@ -79,7 +79,7 @@ import itertools
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
+from scipy.stats import mannwhitneyu, rankdata
 from scipy.stats import t as student_t
 
 from quantconf.analysis.metrics import (bootstrap_draws, equal_mass_bin, has_several_true, log_probs_from_predictions,
@@ -115,9 +115,21 @@ class Aligned:
     mask: np.ndarray          # (n, k) valid choices
     log_probs: list           # [F, Q_1..Q_R], each (n, k) log-softmax, 0 where masked
 
+    _cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
     @property
     def probs(self) -> list:
-        return [np.where(self.mask, np.exp(lp), 0.0) for lp in self.log_probs]
+        if "probs" not in self._cache:
+            self._cache["probs"] = [np.where(self.mask, np.exp(lp), 0.0) for lp in self.log_probs]
+        return self._cache["probs"]
+
+    def structures(self, n_bins: int) -> list:
+        """Each model's data-chosen metric structure (smECE bandwidth, sweep bins: `metric_structure`), found
+        once: the bandwidth search is the costliest step of a noise floor."""
+        if ("structures", n_bins) not in self._cache:
+            self._cache[("structures", n_bins)] = [metric_structure(p, self.mask, self.gold, n_bins)
+                                                   for p in self.probs]
+        return self._cache[("structures", n_bins)]
 
 
 def align(full: pd.DataFrame, replicates: list[pd.DataFrame], task: str = "") -> Aligned:
@@ -201,8 +213,7 @@ def delta_effects(a: Aligned, metrics=EFFECT_METRICS, n_bins: int = 15, n_boot: 
                 for p, lp in zip(probs, a.log_probs)]
     binned = [m for m in metrics if m not in additive[0]]
     structured = {"smece", "ece_sweep"} & set(binned)
-    structures = ([metric_structure(p, a.mask, a.gold, n_bins) for p in probs] if structured
-                  else [None] * len(probs))
+    structures = a.structures(n_bins) if structured else [None] * len(probs)
 
     def scored(weights):  # (models, metrics, draws)
         out = []
@@ -359,6 +370,18 @@ def low_confidence_auroc(conf: np.ndarray, unstable: np.ndarray) -> float:
     return float(mannwhitneyu(conf[~unstable], conf[unstable]).statistic / (unstable.sum() * (~unstable).sum()))
 
 
+def _low_confidence_aurocs(conf: np.ndarray, unstable: np.ndarray) -> np.ndarray:
+    """`low_confidence_auroc` for each row of `unstable` (sims, n) at once: the stable and unstable questions
+    always make up all of them, so the Mann-Whitney U of the stable ones is the sum of their mid-ranks in
+    `conf` (ranked once) minus its minimum; half-integer sums are exact, so each value equals scipy's."""
+    ranks = rankdata(conf)
+    n_unstable = unstable.sum(1)
+    n_stable = unstable.shape[1] - n_unstable
+    u = (~unstable) @ ranks - n_stable * (n_stable + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_unstable > 0) & (n_stable > 0), u / (n_stable * n_unstable), np.nan)
+
+
 def instability_reference(log_probs_full: np.ndarray, mask: np.ndarray, unstable_share: float, observed_auroc: float,
                           replicates: int, sims: int = 200, seed: int = 0) -> dict:
     """The AUROC of "low full-model confidence predicts an unstable answer" that noise of one size on every
@@ -390,7 +413,7 @@ def instability_reference(log_probs_full: np.ndarray, mask: np.ndarray, unstable
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if unstable(mid, 40).mean() < unstable_share else (lo, mid)
     sd = (lo + hi) / 2
-    aurocs = np.array([low_confidence_auroc(conf, x) for x in unstable(sd)])
+    aurocs = _low_confidence_aurocs(conf, unstable(sd))
     aurocs = aurocs[np.isfinite(aurocs)]
     if not aurocs.size:
         return {**out, "mean": float("nan"), "range": [float("nan")] * 2, "p": None, "noise_sd": float(sd)}
@@ -428,18 +451,23 @@ def _descriptive(a: Aligned, n_bins: int, n_conf_bins: int, reference_sims: int 
     pairs = list(itertools.combinations(range(r), 2))
     rows = np.arange(len(a.gold))
 
-    def stats(p, q, lp, lq):
-        mp = metrics_weighted(p, a.mask, a.gold, np.ones((1, len(a.gold))), n_bins, log_probs=lp)
-        mq = metrics_weighted(q, a.mask, a.gold, np.ones((1, len(a.gold))), n_bins, log_probs=lq)
+    ones = np.ones((1, len(a.gold)))
+    wanted = ("acc", "nll", "ece", "ace", "smece", "brier")
+    # each model's metrics once (their smECE bandwidth search is most of the cost), not once per pair
+    scores = [metrics_weighted(p, a.mask, a.gold, ones, n_bins, log_probs=lp, structure=st, only=set(wanted))
+              for p, lp, st in zip(probs, a.log_probs, a.structures(n_bins))]
+
+    def stats(i, j):  # model j against model i (0 = the full model, i >= 1 = replicate i)
+        p, q, mp, mq = probs[i], probs[j], scores[i], scores[j]
         cp, cq = p.argmax(1) == a.gold, q.argmax(1) == a.gold
-        out = {f"delta_{m}": float(mq[m][0] - mp[m][0]) for m in ("acc", "nll", "ece", "ace", "smece", "brier")}
+        out = {f"delta_{m}": float(mq[m][0] - mp[m][0]) for m in wanted}
         out["delta_conf_true"] = float((q[rows, a.gold] - p[rows, a.gold]).mean())
         out["js_mean"] = float(js_distance(p, q).mean())
         out["flip_rate"] = float((cp != cq).mean())
         return out
 
-    effect = [stats(pf, q, a.log_probs[0], a.log_probs[i + 1]) for i, q in enumerate(reps)]
-    noise = [stats(reps[i], reps[j], a.log_probs[i + 1], a.log_probs[j + 1]) for i, j in pairs]
+    effect = [stats(0, i + 1) for i in range(r)]
+    noise = [stats(i + 1, j + 1) for i, j in pairs]
     out = {"effect": {}, "noise": {}}
     for key in DESCRIPTIVE_KEYS:
         e = np.array([c[key] for c in effect])
