@@ -155,15 +155,13 @@ def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks
     model, tok = lm.model, lm.tokenizer
     device = next(model.parameters()).device
     n = len(prompts)
-    ids, mask = left_padded(prompts, tok, device)
     stops = stop_token_ids(lm)
     tokens = [[] for _ in range(n)]
     logprobs = [[] for _ in range(n)]
     entropies = [[] for _ in range(n)]
     active = list(range(n))  # the rows still generating; finished rows leave the batch and its KV cache
-    past = None
-    step_ids = ids
     with torch.no_grad():
+        past, step_ids, mask = _prefill_shared_prefix(model, tok, prompts, device)
         for _ in range(max_gen_toks):
             position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
             result, logits = last_logits(model, input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
@@ -195,6 +193,42 @@ def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks
             step_ids = choice[:, None]
             mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
     return [_kept(tok, t, lp, e, until) for t, lp, e in zip(tokens, logprobs, entropies)]
+
+
+SHARED_PREFIX_MIN = 16  # tokens: a shorter common prefix is not worth a forward pass of its own
+
+
+def shared_prefix_length(rows: list[list[int]]) -> int:
+    """Tokens every row starts with, leaving each row at least one token of its own (its last position's
+    logits give its first generated token)."""
+    if len(rows) < 2:
+        return 0
+    first, n = rows[0], min(len(r) for r in rows) - 1
+    for i in range(max(n, 0)):
+        if any(r[i] != first[i] for r in rows[1:]):
+            return i
+    return max(n, 0)
+
+
+def _prefill_shared_prefix(model, tok, prompts: list[list[int]], device):
+    """The KV cache of the tokens every prompt of the batch starts with (few-shot examples, a task's fixed
+    preamble: truthfulqa_gen's 6 QA pairs are ~90% of each prompt), computed once and shared by the rows,
+    instead of once per row. Returns (cache or None, the ids still to feed, the attention mask over all).
+    Rows are [prefix][padding][own tokens]: the padding is masked and positions count only real tokens,
+    so each row sees exactly its prompt, as with plain left padding."""
+    import torch
+
+    shared = shared_prefix_length(prompts)
+    if shared >= SHARED_PREFIX_MIN:
+        prefix = torch.tensor([prompts[0][:shared]], device=device)
+        past = last_logits(model, input_ids=prefix, attention_mask=torch.ones_like(prefix),
+                           position_ids=torch.arange(shared, device=device)[None], use_cache=True)[0].past_key_values
+    if shared < SHARED_PREFIX_MIN or not hasattr(past, "batch_repeat_interleave"):  # (legacy tuple caches)
+        ids, mask = left_padded(prompts, tok, device)
+        return None, ids, mask
+    past.batch_repeat_interleave(len(prompts))
+    ids, own = left_padded([p[shared:] for p in prompts], tok, device)
+    return past, ids, torch.cat([torch.ones((len(prompts), shared), dtype=own.dtype, device=device), own], dim=1)
 
 
 def _kept(tok, token_ids: list[int], logprobs: list[float], entropies: list[float], until: list[str]) -> Generation:

@@ -43,7 +43,8 @@ def _restore_rope_parameters(hf_config) -> None:
 
 
 def _quantize(model_src, calib_samples, config, out_dir) -> dict:
-    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(available_cores()))
+    # GPTQModel's pool needs at least 2 CPU workers (its model loader asks for 2), even on one allowed core
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, available_cores())))
     from gptqmodel import GPTQModel, QuantizeConfig
 
     qcfg = QuantizeConfig(bits=config.bits, group_size=config.group_size, desc_act=config.desc_act,
