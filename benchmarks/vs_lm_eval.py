@@ -15,7 +15,9 @@ Generation case (--generate): truthfulqa_gen from ../shared/data, the same batch
 quantconf's time includes what lm-eval's does not do: P(True) (one more forward pass per answer) and the
 per-token log-probabilities. Prints items/s and generated tokens/s (each tool's answers tokenized with the
 model's tokenizer), the ratio, peak RSS, and how many generated strings are identical (a float near-tie
-can turn a greedy path: those items are listed).
+can turn a greedy path: those items are listed). lm-eval's time includes its grading (truthfulqa_gen's
+ROUGE bootstrap, ~1.6 s a question here), quantconf's its checked equal of that grading. Then decoding
+alone: steps/s after the prefill at batch 1 and 16, against the memory-bandwidth limit (weight bytes per step).
 
 Few-shot case: ../shared/data has no ARC train split, so the benchmark cuts a hub-layout dir from the
 ARC-Easy test file into a temporary folder: `test` = the first --limit items, `train` (the few-shot
@@ -129,6 +131,44 @@ emit({{"seconds": times, "loglik": [list(map(float, x)) for x in df["loglik"]]}}
 """
 
 
+DECODE_ALONE = """
+import time, numpy as np, torch
+from quantconf.models import load_model
+from quantconf.runtime import set_threads
+from quantconf.generation import greedy_generate
+set_threads({threads})
+lm = load_model("default")
+weight_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
+# memory bandwidth: the best of 5 copies of a 512 MiB array (bytes read + written per second)
+a = np.ones(64 * 2 ** 20); b = np.empty_like(a); best = 1e9
+for _ in range(5):
+    t = time.perf_counter(); np.copyto(b, a); best = min(best, time.perf_counter() - t)
+bandwidth = 2 * a.nbytes / best
+rates = {{}}
+for batch in (1, 16):
+    prompts = ["The history of the city begins"] * batch
+    short = greedy_generate(lm, prompts, until=[], max_gen_toks=4, batch_size=batch)  # prefill + 4 steps
+    t = time.perf_counter(); greedy_generate(lm, prompts, until=[], max_gen_toks=4, batch_size=batch)
+    t4 = time.perf_counter() - t
+    t = time.perf_counter(); gens = greedy_generate(lm, prompts, until=[], max_gen_toks=68, batch_size=batch)
+    steps = min(len(g.token_ids) for g in gens) - 4
+    rates[batch] = steps / max(time.perf_counter() - t - t4, 1e-9)  # decoding steps per second, prefill removed
+emit({{"weight_bytes": weight_bytes, "bandwidth": bandwidth, "steps_per_s": rates}})
+"""
+
+
+def decode_alone(args) -> None:
+    """Decoding alone: steps/s after the prefill, against the memory-bandwidth limit (each step reads every
+    weight once: bandwidth / weight bytes steps per second at most, whatever the batch)."""
+    res = run_child(DECODE_ALONE.format(threads=args.threads))
+    limit = res["bandwidth"] / res["weight_bytes"]
+    print(f"decoding alone (default model, float32 weights {res['weight_bytes'] / 2 ** 20:.0f} MiB read per step; "
+          f"memory bandwidth {res['bandwidth'] / 1e9:.1f} GB/s by a numpy copy -> at most {limit:.1f} steps/s):")
+    for batch, rate in res["steps_per_s"].items():
+        print(f"  batch {batch:>2}: {rate:.1f} steps/s = {rate * int(batch):.1f} tokens/s, {rate / limit:.0%} of the "
+              "bandwidth limit")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=100)
@@ -198,6 +238,7 @@ def generate(args) -> None:
     for i, s in enumerate(same):
         if not s:
             print(f"  differs, doc {i}: lm-eval {theirs['texts'][i]!r} / quantconf {ours['texts'][i]!r}")
+    decode_alone(args)
 
 
 if __name__ == "__main__":
