@@ -76,6 +76,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -127,8 +129,12 @@ class Aligned:
         """Each model's data-chosen metric structure (smECE bandwidth, sweep bins: `metric_structure`), found
         once: the bandwidth search is the costliest step of a noise floor."""
         if ("structures", n_bins) not in self._cache:
-            self._cache[("structures", n_bins)] = [metric_structure(p, self.mask, self.gold, n_bins)
-                                                   for p in self.probs]
+            # numpy's exp releases the GIL on these (T, n) arrays: the models' searches run on every core the
+            # process may use (its affinity, as runtime.available_cores; analysis does not import the runtime)
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            with ThreadPoolExecutor(max_workers=max(1, min(cores, len(self.probs)))) as pool:
+                self._cache[("structures", n_bins)] = list(pool.map(
+                    lambda p: metric_structure(p, self.mask, self.gold, n_bins), self.probs))
         return self._cache[("structures", n_bins)]
 
 
