@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -78,8 +79,6 @@ def fast_process_results(process_results) -> Callable[[dict, list], dict] | None
     grader = GRADERS.get(f"{module_name}:{name}")
     if grader is None:
         return None
-    import sys
-
     module = sys.modules[module_name]
     try:
         if source_sha256(module, (name, *grader.helpers)) != grader.source_sha256:
