@@ -65,11 +65,12 @@ def check_generations(df: pd.DataFrame, source: str, fix: str) -> None:
     for where, text in zip(checked_doc_ids(df["doc_id"], source, fix), df["generation"]):
         if not isinstance(text, str):
             raise QuantconfError(f"{where}: generation must be text; {fix}")
-    correct = pd.to_numeric(df["correct"], errors="coerce")
-    bad = ~correct.isin([0.0, 1.0])
-    if bad.any():
-        raise QuantconfError(f"{source} doc {df['doc_id'][bad].iloc[0]!r}: correct must be 0 or 1, got "
-                             f"{df['correct'][bad].iloc[0]!r}; {fix}")
+    # a number 0 or 1 (a bool counts): a word such as "1" is refused, not read as a number, since the frame
+    # would keep the word and every later mean would be of text
+    for doc_id, v in zip(df["doc_id"], df["correct"]):
+        if not isinstance(v, (int, float, np.integer, np.floating)) or float(v) not in (0.0, 1.0):
+            shown = v.item() if isinstance(v, np.generic) else v
+            raise QuantconfError(f"{source} doc {doc_id!r}: correct must be 0 or 1, got {shown!r}; {fix}")
     for col in ("min_token_prob", "p_true"):
         values = pd.to_numeric(df[col], errors="coerce")
         if ((values < 0) | (values > 1)).any():
