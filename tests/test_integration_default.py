@@ -9,25 +9,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("integration_defa
 
 
 @pytest.fixture(scope="module")
-def default_preds(tmp_path_factory):
-    from conftest import SHARED_DATA
-
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"integration data {SHARED_DATA} absent (it lives in ../shared/data beside the project)")
-    out = tmp_path_factory.mktemp("default-eval")
-    summary = evaluate_into("default", ["piqa", "arc_easy"], out, data_dir=str(SHARED_DATA), limit=100,
-                       threads=2, progress=False, log=lambda *a: None)
-    return out, summary
-
-
-def test_default_model_is_clearly_above_chance(default_preds):
-    _, summary = default_preds
-    # measured independently (see ../shared/README.md): piqa .66, arc_easy .46 on these 100 items
-    assert summary["piqa"]["acc"] > 0.58  # chance .5
-    assert summary["arc_easy"]["acc"] > 0.36  # chance .25
-
-
-@pytest.fixture(scope="module")
 def full_piqa200(tmp_path_factory):
     from conftest import SHARED_DATA
 
@@ -37,6 +18,18 @@ def full_piqa200(tmp_path_factory):
     evaluate_into("default", ["piqa"], out, data_dir=str(SHARED_DATA), limit=200, threads=2, progress=False,
              log=lambda *a: None)
     return out
+
+
+def test_default_model_is_clearly_above_chance(full_piqa200, tmp_path):
+    from conftest import SHARED_DATA
+    from quantconf.analysis.metrics import accuracy
+    from quantconf.predictions import read_prediction_dir
+
+    arc = evaluate_into("default", ["arc_easy"], tmp_path, data_dir=str(SHARED_DATA), limit=100, threads=2,
+                        progress=False, log=lambda *a: None)["arc_easy"]["acc"]
+    # measured independently (see ../shared/README.md): piqa .66, arc_easy .46 on the first 100 items
+    assert accuracy(read_prediction_dir(full_piqa200)["piqa"])["acc"] > 0.58  # chance .5; .645 on these 200
+    assert arc > 0.36  # chance .25
 
 
 def _quantize_and_eval(tmp_path, config):
@@ -58,7 +51,7 @@ def test_gptq4_g128_keeps_accuracy_and_rtn2_degrades(full_piqa200, tmp_path):
 
     full_acc = accuracy(read_prediction_dir(full_piqa200)["piqa"])["acc"]
     gptq_out, gptq_acc = _quantize_and_eval(
-        tmp_path, QuantConfig(method="gptq", bits=4, group_size=128, calib="pydoc", n_samples=8, seq_len=512))
+        tmp_path, QuantConfig(method="gptq", bits=4, group_size=128, calib="pydoc", n_samples=4, seq_len=256))
     rtn_out, rtn_acc = _quantize_and_eval(tmp_path, QuantConfig(method="rtn", bits=2, group_size=64))
     assert abs(gptq_acc - full_acc) <= 0.05
     assert rtn_acc < full_acc - 0.05

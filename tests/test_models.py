@@ -104,6 +104,22 @@ def test_keep_freed_memory_reuses_freed_blocks():
     assert applied and faults < 500, f"{faults} page faults in the last four passes"
 
 
+def test_gguf_weight_count_from_the_tensor_table_equals_ggufs_reader(tmp_path):
+    """The preflight's count of a GGUF file's weights (header walked by length, 40 ms) equals gguf's GGUFReader
+    (every field parsed: 4 s on the default model, 18 s on gemma3) on a file llama.cpp's tools wrote; a
+    truncated or foreign file gives None (the loader's own check names it)."""
+    from gguf import GGUFReader
+
+    from quantconf.builtin_models import default_gguf_path
+    from quantconf.model_files import weight_elements
+
+    path = default_gguf_path()
+    assert weight_elements(path) == sum(int(t.n_elements) for t in GGUFReader(path).tensors) > 1e8
+    (tmp_path / "cut.gguf").write_bytes(default_gguf_path().read_bytes()[:30_000])
+    (tmp_path / "not.gguf").write_bytes(b"GGML" + bytes(100))
+    assert weight_elements(tmp_path / "cut.gguf") is None and weight_elements(tmp_path / "not.gguf") is None
+
+
 def test_preflight_refuses_a_model_that_will_not_fit_and_names_what_would(tiny_model_dir, monkeypatch, capsys):
     import quantconf.models as models
     import quantconf.runtime as runtime

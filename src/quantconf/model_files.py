@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import struct
 from pathlib import Path
 
@@ -64,9 +65,7 @@ def weight_elements(path: Path) -> int | None:
     path = Path(path)
     try:
         if path.suffix == ".gguf" and path.is_file():
-            from gguf import GGUFReader
-
-            return int(sum(int(t.n_elements) for t in GGUFReader(path).tensors))
+            return gguf_tensor_elements(path)
         files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
         total = 0
         for f in files:
@@ -77,6 +76,54 @@ def weight_elements(path: Path) -> int | None:
         return total or None
     except Exception:  # a corrupt file: the loader's own checks name it in one line
         return None
+
+
+# byte sizes of GGUF's scalar value types (the GGUF spec's gguf_type: 8 is a string, 9 an array)
+GGUF_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def gguf_tensor_elements(path: Path) -> int:
+    """Number of weights in a GGUF file, from its tensor table: the key-value metadata is skipped by length,
+    not parsed (gguf's GGUFReader builds every field, the 49k-token vocabulary included: 7 s of every model
+    load here, for one number)."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _gguf_tensor_elements(data)  # mapped: only the pages of the header are read
+
+
+def _gguf_tensor_elements(data) -> int:
+    if bytes(data[:4]) != b"GGUF":
+        raise ValueError("not a GGUF file")
+    version, n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
+    if version < 2:
+        raise ValueError(f"GGUF version {version} (before 2: 32-bit counts) is not read here")
+    pos = 24
+
+    def skip_value(kind: int, pos: int) -> int:
+        if kind in GGUF_SCALAR_BYTES:
+            return pos + GGUF_SCALAR_BYTES[kind]
+        if kind == 8:
+            return pos + 8 + struct.unpack_from("<Q", data, pos)[0]
+        if kind == 9:
+            item, count = struct.unpack_from("<IQ", data, pos)
+            pos += 12
+            if item in GGUF_SCALAR_BYTES:
+                return pos + count * GGUF_SCALAR_BYTES[item]
+            for _ in range(count):
+                pos = skip_value(item, pos)
+            return pos
+        raise ValueError(f"unknown GGUF value type {kind}")
+
+    for _ in range(n_kv):
+        pos += 8 + struct.unpack_from("<Q", data, pos)[0]  # the key
+        (kind,) = struct.unpack_from("<I", data, pos)
+        pos = skip_value(kind, pos + 4)
+    total = 0
+    for _ in range(n_tensors):
+        pos += 8 + struct.unpack_from("<Q", data, pos)[0]  # the name
+        (n_dims,) = struct.unpack_from("<I", data, pos)
+        total += math.prod(struct.unpack_from(f"<{n_dims}Q", data, pos + 4))
+        pos += 4 + 8 * n_dims + 4 + 8  # dims, type, offset
+    return int(total)
 
 
 def read_quantize_record(path: Path) -> dict:
