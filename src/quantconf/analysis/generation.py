@@ -41,7 +41,6 @@ import re
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from quantconf.analysis.metrics import (_bin_sums, _safe_div, bootstrap_draws, equal_mass_bin, equal_width_bin,
                                         paired_difference_interval, percentile_interval, smooth_ece_at,
@@ -233,6 +232,7 @@ def compare_generations(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 1
     the two answers), per confidence measure the full, quant and delta values of its mean and of ece,
     smece, brier, auroc (keys ``full_mean_<measure>``, ``delta_ece_<measure>``, ...), p_wilcoxon of the headline measure's per-prompt change, ci
     (paired bootstrap; delta_acc's Bonett-Price, `paired_difference_interval`), by_confidence_bin (equal-mass bins of the full model's headline confidence)."""
+    from scipy import stats  # lazy: scipy.stats takes ~1 s to import (the report needs none)
     f, q = pair_generations(full, quant, task)
     name, yf = correctness_of(f, correctness)
     _, yq = correctness_of(q, correctness)

@@ -81,8 +81,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu, rankdata
-from scipy.stats import t as student_t
 
 from quantconf.analysis.metrics import (bootstrap_draws, equal_mass_bin, has_several_true, log_probs_from_predictions,
                                        metric_structure, metrics_weighted)
@@ -190,6 +188,7 @@ def two_way_effect(estimate: float, question_draws, replicate_var: float, n_ques
     the replicates themselves). se^2 = sum of the two; degrees of freedom by Welch-Satterthwaite
     (n_questions - 1 and n_replicates - 1), so with few replicates whose spread dominates the
     interval widens as a t over replicates would. se = 0: p is None (undefined), never 0."""
+    from scipy.stats import t as student_t  # lazy: scipy.stats takes ~1 s to import (report)
     q = np.asarray(question_draws, float)
     q = q[np.isfinite(q)]
     v_q = float(q.var(ddof=1)) if q.size > 1 else 0.0
@@ -371,6 +370,7 @@ def flip_overlap(y_full: np.ndarray, y_replicates: list, n_boot: int = 1000, see
 def low_confidence_auroc(conf: np.ndarray, unstable: np.ndarray) -> float:
     """P(the full model's confidence on an unstable question < on a stable one), ties 1/2; NaN when every
     question is stable or every one unstable."""
+    from scipy.stats import mannwhitneyu  # lazy: scipy.stats takes ~1 s to import
     if not (unstable.any() and (~unstable).any()):
         return float("nan")
     return float(mannwhitneyu(conf[~unstable], conf[unstable]).statistic / (unstable.sum() * (~unstable).sum()))
@@ -380,6 +380,7 @@ def _low_confidence_aurocs(conf: np.ndarray, unstable: np.ndarray) -> np.ndarray
     """`low_confidence_auroc` for each row of `unstable` (sims, n) at once: the stable and unstable questions
     always make up all of them, so the Mann-Whitney U of the stable ones is the sum of their mid-ranks in
     `conf` (ranked once) minus its minimum; half-integer sums are exact, so each value equals scipy's."""
+    from scipy.stats import rankdata  # lazy: scipy.stats takes ~1 s to import
     ranks = rankdata(conf)
     n_unstable = unstable.sum(1)
     n_stable = unstable.shape[1] - n_unstable
@@ -569,6 +570,7 @@ def adjust_floors(floors: list[dict]) -> None:
 
 
 def _widened(e: dict, m: int, alpha: float) -> list:
+    from scipy.stats import t as student_t  # lazy: scipy.stats takes ~1 s to import (report)
     if not e.get("df") or m <= 1 or not np.isfinite(e.get("se", np.nan)):
         return list(e["ci"])
     half = float(student_t.ppf(1 - alpha / (2 * m), e["df"])) * e["se"]

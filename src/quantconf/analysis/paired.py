@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from quantconf.errors import QuantconfError
 from quantconf.analysis.metrics import (bootstrap_draws, equal_mass_bin, has_several_true, log_probs_from_predictions,
@@ -67,6 +66,7 @@ def kl_divergence(p: np.ndarray, q: np.ndarray, log_p=None, log_q=None) -> np.nd
 
 
 def _pvalues(pf_true, pq_true, cf, cq) -> dict:
+    from scipy import stats  # lazy: scipy.stats takes ~1 s to import (the report needs none)
     diff = pq_true - pf_true
     p_t = float(stats.ttest_rel(pq_true, pf_true).pvalue) if np.any(diff != 0) else 1.0
     p_w = float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0

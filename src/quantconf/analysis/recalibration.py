@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize_scalar
 
 from quantconf.analysis.metrics import (bootstrap_draws, calibration_metrics, check_finite_logliks, choice_log_probs,
                                        has_several_true, masked_log_softmax, metric_structure, metrics_weighted,
@@ -36,6 +35,8 @@ def scaled_log_probs(ll: np.ndarray, mask: np.ndarray, temperature: float) -> np
 
 def fit_temperature(ll: np.ndarray, mask: np.ndarray, gold: np.ndarray, weights: np.ndarray | None = None) -> float:
     """The T > 0 minimising the (weighted) mean NLL of softmax(ll / T) at the gold choices."""
+    from scipy.optimize import minimize_scalar  # lazy: scipy.optimize takes ~0.6 s to import (the report needs none)
+
     rows = np.arange(len(gold))
     w = np.ones(len(gold)) if weights is None else weights
 

@@ -1,16 +1,15 @@
-"""The study report: self-contained HTML (plots embedded as PNG) + summary.csv / summary.json.
+"""The study report: self-contained HTML (interactive Plotly figures, plotly.js embedded once; the
+outlier heatmaps the outliers step drew, as PNG) + summary.csv / summary.json / questions.csv.
 
 The numbers come from `study_results`; this module only draws and renders them. One function per
 section, each returning a `Section` (title, intro, blocks of tables, images, lists); the page is
 the Jinja2 template `templates/report.html.j2`, with autoescape on, so every piece of text placed
-in the HTML is escaped. matplotlib is imported inside the plotting functions: it takes a second to
-import and only report writing needs it.
+in the HTML is escaped. Plotly is imported inside the plotting functions: only report writing needs it.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,15 +50,6 @@ def cell(x) -> str:
 def table_block(df: pd.DataFrame) -> tuple[str, dict]:
     return ("table", {"columns": [str(c) for c in df.columns],
                       "rows": [[cell(v) for v in row] for row in df.itertuples(index=False)]})
-
-
-def png_block(fig, alt: str = "plot") -> tuple[str, dict]:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return ("image", {"alt": alt, "src": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,41 +134,56 @@ def frontier_plot(table: pd.DataFrame):
 
 
 def shift_plot(samples: pd.DataFrame, comparisons, model, task):
-    import matplotlib.pyplot as plt
+    """Confidence shift per question against the full model's confidence (points; squares: the bin means the
+    comparison computed) beside the histogram of per-question JS distances; generations have no choice
+    distribution, so only the P(True) shift. Hover names the variant and the values."""
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
 
     sub = samples[(samples["model"] == model) & (samples["task"] == task)] if not samples.empty else samples
     if sub.empty or sub["full_p_true"].isna().all():
         return None
     generated = sub["js"].isna().all()  # generations: P(True) moves, there is no choice distribution
-    fig, axes = plt.subplots(1, 1 if generated else 2, figsize=(5 if generated else 9, 3.6))
-    ax, ax2 = (axes, None) if generated else axes
-    for label, g in sub.groupby("variant"):
-        ax.scatter(g["full_conf"], g["quant_p_true"] - g["full_p_true"], s=6, alpha=0.4, label=label)
+    titles = (f"confidence shift: {task} (squares: bin means)",) + (() if generated else ("JS distance full vs quantized",))
+    fig = make_subplots(rows=1, cols=len(titles), horizontal_spacing=0.12, subplot_titles=titles)
+    for i, (label, g) in enumerate(sub.groupby("variant")):
+        color = COLORS[i % len(COLORS)]
+        shift = g["quant_p_true"] - g["full_p_true"]
+        fig.add_trace(go.Scattergl(x=g["full_conf"], y=shift, mode="markers", name=label, legendgroup=label,
+                                   marker=dict(color=color, size=4, opacity=0.4),
+                                   hovertemplate=f"{label}<br>full %{{x:.3f}}<br>shift %{{y:+.3f}}<extra></extra>"),
+                      row=1, col=1)
         comp = next(c for c in comparisons if c["model"] == model and c["variant"] == label and c["task"] == task)
         b = comp.get("by_confidence_bin", [])
-        ax.plot([(x["conf_lo"] + x["conf_hi"]) / 2 for x in b], [x.get("delta_conf_true", x.get("delta_conf"))
-                                                                  for x in b], "s-", lw=2)
-        if ax2 is not None:
-            ax2.hist(g["js"], bins=30, histtype="step", lw=1.5, label=label)
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set(xlabel="full model " + ("P(True)" if generated else "confidence"),
-           ylabel="Δ P(True) of its own answer (quant - full)" if generated else
-           "Δ gold-choice probability (quant - full)", title=f"confidence shift: {task} (squares: bin means)")
-    ax.legend(fontsize=7)
-    if ax2 is not None:
-        ax2.set(xlabel="Jensen-Shannon distance (base 2)", ylabel="questions", title="JS distance full vs quantized")
-    return png_block(fig)
+        fig.add_trace(go.Scatter(x=[(x["conf_lo"] + x["conf_hi"]) / 2 for x in b],
+                                 y=[x.get("delta_conf_true", x.get("delta_conf")) for x in b], mode="lines+markers",
+                                 name=f"{label} bin means", legendgroup=label, showlegend=False,
+                                 marker=dict(color=color, symbol="square", size=8), line=dict(color=color, width=2)),
+                      row=1, col=1)
+        if not generated:
+            fig.add_trace(go.Histogram(x=g["js"], nbinsx=30, name=label, legendgroup=label, showlegend=False,
+                                       marker_color=color, opacity=0.6), row=1, col=2)
+    fig.add_hline(y=0, line=dict(color="black", width=0.8), row=1, col=1)
+    fig.update_xaxes(title_text="full model " + ("P(True)" if generated else "confidence"), row=1, col=1)
+    fig.update_yaxes(title_text="Δ P(True) of its own answer (quant − full)" if generated else
+                     "Δ gold-choice probability (quant − full)", row=1, col=1)
+    if not generated:
+        fig.update_layout(barmode="overlay")
+        fig.update_xaxes(title_text="Jensen-Shannon distance (base 2)", row=1, col=2)
+        fig.update_yaxes(title_text="questions", row=1, col=2)
+    return plotly_block(fig)
 
 
 def scale_plot(table: pd.DataFrame):
-    import matplotlib.pyplot as plt
+    """Mean JS distance against the number of parameters (log axis), one line per variant."""
+    import plotly.graph_objects as go
 
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig = go.Figure()
     for label, g in table.groupby("variant"):
-        ax.plot(g["n_params"], g["js_mean"], "o-", label=label)
-    ax.set(xscale="log", xlabel="parameters", ylabel="mean JS distance", title="scale trend")
-    ax.legend(fontsize=7)
-    return png_block(fig)
+        fig.add_trace(go.Scatter(x=g["n_params"], y=g["js_mean"], mode="lines+markers", name=label))
+    fig.update_layout(title="scale trend", xaxis=dict(type="log", title="parameters"),
+                      yaxis=dict(title="mean JS distance"))
+    return plotly_block(fig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,9 +368,6 @@ REPORT_FILES = ("summary.csv", "questions.csv", "summary.json", "calib_spread.cs
 def write_report(study, study_dir: Path, steps, log=print) -> Path:
     """Write summary.csv, summary.json, calib_spread.csv (when a study sweeps calibration sets)
     and the self-contained report.html into `study_dir`; returns the report's path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     check_writable_files(*(study_dir / name for name in REPORT_FILES))
     res = collect(study, steps)
     atomic_write_bytes(study_dir / "summary.csv", res.metrics.to_csv(index=False).encode())

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from quantconf.analysis.metrics import has_several_true, probs_from_predictions
 from quantconf.analysis.noise_floor import adjust_floors, replicate_family
@@ -349,6 +348,7 @@ def calib_spread(metrics: pd.DataFrame) -> pd.DataFrame:
 def outliers_vs_loss(metrics: pd.DataFrame, comparisons, outliers: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per calibration set: its activation-outlier statistics (full model) next to the quantization
     loss of the variants calibrated on it, and Spearman correlations across sets."""
+    from scipy.stats import spearmanr  # lazy: scipy.stats takes ~1 s to import
     rows = []
     cdf = pd.DataFrame([{k: c.get(k, np.nan) for k in ("model", "variant", "delta_acc", "delta_nll", "delta_ece")}
                         for c in comparisons])
