@@ -144,6 +144,22 @@ def test_a_second_writer_to_the_manifest_is_not_lost(tiny_model_dir, tmp_path, m
     assert all("reusing" in m for m in log) and len(log) == 2
 
 
+def test_writers_starting_together_in_one_dir_do_not_fail_each_others_write_check(tmp_path):
+    """The writability probe had one name per dir: a second writer unlinked the first one's probe, which then
+    failed with "cannot write to output dir" (seen in CI as the two-process test below exiting 2)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from quantconf.io import ensure_writable_dir
+
+    def start_many(_):
+        for _ in range(300):
+            ensure_writable_dir(tmp_path)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(start_many, range(8)))  # raised QuantconfError within the first few hundred starts
+    assert list(tmp_path.iterdir()) == []  # no probe left behind
+
+
 def test_two_processes_on_one_dir_keep_both_tasks(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     other = yes_no_task(tmp_path, "other", n=30)
@@ -151,7 +167,8 @@ def test_two_processes_on_one_dir_keep_both_tasks(tiny_model_dir, tmp_path):
            "--quiet", "--threads", "1"]
     procs = [subprocess.Popen(cmd + ["--tasks", t], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for t in ("arithmetic", other)]
-    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    finished = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err.decode()[-2000:] for _, err in finished]
     assert set(read_manifest(out)["tasks"]) == {"arithmetic", other}
 
 

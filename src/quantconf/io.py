@@ -338,9 +338,10 @@ def ensure_writable_dir(out: Path) -> Path:
         if out.exists() and not out.is_dir():
             raise QuantconfError(f"out {out} is a file, not a directory; choose another out dir", param="out")
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".quantconf-write-test"
-        probe.write_text("")
-        probe.unlink()
+        # a probe of its own: with one shared name, a second writer starting in the same dir unlinked the
+        # first one's probe and that run failed with "cannot write" (two `quantconf eval` into one dir)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".quantconf-write-test-"):
+            pass
     except OSError as e:
         raise QuantconfError(f"cannot write to output dir {out} ({e.strerror}); choose another out dir",
                              param="out") from None
