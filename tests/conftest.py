@@ -137,3 +137,12 @@ def mc_frame(ll, gold, task="t", chars=None):
                          "gold": gold, "loglik": ll, "n_tokens": [[1] * len(r) for r in ll],
                          "n_chars": chars or [[1] * len(r) for r in ll], "n_bytes": [[1] * len(r) for r in ll],
                          "is_greedy": [[False] * len(r) for r in ll]})
+
+
+def folder_task_manager(folder):
+    """lm-eval's own TaskManager (the reference side of agreement tests) for a folder of YAML files that
+    include lm-eval's task files by path: without lm-eval's ~15k built-in names (include_defaults=False),
+    which such files do not use and which take ~10 s to index."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(folder), include_defaults=False)

@@ -31,20 +31,24 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def gemma_tok():
-    from quantconf.builtin_models import gemma3_gguf_path, gguf_tokenizer
+    """The tokenizer users load: rebuilt by `gguf_tokenizer` once, saved beside the model's float copy."""
+    from transformers import AutoTokenizer
 
-    return gguf_tokenizer(gemma3_gguf_path())
+    from quantconf.builtin_models import dequantized_gguf_dir, gemma3_gguf_path
+
+    return AutoTokenizer.from_pretrained(str(dequantized_gguf_dir(gemma3_gguf_path())))
 
 
 @pytest.fixture(scope="module")
 def gguf_vocab():
-    from gguf import GGUFReader
-
+    """The file's vocabulary, as gguf's GGUFReader gives it (`gguf_metadata` equals GGUFReader on the default
+    model's GGUF: tests/test_models.py; GGUFReader itself takes 20 s on this 262k-token vocabulary)."""
     from quantconf.builtin_models import gemma3_gguf_path
+    from quantconf.model_files import gguf_metadata
 
-    reader = GGUFReader(str(gemma3_gguf_path()))
-    return [reader.fields[k].contents() for k in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
-                                                  "tokenizer.ggml.scores")]
+    keys = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.scores")
+    metadata = gguf_metadata(gemma3_gguf_path(), keys)
+    return [metadata[k] for k in keys]
 
 
 def test_round_trip_and_bos(gemma_tok):

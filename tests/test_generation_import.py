@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import quantconf as qc
-from conftest import evaluate_into
+from conftest import evaluate_into, folder_task_manager
 from quantconf.errors import QuantconfError
 
 SEED = Path(__file__).parent / "data" / "seed_truthfulqa"
@@ -116,7 +116,6 @@ def _lm_eval_generation_samples(tmp_path) -> Path:
 
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
-    from lm_eval.tasks import TaskManager
     from test_generation_tasks import ReplayLM, tiny_gen_yaml
 
     folder = tiny_gen_yaml(tmp_path)
@@ -124,7 +123,7 @@ def _lm_eval_generation_samples(tmp_path) -> Path:
     answers = dict(zip((q.context for q in loaded.questions), [" 1", " 2", "x", " 4 apples", "5"]))
     tracker = EvaluationTracker(output_path=str(tmp_path / "lm"))
     res = lm_eval.simple_evaluate(model=ReplayLM(answers), tasks=["tiny_gen"], log_samples=True,
-                                  task_manager=TaskManager(include_path=str(folder)), evaluation_tracker=tracker)
+                                  task_manager=folder_task_manager(folder), evaluation_tracker=tracker)
     tracker.save_results_aggregated(results=res, samples=copy.deepcopy(res["samples"]))
     tracker.save_results_samples(task_name="tiny_gen", samples=copy.deepcopy(res["samples"]["tiny_gen"]))
     return next((tmp_path / "lm").rglob("samples_tiny_gen_*.jsonl"))

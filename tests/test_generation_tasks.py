@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import quantconf as qc
-from conftest import evaluate_into, write_jsonl
+from conftest import evaluate_into, write_jsonl, folder_task_manager
 from quantconf.errors import QuantconfError
 from quantconf.tasks import load_task
 
@@ -283,7 +283,6 @@ def test_default_model_writes_what_lm_evals_hf_backend_writes_on_truthfulqa_gen(
     --generate measures more questions)."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
     from pathlib import Path
 
     from quantconf.evaluation import evaluate_task
@@ -297,7 +296,7 @@ def test_default_model_writes_what_lm_evals_hf_backend_writes_on_truthfulqa_gen(
         "dataset_kwargs": {"data_files": {"validation": str(shared_data / "truthfulqa/truthful_qa/generation/validation.jsonl")}}}))
     res = lm_eval.simple_evaluate(model=HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=4, device="cpu"),
                                   tasks=["qc_truthfulqa_gen"], limit=4, log_samples=True, bootstrap_iters=0,
-                                  task_manager=TaskManager(include_path=str(tmp_path)))
+                                  task_manager=folder_task_manager(tmp_path))
     theirs = sorted(res["samples"]["qc_truthfulqa_gen"], key=lambda x: x["doc_id"])
     ours = evaluate_task(lm, load_task("truthfulqa_gen", data_dir=shared_data, limit=4), batch_size=4)
     assert [x["resps"][0][0] for x in theirs] == list(ours["generation"])

@@ -27,11 +27,11 @@ DEFAULT_MODEL_LIMIT = 16
 
 def run_both(lm, data_dir: Path, tmp_path: Path, limit: int = LIMIT):
     pytest.importorskip("lm_eval")
-    from lm_eval.tasks import TaskManager
+    from conftest import folder_task_manager
     from test_lm_eval_tasks import run_lm_eval  # simple_evaluate + lm-eval's own EvaluationTracker files
 
     write_offline_task_yamls(tmp_path, data_dir)
-    res, logs = run_lm_eval(lm, [f"qc_{t}" for t in OFFLINE_TASKS], TaskManager(include_path=str(tmp_path)),
+    res, logs = run_lm_eval(lm, [f"qc_{t}" for t in OFFLINE_TASKS], folder_task_manager(tmp_path),
                             tmp_path / "logs", limit=limit)
     ours = {name: evaluate_task(lm, load_task(name, data_dir=data_dir, limit=limit), batch_size=8) for name in OFFLINE_TASKS}
     return res, logs, ours

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import build_tiny_model, evaluate_into, write_jsonl
+from conftest import build_tiny_model, evaluate_into, write_jsonl, folder_task_manager
 from quantconf import QuantconfError
 from quantconf.analysis.metrics import accuracy, mc2_mass
 from quantconf.evaluation import evaluate_task
@@ -161,7 +161,6 @@ def test_lm_eval_tasks_scored_by_their_own_process_results(tmp_path, tiny_lm):
     """lm_eval:truthfulqa_mc2 read its gold as 0 for every question and reported argmax == 0 as "acc" (exit 0).
     A multiple-choice task with its own process_results is scored by that function when it is the mass on a set
     of choices (the set found by probing it: here labels in any order), and refused by name otherwise."""
-    import lm_eval.tasks
 
     docs = [{"question": f"q{i}", "choices": ["a", "bb", "c c", "d"], "labels": labels}
             for i, labels in enumerate([[0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 1, 1]])]
@@ -169,7 +168,7 @@ def test_lm_eval_tasks_scored_by_their_own_process_results(tmp_path, tiny_lm):
     task = load_task("my_mass", include_path=str(folder))
     assert [q.gold for q in task.questions] == [[1, 3], [0], [2, 3]]
     df = evaluate_task(tiny_lm, task, batch_size=4)
-    lm_task = lm_eval.tasks.TaskManager(include_path=str(folder)).load(["my_mass"])["tasks"]["my_mass"]
+    lm_task = folder_task_manager(folder).load(["my_mass"])["tasks"]["my_mass"]
     theirs = [lm_task.process_results(d, [(ll, False) for ll in row]) ["acc"] for d, row in zip(docs, df["loglik"])]
     assert accuracy(df)["acc"] == pytest.approx(np.mean(theirs), abs=1e-12)
 
@@ -186,12 +185,11 @@ def test_lm_eval_tasks_scored_by_their_own_process_results(tmp_path, tiny_lm):
 def test_truthfulqa_mc2_both_routes_equal_lm_eval_evaluator(shared_data, tmp_path, capsys):
     """`quantconf eval default --tasks truthfulqa_mc2` and `--tasks lm_eval:truthfulqa_mc2` give lm-eval's own
     evaluator's mc2 on the same questions, per question and in aggregate."""
-    from lm_eval.tasks import TaskManager
 
     from quantconf.cli import main
     from quantconf.models import load_model
 
-    limit = 10
+    limit = 5  # ~8 choices each behind a 6-shot preamble: lm-eval's runner scores each choice in full
     for route in ("truthfulqa_mc2", "lm_eval:truthfulqa_mc2"):
         assert main(["eval", "default", "--tasks", route, "--data-dir", str(shared_data), "--limit", str(limit),
                      "--out", str(tmp_path / route.replace(":", "_")), "--quiet", "--threads", "2"]) == 0
@@ -200,7 +198,7 @@ def test_truthfulqa_mc2_both_routes_equal_lm_eval_evaluator(shared_data, tmp_pat
     (tmp_path / "yaml").mkdir()
     names = write_offline_task_yamls(tmp_path / "yaml", shared_data,
                                      {"truthfulqa_mc2": BUILTIN_LM_EVAL_YAMLS["truthfulqa_mc2"]})
-    res, _ = run_lm_eval(load_model("default"), names, TaskManager(include_path=str(tmp_path / "yaml")),
+    res, _ = run_lm_eval(load_model("default"), names, folder_task_manager(tmp_path / "yaml"),
                          tmp_path / "logs", limit=limit)
     samples = sorted(res["samples"]["qc_truthfulqa_mc2"], key=lambda s: s["doc_id"])
     theirs = res["results"]["qc_truthfulqa_mc2"]["acc,none"]
@@ -266,14 +264,33 @@ def test_missing_split_and_too_many_shots_fail_before_the_model_loads(tmp_path, 
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))  # failed first runs leave no dirs
 
 
+def test_task_manager_reusing_the_builtin_index_equals_lm_evals_own(tmp_path):
+    """The bridge's task manager for an include path (lm-eval's built-in index built once per process, the
+    folder's names added) has the index lm-eval builds for the same path: a folder task replacing a built-in
+    name, a new group over built-in tasks, and a tag."""
+    from lm_eval.tasks import TaskManager
+
+    from quantconf.tasks.lm_eval_bridge import composed_task_manager
+
+    (tmp_path / "piqa_mine.yaml").write_text("task: piqa\ndataset_path: json\noutput_type: multiple_choice\n"
+                                            "doc_to_text: q\ndoc_to_target: 0\ndoc_to_choice: [a, b]\n"
+                                            "tag: [my_tag]\n")
+    (tmp_path / "g.yaml").write_text("group: my_group\ntask: [arc_easy, piqa]\n")
+    theirs, ours = TaskManager(include_path=str(tmp_path)), composed_task_manager(str(tmp_path))
+    assert ours.task_index == theirs.task_index
+    for listing in ("all_tasks", "all_subtasks", "all_groups", "all_tags"):
+        assert getattr(ours, listing) == getattr(theirs, listing), listing
+    assert ours.task_index["piqa"].yaml_path == tmp_path / "piqa_mine.yaml" and "my_group" in ours.all_groups
+    assert "my_tag" in ours.all_tags and len(ours.all_tasks) > 10_000
+
+
 @pytest.mark.integration  # ../shared data
 def test_builtins_equal_lm_eval_on_every_shared_document(shared_data, tmp_path):
     """Contexts, choices and gold of every built-in (but the generated one) equal what lm-eval's own
     task definitions build for every document of ../shared/data."""
-    from lm_eval.tasks import TaskManager
 
     names = write_offline_task_yamls(tmp_path, shared_data, BUILTIN_LM_EVAL_YAMLS)
-    tm = TaskManager(include_path=str(tmp_path))
+    tm = folder_task_manager(tmp_path)  # the files include lm-eval's by path
     for name, lm_name in zip(BUILTIN_LM_EVAL_YAMLS, names):
         task = tm.load([lm_name])["tasks"][lm_name]
         task.build_all_requests(limit=None)
@@ -306,7 +323,6 @@ def _lm_eval_yaml(folder: Path, task: str, include: str, data_files: dict, **ext
 
 def test_per_choice_context_task_agrees_with_lm_eval(tmp_path, long_lm):
     """lm-eval's winogrande (choices in the context) from local files, 0- and 2-shot."""
-    from lm_eval.tasks import TaskManager
 
     data = tmp_path / "data"
     valid = write_jsonl(data / "allenai/winogrande/winogrande_xl/validation.jsonl", WINOGRANDE_ROWS)
@@ -314,7 +330,7 @@ def test_per_choice_context_task_agrees_with_lm_eval(tmp_path, long_lm):
     _lm_eval_yaml(tmp_path / "yaml", "qc_winogrande", "winogrande/default.yaml",
                   {"validation": valid, "train": train})
     for shots in (0, 2):
-        res, logs = run_lm_eval(long_lm, ["qc_winogrande"], TaskManager(include_path=str(tmp_path / "yaml")),
+        res, logs = run_lm_eval(long_lm, ["qc_winogrande"], folder_task_manager(tmp_path / "yaml"),
                                 tmp_path / f"logs{shots}", num_fewshot=shots)
         ours = evaluate_task(long_lm, load_task("winogrande", data_dir=data, num_fewshot=shots))
         assert ours["task"][0] == "winogrande" and len(ours) == len(WINOGRANDE_ROWS)
@@ -337,7 +353,6 @@ def _import(logs: Path, out: Path) -> Path:
 def test_five_shot_arc_easy_agrees_with_lm_eval(shared_data, tmp_path, long_lm):
     """arc_easy 5-shot: lm-eval's sampler (seed 1234) draws from the train split; the test split
     and a train split are cut from ../shared/data's ARC-Easy test file into a hub-layout dir."""
-    from lm_eval.tasks import TaskManager
 
     rows = [json.loads(line) for line in (shared_data / "arc_easy/test.jsonl").read_text().splitlines()[:200]]
     data = tmp_path / "data"
@@ -345,7 +360,7 @@ def test_five_shot_arc_easy_agrees_with_lm_eval(shared_data, tmp_path, long_lm):
     train = write_jsonl(data / "allenai/ai2_arc/ARC-Easy/train.jsonl", rows[100:200])
     _lm_eval_yaml(tmp_path / "yaml", "qc_arc_easy", "arc/arc_easy.yaml", {"test": test, "train": train},
                   validation_split=None)
-    res, logs = run_lm_eval(long_lm, ["qc_arc_easy"], TaskManager(include_path=str(tmp_path / "yaml")),
+    res, logs = run_lm_eval(long_lm, ["qc_arc_easy"], folder_task_manager(tmp_path / "yaml"),
                             tmp_path / "logs", num_fewshot=5)
     loaded = load_task("arc_easy", data_dir=data, num_fewshot=5)
     assert loaded.task.lm_eval == "arc_easy" and loaded.questions[0].context.count("Question:") == 6
@@ -364,7 +379,6 @@ def test_five_shot_arc_easy_agrees_with_lm_eval(shared_data, tmp_path, long_lm):
 def test_group_of_user_yaml_tasks_agrees_with_lm_eval(shared_data, tmp_path, long_lm, capsys):
     """--include-path with the user's own YAML tasks and a group over them: one parquet per task,
     and the group's aggregate equal to lm-eval's (weighted by size)."""
-    from lm_eval.tasks import TaskManager
 
     yaml_dir = tmp_path / "yaml"
     _lm_eval_yaml(yaml_dir, "my_piqa", "piqa/piqa.yaml", {"validation": shared_data / "piqa/validation.jsonl"},
@@ -375,7 +389,7 @@ def test_group_of_user_yaml_tasks_agrees_with_lm_eval(shared_data, tmp_path, lon
         "group": "my_group", "task": ["my_piqa", "my_boolq"],
         "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": True},
                                   {"metric": "acc_norm", "aggregation": "mean", "weight_by_size": False}]}))
-    res, logs = run_lm_eval(long_lm, ["my_group"], TaskManager(include_path=str(yaml_dir)), tmp_path / "logs",
+    res, logs = run_lm_eval(long_lm, ["my_group"], folder_task_manager(yaml_dir), tmp_path / "logs",
                             limit=8)
     out = tmp_path / "out"
     summary = evaluate_into(long_lm, ["my_group"], out, limit=8, include_path=str(yaml_dir), progress=False,

@@ -104,17 +104,25 @@ def test_keep_freed_memory_reuses_freed_blocks():
     assert applied and faults < 500, f"{faults} page faults in the last four passes"
 
 
-def test_gguf_weight_count_from_the_tensor_table_equals_ggufs_reader(tmp_path):
-    """The preflight's count of a GGUF file's weights (header walked by length, 40 ms) equals gguf's GGUFReader
-    (every field parsed: 4 s on the default model, 18 s on gemma3) on a file llama.cpp's tools wrote; a
-    truncated or foreign file gives None (the loader's own check names it)."""
+def test_gguf_weight_count_and_metadata_from_the_header_equal_ggufs_reader(tmp_path):
+    """The preflight's count of a GGUF file's weights (header walked by length, 40 ms) and the metadata
+    `gguf_metadata` reads (the tokenizer's vocabulary among them) equal gguf's GGUFReader (every field
+    parsed: 4 s on the default model, 18 s on gemma3) on a file llama.cpp's tools wrote; a truncated or
+    foreign file gives None (the loader's own check names it)."""
     from gguf import GGUFReader
 
     from quantconf.builtin_models import default_gguf_path
-    from quantconf.model_files import weight_elements
+    from quantconf.model_files import gguf_metadata, weight_elements
 
     path = default_gguf_path()
-    assert weight_elements(path) == sum(int(t.n_elements) for t in GGUFReader(path).tensors) > 1e8
+    reader = GGUFReader(path)
+    assert weight_elements(path) == sum(int(t.n_elements) for t in reader.tensors) > 1e8
+    theirs = {key: f.contents() for key, f in reader.fields.items() if not key.startswith("GGUF.")}
+    ours = gguf_metadata(path)
+    assert list(ours) == list(theirs) and len(ours["tokenizer.ggml.tokens"]) == 49152
+    for key in theirs:  # strings, string and number arrays, ints, floats, bools: value and Python type
+        assert ours[key] == theirs[key] and type(ours[key]) is type(theirs[key]), key
+    assert gguf_metadata(path, keys=["general.architecture"]) == {"general.architecture": "llama"}
     (tmp_path / "cut.gguf").write_bytes(default_gguf_path().read_bytes()[:30_000])
     (tmp_path / "not.gguf").write_bytes(b"GGML" + bytes(100))
     assert weight_elements(tmp_path / "cut.gguf") is None and weight_elements(tmp_path / "not.gguf") is None

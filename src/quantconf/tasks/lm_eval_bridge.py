@@ -51,22 +51,50 @@ OUTPUT_TYPES = ("multiple_choice", "generate_until")
 _MANAGERS: dict[str | None, object] = {}
 
 
+@functools.lru_cache(maxsize=1)
+def builtin_task_index() -> dict:
+    """lm-eval's index of its own ~15k task, group and tag names (~10 s to build: every YAML file under
+    lm_eval/tasks is read): built once per process and shared by the task managers of every include path."""
+    import lm_eval.tasks
+    from lm_eval.tasks._index import TaskIndex
+
+    return TaskIndex.build([Path(lm_eval.tasks.__file__).parent])
+
+
+def composed_task_manager(include_path: str | None):
+    """`TaskManager(include_path=...)` with the built-in part of its index reused (`builtin_task_index`): the
+    same index lm-eval builds, whose rule is "each path's names in turn, a later path's name replacing an
+    earlier one", so only the user's folder is read. Uses TaskManager's private index (lm-eval is pinned
+    to 0.4.13); `test_lm_eval_tasks` checks the result equals lm-eval's own manager."""
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._index import Kind
+
+    manager = TaskManager(include_path=include_path, include_defaults=False)  # reads only the user's folder
+    index = {**builtin_task_index(), **manager._index}
+    manager._index = index
+    manager._all_tasks = sorted(index)
+    manager._all_subtasks = sorted(k for k, e in index.items() if e.kind in (Kind.TASK, Kind.PY_TASK))
+    manager._all_groups = sorted(k for k, e in index.items() if e.kind == Kind.GROUP)
+    manager._all_tags = sorted(k for k, e in index.items() if e.kind == Kind.TAG)
+    return manager
+
+
 def task_manager(include_path: str | None = None):
-    """lm-eval's TaskManager (its index of ~15k names takes ~10 s to build, so it is cached)."""
+    """lm-eval's TaskManager for the built-in tasks and those of `include_path`, cached per path."""
     key = str(include_path) if include_path else None
     if key not in _MANAGERS:
         if key is not None and not Path(key).is_dir():
             raise QuantconfError(f"include path {key} is not a directory of lm-eval task YAML files",
                                  param="include_path")
         try:
-            from lm_eval.tasks import TaskManager
+            from lm_eval.tasks import TaskManager  # noqa: F401 (the clear error when lm-eval is absent)
         except ImportError as e:
             raise QuantconfError(f"lm-evaluation-harness is needed for lm-eval tasks ({e}); "
                                  "pip install 'lm_eval==0.4.13'") from None
         if key is not None:
             check_task_yamls(Path(key))
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
-        _MANAGERS[key] = TaskManager(include_path=key)
+        _MANAGERS[key] = composed_task_manager(key)
     return _MANAGERS[key]
 
 
