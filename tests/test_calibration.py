@@ -293,3 +293,23 @@ def test_metrics_cli_json_is_the_api_on_a_directory_with_a_group(tmp_path, capsy
     api = qc.metrics(tmp_path, n_boot=20)
     assert shown == json.loads(json.dumps(api, default=float))
     assert api["g"]["acc"] == pytest.approx((30 * api["a"]["acc"] + 10 * api["b"]["acc"]) / 40)
+
+
+def test_ragged_rows_pad_in_one_step_as_row_by_row_and_non_finite_entries_are_named():
+    """pad_ragged / ragged_mask (one fill from the rows' values in order) equal the row-by-row fill on lists,
+    arrays and tuples of different lengths; None is NaN as numpy assigns it; a NaN, inf or None
+    log-likelihood is still refused naming its doc and choice."""
+    from quantconf.analysis.metrics import check_finite_logliks, pad_ragged, ragged_mask
+
+    rows = [[-1.0, -2.0], np.array([-0.5, -3.0, -4.0]), (-7.0,), [-1.5, -2.5, -3.5, -4.5]]
+    expected = np.full((4, 4), -9.0)
+    for i, r in enumerate(rows):
+        expected[i, :len(r)] = r
+    np.testing.assert_array_equal(pad_ragged(rows, fill=-9.0), expected)
+    np.testing.assert_array_equal(ragged_mask(rows), expected != -9.0)
+    assert np.isnan(pad_ragged([[1.0, None], [2.0]])[0, 1])
+    for bad in (float("nan"), float("inf"), None):
+        df = pd.DataFrame({"doc_id": [4, 7], "task": "t", "loglik": [[-1.0, -2.0], [-1.0, bad]]})
+        with pytest.raises(QuantconfError, match=r"t doc 7 choice 1: log-likelihood .* is not finite"):
+            check_finite_logliks(df)
+    check_finite_logliks(pd.DataFrame({"doc_id": [4], "loglik": [np.array([-1.0, -2.0])]}))  # no error

@@ -54,6 +54,9 @@ same way smECE keeps the full sample's bandwidth and ece_sweep its bin count (`m
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+
 import numpy as np
 
 from quantconf.errors import QuantconfError
@@ -70,11 +73,22 @@ NORMALIZATIONS = ("none", "tokens", "chars", "bytes")
 # From log-likelihoods to choice probabilities
 
 
+def ragged_mask(rows) -> np.ndarray:
+    """(n, k) mask of the entries of ragged rows (k: the longest row)."""
+    lengths = np.fromiter(map(len, rows), int, count=len(rows))
+    return np.arange(lengths.max()) < lengths[:, None]
+
+
 def pad_ragged(rows, fill=np.nan) -> np.ndarray:
-    k = max(len(r) for r in rows)
-    out = np.full((len(rows), k), fill, dtype=float)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r
+    """Ragged rows (lists or arrays) as one (n, k) float array padded with `fill`; filled in one step from
+    the rows' values in order (the simulations call this thousands of times)."""
+    mask = ragged_mask(rows)
+    out = np.full(mask.shape, fill, dtype=float)
+    try:
+        out[mask] = np.fromiter(itertools.chain.from_iterable(rows), float, count=int(mask.sum()))
+    except (TypeError, ValueError):  # entries fromiter does not take (None: NaN, as numpy assigns it)
+        for i, r in enumerate(rows):
+            out[i, :len(r)] = r
     return out
 
 
@@ -89,8 +103,7 @@ def choice_log_probs(loglik, lengths=None) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(loglik, np.ndarray):
         ll, mask = loglik.astype(float), np.ones(loglik.shape, bool)
     else:
-        ll = pad_ragged(loglik, fill=0.0)
-        mask = pad_ragged([[1.0] * len(r) for r in loglik], fill=0.0).astype(bool)
+        ll, mask = pad_ragged(loglik, fill=0.0), ragged_mask(loglik)
     if not np.isfinite(ll[mask]).all():
         bad = np.argwhere(mask & ~np.isfinite(ll))[0][0]
         raise ValueError(f"non-finite log-likelihood in question {bad}; the scorer produced NaN/inf")
@@ -120,6 +133,9 @@ def choice_probs(loglik, lengths=None) -> tuple[np.ndarray, np.ndarray]:
 
 def check_finite_logliks(df) -> None:
     """One rule everywhere: a NaN or infinite choice log-likelihood is an error naming task, doc and choice."""
+    with contextlib.suppress(TypeError, ValueError):  # None, text: the loop below names them
+        if np.isfinite(np.fromiter(itertools.chain.from_iterable(df["loglik"]), float)).all():
+            return  # the common case, in one step; the loop below names the first bad entry
     doc_ids = df["doc_id"] if "doc_id" in df else range(len(df))
     tasks = df["task"] if "task" in df else ["predictions"] * len(df)
     for doc_id, task, ll in zip(doc_ids, tasks, df["loglik"]):
@@ -155,7 +171,7 @@ def acc_norm_correct(loglik_rows, n_chars_rows, gold) -> np.ndarray:
     division warning."""
     ll = pad_ragged(list(loglik_rows), fill=-np.inf)
     chars = pad_ragged(list(n_chars_rows), fill=1.0)
-    mask = pad_ragged([[1.0] * len(r) for r in loglik_rows], fill=0.0).astype(bool)
+    mask = ragged_mask(list(loglik_rows))
     score = np.where(mask & (chars > 0), ll / np.where(chars > 0, chars, 1.0), -np.inf)
     return np.argmax(score, axis=1) == np.asarray(gold, int)
 

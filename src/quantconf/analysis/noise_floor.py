@@ -146,8 +146,11 @@ def align(full: pd.DataFrame, replicates: list[pd.DataFrame], task: str = "") ->
     if not common:
         raise QuantconfError(f"{task}: no questions in common between the full model and the replicates")
     order = [d for d in full["doc_id"] if d in common]
-    frames = [df.set_index("doc_id").loc[order].reset_index() for df in [full, *replicates]]
+    frames = [df.reset_index(drop=True) if df["doc_id"].tolist() == order else
+              df.set_index("doc_id").loc[order].reset_index() for df in [full, *replicates]]
     for i, df in enumerate(frames[1:], 1):
+        if _same_choices(frames[0]["choices"].tolist(), df["choices"].tolist()):
+            continue  # one comparison of the whole column; the loop below names the first differing doc
         for d, a, b in zip(order, frames[0]["choices"], df["choices"]):
             if list(a) != list(b):
                 raise QuantconfError(f"{task} doc {d}: choices differ between the full model and replicate {i}; "
@@ -161,6 +164,15 @@ def align(full: pd.DataFrame, replicates: list[pd.DataFrame], task: str = "") ->
         lps.append(np.where(mask, lp, 0.0))
     refuse_identical_replicates([lp.tobytes() for lp in lps[1:]], task)
     return Aligned(np.asarray(order), np.asarray(gold_col, int), mask, lps)
+
+
+def _same_choices(a: list, b: list) -> bool:
+    """Whether two columns of choice lists are equal (False when they cannot be compared whole, as lists of
+    arrays: the caller then compares row by row)."""
+    try:
+        return bool(a == b)
+    except ValueError:  # elements are numpy arrays: their == is elementwise
+        return False
 
 
 def refuse_identical_replicates(contents: list, task: str = "") -> None:
