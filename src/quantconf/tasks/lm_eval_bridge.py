@@ -33,6 +33,7 @@ import difflib
 import fnmatch
 import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -86,11 +87,8 @@ def task_manager(include_path: str | None = None):
         if key is not None and not Path(key).is_dir():
             raise QuantconfError(f"include path {key} is not a directory of lm-eval task YAML files",
                                  param="include_path")
-        try:
-            from lm_eval.tasks import TaskManager  # noqa: F401 (the clear error when lm-eval is absent)
-        except ImportError as e:
-            raise QuantconfError(f"lm-evaluation-harness is needed for lm-eval tasks ({e}); "
-                                 "pip install 'lm_eval==0.4.13'") from None
+        if importlib.util.find_spec("lm_eval") is None:
+            raise QuantconfError("lm-evaluation-harness is needed for lm-eval tasks; pip install 'lm_eval==0.4.13'")
         if key is not None:
             check_task_yamls(Path(key))
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
