@@ -9,32 +9,46 @@ from __future__ import annotations
 
 import numpy as np
 
+from quantconf.errors import QuantconfError
 from quantconf.models import LoadedModel, LoadOptions
 from quantconf.runtime import set_threads
 from quantconf.quantizers.calib_data import calib_text
 from quantconf.tasks import TaskOptions
 
 
+def window_spans(n_tokens: int, window: int = 512, stride: int = 256) -> list[tuple[int, int, int]]:
+    """The sliding-window rule `perplexity` and `divergence` share: (begin, end, first_scored) of each
+    window of at most `window` tokens, moved by `stride`. A window scores the tokens from first_scored to
+    end that the previous one did not (at least the window's second token: its first has no context), with
+    the tokens before them as context; stride = window gives disjoint chunks."""
+    if window < 2 or not 1 <= stride <= window:
+        raise QuantconfError(f"need window >= 2 and 1 <= stride <= window (got window {window}, stride {stride})",
+                             param="stride")
+    spans, prev_end = [], 0
+    for begin in range(0, n_tokens, stride):
+        end = min(begin + window, n_tokens)
+        first_scored = max(prev_end, begin + 1)
+        if first_scored < end:
+            spans.append((begin, end, first_scored))
+        prev_end = end
+        if end == n_tokens:
+            break
+    return spans
+
+
 def perplexity(model, ids: list[int], window: int = 512, stride: int = 256) -> float:
-    """Sliding-window perplexity: windows of `window` tokens moved by `stride`; each window scores
-    only the tokens not scored by the previous one, with the rest as context. stride = window gives
-    disjoint chunks."""
+    """Sliding-window perplexity over the windows of `window_spans`."""
     import torch  # lazy: seconds to import; `import quantconf` does not need it
 
-    nll, count, prev_end = 0.0, 0, 0
+    nll, count = 0.0, 0
     with torch.inference_mode():
-        for begin in range(0, len(ids), stride):
-            end = min(begin + window, len(ids))
-            target_len = end - prev_end
+        for begin, end, first_scored in window_spans(len(ids), window, stride):
             x = torch.tensor([ids[begin:end]], device=next(model.parameters()).device)
             logits = model(input_ids=x).logits[0, :-1].float()
             logp = torch.log_softmax(logits, -1).gather(-1, x[0, 1:, None])[:, 0]
-            scored = logp[-target_len:] if target_len < len(logp) else logp
+            scored = logp[first_scored - begin - 1:]
             nll -= scored.sum().item()
             count += len(scored)
-            prev_end = end
-            if end == len(ids):
-                break
     return float(np.exp(nll / count))
 
 

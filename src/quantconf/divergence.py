@@ -1,0 +1,134 @@
+"""Token-level divergence of a quantized model from the full one on ordinary text: what llama.cpp's
+`llama-perplexity --kl-divergence` reports (KL divergence over the whole vocabulary per token, the share
+of tokens whose top token is unchanged, the change of the correct token's probability, the perplexity
+ratio), with block-bootstrap intervals over windows.
+
+Both models score the same windows of the text, moved by the same stride and with the same context rule
+as `quantconf ppl` (`perplexity.window_spans`): each window scores only the tokens the previous one did
+not, the rest of it is context. Only one window's logits of each model are in memory at a time, and the
+per-token values are computed in float64 in row chunks (a window of 512 tokens over a 49,152-token
+vocabulary is 100 MB of float32 logits per model).
+
+`token_divergence` gives the per-token values, `divergence_statistics` the statistics with intervals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from quantconf.perplexity import window_spans
+
+ROWS_PER_CHUNK = 64  # float64 work arrays of 64 x vocabulary (25 MB for a 49k vocabulary)
+
+
+@dataclass(frozen=True)
+class TokenDivergence:
+    """Per scored token (text order): KL(full || quant) and KL(quant || full) in nats over the full
+    vocabulary, whether both models' most probable token is the same, each model's probability of the
+    text's actual next token, each model's entropy (nats), and the window that scored the token (tokens of
+    one window share their context: the bootstrap resamples windows, not tokens)."""
+
+    kld: np.ndarray
+    kld_reverse: np.ndarray
+    same_top: np.ndarray
+    p_full: np.ndarray
+    p_quant: np.ndarray
+    entropy_full: np.ndarray
+    entropy_quant: np.ndarray
+    window: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.kld)
+
+
+def _log_softmax64(logits) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def compare_logits(full_logits, quant_logits, targets) -> dict[str, np.ndarray]:
+    """Per-row divergence values of two (n, vocab) logit arrays whose row i predicts token targets[i]."""
+    out: dict[str, list] = {k: [] for k in ("kld", "kld_reverse", "same_top", "p_full", "p_quant", "entropy_full",
+                                            "entropy_quant")}
+    targets = np.asarray(targets)
+    for start in range(0, len(targets), ROWS_PER_CHUNK):
+        rows = slice(start, start + ROWS_PER_CHUNK)
+        lp, lq = _log_softmax64(full_logits[rows]), _log_softmax64(quant_logits[rows])
+        p, q = np.exp(lp), np.exp(lq)
+        picked = np.arange(len(lp)), targets[rows]
+        out["kld"].append((p * (lp - lq)).sum(axis=1))
+        out["kld_reverse"].append((q * (lq - lp)).sum(axis=1))
+        out["same_top"].append(lp.argmax(axis=1) == lq.argmax(axis=1))
+        out["p_full"].append(p[picked])
+        out["p_quant"].append(q[picked])
+        out["entropy_full"].append(-(p * lp).sum(axis=1))
+        out["entropy_quant"].append(-(q * lq).sum(axis=1))
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+
+
+def token_divergence(full_model, quant_model, ids: list[int], window: int = 512, stride: int = 256) -> TokenDivergence:
+    """Score token ids with both models window by window (`window_spans`) and compare their next-token
+    distributions on every scored token."""
+    import torch  # lazy: seconds to import
+
+    parts: dict[str, list] = {}
+    with torch.inference_mode():
+        for w, (begin, end, first_scored) in enumerate(window_spans(len(ids), window, stride)):
+            logits = []
+            for model in (full_model, quant_model):
+                x = torch.tensor([ids[begin:end]], device=next(model.parameters()).device)
+                logits.append(model(input_ids=x).logits[0, first_scored - begin - 1:-1].float().cpu().numpy())
+            values = compare_logits(*logits, ids[first_scored:end])
+            values["window"] = np.full(end - first_scored, w)
+            for k, v in values.items():
+                parts.setdefault(k, []).append(v)
+    return TokenDivergence(**{k: np.concatenate(v) for k, v in parts.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics under stable names, each {estimate, ci}; intervals from a bootstrap over windows
+
+KLD_QUANTILES = {"kld_median": 0.5, "kld_p90": 0.9, "kld_p99": 0.99, "kld_p999": 0.999}
+
+
+def _statistics(td: TokenDivergence, rows: np.ndarray) -> dict[str, float]:
+    kld = td.kld[rows]
+    delta_p = td.p_quant[rows] - td.p_full[rows]
+    nll_full, nll_quant = -np.log(td.p_full[rows]), -np.log(td.p_quant[rows])
+    ln_ratio = float(nll_quant.mean() - nll_full.mean())  # ln PPL(quant) - ln PPL(full)
+    return {"kld_mean": float(kld.mean()),
+            **{name: float(np.quantile(kld, q)) for name, q in KLD_QUANTILES.items()},
+            "kld_max": float(kld.max()), "kld_reverse_mean": float(td.kld_reverse[rows].mean()),
+            "same_top": 100.0 * float(td.same_top[rows].mean()),
+            "delta_p_mean": float(delta_p.mean()), "delta_p_rms": float(np.sqrt((delta_p ** 2).mean())),
+            "ppl_ratio": float(np.exp(ln_ratio)), "ln_ppl_ratio": ln_ratio}
+
+
+def divergence_statistics(td: TokenDivergence, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """{name: {"estimate", "ci"}} for kld_mean, kld_median, kld_p90, kld_p99, kld_p999, kld_max,
+    kld_reverse_mean, same_top (percent), delta_p_mean, delta_p_rms (probabilities, not percent),
+    ppl_ratio and ln_ppl_ratio, plus "tokens" and "windows". Intervals: percentile bootstrap over windows
+    (tokens of one window share a context and are not independent; resampling whole windows keeps that).
+    With one window, or n_boot = 0, every ci is None. kld_max's interval is that of the largest value among
+    resampled windows: it cannot exceed the observed maximum, read it as a description, not a bound."""
+    if len(td) == 0:
+        raise ValueError("no scored tokens")
+    windows = np.unique(td.window)
+    point = _statistics(td, np.arange(len(td)))
+    rows_of = [np.flatnonzero(td.window == w) for w in windows]
+    draws: dict[str, list[float]] = {k: [] for k in point}
+    if n_boot > 0 and len(windows) > 1:
+        rng = np.random.default_rng(seed)
+        for _ in range(n_boot):
+            rows = np.concatenate([rows_of[i] for i in rng.integers(0, len(windows), len(windows))])
+            for k, v in _statistics(td, rows).items():
+                draws[k].append(v)
+    out = {}
+    for k, v in point.items():
+        ci = ([float(np.quantile(draws[k], alpha / 2)), float(np.quantile(draws[k], 1 - alpha / 2))]
+              if draws[k] else None)
+        out[k] = {"estimate": v, "ci": ci}
+    return {**out, "tokens": int(len(td)), "windows": int(len(windows))}

@@ -1,0 +1,120 @@
+"""divergence.py: per-token KL / top-1 / p(correct) against a direct scipy computation on tiny in-test
+models, the window rule shared with perplexity, and the statistics against hand computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+from scipy.stats import entropy
+
+from conftest import CORPUS, build_tiny_model
+from quantconf.divergence import TokenDivergence, compare_logits, divergence_statistics, token_divergence
+from quantconf.errors import QuantconfError
+from quantconf.perplexity import window_spans
+
+
+@pytest.mark.parametrize("n, window, stride", [(10, 4, 2), (10, 4, 4), (11, 5, 3), (3, 8, 4), (512, 128, 100),
+                                               (7, 2, 1), (9, 9, 9)])
+def test_windows_score_every_token_once_with_at_most_a_window_of_context(n, window, stride):
+    spans = window_spans(n, window, stride)
+    scored = [t for _, end, first in spans for t in range(first, end)]
+    if stride < window or n <= window:  # every token but the first (no context), once, in order
+        assert scored == list(range(1, n))
+    else:  # disjoint chunks (as Hugging Face's recipe): a chunk's first token has no context in it
+        assert scored == [t for t in range(n) if t % window]
+    for begin, end, first in spans:
+        assert end - begin <= window and begin < first <= end
+
+
+def test_bad_windows_are_refused():
+    for window, stride in ((1, 1), (4, 0), (4, 5)):
+        with pytest.raises(QuantconfError, match="need window >= 2 and 1 <= stride <= window"):
+            window_spans(10, window, stride)
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    from quantconf.models import load_model
+
+    root = tmp_path_factory.mktemp("divergence")
+    return (load_model(str(build_tiny_model(root / "a", seed=0))), load_model(str(build_tiny_model(root / "b", seed=1))))
+
+
+def _reference(full, quant, ids, window, stride):
+    """Each window run on its own, every value from scipy in float64: entropy(p, q) is KL(p || q)."""
+    import torch
+
+    rows = []
+    for begin, end, first in window_spans(len(ids), window, stride):
+        x = torch.tensor([ids[begin:end]])
+        with torch.no_grad():
+            lf, lq = (m(input_ids=x).logits[0].double().numpy() for m in (full, quant))
+        for t in range(first, end):
+            p, q = softmax(lf[t - begin - 1]), softmax(lq[t - begin - 1])
+            rows.append((entropy(p, q), entropy(q, p), p.argmax() == q.argmax(), p[ids[t]], q[ids[t]], entropy(p),
+                         entropy(q)))
+    return np.array(rows, dtype=float).T
+
+
+@pytest.mark.parametrize("window, stride", [(64, 32), (48, 48), (10_000, 10_000)])
+def test_token_values_equal_a_direct_scipy_computation(two_models, window, stride):
+    full, quant = two_models
+    ids = full.tokenizer(" ".join(CORPUS[:12]))["input_ids"][:200]
+    td = token_divergence(full.model, quant.model, ids, window=window, stride=stride)
+    assert len(td) == (len(ids) - len(window_spans(len(ids), window, stride)) if stride == window else len(ids) - 1)
+    ref = _reference(full.model, quant.model, ids, window, stride)
+    for name, expected in zip(("kld", "kld_reverse", "same_top", "p_full", "p_quant", "entropy_full", "entropy_quant"),
+                              ref):
+        np.testing.assert_allclose(getattr(td, name).astype(float), expected, rtol=0, atol=1e-6, err_msg=name)
+    assert (td.kld > 0).all() and (td.kld_reverse > 0).all()
+    assert len(np.unique(td.window)) == len(window_spans(len(ids), window, stride))
+
+
+def test_a_model_against_itself_has_zero_divergence_and_the_same_top_token(two_models):
+    full, _ = two_models
+    ids = full.tokenizer(" ".join(CORPUS[:8]))["input_ids"][:120]
+    td = token_divergence(full.model, full.model, ids, window=50, stride=25)
+    assert (td.kld == 0).all() and (td.kld_reverse == 0).all() and td.same_top.all()
+    stats = divergence_statistics(td, n_boot=50)
+    assert stats["kld_mean"]["estimate"] == 0 and stats["same_top"]["estimate"] == 100.0
+    assert stats["ppl_ratio"]["estimate"] == 1.0 and stats["delta_p_rms"]["estimate"] == 0
+
+
+def test_compare_logits_on_a_hand_example():
+    full = np.log(np.array([[0.5, 0.25, 0.25], [0.7, 0.2, 0.1]]))
+    quant = np.log(np.array([[0.25, 0.5, 0.25], [0.6, 0.3, 0.1]]))
+    out = compare_logits(full, quant, [0, 1])
+    kl0 = 0.5 * np.log(2) + 0.25 * np.log(0.5)  # sum p log(p/q), the last terms 0
+    np.testing.assert_allclose(out["kld"][0], kl0, atol=1e-15)
+    np.testing.assert_allclose(out["kld_reverse"][0], 0.25 * np.log(0.5) + 0.5 * np.log(2), atol=1e-15)
+    assert out["same_top"].tolist() == [False, True]
+    np.testing.assert_allclose(out["p_full"], [0.5, 0.2]) and np.testing.assert_allclose(out["p_quant"], [0.25, 0.3])
+
+
+def _td(kld, p_full, p_quant, window):
+    n = len(kld)
+    return TokenDivergence(kld=np.array(kld, float), kld_reverse=np.array(kld, float) * 2,
+                           same_top=np.array([True] * (n - 1) + [False]), p_full=np.array(p_full, float),
+                           p_quant=np.array(p_quant, float), entropy_full=np.zeros(n), entropy_quant=np.zeros(n),
+                           window=np.array(window))
+
+
+def test_statistics_against_hand_computation_and_intervals_over_windows():
+    td = _td([0.1, 0.3, 0.2, 0.4], [0.5, 0.4, 0.8, 0.2], [0.4, 0.4, 0.6, 0.3], [0, 0, 1, 1])
+    s = divergence_statistics(td, n_boot=400, seed=3)
+    assert s["tokens"] == 4 and s["windows"] == 2
+    assert s["kld_mean"]["estimate"] == pytest.approx(0.25) and s["kld_max"]["estimate"] == 0.4
+    assert s["kld_median"]["estimate"] == pytest.approx(0.25)  # numpy's linear quantile of 0.1..0.4
+    assert s["kld_reverse_mean"]["estimate"] == pytest.approx(0.5) and s["same_top"]["estimate"] == 75.0
+    dp = np.array([-0.1, 0.0, -0.2, 0.1])
+    assert s["delta_p_mean"]["estimate"] == pytest.approx(dp.mean())
+    assert s["delta_p_rms"]["estimate"] == pytest.approx(np.sqrt((dp ** 2).mean()))
+    ppl_full, ppl_quant = np.exp(-np.log([0.5, 0.4, 0.8, 0.2]).mean()), np.exp(-np.log([0.4, 0.4, 0.6, 0.3]).mean())
+    assert s["ppl_ratio"]["estimate"] == pytest.approx(ppl_quant / ppl_full)
+    # two windows: resamples are {w0, w0}, {w1, w1} or both, so the mean's interval lies in [0.2, 0.3]
+    lo, hi = s["kld_mean"]["ci"]
+    assert 0.2 - 1e-12 <= lo <= 0.25 <= hi <= 0.3 + 1e-12
+    assert divergence_statistics(td, n_boot=400, seed=3) == s  # seeded
+    one = divergence_statistics(_td([0.1, 0.3], [0.5, 0.4], [0.4, 0.4], [0, 0]), n_boot=400)
+    assert one["kld_mean"]["ci"] is None  # one window: no interval from a bootstrap over windows
