@@ -118,3 +118,34 @@ def test_statistics_against_hand_computation_and_intervals_over_windows():
     assert divergence_statistics(td, n_boot=400, seed=3) == s  # seeded
     one = divergence_statistics(_td([0.1, 0.3], [0.5, 0.4], [0.4, 0.4], [0, 0]), n_boot=400)
     assert one["kld_mean"]["ci"] is None  # one window: no interval from a bootstrap over windows
+
+
+def test_cli_json_is_the_api_and_a_short_text_is_one_window(two_models, tmp_path, capsys):
+    import dataclasses
+    import json
+
+    import quantconf as qc
+    from quantconf.cli import main
+
+    full, quant = (m.info["spec"] for m in two_models)
+    text = tmp_path / "t.txt"
+    text.write_text(" ".join(CORPUS[:12]))
+    api = qc.divergence(full, quant, f"file:{text}", window=64, stride=32, tokens=150, n_boot=50)
+    assert main(["divergence", full, quant, "--text", f"file:{text}", "--window", "64", "--stride", "32",
+                 "--tokens", "150", "--bootstrap", "50", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(api))
+    assert api["tokens"] == 149 and api["windows"] == 4 and 0 < api["kld_mean"]["estimate"]
+    lo, hi = api["kld_mean"]["ci"]
+    assert lo <= api["kld_mean"]["estimate"] <= hi
+    short = qc.divergence(*two_models, f"file:{text}", window=64, tokens=40, n_boot=0)
+    assert short["windows"] == 1 and short["tokens"] == 39 and short["kld_mean"]["ci"] is None
+    assert main(["divergence", full, quant, "--text", f"file:{text}", "--tokens", "40", "--bootstrap", "0"]) == 0
+    assert "kld_mean" in capsys.readouterr().out
+    # another vocabulary: the same token ids would mean other tokens
+    other = dataclasses.replace(two_models[1], tokenizer=type(two_models[1].tokenizer)(
+        tokenizer_object=__import__("tokenizers").Tokenizer.from_str(two_models[1].tokenizer.backend_tokenizer.to_str()
+                                                                        .replace('"<s>"', '"<S>"'))))
+    with pytest.raises(QuantconfError, match="different vocabularies"):
+        qc.divergence(two_models[0], other, f"file:{text}", tokens=40)
+    with pytest.raises(QuantconfError, match="n_boot must be >= 0"):
+        qc.divergence(*two_models, f"file:{text}", tokens=40, n_boot=-1)

@@ -1,4 +1,4 @@
-"""The public Python API (`import quantconf as qc`): the whole pipeline as sixteen functions.
+"""The public Python API (`import quantconf as qc`): the whole pipeline as seventeen functions.
 
 Each function is a thin, documented door into the module that does the work, so that a notebook
 and the command line run the same code: the CLI (`cli.py`) only parses flags, prints and maps
@@ -27,13 +27,14 @@ from quantconf.generation_import import import_generations as _import_generation
 from quantconf.lmeval_import import import_lm_eval as _import_lm_eval
 from quantconf.outliers import OutlierOptions, run_outliers
 from quantconf.perplexity import text_perplexity
+from quantconf.divergence import text_divergence
 from quantconf.study.run import report_study
 from quantconf.tasks import LoadedTask, TaskOptions, get_task, task_names
 from quantconf.tasks import load_task as _load_task
 from quantconf.tasks.lm_eval_bridge import list_lm_eval_tasks
 
 __all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "noise_floor", "recalibrate",
-           "run_study", "read_predictions", "report", "outliers", "perplexity", "import_lm_eval", "methods", "tasks"]
+           "run_study", "read_predictions", "report", "outliers", "perplexity", "divergence", "import_lm_eval", "methods", "tasks"]
 
 
 def load_model(spec: str | Path, *, dtype: str = "float32", device: str = "cpu", allow_pickle: bool = False,
@@ -760,6 +761,49 @@ def perplexity(model: str | Path | LoadedModel, text: str = "pydoc", *, window: 
     """
     model = model if isinstance(model, LoadedModel) else str(model)
     return text_perplexity(model, text, window=window, stride=stride, max_tokens=max_tokens,
+                           load=LoadOptions(dtype=dtype, device=device, threads=threads, allow_pickle=allow_pickle,
+                                            trust_remote_code=trust_remote_code),
+                           data=TaskOptions(data_dir=None if data_dir is None else str(data_dir), seed=seed))
+
+
+def divergence(full: str | Path | LoadedModel, quant: str | Path | LoadedModel, text: str = "pydoc", *,
+               window: int = 512, stride: int | None = None, tokens: int = 16 * 512, n_boot: int = 1000, seed: int = 0,
+               data_dir: str | Path | None = None, dtype: str = "float32", device: str = "cpu",
+               threads: int | None = None, allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
+    """Token-level divergence of a quantized model from the full one on a text set (llama.cpp's KLD statistics).
+
+    Both models score the same windows of the text (the windows of :func:`perplexity`); per token, the
+    KL divergence over the whole vocabulary both ways, whether the top token is the same, and each model's
+    probability of the text's next token.
+
+    Parameters
+    ----------
+    full, quant : str, Path or LoadedModel
+        Model specs or models :func:`load_model` returned; they must share a vocabulary.
+    text : str, default="pydoc"
+        A text set, named as calibration sets are (``pydoc``, ``file:PATH``, ``wikitext2:PATH``, ...).
+    window, stride : int
+        Window length and step in tokens (stride None: half the window, as :func:`perplexity`'s 512 / 256);
+        each window scores only the tokens the previous did not.
+    tokens : int
+        Tokens of the text used (the first ones); with ``tokens <= window`` they are one window.
+    n_boot : int, default=1000
+        Bootstrap resamples of whole windows for the intervals (0: none).
+    seed : int
+        The draw from the text set and the bootstrap's seed.
+    data_dir, dtype, device, threads, allow_pickle, trust_remote_code
+        As in :func:`evaluate`.
+
+    Returns
+    -------
+    dict
+        ``full, quant, text, source, window, stride, tokens`` (scored tokens), ``windows``, and
+        ``{"estimate", "ci"}`` for ``kld_mean, kld_median, kld_p90, kld_p99, kld_p999, kld_max,
+        kld_reverse_mean, same_top`` (percent), ``delta_p_mean, delta_p_rms`` (probability of the
+        correct token, quant minus full), ``ppl_ratio, ln_ppl_ratio``; KL in nats.
+    """
+    models = [m if isinstance(m, LoadedModel) else str(m) for m in (full, quant)]
+    return text_divergence(*models, text, window=window, stride=stride or max(1, window // 2), max_tokens=tokens, n_boot=n_boot,
                            load=LoadOptions(dtype=dtype, device=device, threads=threads, allow_pickle=allow_pickle,
                                             trust_remote_code=trust_remote_code),
                            data=TaskOptions(data_dir=None if data_dir is None else str(data_dir), seed=seed))

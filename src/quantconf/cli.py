@@ -348,6 +348,24 @@ def cmd_ppl(args) -> int:
     return 0
 
 
+def cmd_divergence(args) -> int:
+    record = qc.divergence(args.full, args.quant, args.text, window=args.window, stride=args.stride,
+                           tokens=args.tokens, n_boot=args.bootstrap, seed=args.seed, data_dir=args.data_dir,
+                           dtype=args.dtype, device=args.device, threads=args.threads,
+                           allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    print(f"{record['quant']} vs {record['full']} on {record['text']} ({record['source']}): {record['tokens']} tokens "
+          f"scored in {record['windows']} windows of {record['window']} (stride {record['stride']}); 95% intervals "
+          "from a bootstrap over windows")
+    for name, value in record.items():
+        if isinstance(value, dict) and "estimate" in value:
+            ci = value["ci"]
+            print(f"  {name:17s} {value['estimate']:.6g}" + (f"  [{ci[0]:.6g}, {ci[1]:.6g}]" if ci else ""))
+    return 0
+
+
 def cmd_import_lm_eval(args) -> int:
     for task, n in qc.import_lm_eval(args.paths, args.out, data_dir=args.data_dir, overwrite=args.overwrite).items():
         print(f"{task}: {n} questions")
@@ -526,6 +544,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     add_model_args(p)
     p.set_defaults(func=cmd_ppl)
+
+    p = sub.add_parser("divergence", help="token-level divergence of a quantized model from the full one on text "
+                                          "(KL over the vocabulary, same top token, delta p, perplexity ratio)")
+    p.add_argument("full")
+    p.add_argument("quant")
+    p.add_argument("--text", default="pydoc", help="any calibration-set name (pydoc, file:PATH, wikitext2:PATH, ...)")
+    p.add_argument("--window", type=_positive_int, default=512)
+    p.add_argument("--stride", type=_positive_int, default=None, help="default: half the window")
+    p.add_argument("--tokens", type=_positive_int, default=16 * 512, help="tokens of the text used (the first ones)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples of whole windows for the intervals")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    add_model_args(p)
+    p.set_defaults(func=cmd_divergence)
 
     p = sub.add_parser("import-lm-eval", help="convert lm-eval --log_samples / --write_out files to predictions")
     p.add_argument("paths", nargs="+", help="files or directories")

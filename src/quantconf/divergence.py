@@ -9,7 +9,8 @@ not, the rest of it is context. Only one window's logits of each model are in me
 per-token values are computed in float64 in row chunks (a window of 512 tokens over a 49,152-token
 vocabulary is 100 MB of float32 logits per model).
 
-`token_divergence` gives the per-token values, `divergence_statistics` the statistics with intervals.
+`token_divergence` gives the per-token values, `divergence_statistics` the statistics with intervals,
+`text_divergence` both for two model specs and a text set (what `quantconf divergence` prints).
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantconf.errors import QuantconfError
+from quantconf.models import LoadedModel, LoadOptions
 from quantconf.perplexity import window_spans
+from quantconf.quantizers.calib_data import calib_text
+from quantconf.runtime import set_threads
+from quantconf.tasks import TaskOptions
 
 ROWS_PER_CHUNK = 64  # float64 work arrays of 64 x vocabulary (25 MB for a 49k vocabulary)
 
@@ -132,3 +138,26 @@ def divergence_statistics(td: TokenDivergence, n_boot: int = 1000, seed: int = 0
               if draws[k] else None)
         out[k] = {"estimate": v, "ci": ci}
     return {**out, "tokens": int(len(td)), "windows": int(len(windows))}
+
+
+def text_divergence(full: str | LoadedModel, quant: str | LoadedModel, text: str = "pydoc", *, window: int = 512,
+                    stride: int = 256, max_tokens: int = 16 * 512, n_boot: int = 1000,
+                    load: LoadOptions = LoadOptions(), data: TaskOptions = TaskOptions(seed=0)) -> dict:
+    """Divergence of model `quant` from model `full` (specs, loaded with `load`, or loaded models) on the
+    first `max_tokens` tokens of text set `text` (drawn with `data.seed`; local files under `data.data_dir`),
+    tokenized by the full model's tokenizer: {full, quant, text, source, tokens, window, stride, and the
+    statistics of `divergence_statistics`}. The two models must share a vocabulary."""
+    if n_boot < 0:
+        raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
+    set_threads(load.threads)
+    models = [m if isinstance(m, LoadedModel) else load.load(m) for m in (full, quant)]
+    if models[0].tokenizer.get_vocab() != models[1].tokenizer.get_vocab():
+        raise QuantconfError(f"{models[1].info['spec']} and {models[0].info['spec']} have different vocabularies: "
+                             "token-level divergence compares the same token ids", param="quant")
+    body, source = calib_text(text, data.seed, data.data_dir)
+    ids = models[0].tokenizer(body, add_special_tokens=False)["input_ids"][:max_tokens]
+    if len(ids) < 2:
+        raise QuantconfError(f"text {text} has {len(ids)} token(s); at least 2 are needed", param="text")
+    td = token_divergence(models[0].model, models[1].model, ids, window=window, stride=stride)
+    return {"full": models[0].info["spec"], "quant": models[1].info["spec"], "text": text, "source": source,
+            "window": window, "stride": stride, **divergence_statistics(td, n_boot=n_boot, seed=data.seed)}
