@@ -53,7 +53,7 @@ def _reference(full, quant, ids, window, stride):
         for t in range(first, end):
             p, q = softmax(lf[t - begin - 1]), softmax(lq[t - begin - 1])
             rows.append((entropy(p, q), entropy(q, p), p.argmax() == q.argmax(), p[ids[t]], q[ids[t]], entropy(p),
-                         entropy(q)))
+                         entropy(q), p.max()))
     return np.array(rows, dtype=float).T
 
 
@@ -64,8 +64,8 @@ def test_token_values_equal_a_direct_scipy_computation(two_models, window, strid
     td = token_divergence(full.model, quant.model, ids, window=window, stride=stride)
     assert len(td) == (len(ids) - len(window_spans(len(ids), window, stride)) if stride == window else len(ids) - 1)
     ref = _reference(full.model, quant.model, ids, window, stride)
-    for name, expected in zip(("kld", "kld_reverse", "same_top", "p_full", "p_quant", "entropy_full", "entropy_quant"),
-                              ref):
+    for name, expected in zip(("kld", "kld_reverse", "same_top", "p_full", "p_quant", "entropy_full", "entropy_quant",
+                               "top_p_full"), ref):
         np.testing.assert_allclose(getattr(td, name).astype(float), expected, rtol=0, atol=1e-6, err_msg=name)
     assert (td.kld > 0).all() and (td.kld_reverse > 0).all()
     assert len(np.unique(td.window)) == len(window_spans(len(ids), window, stride))
@@ -97,7 +97,7 @@ def _td(kld, p_full, p_quant, window):
     return TokenDivergence(kld=np.array(kld, float), kld_reverse=np.array(kld, float) * 2,
                            same_top=np.array([True] * (n - 1) + [False]), p_full=np.array(p_full, float),
                            p_quant=np.array(p_quant, float), entropy_full=np.zeros(n), entropy_quant=np.zeros(n),
-                           window=np.array(window))
+                           window=np.array(window), top_p_full=np.array(p_full, float))
 
 
 def test_statistics_against_hand_computation_and_intervals_over_windows():
@@ -140,7 +140,9 @@ def test_cli_json_is_the_api_and_a_short_text_is_one_window(two_models, tmp_path
     short = qc.divergence(*two_models, f"file:{text}", window=64, tokens=40, n_boot=0)
     assert short["windows"] == 1 and short["tokens"] == 39 and short["kld_mean"]["ci"] is None
     assert main(["divergence", full, quant, "--text", f"file:{text}", "--tokens", "40", "--bootstrap", "0"]) == 0
-    assert "kld_mean" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "kld_mean" in printed and "by the full model's confidence" in printed
+    assert sum(b["tokens"] for b in api["by_full_confidence"]) == api["tokens"]
     # another vocabulary: the same token ids would mean other tokens
     other = dataclasses.replace(two_models[1], tokenizer=type(two_models[1].tokenizer)(
         tokenizer_object=__import__("tokenizers").Tokenizer.from_str(two_models[1].tokenizer.backend_tokenizer.to_str()
@@ -149,3 +151,17 @@ def test_cli_json_is_the_api_and_a_short_text_is_one_window(two_models, tmp_path
         qc.divergence(two_models[0], other, f"file:{text}", tokens=40)
     with pytest.raises(QuantconfError, match="n_boot must be >= 0"):
         qc.divergence(*two_models, f"file:{text}", tokens=40, n_boot=-1)
+
+
+def test_statistics_by_the_full_models_confidence_are_those_of_each_bins_tokens():
+    from quantconf.divergence import divergence_by_confidence
+
+    # top_p_full = p_full here: .5 and .4 fall in [.4, .6), .8 in [.8, 1.0] (closed), .2 in [.2, .4)
+    td = _td([0.1, 0.3, 0.2, 0.4], [0.5, 0.4, 0.8, 0.2], [0.4, 0.4, 0.6, 0.3], [0, 0, 1, 1])
+    bins = divergence_by_confidence(td, edges=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), n_boot=0)
+    assert [(b["lo"], b["hi"], b["tokens"]) for b in bins] == [(0.2, 0.4, 1), (0.4, 0.6, 2), (0.8, 1.0, 1)]
+    assert bins[1]["kld_mean"]["estimate"] == pytest.approx(0.2) and bins[2]["kld_max"]["estimate"] == 0.2
+    assert bins[1] == {"lo": 0.4, "hi": 0.6, **divergence_statistics(td.subset([0, 1]), n_boot=0)}
+    assert sum(b["tokens"] for b in divergence_by_confidence(td, n_boot=0)) == len(td)
+    with pytest.raises(QuantconfError, match="confidence edges must increase"):
+        divergence_by_confidence(td, edges=(0.5, 0.2))

@@ -800,7 +800,8 @@ def divergence(full: str | Path | LoadedModel, quant: str | Path | LoadedModel, 
         ``full, quant, text, source, window, stride, tokens`` (scored tokens), ``windows``, and
         ``{"estimate", "ci"}`` for ``kld_mean, kld_median, kld_p90, kld_p99, kld_p999, kld_max,
         kld_reverse_mean, same_top`` (percent), ``delta_p_mean, delta_p_rms`` (probability of the
-        correct token, quant minus full), ``ppl_ratio, ln_ppl_ratio``; KL in nats.
+        correct token, quant minus full), ``ppl_ratio, ln_ppl_ratio``; KL in nats. ``by_full_confidence``:
+        the same statistics within bins of the full model's top-token probability (``lo``, ``hi``).
     """
     models = [m if isinstance(m, LoadedModel) else str(m) for m in (full, quant)]
     return text_divergence(*models, text, window=window, stride=stride or max(1, window // 2), max_tokens=tokens, n_boot=n_boot,

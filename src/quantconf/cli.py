@@ -363,6 +363,10 @@ def cmd_divergence(args) -> int:
         if isinstance(value, dict) and "estimate" in value:
             ci = value["ci"]
             print(f"  {name:17s} {value['estimate']:.6g}" + (f"  [{ci[0]:.6g}, {ci[1]:.6g}]" if ci else ""))
+    print("by the full model's confidence on the token (its top token's probability):")
+    for b in record["by_full_confidence"]:
+        print(f"  [{b['lo']:.1f}, {b['hi']:.1f}] {b['tokens']:6d} tokens: kld_mean {b['kld_mean']['estimate']:.4g}, "
+              f"same_top {b['same_top']['estimate']:.1f}%, delta_p_mean {b['delta_p_mean']['estimate']:.4g}")
     return 0
 
 

@@ -44,9 +44,13 @@ class TokenDivergence:
     entropy_full: np.ndarray
     entropy_quant: np.ndarray
     window: np.ndarray
+    top_p_full: np.ndarray  # the full model's probability of its own most probable token: its confidence
 
     def __len__(self) -> int:
         return len(self.kld)
+
+    def subset(self, rows) -> "TokenDivergence":
+        return TokenDivergence(**{f: getattr(self, f)[rows] for f in self.__dataclass_fields__})
 
 
 def _log_softmax64(logits) -> np.ndarray:
@@ -58,7 +62,7 @@ def _log_softmax64(logits) -> np.ndarray:
 def compare_logits(full_logits, quant_logits, targets) -> dict[str, np.ndarray]:
     """Per-row divergence values of two (n, vocab) logit arrays whose row i predicts token targets[i]."""
     out: dict[str, list] = {k: [] for k in ("kld", "kld_reverse", "same_top", "p_full", "p_quant", "entropy_full",
-                                            "entropy_quant")}
+                                            "entropy_quant", "top_p_full")}
     targets = np.asarray(targets)
     for start in range(0, len(targets), ROWS_PER_CHUNK):
         rows = slice(start, start + ROWS_PER_CHUNK)
@@ -72,6 +76,7 @@ def compare_logits(full_logits, quant_logits, targets) -> dict[str, np.ndarray]:
         out["p_quant"].append(q[picked])
         out["entropy_full"].append(-(p * lp).sum(axis=1))
         out["entropy_quant"].append(-(q * lq).sum(axis=1))
+        out["top_p_full"].append(p.max(axis=1))
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
 
 
@@ -140,6 +145,26 @@ def divergence_statistics(td: TokenDivergence, n_boot: int = 1000, seed: int = 0
     return {**out, "tokens": int(len(td)), "windows": int(len(windows))}
 
 
+CONFIDENCE_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def divergence_by_confidence(td: TokenDivergence, edges=CONFIDENCE_EDGES, n_boot: int = 1000, seed: int = 0) -> list:
+    """The statistics of `divergence_statistics` within bins of the full model's confidence on each token (its
+    top token's probability; bins [lo, hi), the last closed): where does quantization move the distribution
+    most, on tokens the full model was sure of or unsure of? One entry per non-empty bin: {lo, hi, tokens,
+    windows, and each statistic's {estimate, ci}}; intervals from the same bootstrap over windows."""
+    edges = np.asarray(edges, float)
+    if edges.ndim != 1 or len(edges) < 2 or (np.diff(edges) <= 0).any():
+        raise QuantconfError(f"confidence edges must increase, got {list(edges)}", param="edges")
+    out = []
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        last = i == len(edges) - 2
+        rows = np.flatnonzero((td.top_p_full >= lo) & ((td.top_p_full <= hi) if last else (td.top_p_full < hi)))
+        if len(rows):
+            out.append({"lo": float(lo), "hi": float(hi), **divergence_statistics(td.subset(rows), n_boot, seed)})
+    return out
+
+
 def text_divergence(full: str | LoadedModel, quant: str | LoadedModel, text: str = "pydoc", *, window: int = 512,
                     stride: int = 256, max_tokens: int = 16 * 512, n_boot: int = 1000,
                     load: LoadOptions = LoadOptions(), data: TaskOptions = TaskOptions(seed=0)) -> dict:
@@ -160,4 +185,5 @@ def text_divergence(full: str | LoadedModel, quant: str | LoadedModel, text: str
         raise QuantconfError(f"text {text} has {len(ids)} token(s); at least 2 are needed", param="text")
     td = token_divergence(models[0].model, models[1].model, ids, window=window, stride=stride)
     return {"full": models[0].info["spec"], "quant": models[1].info["spec"], "text": text, "source": source,
-            "window": window, "stride": stride, **divergence_statistics(td, n_boot=n_boot, seed=data.seed)}
+            "window": window, "stride": stride, **divergence_statistics(td, n_boot=n_boot, seed=data.seed),
+            "by_full_confidence": divergence_by_confidence(td, n_boot=n_boot, seed=data.seed)}
