@@ -21,8 +21,7 @@ import numpy as np
 
 from quantconf.errors import QuantconfError
 from quantconf.models import LoadedModel, LoadOptions
-from quantconf.perplexity import window_spans
-from quantconf.quantizers.calib_data import calib_text
+from quantconf.perplexity import text_ids, window_spans
 from quantconf.runtime import set_threads
 from quantconf.tasks import TaskOptions
 
@@ -179,8 +178,7 @@ def text_divergence(full: str | LoadedModel, quant: str | LoadedModel, text: str
     if models[0].tokenizer.get_vocab() != models[1].tokenizer.get_vocab():
         raise QuantconfError(f"{models[1].info['spec']} and {models[0].info['spec']} have different vocabularies: "
                              "token-level divergence compares the same token ids", param="quant")
-    body, source = calib_text(text, data.seed, data.data_dir)
-    ids = models[0].tokenizer(body, add_special_tokens=False)["input_ids"][:max_tokens]
+    ids, source = text_ids(models[0].tokenizer, text, max_tokens, data)
     if len(ids) < 2:
         raise QuantconfError(f"text {text} has {len(ids)} token(s); at least 2 are needed", param="text")
     td = token_divergence(models[0].model, models[1].model, ids, window=window, stride=stride)

@@ -97,9 +97,7 @@ def gguf_metadata(path: Path, keys=None) -> dict:
     header (GGUFReader also maps every tensor and builds a numpy view per string: 20 s on Gemma 3's
     262k-token vocabulary, 0.3 s here)."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        wanted = None if keys is None else set(keys)
-        items = _gguf_items(data, read=lambda key: wanted is None or key in wanted)
-        return {key: value for key, value in items if key is not None}
+        return _gguf_kv(data, None if keys is None else set(keys))[0]
 
 
 def _gguf_header(data) -> tuple[int, int]:
@@ -133,24 +131,25 @@ def _gguf_value(data, kind: int, pos: int, read: bool):
     raise ValueError(f"unknown GGUF value type {kind}")
 
 
-def _gguf_items(data, read=lambda key: False):
-    """(key, value) of every metadata entry, in file order (value None where `read(key)` is false: skipped
-    by length); the position after the metadata is the last item's, returned as the key None."""
+def _gguf_kv(data, wanted=None) -> tuple[dict, int]:
+    """({key: value} of the metadata entries in `wanted` (all when None; the others are skipped by length),
+    the position just after the metadata, where the tensor table starts)."""
     _, n_kv = _gguf_header(data)
-    pos = 24
+    pos, values = 24, {}
     for _ in range(n_kv):
         (n,) = struct.unpack_from("<Q", data, pos)
         key = bytes(data[pos + 8:pos + 8 + n]).decode("utf-8")
         (kind,) = struct.unpack_from("<I", data, pos + 8 + n)
-        value, pos = _gguf_value(data, kind, pos + 12 + n, read(key))
-        if read(key):
-            yield key, value
-    yield None, pos
+        read = wanted is None or key in wanted
+        value, pos = _gguf_value(data, kind, pos + 12 + n, read)
+        if read:
+            values[key] = value
+    return values, pos
 
 
 def _gguf_tensor_elements(data) -> int:
     n_tensors, _ = _gguf_header(data)
-    *_, (_, pos) = _gguf_items(data)
+    _, pos = _gguf_kv(data, wanted=set())
     total = 0
     for _ in range(n_tensors):
         pos += 8 + struct.unpack_from("<Q", data, pos)[0]  # the name

@@ -52,6 +52,13 @@ def perplexity(model, ids: list[int], window: int = 512, stride: int = 256) -> f
     return float(np.exp(nll / count))
 
 
+def text_ids(tokenizer, text: str, max_tokens: int, data: TaskOptions) -> tuple[list[int], str]:
+    """(the first `max_tokens` token ids of text set `text`, its source description): the text `ppl` and
+    `divergence` score, drawn with `data.seed`, local files under `data.data_dir`."""
+    body, source = calib_text(text, data.seed, data.data_dir)
+    return tokenizer(body, add_special_tokens=False)["input_ids"][:max_tokens], source
+
+
 def text_perplexity(model: str | LoadedModel, text: str = "pydoc", *, window: int = 512, stride: int = 256,
                     max_tokens: int = 16 * 512, load: LoadOptions = LoadOptions(),
                     data: TaskOptions = TaskOptions(seed=0)) -> dict:
@@ -59,7 +66,6 @@ def text_perplexity(model: str | LoadedModel, text: str = "pydoc", *, window: in
     tokens of text set `text` (drawn with `data.seed`; local files under `data.data_dir`)."""
     set_threads(load.threads)
     lm = model if isinstance(model, LoadedModel) else load.load(model)
-    body, source = calib_text(text, data.seed, data.data_dir)
-    ids = lm.tokenizer(body, add_special_tokens=False)["input_ids"][:max_tokens]
+    ids, source = text_ids(lm.tokenizer, text, max_tokens, data)
     return {"model": lm.info["spec"], "text": text, "source": source, "tokens": len(ids), "window": window,
             "stride": stride, "perplexity": perplexity(lm.model, ids, window=window, stride=stride)}

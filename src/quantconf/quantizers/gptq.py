@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from quantconf.errors import QuantconfError
-from quantconf.io import captured_library_output, working_directory
+from quantconf.io import atomic_write_json, captured_library_output, working_directory
 from quantconf.runtime import available_cores
 from quantconf.quantizers.base import (Quantizer, group_bits, layer_record, register_quantizer, relative_error,
                                        source_weights)
@@ -64,8 +64,8 @@ def _quantize(model_src, calib_samples, config, out_dir) -> dict:
         model.quantize(data, batch_size=1)
         _restore_rope_parameters(model.model.config)
         model.save(str(out_dir))
-    del model
-    _store_unquantized_in_bfloat16(out_dir)  # before the checkpoint is reloaded for the weight error: one model in memory, not two
+    del model  # before the checkpoint is reloaded for the weight error: one model in memory, not two
+    _store_unquantized_in_bfloat16(out_dir)
     gc.collect()
     weight_facts = _weight_errors(out_dir, model_src, config)
     layers = {}
@@ -104,9 +104,7 @@ def _store_unquantized_in_bfloat16(out_dir: Path) -> None:
         save_file(tensors, str(tmp), metadata=metadata)
         os.replace(tmp, path)
     config_path = out_dir / "config.json"
-    config = json.loads(config_path.read_text())
-    config["dtype"] = "bfloat16"
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    atomic_write_json(config_path, {**json.loads(config_path.read_text()), "dtype": "bfloat16"})
 
 
 def _weight_errors(out_dir, model_src, config) -> dict:
