@@ -24,8 +24,10 @@ demo: $(STAMP)
 	$(VENV)/bin/quantconf demo
 
 # one pytest-xdist worker per core (each pinned to its core: tests/conftest.py); tests that start Ray share
-# one group (a `ray stop` would end the other's cluster); the 15 slowest tests are printed
-test: $(STAMP) chromium
+# one group (a `ray stop` would end the other's cluster); the 15 slowest tests are printed. The venv and
+# Debian's chromium are installed side by side (both mostly wait on downloads).
+test:
+	$(MAKE) -j2 $(STAMP) chromium
 	$(PY) -m pytest -q -ra -n auto --dist loadgroup --durations=15
 
 # the report's browser test drives Debian's chromium (headless, through Playwright); installed when absent

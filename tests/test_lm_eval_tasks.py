@@ -264,6 +264,37 @@ def test_missing_split_and_too_many_shots_fail_before_the_model_loads(tmp_path, 
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))  # failed first runs leave no dirs
 
 
+def test_builtin_index_is_kept_on_disk_equal_to_lm_evals_build(tmp_path, monkeypatch):
+    """lm-eval's built-in index is built once per installation (~10 s) and read back from the cache dir in
+    later processes: the entries read equal the ones lm-eval's TaskIndex.build made, in the same order; a
+    corrupt file is built again, not trusted."""
+    from lm_eval.tasks._index import TaskIndex
+
+    from quantconf.tasks import lm_eval_bridge as bridge
+
+    monkeypatch.setenv("QUANTCONF_CACHE", str(tmp_path))
+    builds = []
+    real_build = TaskIndex.build
+    monkeypatch.setattr(TaskIndex, "build", staticmethod(lambda paths, **kw: builds.append(paths) or real_build(paths, **kw)))
+    bridge.builtin_task_index.cache_clear()
+    try:
+        built = bridge.builtin_task_index()
+        path = bridge.builtin_index_cache_path()
+        assert len(builds) == 1 and path.parent.parent == tmp_path and path.is_file()
+        read = bridge.read_cached_index(path)
+        assert read == built and list(read) == list(built) and len(read) > 10_000
+        bridge.builtin_task_index.cache_clear()
+        assert bridge.builtin_task_index() == built and len(builds) == 1  # read, not built
+        path.write_text('[["arc_easy", "TASK"')  # cut off mid-write by something else
+        assert bridge.read_cached_index(path) is None
+        bridge.builtin_task_index.cache_clear()
+        monkeypatch.setattr(TaskIndex, "build", staticmethod(lambda paths, **kw: builds.append(paths) or built))
+        assert bridge.builtin_task_index() == built and len(builds) == 2  # built again and the file replaced
+        assert bridge.read_cached_index(path) == built
+    finally:
+        bridge.builtin_task_index.cache_clear()
+
+
 def test_task_manager_reusing_the_builtin_index_equals_lm_evals_own(tmp_path):
     """The bridge's task manager for an include path (lm-eval's built-in index built once per process, the
     folder's names added) has the index lm-eval builds for the same path: a folder task replacing a built-in

@@ -52,14 +52,67 @@ OUTPUT_TYPES = ("multiple_choice", "generate_until")
 _MANAGERS: dict[str | None, object] = {}
 
 
+def _tasks_root() -> Path:
+    import lm_eval.tasks
+
+    return Path(lm_eval.tasks.__file__).parent
+
+
+def _builtin_index_key(root: Path) -> str:
+    """What lm-eval's built-in index is built from: lm-eval's version, where its tasks folder is (the
+    entries hold absolute paths) and every YAML file in it (relative path, size, modification time)."""
+    from importlib import metadata
+
+    digest = hashlib.sha256(f"lm_eval {metadata.version('lm_eval')}\n{root}\n".encode())
+    for path in sorted(root.rglob("*.yaml")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def builtin_index_cache_path() -> Path:
+    """Where the built-in index is kept between processes: under the cache dir, named by `_builtin_index_key`."""
+    from quantconf.builtin_models import cache_dir
+
+    return cache_dir() / "lm_eval_task_index" / f"{_builtin_index_key(_tasks_root())}.json"
+
+
+def read_cached_index(path: Path) -> dict | None:
+    """The index `builtin_task_index` wrote to `path` (lm-eval's `Entry` objects, equal to the ones
+    `TaskIndex.build` makes: its YAML configs are plain JSON values), or None when the file is absent or
+    unreadable (then the index is built again and the file replaced)."""
+    from lm_eval.tasks._index import Entry, Kind
+
+    try:
+        rows = json.loads(path.read_text())
+        return {name: Entry(name=name, kind=Kind[kind], yaml_path=Path(yaml_path) if yaml_path else None, cfg=cfg,
+                            tags=set(tags)) for name, kind, yaml_path, cfg, tags in rows}
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
 @functools.lru_cache(maxsize=1)
 def builtin_task_index() -> dict:
-    """lm-eval's index of its own ~15k task, group and tag names (~10 s to build: every YAML file under
-    lm_eval/tasks is read): built once per process and shared by the task managers of every include path."""
-    import lm_eval.tasks
+    """lm-eval's index of its own ~15k task, group and tag names. Building it reads every YAML file under
+    lm_eval/tasks (~10 s), so it is built once per installation and kept under the cache dir as JSON
+    (0.5 s to read; its name is the hash of lm-eval's version and the YAML files' sizes and times), and
+    within a process shared by the task managers of every include path."""
     from lm_eval.tasks._index import TaskIndex
 
-    return TaskIndex.build([Path(lm_eval.tasks.__file__).parent])
+    from quantconf.io import atomic_write_bytes
+
+    path = builtin_index_cache_path()
+    index = read_cached_index(path)
+    if index is None:
+        index = TaskIndex.build([_tasks_root()])
+        rows = [[e.name, e.kind.name, str(e.yaml_path) if e.yaml_path else None, e.cfg, sorted(e.tags)]
+                for e in index.values()]
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, json.dumps(rows).encode())
+        except OSError:  # a read-only cache dir: the index is still right, only the next process rebuilds it
+            pass
+    return index
 
 
 def composed_task_manager(include_path: str | None):
