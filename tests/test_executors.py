@@ -81,8 +81,28 @@ def ray_mod():
     return ray
 
 
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray cluster (two CPUs) for the tests after the first Ray test: `execute` finds Ray
+    initialized and leaves it running, so they share the cluster and its warm workers (~10 s a start).
+    The first Ray test in this file starts and stops its own, as `execute` does for a user."""
+    ray = pytest.importorskip("ray")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", configure_logging=True)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.mark.integration  # a real Ray cluster (worker processes): not a unit test
-def test_ray_retries_a_killed_worker_and_isolates_failures(tmp_path, ray_mod):
+def test_ray_refuses_a_study_dir_workers_cannot_write(tmp_path, ray_mod):
+    assert not ray_mod.is_initialized()  # runs first: `execute` starts a cluster, then stops it
+    with pytest.raises(QuantconfError, match="Ray workers cannot write the study dir .*storage every node"):
+        execute(_jobs(tmp_path)[:1], "ray", shared_dir=tmp_path / "not-there", ray_num_cpus=2)
+    assert not ray_mod.is_initialized()
+
+
+@pytest.mark.integration  # a real Ray cluster (worker processes): not a unit test
+def test_ray_retries_a_killed_worker_and_isolates_failures(tmp_path, ray_cluster):
     marker = str(tmp_path / "victim")
     jobs = _jobs(tmp_path) + [Job("victim", "eval", functools.partial(_die_once, marker))]
     log = []
@@ -99,12 +119,6 @@ def test_ray_retries_a_killed_worker_and_isolates_failures(tmp_path, ray_mod):
     assert [f.job for f in outcome.failures] == ["victim"] and "died" in outcome.failures[0].error.lower()
 
 
-@pytest.mark.integration  # a real Ray cluster (worker processes): not a unit test
-def test_ray_refuses_a_study_dir_workers_cannot_write(tmp_path, ray_mod):
-    with pytest.raises(QuantconfError, match="Ray workers cannot write the study dir .*storage every node"):
-        execute(_jobs(tmp_path)[:1], "ray", shared_dir=tmp_path / "not-there", ray_num_cpus=2)
-
-
 def _summary_numbers(out: Path) -> pd.DataFrame:
     df = pd.read_csv(out / "summary.csv")
     keep = [c for c in df.columns if c not in ("seconds",) and not c.endswith("_seconds")]
@@ -112,7 +126,7 @@ def _summary_numbers(out: Path) -> pd.DataFrame:
 
 
 @pytest.mark.integration  # a real Ray cluster (worker processes): not a unit test
-def test_study_through_ray_equals_local_and_shards_equal_unsharded(tiny_model_dir, tmp_path, ray_mod):
+def test_study_through_ray_equals_local_and_shards_equal_unsharded(tiny_model_dir, tmp_path, ray_cluster):
     from quantconf.study import load_study, run_study
 
     config = {"models": [str(tiny_model_dir)], "tasks": ["arithmetic", "arithmetic_gen"], "limit": 60, "bootstrap": 20,
@@ -211,7 +225,8 @@ def two_node_cluster(monkeypatch):
     authenticate with a token: every node and the driver (a `quantconf study` process) get the same one,
     from the environment, which Ray reads when it is imported. Yields (address, the worker
     node's process (its own session: killing the group kills the node), the worker node's temp dir)."""
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
+    ray.shutdown()  # the module's local cluster (`ray stop --force` below would end it anyway)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex}
     for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
         monkeypatch.setenv(k, env[k])
