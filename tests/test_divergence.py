@@ -165,3 +165,47 @@ def test_statistics_by_the_full_models_confidence_are_those_of_each_bins_tokens(
     assert sum(b["tokens"] for b in divergence_by_confidence(td, n_boot=0)) == len(td)
     with pytest.raises(QuantconfError, match="confidence edges must increase"):
         divergence_by_confidence(td, edges=(0.5, 0.2))
+
+
+def test_study_divergence_steps_equal_the_api_and_reach_the_report(tiny_model_dir, tmp_path, capsys):
+    """`divergence: true` in a study: one step per quantized variant on ppl_text, keyed by what it reads; its
+    numbers are qc.divergence's on the same checkpoint (estimates and intervals, same seed); they reach
+    divergence.csv, summary.json and a report section; a changed token budget re-runs only those steps."""
+    import json
+
+    import pandas as pd
+
+    import quantconf as qc
+    from quantconf.cli import main
+    from quantconf.study import load_study, plan
+
+    config = {"models": [str(tiny_model_dir)], "tasks": ["arithmetic"], "limit": 10, "bootstrap": 50,
+              "ppl_text": "pydoc", "ppl_tokens": 1100, "divergence": True,
+              "variants": [{"method": "rtn", "bits": [2, 8], "group_size": 32}]}
+    out = tmp_path / "study"
+    qc.run_study(config, out, log=lambda m: None)
+    table = pd.read_csv(out / "divergence.csv")
+    assert list(table["variant"]) == ["rtn-w2g32", "rtn-w8g32"]
+    assert table["kld_mean"].iloc[0] > table["kld_mean"].iloc[1] > 0
+    assert (table["tokens"] == 1099).all() and (table["windows"] == 4).all()
+    steps = {s.label(): s for s in plan(load_study(data=config), out) if s.kind == "divergence"}
+    for row in table.to_dict("records"):
+        api = qc.divergence(str(tiny_model_dir), steps[row["variant"]].source.path, "pydoc", tokens=1100, n_boot=50,
+                            seed=1234)
+        for k in ("kld_mean", "kld_p99", "kld_max", "kld_reverse_mean", "same_top", "delta_p_rms", "ppl_ratio"):
+            assert row[k] == pytest.approx(api[k]["estimate"], rel=1e-12), k
+            assert [row[f"{k}_lo"], row[f"{k}_hi"]] == pytest.approx(api[k]["ci"], rel=1e-12), k
+    summary = json.loads((out / "summary.json").read_text())
+    assert [d["variant"] for d in summary["divergence"]] == list(table["variant"])
+    page = (out / "report.html").read_text()
+    assert "How far did each variant drift, token by token?" in page and "kld_mean CI" in page
+    assert "quant) mean per token" in page and "each variant&#39;s mean token-level KL" in page  # the frontier too
+    # the token budget is part of the divergence (and ppl) steps' keys: only those re-run
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(json.dumps({**config, "ppl_tokens": 1000}))
+    capsys.readouterr()
+    assert main(["study", str(cfg), "--out", str(out), "--dry-run"]) == 0
+    planned = capsys.readouterr().out
+    assert planned.count("[todo] divergence") == 2 and planned.count("[todo]") == 2 + 3  # + the three ppl steps
+    with pytest.raises(QuantconfError, match="`divergence`.*set ppl_text"):
+        load_study(data={**config, "ppl_text": None})

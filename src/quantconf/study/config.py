@@ -19,6 +19,7 @@ Config (YAML):
     seed: 1234                        # data seed (generated tasks)
     ppl_text: null                    # e.g. pydoc or file:PATH: held-out perplexity of every model/variant
     ppl_tokens: 4096                  #   tokens of that text (windows of 512, stride 256)
+    divergence: false                 # true: token-level divergence of each variant from its full model on ppl_text
     outliers: false                   # true: activation-outlier stats of each calibration set (full model)
     outlier_samples: 8
     executor: local                   # or ray: every step a Ray task (--executor/--ray-address override)
@@ -29,7 +30,8 @@ Config (YAML):
 
 Layout of STUDY_DIR: `steps/quant-<key>/` (checkpoints), `steps/eval-<key>/` (predictions),
 `steps/analysis-<key>.json` (metrics, comparisons, temperature scaling per evaluation),
-`steps/noise-floor-<key>.json` (per replicated configuration), and the report files. A step's key hashes everything that determines its output (model weights hash,
+`steps/noise-floor-<key>.json` (per replicated configuration), `steps/ppl-<key>.json` and
+`steps/divergence-<key>.json` (with ppl_text / divergence), and the report files. A step's key hashes everything that determines its output (model weights hash,
 quantization config, calibration set, tasks' data, code version), so re-running a killed study
 recomputes only missing steps, and editing the config reuses what still applies.
 """
@@ -126,12 +128,13 @@ class Study(BaseModel):
     bins: int = Field(15, gt=0)
     ppl_text: str | None = None  # e.g. pydoc or file:PATH: held-out perplexity of every model/variant
     ppl_tokens: int = Field(4096, gt=0)
+    divergence: bool = False  # token-level divergence (KL, same top token, ...) of each variant on ppl_text
     outliers: bool = False  # activation-outlier stats of each calibration set (full model)
     outlier_samples: int = Field(8, gt=0)
     # how the steps run (none of these change a result, so none is part of a step's key)
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None  # None: start Ray on this machine; "auto" or HOST:PORT: join a cluster
-    resources: dict[Literal["quantize", "eval", "ppl", "outliers", "analysis"], dict[Literal["num_cpus", "num_gpus", "memory"], float]] = {}
+    resources: dict[Literal["quantize", "eval", "ppl", "divergence", "outliers", "analysis"], dict[Literal["num_cpus", "num_gpus", "memory"], float]] = {}
     shards: int = Field(1, ge=1)  # split each task's evaluation into this many parallel jobs
     max_retries: int = Field(2, ge=0)  # Ray: re-runs of a job whose worker died
 
@@ -167,6 +170,13 @@ class Study(BaseModel):
             raise QuantconfError(f"study config field `limit`: {self.limit} questions per task cannot fill the "
                                  f"{RECALIBRATION_FOLDS} folds of cross-fitted temperature scaling; use limit: "
                                  f"{RECALIBRATION_FOLDS} or more (or null for every question)")
+        return self
+
+    @model_validator(mode="after")
+    def _divergence_needs_a_text(self) -> "Study":
+        if self.divergence and not self.ppl_text:
+            raise QuantconfError("study config field `divergence`: the divergence is measured on the text set of "
+                                 "`ppl_text`; set ppl_text (e.g. pydoc, wikitext2:PATH or file:PATH)")
         return self
 
     def leaf_tasks(self) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from quantconf.quantizers.calib_data import text_identity
 from quantconf.study.config import RECALIBRATION_FOLDS, Study
 from quantconf.study.steps import (AnalysisInputs, AnalysisStep, EvalInputs, EvalStep, Execution, NoiseFloorInputs,
                                    NoiseFloorStep, OutliersInputs, OutliersStep, PplInputs, PplStep, QuantizeInputs,
+                                   DivergenceInputs, DivergenceStep,
                                    QuantizeStep, Step)
 from quantconf.tasks import TaskOptions
 
@@ -88,6 +89,13 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
             if study.ppl_text:
                 pin = ppl_inputs(model, qin.key())
                 steps.append(PplStep(model, v, at / f"ppl-{pin.key()}.json", pin, execution, source=quant))
+            if study.divergence:
+                din = DivergenceInputs(model=model, full_identity=fp, identity=qin.key(), text=study.ppl_text,
+                                       text_sha256=text_identity(study.ppl_text), tokens=study.ppl_tokens,
+                                       dtype=study.dtype, seed=study.seed, data_dir=study.data_dir,
+                                       bootstrap=study.bootstrap)
+                steps.append(DivergenceStep(model, v, at / f"divergence-{din.key()}.json", din, execution,
+                                            source=quant))
         if study.ppl_text:
             pin = ppl_inputs(model, fp)
             steps.append(PplStep(model, None, at / f"ppl-{pin.key()}.json", pin, execution))

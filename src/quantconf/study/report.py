@@ -26,7 +26,7 @@ from quantconf.study.results import (StudyResults, calib_spread, collect, compar
                                      headlines, instability_table, methods_table, metrics_table, model_method_table, noise_floor_table,
                                      outliers_vs_loss,
                                      provenance, recalibration_table, recalibration_verdicts, scale_table,
-                                     FLIP_KINDS, frontier_table, question_counts, question_table)
+                                     FLIP_KINDS, divergence_shown, frontier_table, question_counts, question_table)
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("quantconf", "templates"), autoescape=True,
@@ -108,14 +108,16 @@ def reliability_plot(preds, model, task, n_bins):
     return plotly_block(fig)
 
 
-def frontier_plot(table: pd.DataFrame):
+def frontier_plot(table: pd.DataFrame, divergence: pd.DataFrame | None = None):
     """Size against damage: deployed bits per weight against Δacc and ΔECE (95% CIs), one point per
-    quantized variant and task; hover names the variant."""
+    quantized variant and task, and (when the study measured it) the mean token-level KL of each variant;
+    hover names the variant."""
     from plotly.subplots import make_subplots
     import plotly.graph_objects as go
 
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
-                        subplot_titles=("Δ accuracy (quantized − full)", "Δ ECE (quantized − full)"))
+    with_kld = divergence is not None and not divergence.empty
+    titles = ("Δ accuracy (quantized − full)", "Δ ECE (quantized − full)") + (("KL(full‖quant) mean per token",) if with_kld else ())
+    fig = make_subplots(rows=1, cols=len(titles), horizontal_spacing=0.08 if with_kld else 0.12, subplot_titles=titles)
     for i, ((model, task), g) in enumerate(table.groupby(["model", "task"], sort=False)):
         color = COLORS[i % len(COLORS)]
         for col, key in ((1, "delta_acc"), (2, "delta_ece")):
@@ -127,7 +129,18 @@ def frontier_plot(table: pd.DataFrame):
                 showlegend=col == 1, marker=dict(color=color, size=9), hovertext=hover, hoverinfo="text",
                 error_y=dict(type="data", symmetric=False, thickness=1, array=(g[f"{key}_hi"] - g[key]).fillna(0),
                              arrayminus=(g[key] - g[f"{key}_lo"]).fillna(0))), row=1, col=col)
-    fig.add_hline(y=0, line=dict(color="black", width=0.8), row="all", col="all")
+    if with_kld:  # one point per variant: the divergence is measured on text, not per task
+        for model, g in divergence.groupby("model", sort=False):
+            hover = [f"{v}<br>{model}<br>{b:.3g} bits/weight<br>KL mean {k:.4g} nats" for v, b, k in
+                     zip(g["variant"], g["bits_per_weight"], g["kld_mean"])]
+            fig.add_trace(go.Scatter(
+                x=g["bits_per_weight"], y=g["kld_mean"], mode="markers", name=f"{model}: KL on {g['text'].iloc[0]}",
+                marker=dict(color="black", size=9, symbol="diamond"), hovertext=hover, hoverinfo="text",
+                error_y=dict(type="data", symmetric=False, thickness=1, array=(g["kld_mean_hi"] - g["kld_mean"]).fillna(0),
+                             arrayminus=(g["kld_mean"] - g["kld_mean_lo"]).fillna(0))), row=1, col=3)
+        fig.update_yaxes(type="log", row=1, col=3)
+    for col in (1, 2):
+        fig.add_hline(y=0, line=dict(color="black", width=0.8), row=1, col=col)
     fig.update_xaxes(title_text="deployed bits per weight (scales and zero points included)")
     fig.update_layout(legend=dict(font=dict(size=10)))
     return plotly_block(fig)
@@ -294,6 +307,58 @@ def task_plot_sections(study, res: StudyResults) -> list[Section]:
     return out
 
 
+KLD_QUANTILES = (("median", "kld_median"), ("p90", "kld_p90"), ("p99", "kld_p99"), ("p99.9", "kld_p999"),
+                 ("max", "kld_max"))
+
+
+def divergence_plot(table: pd.DataFrame):
+    """Left: each variant's distribution of per-token KL(full||quant) as its quantiles (log scale, 95% CIs over
+    windows); right: the share of tokens whose top token is unchanged against deployed bits per weight."""
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("KL(full‖quant) per token: quantiles", "same top token against size"))
+    several_models = table["model"].nunique() > 1
+    for i, r in enumerate(table.to_dict("records")):
+        color, name = COLORS[i % len(COLORS)], f"{r['model']} / {r['variant']}" if several_models else r["variant"]
+        est = [r[k] for _, k in KLD_QUANTILES]
+        fig.add_trace(go.Scatter(
+            x=[q for q, _ in KLD_QUANTILES], y=est, mode="lines+markers", name=name, legendgroup=name,
+            marker_color=color, hovertemplate=f"{name}<br>%{{x}}: %{{y:.4g}} nats<extra></extra>",
+            error_y=dict(type="data", symmetric=False, thickness=1,
+                         array=[np.nan_to_num(r[f"{k}_hi"] - r[k]) for _, k in KLD_QUANTILES],
+                         arrayminus=[np.nan_to_num(r[k] - r[f"{k}_lo"]) for _, k in KLD_QUANTILES])), row=1, col=1)
+        fig.add_trace(go.Scatter(
+            x=[r["bits_per_weight"]], y=[r["same_top"]], mode="markers", name=name, legendgroup=name, showlegend=False,
+            marker=dict(color=color, size=10),
+            hovertemplate=f"{name}<br>%{{x:.3g}} bits/weight<br>same top %{{y:.1f}}%<extra></extra>",
+            error_y=dict(type="data", symmetric=False, thickness=1, array=[np.nan_to_num(r["same_top_hi"] - r["same_top"])],
+                         arrayminus=[np.nan_to_num(r["same_top"] - r["same_top_lo"])])), row=1, col=2)
+    fig.update_yaxes(type="log", title_text="KL divergence (nats)", row=1, col=1)
+    fig.update_yaxes(title_text="tokens with the same top token (%)", row=1, col=2)
+    fig.update_xaxes(title_text="quantile over tokens", row=1, col=1)
+    fig.update_xaxes(title_text="deployed bits per weight", row=1, col=2)
+    fig.update_layout(legend=dict(font=dict(size=10)))
+    return plotly_block(fig)
+
+
+def divergence_section(res: StudyResults) -> Section | None:
+    table = res.divergence
+    if table.empty:
+        return None
+    row = table.iloc[0]
+    return Section("How far did each variant drift, token by token?",
+                   f"Both models read the same {row['tokens']} tokens of {row['text']} in windows of 512 (stride 256, "
+                   "as the ppl steps); per token, the KL divergence between the full and quantized next-token "
+                   "distributions over the whole vocabulary, whether the most likely token is the same, and each "
+                   "model's probability of the text's next token (Δp: quantized − full). Intervals: 95% percentile "
+                   "bootstrap over whole windows (tokens of one window share their context and are not "
+                   "independent); none where the text fits one window. KL in nats; ppl_ratio is the quantized "
+                   "model's perplexity over the full model's on these tokens.",
+                   [divergence_plot(table), table_block(divergence_shown(table))])
+
+
 def recalibration_section(res: StudyResults) -> Section | None:
     if not res.recalibration:
         return None
@@ -318,8 +383,10 @@ def frontier_section(res: StudyResults) -> Section | None:
     return Section("Size against damage",
                    "Each point is one quantized variant on one task: its deployed bits per weight (from quantize.json) "
                    "against Δacc and ΔECE with 95% paired-bootstrap CIs over questions (one quantization run each: "
-                   "replicates appear as separate points). Hover a point for its variant and numbers.",
-                   [frontier_plot(table)])
+                   "replicates appear as separate points)" + ("; right: each variant's mean token-level KL "
+                   "divergence from the full model (log scale; see the divergence section)" if not res.divergence.empty
+                   else "") + ". Hover a point for its variant and numbers.",
+                   [frontier_plot(table, res.divergence)])
 
 
 def question_block(questions: pd.DataFrame) -> tuple[str, dict]:
@@ -362,7 +429,7 @@ def provenance_section(study, steps) -> Section:
 # ---------------------------------------------------------------------------------------------
 
 
-REPORT_FILES = ("summary.csv", "questions.csv", "summary.json", "calib_spread.csv", "report.html")
+REPORT_FILES = ("summary.csv", "questions.csv", "summary.json", "calib_spread.csv", "divergence.csv", "report.html")
 
 
 def write_report(study, study_dir: Path, steps, log=print) -> Path:
@@ -377,12 +444,15 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
                                                     "comparisons": res.comparisons,
                                                     "questions": question_counts(questions),
                                                     "recalibration": res.recalibration,
-                                                    "noise_floor": res.noise_floors})
+                                                    "noise_floor": res.noise_floors,
+                                                    "divergence": res.divergence.to_dict(orient="records")})
+    if not res.divergence.empty:
+        atomic_write_bytes(study_dir / "divergence.csv", res.divergence.to_csv(index=False).encode())
     spread = calib_spread(res.metrics)
     if not spread.empty:
         atomic_write_bytes(study_dir / "calib_spread.csv", spread.to_csv(index=False).encode())
     sections = [headline_section(res), noise_floor_section(res), comparison_section(res), frontier_section(res),
-                methods_section(res),
+                divergence_section(res), methods_section(res),
                 model_method_section(res), confidence_bin_section(res),
                 metrics_section(res),
                 calib_spread_section(spread), recalibration_section(res), *outlier_sections(res), *task_plot_sections(study, res),

@@ -27,7 +27,8 @@ from quantconf.errors import QuantconfError
 from quantconf.model_files import read_quantize_record
 from quantconf.predictions import read_manifest, read_prediction_dir
 from quantconf.quantizers import load_methods
-from quantconf.study.steps import (AnalysisStep, EvalStep, NoiseFloorStep, OutliersStep, PplStep, QuantizeStep)
+from quantconf.study.steps import (AnalysisStep, DivergenceStep, EvalStep, NoiseFloorStep, OutliersStep, PplStep,
+                                   QuantizeStep)
 
 TABLE_METRICS = ["acc", "acc_norm", "nll", "brier", "ece", "ace", "mce", "conf", "conf_true", "entropy",
                  "smece", "ece_sweep", "tace", "auroc", "aurc", "eaurc",
@@ -44,6 +45,7 @@ class StudyResults:
     recalibration: list = field(default_factory=list)  # one per (model, variant, single-label task)
     noise_floors: list = field(default_factory=list)  # one per (model, replicated configuration, task)
     quantize_records: dict = field(default_factory=dict)  # (model, variant label) -> its quantize.json
+    divergence: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per (model, variant): divergence_table
 
 
 def step_label(step) -> str:
@@ -109,7 +111,33 @@ def collect(study, steps) -> StudyResults:
     records = {(s.model, step_label(s)): read_quantize_record(s.path) for s in steps
                if isinstance(s, QuantizeStep) and s.path.is_dir()}
     return StudyResults(metrics, comparisons, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
-                        preds, outliers, recal, floors, records)
+                        preds, outliers, recal, floors, records,
+                        divergence_table([s for s in steps if isinstance(s, DivergenceStep)], records))
+
+
+# the divergence statistics of a study's table (divergence.py's names), each with its 95% CI over windows
+DIVERGENCE_COLUMNS = ["kld_mean", "kld_median", "kld_p90", "kld_p99", "kld_p999", "kld_max", "kld_reverse_mean",
+                      "same_top", "delta_p_mean", "delta_p_rms", "ppl_ratio"]
+
+
+def divergence_table(steps, records: dict) -> pd.DataFrame:
+    """One row per (model, quantized variant) whose divergence step finished: the text, tokens and windows
+    scored, deployed bits per weight (quantize.json), and each statistic of DIVERGENCE_COLUMNS with its
+    interval (`_lo`, `_hi`; NaN where the text fits one window: there is nothing to resample)."""
+    rows = []
+    for s in sorted(steps, key=method_order):
+        if not s.done():
+            continue
+        d = s.result()
+        r = records.get((s.model, step_label(s)), {})
+        row = {"model": s.model, "variant": step_label(s), "method": s.variant.method, "bits": s.variant.bits,
+               "bits_per_weight": r.get("bits_per_weight", s.variant.bits), "text": d["text"], "tokens": d["tokens"],
+               "windows": d["windows"]}
+        for k in DIVERGENCE_COLUMNS:
+            row[k] = d[k]["estimate"]
+            row[f"{k}_lo"], row[f"{k}_hi"] = d[k]["ci"] or (np.nan, np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 NOISE_COLUMNS = ["js_mean", "flip_rate", "delta_acc_sd", "delta_ece_sd"]
@@ -327,6 +355,16 @@ def metrics_table(metrics: pd.DataFrame) -> pd.DataFrame:
                         "eaurc", "brier_reliability", "brier_resolution", "brier_uncertainty", "conf", "conf_true",
                         "entropy", "mc2", "ppl"] if c in show]
     return show[cols]
+
+
+def divergence_shown(divergence: pd.DataFrame) -> pd.DataFrame:
+    """The divergence table as shown: the headline statistics, their 95% CIs over windows as text."""
+    show = divergence.copy()
+    for m in ("kld_mean", "same_top", "ppl_ratio"):
+        show[f"{m} CI"] = [f"[{a:.4g}, {b:.4g}]" if pd.notna(a) else "" for a, b in zip(show[f"{m}_lo"], show[f"{m}_hi"])]
+    return show[["model", "variant", "bits_per_weight", "tokens", "windows", "kld_mean", "kld_mean CI", "kld_median",
+                 "kld_p99", "kld_max", "kld_reverse_mean", "same_top", "same_top CI", "delta_p_rms", "ppl_ratio",
+                 "ppl_ratio CI"]]
 
 
 def calib_spread(metrics: pd.DataFrame) -> pd.DataFrame:

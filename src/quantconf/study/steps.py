@@ -37,6 +37,7 @@ from quantconf.io import atomic_write_json, locked, read_optional_json, stable_h
 from quantconf.model_files import QUANTIZE_RECORD, read_quantize_record
 from quantconf.models import LoadOptions
 from quantconf.outliers import OutlierOptions, run_outliers
+from quantconf.divergence import text_divergence
 from quantconf.perplexity import text_perplexity
 from quantconf.predictions import intact, read_manifest, read_prediction_dir, task_file_name
 from quantconf.quantizers import QuantConfig, run_quantize
@@ -112,6 +113,23 @@ class PplInputs(StepInputs):
     dtype: str
     seed: int  # draws a punct / task: text
     data_dir: str | None
+    window: int = 512
+    stride: int = 256
+    version: str = __version__
+
+
+@dataclass(frozen=True)
+class DivergenceInputs(StepInputs):
+    model: str  # the full model's spec: the reference distribution
+    full_identity: str  # its weights hash
+    identity: str  # the quantize step's key (the variant's checkpoint)
+    text: str
+    text_sha256: str | None
+    tokens: int
+    dtype: str
+    seed: int  # draws a punct / task: text, and the bootstrap over windows
+    data_dir: str | None
+    bootstrap: int
     window: int = 512
     stride: int = 256
     version: str = __version__
@@ -276,6 +294,35 @@ class PplStep(_RunsAModel):
 
 
 @dataclass
+class DivergenceStep(_RunsAModel):
+    """Token-level divergence of one quantized variant from its full model (`divergence.text_divergence`)
+    on the study's ppl_text: the same windows as its ppl step."""
+
+    kind: ClassVar[str] = "divergence"
+    inputs: DivergenceInputs = None
+
+    def done(self) -> bool:
+        return self.path.is_file()
+
+    def run(self, log, tasks=None, shard=None, lm=None) -> None:
+        i = self.inputs
+        record = text_divergence(i.model, self.target(), i.text, window=i.window, stride=i.stride,
+                                 max_tokens=i.tokens, n_boot=i.bootstrap,
+                                 load=LoadOptions(dtype=i.dtype, threads=self.execution.threads),
+                                 data=TaskOptions(data_dir=i.data_dir, seed=i.seed))
+        atomic_write_json(self.path, {k: v for k, v in record.items() if k not in ("full", "quant")})
+        log(f"divergence of {self.label()}: KL mean {record['kld_mean']['estimate']:.4f} nats, "
+            f"same top token {record['same_top']['estimate']:.1f}%")
+
+    def result(self) -> dict:
+        return read_optional_json(self.path, "re-run the study (`quantconf study CONFIG --out DIR`) to recompute it")
+
+    def provenance(self) -> dict:
+        rec = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        return {k: rec.get(k) for k in ("text", "source", "tokens", "window", "stride", "windows")}
+
+
+@dataclass
 class OutliersStep(Step):
     kind: ClassVar[str] = "outliers"
     inputs: OutliersInputs = None
@@ -390,7 +437,7 @@ class NoiseFloorStep(_ReadsPredictions):
         log(f"noise floor of {self.family}: {len(floors)} task(s)")
 
 
-RESOURCE_KINDS = {"quantize": "quantize", "eval": "eval", "ppl": "ppl", "outliers": "outliers",
+RESOURCE_KINDS = {"quantize": "quantize", "eval": "eval", "ppl": "ppl", "divergence": "divergence", "outliers": "outliers",
                   "analysis": "analysis", "noise_floor": "analysis"}  # step kind -> its Ray resources entry
-STEP_KINDS: dict[str, type[Step]] = {c.kind: c for c in (QuantizeStep, EvalStep, PplStep, OutliersStep, AnalysisStep,
+STEP_KINDS: dict[str, type[Step]] = {c.kind: c for c in (QuantizeStep, EvalStep, PplStep, DivergenceStep, OutliersStep, AnalysisStep,
                                                           NoiseFloorStep)}

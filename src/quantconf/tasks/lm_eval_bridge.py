@@ -43,7 +43,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from quantconf.errors import QuantconfError
-from quantconf.io import captured_library_output, read_jsonl  # read_jsonl: the built-ins' file:line errors
+from quantconf.builtin_models import cache_dir
+from quantconf.io import atomic_write_bytes, captured_library_output, read_jsonl  # read_jsonl: the built-ins' file:line errors
 from quantconf.tasks.registry import Prompt, Question, Task, check_gold
 from quantconf.tasks.lm_eval_graders import fast_process_results
 
@@ -72,8 +73,6 @@ def _builtin_index_key(root: Path) -> str:
 
 def builtin_index_cache_path() -> Path:
     """Where the built-in index is kept between processes: under the cache dir, named by `_builtin_index_key`."""
-    from quantconf.builtin_models import cache_dir
-
     return cache_dir() / "lm_eval_task_index" / f"{_builtin_index_key(_tasks_root())}.json"
 
 
@@ -98,8 +97,6 @@ def builtin_task_index() -> dict:
     (0.5 s to read; its name is the hash of lm-eval's version and the YAML files' sizes and times), and
     within a process shared by the task managers of every include path."""
     from lm_eval.tasks._index import TaskIndex
-
-    from quantconf.io import atomic_write_bytes
 
     path = builtin_index_cache_path()
     index = read_cached_index(path)
