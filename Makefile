@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.quantconf-installed
 
-.PHONY: demo test test-fast install clean mutation llamacpp chromium docs
+.PHONY: demo test test-fast install clean mutation llamacpp chromium docs durations
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: $(STAMP)
 test:
 	$(MAKE) -j2 $(STAMP) chromium
 	$(PY) -m pytest -q -ra -n auto --dist loadgroup --durations=15
+
+# re-measure tests/durations.json (each test's seconds in a full run), which orders `make test` longest first
+durations:
+	QUANTCONF_STORE_DURATIONS=1 $(MAKE) test
 
 # the report's browser test drives Debian's chromium (headless, through Playwright); installed when absent
 chromium:

@@ -30,6 +30,45 @@ _pin_xdist_worker()
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# Longest tests first. Under `--dist loadgroup` xdist hands a worker its next test in collection order (groups
+# of several tests first), so a long test collected late runs alone while the other worker idles. Tests are
+# ordered by their durations in a previous full run (tests/durations.json: seconds per test id; a test not
+# in it counts as short); a group stays in file order (its tests share fixtures and may depend on it).
+# Refresh the file with `make durations`. The order changes nothing but when each test starts.
+DURATIONS_FILE = Path(__file__).with_name("durations.json")
+
+
+def pytest_collection_modifyitems(config, items):
+    import json
+
+    try:
+        seconds = json.loads(DURATIONS_FILE.read_text())
+    except (OSError, ValueError):
+        return
+    group_of = {item.nodeid: m.args[0] for item in items if (m := item.get_closest_marker("xdist_group"))}
+    totals: dict = {}
+    for item in items:
+        key = group_of.get(item.nodeid, item.nodeid)
+        totals[key] = totals.get(key, 0.0) + float(seconds.get(item.nodeid.split("@", 1)[0], 0.0))
+    items.sort(key=lambda item: -totals[group_of.get(item.nodeid, item.nodeid)])  # stable: a group keeps its order
+
+
+def pytest_runtest_logreport(report):
+    if os.environ.get("QUANTCONF_STORE_DURATIONS"):
+        nodeid = report.nodeid.split("@", 1)[0]  # xdist's loadgroup appends "@group" to a grouped test's id
+        _DURATIONS[nodeid] = _DURATIONS.get(nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    import json
+
+    if os.environ.get("QUANTCONF_STORE_DURATIONS") and _DURATIONS and not hasattr(session.config, "workerinput"):
+        DURATIONS_FILE.write_text(json.dumps({k: round(v, 1) for k, v in sorted(_DURATIONS.items())}, indent=0) + "\n")
+
+
+_DURATIONS: dict = {}
+
+
 CORPUS = [
     "Question: How do you boil water?\nAnswer: Put it in a pot and heat it.",
     "The quick brown fox jumps over the lazy dog. A man is sitting on a roof.",
