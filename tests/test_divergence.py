@@ -268,3 +268,66 @@ def test_study_divergence_steps_equal_the_api_and_reach_the_report(tiny_model_di
     assert planned.count("[todo] divergence") == 2 and planned.count("[todo]") == 2 + 3  # + the three ppl steps
     with pytest.raises(QuantconfError, match="`divergence`.*set ppl_text"):
         load_study(data={**config, "ppl_text": None})
+
+
+def test_question_divergence_equals_scipy_and_the_evaluation_pipeline(two_models, tmp_path, capsys):
+    """Per question of a multiple-choice task: the answer tokens' KL equals scipy's on each choice run on its own;
+    each model's answer and the JS distance equal what evaluate + per_sample_frame give (the packed scorer, an
+    independent path); the CLI's --task --json is the API's dictionary."""
+    import json
+
+    import torch
+
+    import quantconf as qc
+    from quantconf.analysis.paired import per_sample_frame
+    from quantconf.cli import main
+    from quantconf.divergence import question_divergence
+    from quantconf.evaluation import evaluate_task, task_requests
+    from quantconf.tasks import load_task
+
+    full, quant = two_models
+    loaded = load_task("arithmetic", limit=12)
+    df = question_divergence(full, quant, loaded)
+    assert len(df) == 12 and df["flipped"].any() and (~df["flipped"]).any()
+    requests = task_requests(full.tokenizer, loaded, False)
+    per_choice = []  # scipy's KL per answer token, each choice of the first question run on its own
+    for ctx, cont in requests[:len(loaded.questions[0].choices)]:
+        x = torch.tensor([(ctx + cont)[:-1]])
+        with torch.no_grad():
+            a, b = (m.model(input_ids=x).logits[0, -len(cont):].double().numpy() for m in (full, quant))
+        per_choice.append([entropy(softmax(u), softmax(v)) for u, v in zip(a, b)])
+    klds = [v for choice in per_choice for v in choice]
+    assert df["kld"].iloc[0] == pytest.approx(np.mean(klds), rel=1e-5)
+    assert df["kld_gold"].iloc[0] == pytest.approx(np.mean(per_choice[loaded.questions[0].gold]), rel=1e-5)
+    assert df["answer_tokens"].iloc[0] == len(klds)
+    frames = [evaluate_task(m, loaded) for m in (full, quant)]
+    pairs = per_sample_frame(*frames, "arithmetic")
+    assert list(df["choice_full"]) == [int(np.argmax(ll)) for ll in frames[0]["loglik"]]
+    assert list(df["choice_quant"]) == [int(np.argmax(ll)) for ll in frames[1]["loglik"]]
+    np.testing.assert_allclose(df["js"], pairs["js"], atol=1e-5)
+    assert list(df["correct_to_wrong"]) == list(pairs["full_correct"] & ~pairs["quant_correct"])
+    r = qc.task_divergence(full, quant, "arithmetic", limit=12, n_boot=200)
+    assert r["n"] == 12 and r["flipped"] == int(df["flipped"].sum())
+    assert r["auroc_kld_flip"]["ci"][0] <= r["auroc_kld_flip"]["estimate"] <= r["auroc_kld_flip"]["ci"][1]
+    capsys.readouterr()
+    assert main(["divergence", str(full.info["spec"]), str(quant.info["spec"]), "--task", "arithmetic", "--limit", "12",
+                 "--bootstrap", "200", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(
+        {**r, "full": full.info["spec"], "quant": quant.info["spec"]}))
+    with pytest.raises(QuantconfError, match="generation task"):
+        question_divergence(full, quant, load_task("arithmetic_gen", limit=2))
+
+
+def test_flip_auroc_equals_a_pairwise_count_with_ties():
+    from quantconf.divergence import flip_auroc
+
+    rng = np.random.default_rng(3)
+    score = rng.integers(0, 5, 60).astype(float)  # many ties
+    flipped = rng.random(60) < 0.3
+    pos, neg = score[flipped], score[~flipped]
+    expected = np.mean([(a > b) + 0.5 * (a == b) for a in pos for b in neg])
+    r = flip_auroc(score, flipped, n_boot=300, seed=1)
+    assert r["estimate"] == pytest.approx(expected, rel=1e-12) and r["flipped"] == int(flipped.sum()) and r["n"] == 60
+    assert r["ci"][0] <= r["estimate"] <= r["ci"][1]
+    none = flip_auroc(score, np.zeros(60, bool))
+    assert np.isnan(none["estimate"]) and none["ci"] is None

@@ -27,6 +27,7 @@ from quantconf.generation_import import import_generations as _import_generation
 from quantconf.lmeval_import import import_lm_eval as _import_lm_eval
 from quantconf.outliers import OutlierOptions, run_outliers
 from quantconf.perplexity import text_perplexity
+from quantconf.divergence import task_divergence as _task_divergence
 from quantconf.divergence import text_divergence
 from quantconf.study.run import report_study
 from quantconf.tasks import LoadedTask, TaskOptions, get_task, task_names
@@ -34,7 +35,8 @@ from quantconf.tasks import load_task as _load_task
 from quantconf.tasks.lm_eval_bridge import list_lm_eval_tasks
 
 __all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "noise_floor", "recalibrate",
-           "run_study", "read_predictions", "report", "outliers", "perplexity", "divergence", "import_lm_eval", "methods", "tasks"]
+           "run_study", "read_predictions", "report", "outliers", "perplexity", "divergence", "task_divergence", "import_lm_eval",
+           "methods", "tasks"]
 
 
 def load_model(spec: str | Path, *, dtype: str = "float32", device: str = "cpu", allow_pickle: bool = False,
@@ -808,6 +810,45 @@ def divergence(full: str | Path | LoadedModel, quant: str | Path | LoadedModel, 
                            load=LoadOptions(dtype=dtype, device=device, threads=threads, allow_pickle=allow_pickle,
                                             trust_remote_code=trust_remote_code),
                            data=TaskOptions(data_dir=None if data_dir is None else str(data_dir), seed=seed))
+
+
+def task_divergence(full: str | Path | LoadedModel, quant: str | Path | LoadedModel, task: str, *,
+                    limit: int | None = None, n_boot: int = 1000, seed: int = 1234, data_dir: str | Path | None = None,
+                    dtype: str = "float32", device: str = "cpu", threads: int | None = None, allow_pickle: bool = False,
+                    trust_remote_code: bool = False) -> dict:
+    """Per question of a multiple-choice task: the token-level KL divergence of the answer tokens, beside the
+    choice-level JS distance, and how well each tells which answers flipped.
+
+    Both models score every choice's answer tokens after the question's context (lm-eval's requests); per
+    answer token, KL(full || quant) over the whole vocabulary. Each model's answer is its highest summed
+    log-likelihood (as :func:`evaluate` scores it); a question flipped when the answers differ.
+
+    Parameters
+    ----------
+    full, quant : str, Path or LoadedModel
+        Model specs or loaded models; they must share a vocabulary.
+    task : str
+        A single-answer multiple-choice task (built-in, lm-eval name or ``file:PATH``).
+    limit, seed, data_dir
+        As in :func:`evaluate` (``seed`` also seeds the bootstrap).
+    n_boot : int, default=1000
+        Bootstrap resamples of questions for the AUROC intervals (0: none).
+    dtype, device, threads, allow_pickle, trust_remote_code
+        As in :func:`evaluate`.
+
+    Returns
+    -------
+    dict
+        ``full, quant, task, n, flipped, correct_to_wrong, kld_mean, js_mean``; ``auroc_kld_flip`` and
+        ``auroc_js_flip`` (``{estimate, ci, flipped, n}``: P(a flipped question scores higher than an
+        unflipped one)); ``spearman_kld_js``; ``questions``: per question ``doc_id, kld, kld_gold,
+        answer_tokens, choice_full, choice_quant, flipped, correct_to_wrong, js``.
+    """
+    models = [m if isinstance(m, LoadedModel) else str(m) for m in (full, quant)]
+    return _task_divergence(*models, task, n_boot=n_boot,
+                            load=LoadOptions(dtype=dtype, device=device, threads=threads, allow_pickle=allow_pickle,
+                                             trust_remote_code=trust_remote_code),
+                            data=TaskOptions(data_dir=None if data_dir is None else str(data_dir), limit=limit, seed=seed))
 
 
 def import_lm_eval(paths: str | Path | list, out: str | Path, *, data_dir: str | Path | None = None,

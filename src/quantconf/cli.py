@@ -349,8 +349,10 @@ def cmd_ppl(args) -> int:
 
 
 def cmd_divergence(args) -> int:
+    if args.task:
+        return _task_divergence(args)
     record = qc.divergence(args.full, args.quant, args.text, window=args.window, stride=args.stride,
-                           tokens=args.tokens, n_boot=args.bootstrap, seed=args.seed, data_dir=args.data_dir,
+                           tokens=args.tokens, n_boot=args.bootstrap, seed=args.seed or 0, data_dir=args.data_dir,
                            dtype=args.dtype, device=args.device, threads=args.threads,
                            allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
     if args.json:
@@ -367,6 +369,25 @@ def cmd_divergence(args) -> int:
     for b in record["by_full_confidence"]:
         print(f"  [{b['lo']:.1f}, {b['hi']:.1f}] {b['tokens']:6d} tokens: kld_mean {b['kld_mean']['estimate']:.4g}, "
               f"same_top {b['same_top']['estimate']:.1f}%, delta_p_mean {b['delta_p_mean']['estimate']:.4g}")
+    return 0
+
+
+def _task_divergence(args) -> int:
+    r = qc.task_divergence(args.full, args.quant, args.task, limit=args.limit, n_boot=args.bootstrap,
+                           seed=1234 if args.seed is None else args.seed, data_dir=args.data_dir, dtype=args.dtype,
+                           device=args.device, threads=args.threads, allow_pickle=args.allow_pickle,
+                           trust_remote_code=args.trust_remote_code)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"{r['quant']} vs {r['full']} on {r['task']}: {r['n']} questions, {r['flipped']} answers flipped "
+          f"({r['correct_to_wrong']} correct -> wrong)")
+    print(f"  answer tokens' KL(full||quant) mean {r['kld_mean']:.4g} nats; choice-level JS mean {r['js_mean']:.4g}; "
+          f"Spearman(KL, JS) {r['spearman_kld_js']:.3f}")
+    for name in ("auroc_kld_flip", "auroc_js_flip"):
+        a = r[name]
+        ci = f" [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}]" if a["ci"] else ""
+        print(f"  {name:15s} {a['estimate']:.3f}{ci}  (P(a flipped question scores higher than an unflipped one))")
     return 0
 
 
@@ -554,11 +575,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("full")
     p.add_argument("quant")
     p.add_argument("--text", default="pydoc", help="any calibration-set name (pydoc, file:PATH, wikitext2:PATH, ...)")
+    p.add_argument("--task", default=None, help="instead of a text: per question of this multiple-choice task, the "
+                                                  "answer tokens' KL beside the choice-level JS and the flips")
+    p.add_argument("--limit", type=_positive_int, default=None, help="with --task: questions (default all)")
     p.add_argument("--window", type=_positive_int, default=512)
     p.add_argument("--stride", type=_positive_int, default=None, help="default: half the window")
     p.add_argument("--tokens", type=_positive_int, default=16 * 512, help="tokens of the text used (the first ones)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="resamples of whole windows for the intervals")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="resamples of whole windows (with --task: of questions) for the intervals")
+    p.add_argument("--seed", type=int, default=None, help="text draw and bootstrap seed (default 0; with --task 1234)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", action="store_true")
     add_model_args(p)

@@ -11,6 +11,9 @@ vocabulary is 100 MB of float32 logits per model).
 
 `token_divergence` gives the per-token values, `divergence_statistics` the statistics with intervals,
 `text_divergence` both for two model specs and a text set (what `quantconf divergence` prints).
+`question_divergence` gives the same per-token KL on the answer tokens of a multiple-choice task's
+questions, beside the choice-level JS distance and whether the answer flipped (`quantconf divergence
+--task`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantconf.analysis.paired import js_distance
 from quantconf.errors import QuantconfError
+from quantconf.evaluation import task_requests
 from quantconf.models import LoadedModel, LoadOptions
 from quantconf.perplexity import text_ids, window_spans
 from quantconf.runtime import set_threads
-from quantconf.tasks import TaskOptions
+from quantconf.scoring import max_length, wants_bos
+from quantconf.tasks import LoadedTask, TaskOptions, load_task
 
 ROWS_PER_CHUNK = 64  # float64 work arrays of 64 x vocabulary (25 MB for a 49k vocabulary)
 
@@ -224,3 +230,97 @@ def text_divergence(full: str | LoadedModel, quant: str | LoadedModel, text: str
     return {"full": models[0].info["spec"], "quant": models[1].info["spec"], "text": text, "source": source,
             "window": window, "stride": stride, **divergence_statistics(td, n_boot=n_boot, seed=data.seed),
             "by_full_confidence": divergence_by_confidence(td, n_boot=n_boot, seed=data.seed)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Per question: the answer tokens' KL beside the choice-level JS distance
+
+
+def question_divergence(full: LoadedModel, quant: LoadedModel, loaded: LoadedTask):
+    """Per question of a multiple-choice task, both models score every choice's answer tokens after the
+    question's context (lm-eval's requests, one sequence per choice, left-truncated to the window); per
+    answer token the KL(full || quant) over the whole vocabulary. One row per question: doc_id, kld (mean
+    over all its choices' answer tokens), kld_gold (over the gold choice's), answer_tokens, each model's
+    choice (argmax of the summed log-likelihoods), flipped (the choices differ), correct_to_wrong, and js
+    (the JS distance between the two models' distributions over the choices, as `compare` computes it)."""
+    import pandas as pd
+    import torch  # lazy: seconds to import
+
+    if loaded.task.generates:
+        raise QuantconfError(f"{loaded.task.name} is a generation task; the per-question divergence reads the answer "
+                             "tokens of multiple-choice questions", param="task")
+    if any(isinstance(q.gold, list) for q in loaded.questions):
+        raise QuantconfError(f"{loaded.task.name} has several true answers per question; the per-question divergence "
+                             "needs one gold answer (a flip is the chosen answer changing)", param="task")
+    requests = task_requests(full.tokenizer, loaded, wants_bos(full.model))
+    window = max_length(full.model)
+    rows, k = [], 0
+    with torch.inference_mode():
+        for q in loaded.questions:
+            kld, logliks = [], {"full": [], "quant": []}
+            for ctx, cont in requests[k:k + len(q.choices)]:
+                ids = (ctx + cont)[-(window + 1):][:-1]  # lm-eval's left truncation
+                x = torch.tensor([ids])
+                logits = [m.model(input_ids=x).logits[0, -len(cont):].float().numpy() for m in (full, quant)]
+                values = compare_logits(*logits, cont)
+                kld.append(values["kld"])
+                logliks["full"].append(float(np.log(values["p_full"]).sum()))
+                logliks["quant"].append(float(np.log(values["p_quant"]).sum()))
+            k += len(q.choices)
+            gold = q.gold
+            pf, pq = (np.exp(np.array(v) - max(v)) for v in (logliks["full"], logliks["quant"]))
+            choice_full, choice_quant = int(np.argmax(logliks["full"])), int(np.argmax(logliks["quant"]))
+            rows.append({"doc_id": q.doc_id, "kld": float(np.concatenate(kld).mean()), "kld_gold": float(kld[gold].mean()),
+                         "answer_tokens": int(sum(len(v) for v in kld)), "choice_full": choice_full,
+                         "choice_quant": choice_quant, "flipped": choice_full != choice_quant,
+                         "correct_to_wrong": choice_full == gold != choice_quant,
+                         "js": float(js_distance((pf / pf.sum())[None], (pq / pq.sum())[None])[0])})
+    return pd.DataFrame(rows)
+
+
+def flip_auroc(score: np.ndarray, flipped: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """P(score of a flipped question > score of an unflipped one), ties 1/2 (Mann-Whitney U / (n1 n0)), with a
+    percentile bootstrap interval over questions (resamples holding both kinds); estimate NaN, ci None when
+    no question (or every one) flipped."""
+    from scipy.stats import rankdata  # lazy: scipy.stats takes ~1 s to import
+
+    score, flipped = np.asarray(score, float), np.asarray(flipped, bool)
+
+    def auroc(s, f):
+        n1, n0 = f.sum(), (~f).sum()
+        if n1 == 0 or n0 == 0:
+            return np.nan
+        return float((rankdata(s)[f].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+    point = auroc(score, flipped)
+    if np.isnan(point) or n_boot <= 0:
+        return {"estimate": point, "ci": None, "flipped": int(flipped.sum()), "n": int(len(score))}
+    rng = np.random.default_rng(seed)
+    draws = [auroc(score[i], flipped[i]) for i in (rng.integers(0, len(score), len(score)) for _ in range(n_boot))]
+    draws = np.array([d for d in draws if not np.isnan(d)])
+    return {"estimate": point, "ci": [float(np.quantile(draws, alpha / 2)), float(np.quantile(draws, 1 - alpha / 2))],
+            "flipped": int(flipped.sum()), "n": int(len(score))}
+
+
+def task_divergence(full: str | LoadedModel, quant: str | LoadedModel, task: str, *, n_boot: int = 1000,
+                    load: LoadOptions = LoadOptions(), data: TaskOptions = TaskOptions(seed=0)) -> dict:
+    """`question_divergence` of two models (specs, loaded with `load`, or loaded models) on a task (loaded with
+    `data`), and whether the answer tokens' KL tells which answers flipped: {full, quant, task, n, flipped,
+    correct_to_wrong, kld_mean, js_mean, auroc_kld_flip, auroc_js_flip (each {estimate, ci, flipped, n}),
+    spearman_kld_js, questions (one record per question)}."""
+    from scipy.stats import spearmanr  # lazy: scipy.stats takes ~1 s to import
+
+    set_threads(load.threads)
+    models = [m if isinstance(m, LoadedModel) else load.load(m) for m in (full, quant)]
+    if models[0].tokenizer.get_vocab() != models[1].tokenizer.get_vocab():
+        raise QuantconfError(f"{models[1].info['spec']} and {models[0].info['spec']} have different vocabularies: "
+                             "token-level divergence compares the same token ids", param="quant")
+    df = question_divergence(*models, load_task(task, data_dir=data.data_dir, limit=data.limit, seed=data.seed))
+    flipped = df["flipped"].to_numpy()
+    return {"full": models[0].info["spec"], "quant": models[1].info["spec"], "task": task, "n": len(df),
+            "flipped": int(flipped.sum()), "correct_to_wrong": int(df["correct_to_wrong"].sum()),
+            "kld_mean": float(df["kld"].mean()), "js_mean": float(df["js"].mean()),
+            "auroc_kld_flip": flip_auroc(df["kld"].to_numpy(), flipped, n_boot, data.seed),
+            "auroc_js_flip": flip_auroc(df["js"].to_numpy(), flipped, n_boot, data.seed),
+            "spearman_kld_js": float(spearmanr(df["kld"], df["js"]).statistic) if len(df) > 2 else float("nan"),
+            "questions": df.to_dict(orient="records")}
