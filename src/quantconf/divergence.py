@@ -27,7 +27,7 @@ from quantconf.errors import QuantconfError
 from quantconf.evaluation import task_requests
 from quantconf.models import LoadedModel, LoadOptions
 from quantconf.perplexity import text_ids, window_spans
-from quantconf.runtime import set_threads
+from quantconf.runtime import available_cores, set_threads
 from quantconf.scoring import max_length, wants_bos
 from quantconf.tasks import LoadedTask, TaskOptions, load_task
 
@@ -58,31 +58,43 @@ class TokenDivergence:
         return TokenDivergence(**{f: getattr(self, f)[rows] for f in self.__dataclass_fields__})
 
 
-def _log_softmax64(logits) -> np.ndarray:
+def _log_softmax64(logits) -> tuple[np.ndarray, np.ndarray]:
+    """(log-softmax, softmax) of each row in float64, from one exp pass."""
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    e = np.exp(z)
+    total = e.sum(axis=-1, keepdims=True)
+    return z - np.log(total), e / total
 
 
-def compare_logits(full_logits, quant_logits, targets) -> dict[str, np.ndarray]:
-    """Per-row divergence values of two (n, vocab) logit arrays whose row i predicts token targets[i]."""
-    out: dict[str, list] = {k: [] for k in ("kld", "kld_reverse", "same_top", "p_full", "p_quant", "entropy_full",
-                                            "entropy_quant", "top_p_full")}
+def _compare_chunk(full_logits, quant_logits, targets) -> dict[str, np.ndarray]:
+    (lp, p), (lq, q) = _log_softmax64(full_logits), _log_softmax64(quant_logits)
+    d = lp - lq
+    picked = np.arange(len(lp)), targets
+    return {"kld": np.einsum("ij,ij->i", p, d),  # row sums without a product array
+            "kld_reverse": -np.einsum("ij,ij->i", q, d),
+            "same_top": lp.argmax(axis=1) == lq.argmax(axis=1),
+            "p_full": p[picked], "p_quant": q[picked],
+            "entropy_full": -np.einsum("ij,ij->i", p, lp), "entropy_quant": -np.einsum("ij,ij->i", q, lq),
+            "top_p_full": p.max(axis=1)}
+
+
+def compare_logits(full_logits, quant_logits, targets, workers: int | None = None) -> dict[str, np.ndarray]:
+    """Per-row divergence values of two (n, vocab) logit arrays whose row i predicts token targets[i]: chunks
+    of ROWS_PER_CHUNK rows in `workers` threads (None: every core the process may use; numpy's exp and sums
+    release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     targets = np.asarray(targets)
-    for start in range(0, len(targets), ROWS_PER_CHUNK):
-        rows = slice(start, start + ROWS_PER_CHUNK)
-        lp, lq = _log_softmax64(full_logits[rows]), _log_softmax64(quant_logits[rows])
-        p, q = np.exp(lp), np.exp(lq)
-        picked = np.arange(len(lp)), targets[rows]
-        out["kld"].append((p * (lp - lq)).sum(axis=1))
-        out["kld_reverse"].append((q * (lq - lp)).sum(axis=1))
-        out["same_top"].append(lp.argmax(axis=1) == lq.argmax(axis=1))
-        out["p_full"].append(p[picked])
-        out["p_quant"].append(q[picked])
-        out["entropy_full"].append(-(p * lp).sum(axis=1))
-        out["entropy_quant"].append(-(q * lq).sum(axis=1))
-        out["top_p_full"].append(p.max(axis=1))
-    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+    starts = range(0, len(targets), ROWS_PER_CHUNK)
+    keys = ("kld", "kld_reverse", "same_top", "p_full", "p_quant", "entropy_full", "entropy_quant", "top_p_full")
+    if not len(starts):
+        return {k: np.zeros(0) for k in keys}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers or available_cores(), len(starts)))) as pool:
+        parts = list(pool.map(lambda i: _compare_chunk(full_logits[i:i + ROWS_PER_CHUNK],
+                                                        quant_logits[i:i + ROWS_PER_CHUNK],
+                                                        targets[i:i + ROWS_PER_CHUNK]), starts))
+    return {k: np.concatenate([part[k] for part in parts]) for k in keys}
 
 
 def token_divergence(full_model, quant_model, ids: list[int], window: int = 512, stride: int = 256) -> TokenDivergence:
@@ -97,7 +109,7 @@ def token_divergence(full_model, quant_model, ids: list[int], window: int = 512,
             for model in (full_model, quant_model):
                 x = torch.tensor([ids[begin:end]], device=next(model.parameters()).device)
                 logits.append(model(input_ids=x).logits[0, first_scored - begin - 1:-1].float().cpu().numpy())
-            values = compare_logits(*logits, ids[first_scored:end])
+            values = compare_logits(*logits, ids[first_scored:end], workers=torch.get_num_threads())
             values["window"] = np.full(end - first_scored, w)
             for k, v in values.items():
                 parts.setdefault(k, []).append(v)
@@ -262,7 +274,7 @@ def question_divergence(full: LoadedModel, quant: LoadedModel, loaded: LoadedTas
                 ids = (ctx + cont)[-(window + 1):][:-1]  # lm-eval's left truncation
                 x = torch.tensor([ids])
                 logits = [m.model(input_ids=x).logits[0, -len(cont):].float().numpy() for m in (full, quant)]
-                values = compare_logits(*logits, cont)
+                values = compare_logits(*logits, cont, workers=torch.get_num_threads())
                 kld.append(values["kld"])
                 logliks["full"].append(float(np.log(values["p_full"]).sum()))
                 logliks["quant"].append(float(np.log(values["p_quant"]).sum()))
