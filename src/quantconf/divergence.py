@@ -28,7 +28,7 @@ from quantconf.evaluation import task_requests
 from quantconf.models import LoadedModel, LoadOptions
 from quantconf.perplexity import text_ids, window_spans
 from quantconf.runtime import available_cores, set_threads
-from quantconf.scoring import max_length, wants_bos
+from quantconf.scoring import bos_or_eos, max_length, wants_bos
 from quantconf.tasks import LoadedTask, TaskOptions, load_task
 
 ROWS_PER_CHUNK = 64  # float64 work arrays of 64 x vocabulary (25 MB for a 49k vocabulary)
@@ -266,15 +266,15 @@ def question_divergence(full: LoadedModel, quant: LoadedModel, loaded: LoadedTas
                              "needs one gold answer (a flip is the chosen answer changing)", param="task")
     requests = task_requests(full.tokenizer, loaded, wants_bos(full.model))
     window = max_length(full.model)
+    pad = bos_or_eos(full.tokenizer)  # any id: padded positions are masked out and come after the real ones
     rows, k = [], 0
     with torch.inference_mode():
         for q in loaded.questions:
             kld, logliks = [], {"full": [], "quant": []}
-            for ctx, cont in requests[k:k + len(q.choices)]:
-                ids = (ctx + cont)[-(window + 1):][:-1]  # lm-eval's left truncation
-                x = torch.tensor([ids])
-                logits = [m.model(input_ids=x).logits[0, -len(cont):].float().numpy() for m in (full, quant)]
-                values = compare_logits(*logits, cont, workers=torch.get_num_threads())
+            reqs = requests[k:k + len(q.choices)]
+            answer_logits = [_answer_logits(m.model, reqs, window, pad) for m in (full, quant)]
+            for c, (ctx, cont) in enumerate(reqs):
+                values = compare_logits(answer_logits[0][c], answer_logits[1][c], cont, workers=torch.get_num_threads())
                 kld.append(values["kld"])
                 logliks["full"].append(float(np.log(values["p_full"]).sum()))
                 logliks["quant"].append(float(np.log(values["p_quant"]).sum()))
@@ -288,6 +288,21 @@ def question_divergence(full: LoadedModel, quant: LoadedModel, loaded: LoadedTas
                          "correct_to_wrong": choice_full == gold != choice_quant,
                          "js": float(js_distance((pf / pf.sum())[None], (pq / pq.sum())[None])[0])})
     return pd.DataFrame(rows)
+
+
+def _answer_logits(model, requests, window: int, pad: int) -> list[np.ndarray]:
+    """Per (context, continuation) request of one question, the logits that predict the continuation's tokens:
+    every choice in one right-padded batch (lm-eval's left truncation to the window first)."""
+    import torch
+
+    seqs = [(ctx + cont)[-(window + 1):][:-1] for ctx, cont in requests]
+    ids = torch.full((len(seqs), max(map(len, seqs))), pad)
+    mask = torch.zeros_like(ids)
+    for i, seq in enumerate(seqs):
+        ids[i, :len(seq)], mask[i, :len(seq)] = torch.tensor(seq), 1
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    return [logits[i, len(seq) - len(cont):len(seq)].float().numpy()
+            for i, (seq, (_, cont)) in enumerate(zip(seqs, requests))]
 
 
 def flip_auroc(score: np.ndarray, flipped: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
