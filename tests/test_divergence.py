@@ -238,9 +238,9 @@ def test_study_divergence_steps_equal_the_api_and_reach_the_report(tiny_model_di
     from quantconf.cli import main
     from quantconf.study import load_study, plan
 
-    config = {"models": [str(tiny_model_dir)], "tasks": ["arithmetic"], "limit": 10, "bootstrap": 50,
-              "ppl_text": "pydoc", "ppl_tokens": 1100, "divergence": True,
-              "variants": [{"method": "rtn", "bits": [2, 8], "group_size": 32}]}
+    config = {"models": [str(tiny_model_dir)], "tasks": ["arithmetic", "arithmetic_gen"], "limit": 10, "bootstrap": 50,
+              "ppl_text": "pydoc", "ppl_tokens": 1100, "divergence": True, "divergence_questions": True,
+              "max_gen_toks": 3, "variants": [{"method": "rtn", "bits": [2, 8], "group_size": 32}]}
     out = tmp_path / "study"
     qc.run_study(config, out, log=lambda m: None)
     table = pd.read_csv(out / "divergence.csv")
@@ -256,16 +256,29 @@ def test_study_divergence_steps_equal_the_api_and_reach_the_report(tiny_model_di
             assert [row[f"{k}_lo"], row[f"{k}_hi"]] == pytest.approx(api[k]["ci"], rel=1e-12), k
     summary = json.loads((out / "summary.json").read_text())
     assert [d["variant"] for d in summary["divergence"]] == list(table["variant"])
+    # per question (divergence_questions): the study's numbers are qc.task_divergence's on the same checkpoint;
+    # the generation task is left out and says why
+    per_question = {s.label(): s for s in plan(load_study(data=config), out) if s.kind == "divergence_questions"}
+    assert [(r["variant"], r["task"]) for r in summary["question_divergence"]] == [("rtn-w2g32", "arithmetic"),
+                                                                                   ("rtn-w8g32", "arithmetic")]
+    for r in summary["question_divergence"]:
+        step = per_question[r["variant"]]
+        api = qc.task_divergence(str(tiny_model_dir), step.source.path, "arithmetic", limit=10, n_boot=50, seed=1234)
+        assert step.result()["left_out"] == {"arithmetic_gen": "a generation task"}
+        assert (r["n"], r["flipped"]) == (api["n"], api["flipped"])
+        assert r["kld_mean"] == pytest.approx(api["kld_mean"], rel=1e-9)
+        assert r["auroc_kld_flip"] == pytest.approx(api["auroc_kld_flip"]["estimate"], nan_ok=True)
     page = (out / "report.html").read_text()
     assert "How far did each variant drift, token by token?" in page and "kld_mean CI" in page
     assert "quant) mean per token" in page and "each variant&#39;s mean token-level KL" in page  # the frontier too
+    assert "Do questions whose answer tokens drifted flip?" in page
     # the token budget is part of the divergence (and ppl) steps' keys: only those re-run
     cfg = tmp_path / "study.yaml"
     cfg.write_text(json.dumps({**config, "ppl_tokens": 1000}))
     capsys.readouterr()
     assert main(["study", str(cfg), "--out", str(out), "--dry-run"]) == 0
     planned = capsys.readouterr().out
-    assert planned.count("[todo] divergence") == 2 and planned.count("[todo]") == 2 + 3  # + the three ppl steps
+    assert planned.count("[todo] divergence ") == 2 and planned.count("[todo]") == 2 + 3  # + the three ppl steps
     with pytest.raises(QuantconfError, match="`divergence`.*set ppl_text"):
         load_study(data={**config, "ppl_text": None})
 

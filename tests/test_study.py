@@ -386,7 +386,8 @@ def test_every_step_kind_keys_every_field_of_its_inputs_and_run_sees_nothing_els
     from quantconf.study.steps import STEP_KINDS, Execution, StepInputs
 
     study = load_study(data={
-        "models": ["default"], "tasks": ["arithmetic"], "ppl_text": "pydoc", "divergence": True, "outliers": True,
+        "models": ["default"], "tasks": ["arithmetic"], "ppl_text": "pydoc", "divergence": True,
+        "divergence_questions": True, "outliers": True,
         "variants": [{"method": "gptq", "bits": 4, "group_size": 128, "calib": "pydoc", "seed": [0, 1]},
                      {"method": "rtn", "bits": 4, "group_size": 64}]})
     steps = plan(study, tmp_path)

@@ -335,19 +335,25 @@ def task_divergence(full: str | LoadedModel, quant: str | LoadedModel, task: str
     `data`), and whether the answer tokens' KL tells which answers flipped: {full, quant, task, n, flipped,
     correct_to_wrong, kld_mean, js_mean, auroc_kld_flip, auroc_js_flip (each {estimate, ci, flipped, n}),
     spearman_kld_js, questions (one record per question)}."""
-    from scipy.stats import spearmanr  # lazy: scipy.stats takes ~1 s to import
-
     set_threads(load.threads)
     models = [m if isinstance(m, LoadedModel) else load.load(m) for m in (full, quant)]
     if models[0].tokenizer.get_vocab() != models[1].tokenizer.get_vocab():
         raise QuantconfError(f"{models[1].info['spec']} and {models[0].info['spec']} have different vocabularies: "
                              "token-level divergence compares the same token ids", param="quant")
     df = question_divergence(*models, load_task(task, data_dir=data.data_dir, limit=data.limit, seed=data.seed))
+    return {"full": models[0].info["spec"], "quant": models[1].info["spec"], "task": task,
+            **question_summary(df, n_boot, data.seed)}
+
+
+def question_summary(df, n_boot: int = 1000, seed: int = 0) -> dict:
+    """What `question_divergence`'s rows say together: {n, flipped, correct_to_wrong, kld_mean, js_mean,
+    auroc_kld_flip, auroc_js_flip (each {estimate, ci, flipped, n}), spearman_kld_js, questions (the rows)}."""
+    from scipy.stats import spearmanr  # lazy: scipy.stats takes ~1 s to import
+
     flipped = df["flipped"].to_numpy()
-    return {"full": models[0].info["spec"], "quant": models[1].info["spec"], "task": task, "n": len(df),
-            "flipped": int(flipped.sum()), "correct_to_wrong": int(df["correct_to_wrong"].sum()),
+    return {"n": len(df), "flipped": int(flipped.sum()), "correct_to_wrong": int(df["correct_to_wrong"].sum()),
             "kld_mean": float(df["kld"].mean()), "js_mean": float(df["js"].mean()),
-            "auroc_kld_flip": flip_auroc(df["kld"].to_numpy(), flipped, n_boot, data.seed),
-            "auroc_js_flip": flip_auroc(df["js"].to_numpy(), flipped, n_boot, data.seed),
+            "auroc_kld_flip": flip_auroc(df["kld"].to_numpy(), flipped, n_boot, seed),
+            "auroc_js_flip": flip_auroc(df["js"].to_numpy(), flipped, n_boot, seed),
             "spearman_kld_js": float(spearmanr(df["kld"], df["js"]).statistic) if len(df) > 2 else float("nan"),
             "questions": df.to_dict(orient="records")}

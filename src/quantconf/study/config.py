@@ -20,6 +20,7 @@ Config (YAML):
     ppl_text: null                    # e.g. pydoc or file:PATH: held-out perplexity of every model/variant
     ppl_tokens: 4096                  #   tokens of that text (windows of 512, stride 256)
     divergence: false                 # true: token-level divergence of each variant from its full model on ppl_text
+    divergence_questions: false       # true: per question of each single-answer choice task, the answer tokens' KL and flips
     outliers: false                   # true: activation-outlier stats of each calibration set (full model)
     outlier_samples: 8
     executor: local                   # or ray: every step a Ray task (--executor/--ray-address override)
@@ -129,12 +130,13 @@ class Study(BaseModel):
     ppl_text: str | None = None  # e.g. pydoc or file:PATH: held-out perplexity of every model/variant
     ppl_tokens: int = Field(4096, gt=0)
     divergence: bool = False  # token-level divergence (KL, same top token, ...) of each variant on ppl_text
+    divergence_questions: bool = False  # per question of each single-answer choice task: answer tokens' KL, flips
     outliers: bool = False  # activation-outlier stats of each calibration set (full model)
     outlier_samples: int = Field(8, gt=0)
     # how the steps run (none of these change a result, so none is part of a step's key)
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None  # None: start Ray on this machine; "auto" or HOST:PORT: join a cluster
-    resources: dict[Literal["quantize", "eval", "ppl", "divergence", "outliers", "analysis"], dict[Literal["num_cpus", "num_gpus", "memory"], float]] = {}
+    resources: dict[Literal["quantize", "eval", "ppl", "divergence", "divergence_questions", "outliers", "analysis"], dict[Literal["num_cpus", "num_gpus", "memory"], float]] = {}
     shards: int = Field(1, ge=1)  # split each task's evaluation into this many parallel jobs
     max_retries: int = Field(2, ge=0)  # Ray: re-runs of a job whose worker died
 

@@ -25,7 +25,8 @@ from quantconf.quantizers.calib_data import text_identity
 from quantconf.study.config import RECALIBRATION_FOLDS, Study
 from quantconf.study.steps import (AnalysisInputs, AnalysisStep, EvalInputs, EvalStep, Execution, NoiseFloorInputs,
                                    NoiseFloorStep, OutliersInputs, OutliersStep, PplInputs, PplStep, QuantizeInputs,
-                                   DivergenceInputs, DivergenceStep,
+                                   DivergenceInputs, DivergenceStep, QuestionDivergenceInputs,
+                                   QuestionDivergenceStep,
                                    QuantizeStep, Step)
 from quantconf.tasks import TaskOptions
 
@@ -96,6 +97,13 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
                                        bootstrap=study.bootstrap)
                 steps.append(DivergenceStep(model, v, at / f"divergence-{din.key()}.json", din, execution,
                                             source=quant))
+            if study.divergence_questions:
+                qdin = QuestionDivergenceInputs(
+                    model=model, full_identity=fp, identity=qin.key(), tasks=tuple(study.tasks), limit=study.limit,
+                    data_dir=study.data_dir, seed=study.seed, dtype=study.dtype, bootstrap=study.bootstrap,
+                    num_fewshot=study.num_fewshot, fewshot_seed=study.fewshot_seed, include_path=study.include_path)
+                steps.append(QuestionDivergenceStep(model, v, at / f"divergence-questions-{qdin.key()}.json", qdin,
+                                                    execution, source=quant))
         if study.ppl_text:
             pin = ppl_inputs(model, fp)
             steps.append(PplStep(model, None, at / f"ppl-{pin.key()}.json", pin, execution))

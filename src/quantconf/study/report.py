@@ -359,6 +359,25 @@ def divergence_section(res: StudyResults) -> Section | None:
                    [divergence_plot(table), table_block(divergence_shown(table))])
 
 
+def question_divergence_section(res: StudyResults) -> Section | None:
+    table = res.question_divergence
+    if table.empty:
+        return None
+    shown = table.copy()
+    for k in ("auroc_kld_flip", "auroc_js_flip"):
+        shown[f"{k} CI"] = [f"[{a:.3f}, {b:.3f}]" if pd.notna(a) else "" for a, b in zip(shown[f"{k}_lo"], shown[f"{k}_hi"])]
+    shown = shown[["model", "variant", "task", "n", "flipped", "correct_to_wrong", "kld_mean", "js_mean",
+                   "auroc_kld_flip", "auroc_kld_flip CI", "auroc_js_flip", "auroc_js_flip CI", "spearman_kld_js"]]
+    return Section("Do questions whose answer tokens drifted flip?",
+                   "Per question of each single-answer multiple-choice task, both models score every choice's "
+                   "answer tokens after the question's context; kld_mean is the mean over questions of the answer "
+                   "tokens' KL(full‖quant) over the whole vocabulary, js_mean the choice-level JS distance. "
+                   "auroc_kld_flip: the probability that a question whose answer flipped has a higher KL than one "
+                   "whose answer did not (0.5: KL does not tell them apart; 95% bootstrap CI over questions); "
+                   "auroc_js_flip the same for the JS distance, which is computed from the very choice "
+                   "probabilities whose argmax flips (a ceiling, not a rival).", [table_block(shown)])
+
+
 def recalibration_section(res: StudyResults) -> Section | None:
     if not res.recalibration:
         return None
@@ -445,14 +464,15 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
                                                     "questions": question_counts(questions),
                                                     "recalibration": res.recalibration,
                                                     "noise_floor": res.noise_floors,
-                                                    "divergence": res.divergence.to_dict(orient="records")})
+                                                    "divergence": res.divergence.to_dict(orient="records"),
+                                                    "question_divergence": res.question_divergence.to_dict(orient="records")})
     if not res.divergence.empty:
         atomic_write_bytes(study_dir / "divergence.csv", res.divergence.to_csv(index=False).encode())
     spread = calib_spread(res.metrics)
     if not spread.empty:
         atomic_write_bytes(study_dir / "calib_spread.csv", spread.to_csv(index=False).encode())
     sections = [headline_section(res), noise_floor_section(res), comparison_section(res), frontier_section(res),
-                divergence_section(res), methods_section(res),
+                divergence_section(res), question_divergence_section(res), methods_section(res),
                 model_method_section(res), confidence_bin_section(res),
                 metrics_section(res),
                 calib_spread_section(spread), recalibration_section(res), *outlier_sections(res), *task_plot_sections(study, res),

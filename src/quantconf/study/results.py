@@ -28,7 +28,7 @@ from quantconf.model_files import read_quantize_record
 from quantconf.predictions import read_manifest, read_prediction_dir
 from quantconf.quantizers import load_methods
 from quantconf.study.steps import (AnalysisStep, DivergenceStep, EvalStep, NoiseFloorStep, OutliersStep, PplStep,
-                                   QuantizeStep)
+                                   QuantizeStep, QuestionDivergenceStep)
 
 TABLE_METRICS = ["acc", "acc_norm", "nll", "brier", "ece", "ace", "mce", "conf", "conf_true", "entropy",
                  "smece", "ece_sweep", "tace", "auroc", "aurc", "eaurc",
@@ -46,6 +46,7 @@ class StudyResults:
     noise_floors: list = field(default_factory=list)  # one per (model, replicated configuration, task)
     quantize_records: dict = field(default_factory=dict)  # (model, variant label) -> its quantize.json
     divergence: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per (model, variant): divergence_table
+    question_divergence: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (model, variant, task)
 
 
 def step_label(step) -> str:
@@ -112,7 +113,27 @@ def collect(study, steps) -> StudyResults:
                if isinstance(s, QuantizeStep) and s.path.is_dir()}
     return StudyResults(metrics, comparisons, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
                         preds, outliers, recal, floors, records,
-                        divergence_table([s for s in steps if isinstance(s, DivergenceStep)], records))
+                        divergence_table([s for s in steps if isinstance(s, DivergenceStep)], records),
+                        question_divergence_table([s for s in steps if isinstance(s, QuestionDivergenceStep)]))
+
+
+def question_divergence_table(steps) -> pd.DataFrame:
+    """One row per (model, quantized variant, task) whose per-question divergence step finished: questions,
+    flips, mean answer-token KL and choice JS, the AUROC of each for the flips with its 95% interval, and
+    Spearman(KL, JS)."""
+    rows = []
+    for s in sorted(steps, key=method_order):
+        if not s.done():
+            continue
+        for task, r in s.result()["tasks"].items():
+            row = {"model": s.model, "variant": step_label(s), "task": task, "n": r["n"], "flipped": r["flipped"],
+                   "correct_to_wrong": r["correct_to_wrong"], "kld_mean": r["kld_mean"], "js_mean": r["js_mean"]}
+            for k in ("auroc_kld_flip", "auroc_js_flip"):
+                row[k] = r[k]["estimate"]
+                row[f"{k}_lo"], row[f"{k}_hi"] = r[k]["ci"] or (np.nan, np.nan)
+            row["spearman_kld_js"] = r["spearman_kld_js"]
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 # the divergence statistics of a study's table (divergence.py's names), each with its 95% CI over windows

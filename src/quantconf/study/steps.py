@@ -37,7 +37,7 @@ from quantconf.io import atomic_write_json, locked, read_optional_json, stable_h
 from quantconf.model_files import QUANTIZE_RECORD, read_quantize_record
 from quantconf.models import LoadOptions
 from quantconf.outliers import OutlierOptions, run_outliers
-from quantconf.divergence import text_divergence
+from quantconf.divergence import question_divergence, question_summary, text_divergence
 from quantconf.perplexity import text_perplexity
 from quantconf.predictions import intact, read_manifest, read_prediction_dir, task_file_name
 from quantconf.quantizers import QuantConfig, run_quantize
@@ -133,6 +133,27 @@ class DivergenceInputs(StepInputs):
     window: int = 512
     stride: int = 256
     version: str = __version__
+
+
+@dataclass(frozen=True)
+class QuestionDivergenceInputs(StepInputs):
+    model: str  # the full model's spec
+    full_identity: str  # its weights hash
+    identity: str  # the quantize step's key (the variant's checkpoint)
+    tasks: tuple[str, ...]  # as configured; generation and several-true-answer tasks are left out
+    limit: int | None
+    data_dir: str | None
+    seed: int  # generated tasks' seed and the bootstrap's
+    dtype: str
+    bootstrap: int
+    num_fewshot: int | None = None
+    fewshot_seed: int = 1234
+    include_path: str | None = None
+    version: str = __version__
+
+    def task_options(self) -> TaskOptions:
+        return TaskOptions(data_dir=self.data_dir, limit=self.limit, seed=self.seed, num_fewshot=self.num_fewshot,
+                           fewshot_seed=self.fewshot_seed, include_path=self.include_path)
 
 
 @dataclass(frozen=True)
@@ -323,6 +344,38 @@ class DivergenceStep(_RunsAModel):
 
 
 @dataclass
+class QuestionDivergenceStep(_RunsAModel):
+    """Per question of each single-answer multiple-choice task of the study, the answer tokens' KL of one
+    quantized variant from its full model beside the choice-level JS, and how well each tells the flipped
+    questions (`divergence.question_divergence`, `question_summary`)."""
+
+    kind: ClassVar[str] = "divergence_questions"
+    inputs: QuestionDivergenceInputs = None
+
+    def done(self) -> bool:
+        return self.path.is_file()
+
+    def run(self, log, tasks=None, shard=None, lm=None) -> None:
+        i = self.inputs
+        options = i.task_options()
+        load = LoadOptions(dtype=i.dtype, threads=self.execution.threads)
+        full, quant = load.load(i.model), load.load(self.target())
+        leaves, _ = options.resolve(i.tasks)
+        out = {"tasks": {}, "left_out": {}}
+        for leaf in leaves:
+            loaded = options.load(leaf)
+            if loaded.task.generates or any(isinstance(q.gold, list) for q in loaded.questions):
+                out["left_out"][leaf.name] = "a generation task" if loaded.task.generates else "several true answers"
+                continue
+            out["tasks"][leaf.name] = question_summary(question_divergence(full, quant, loaded), i.bootstrap, i.seed)
+        atomic_write_json(self.path, out)
+        log(f"per-question divergence of {self.label()}: {len(out['tasks'])} task(s)")
+
+    def result(self) -> dict:
+        return read_optional_json(self.path, "re-run the study (`quantconf study CONFIG --out DIR`) to recompute it")
+
+
+@dataclass
 class OutliersStep(Step):
     kind: ClassVar[str] = "outliers"
     inputs: OutliersInputs = None
@@ -437,7 +490,9 @@ class NoiseFloorStep(_ReadsPredictions):
         log(f"noise floor of {self.family}: {len(floors)} task(s)")
 
 
-RESOURCE_KINDS = {"quantize": "quantize", "eval": "eval", "ppl": "ppl", "divergence": "divergence", "outliers": "outliers",
+RESOURCE_KINDS = {"quantize": "quantize", "eval": "eval", "ppl": "ppl", "divergence": "divergence",
+                  "divergence_questions": "divergence_questions", "outliers": "outliers",
                   "analysis": "analysis", "noise_floor": "analysis"}  # step kind -> its Ray resources entry
-STEP_KINDS: dict[str, type[Step]] = {c.kind: c for c in (QuantizeStep, EvalStep, PplStep, DivergenceStep, OutliersStep, AnalysisStep,
+STEP_KINDS: dict[str, type[Step]] = {c.kind: c for c in (QuantizeStep, EvalStep, PplStep, DivergenceStep,
+                                                          QuestionDivergenceStep, OutliersStep, AnalysisStep,
                                                           NoiseFloorStep)}
