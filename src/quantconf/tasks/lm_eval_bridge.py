@@ -105,9 +105,12 @@ def builtin_task_index() -> dict:
         rows = [[e.name, e.kind.name, str(e.yaml_path) if e.yaml_path else None, e.cfg, sorted(e.tags)]
                 for e in index.values()]
         try:
+            data = json.dumps(rows, allow_nan=False).encode()
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, json.dumps(rows).encode())
-        except OSError:  # a read-only cache dir: the index is still right, only the next process rebuilds it
+            atomic_write_bytes(path, data)
+        except (OSError, TypeError, ValueError):
+            # a read-only cache dir, or a config JSON cannot hold as it is (a later lm-eval's YAML with dates or
+            # NaN): the index is still right, only the next process builds it again
             pass
     return index
 
