@@ -28,7 +28,7 @@ from quantconf.evaluation import task_requests
 from quantconf.models import LoadedModel, LoadOptions
 from quantconf.perplexity import text_ids, window_spans
 from quantconf.runtime import available_cores, set_threads
-from quantconf.scoring import bos_or_eos, max_length, wants_bos
+from quantconf.scoring import max_length, wants_bos
 from quantconf.tasks import LoadedTask, TaskOptions, load_task
 
 ROWS_PER_CHUNK = 64  # float64 work arrays of 64 x vocabulary (25 MB for a 49k vocabulary)
@@ -266,7 +266,7 @@ def question_divergence(full: LoadedModel, quant: LoadedModel, loaded: LoadedTas
                              "needs one gold answer (a flip is the chosen answer changing)", param="task")
     requests = task_requests(full.tokenizer, loaded, wants_bos(full.model))
     window = max_length(full.model)
-    pad = bos_or_eos(full.tokenizer)  # any id: padded positions are masked out and come after the real ones
+    pad = 0  # any id: padded positions are masked out and come after the real ones
     rows, k = [], 0
     with torch.inference_mode():
         for q in loaded.questions:
