@@ -221,6 +221,16 @@ def divergence_by_confidence(td: TokenDivergence, edges=CONFIDENCE_EDGES, n_boot
     return out
 
 
+def _two_models(full: str | LoadedModel, quant: str | LoadedModel, load: LoadOptions) -> list[LoadedModel]:
+    """Both models (specs loaded with `load`, or loaded models), refused unless they share a vocabulary."""
+    set_threads(load.threads)
+    models = [m if isinstance(m, LoadedModel) else load.load(m) for m in (full, quant)]
+    if models[0].tokenizer.get_vocab() != models[1].tokenizer.get_vocab():
+        raise QuantconfError(f"{models[1].info['spec']} and {models[0].info['spec']} have different vocabularies: "
+                             "token-level divergence compares the same token ids", param="quant")
+    return models
+
+
 def text_divergence(full: str | LoadedModel, quant: str | LoadedModel, text: str = "pydoc", *, window: int = 512,
                     stride: int = 256, max_tokens: int = 16 * 512, n_boot: int = 1000,
                     load: LoadOptions = LoadOptions(), data: TaskOptions = TaskOptions(seed=0)) -> dict:
@@ -230,11 +240,7 @@ def text_divergence(full: str | LoadedModel, quant: str | LoadedModel, text: str
     statistics of `divergence_statistics`}. The two models must share a vocabulary."""
     if n_boot < 0:
         raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
-    set_threads(load.threads)
-    models = [m if isinstance(m, LoadedModel) else load.load(m) for m in (full, quant)]
-    if models[0].tokenizer.get_vocab() != models[1].tokenizer.get_vocab():
-        raise QuantconfError(f"{models[1].info['spec']} and {models[0].info['spec']} have different vocabularies: "
-                             "token-level divergence compares the same token ids", param="quant")
+    models = _two_models(full, quant, load)
     ids, source = text_ids(models[0].tokenizer, text, max_tokens, data)
     if len(ids) < 2:
         raise QuantconfError(f"text {text} has {len(ids)} token(s); at least 2 are needed", param="text")
@@ -335,11 +341,7 @@ def task_divergence(full: str | LoadedModel, quant: str | LoadedModel, task: str
     `data`), and whether the answer tokens' KL tells which answers flipped: {full, quant, task, n, flipped,
     correct_to_wrong, kld_mean, js_mean, auroc_kld_flip, auroc_js_flip (each {estimate, ci, flipped, n}),
     spearman_kld_js, questions (one record per question)}."""
-    set_threads(load.threads)
-    models = [m if isinstance(m, LoadedModel) else load.load(m) for m in (full, quant)]
-    if models[0].tokenizer.get_vocab() != models[1].tokenizer.get_vocab():
-        raise QuantconfError(f"{models[1].info['spec']} and {models[0].info['spec']} have different vocabularies: "
-                             "token-level divergence compares the same token ids", param="quant")
+    models = _two_models(full, quant, load)
     df = question_divergence(*models, load_task(task, data_dir=data.data_dir, limit=data.limit, seed=data.seed))
     return {"full": models[0].info["spec"], "quant": models[1].info["spec"], "task": task,
             **question_summary(df, n_boot, data.seed)}

@@ -295,12 +295,20 @@ class EvalStep(_RunsAModel):
 
 
 @dataclass
-class PplStep(_RunsAModel):
-    kind: ClassVar[str] = "ppl"
-    inputs: PplInputs = None
+class _WritesOneFile(_RunsAModel):
+    """A step that runs a model and writes one JSON file: done when the file exists."""
 
     def done(self) -> bool:
         return self.path.is_file()
+
+    def result(self) -> dict:
+        return read_optional_json(self.path, "re-run the study (`quantconf study CONFIG --out DIR`) to recompute it")
+
+
+@dataclass
+class PplStep(_WritesOneFile):
+    kind: ClassVar[str] = "ppl"
+    inputs: PplInputs = None
 
     def run(self, log, tasks=None, shard=None, lm=None) -> None:
         i = self.inputs
@@ -315,15 +323,12 @@ class PplStep(_RunsAModel):
 
 
 @dataclass
-class DivergenceStep(_RunsAModel):
+class DivergenceStep(_WritesOneFile):
     """Token-level divergence of one quantized variant from its full model (`divergence.text_divergence`)
     on the study's ppl_text: the same windows as its ppl step."""
 
     kind: ClassVar[str] = "divergence"
     inputs: DivergenceInputs = None
-
-    def done(self) -> bool:
-        return self.path.is_file()
 
     def run(self, log, tasks=None, shard=None, lm=None) -> None:
         i = self.inputs
@@ -335,25 +340,19 @@ class DivergenceStep(_RunsAModel):
         log(f"divergence of {self.label()}: KL mean {record['kld_mean']['estimate']:.4f} nats, "
             f"same top token {record['same_top']['estimate']:.1f}%")
 
-    def result(self) -> dict:
-        return read_optional_json(self.path, "re-run the study (`quantconf study CONFIG --out DIR`) to recompute it")
-
     def provenance(self) -> dict:
         rec = json.loads(self.path.read_text()) if self.path.is_file() else {}
         return {k: rec.get(k) for k in ("text", "source", "tokens", "window", "stride", "windows")}
 
 
 @dataclass
-class QuestionDivergenceStep(_RunsAModel):
+class QuestionDivergenceStep(_WritesOneFile):
     """Per question of each single-answer multiple-choice task of the study, the answer tokens' KL of one
     quantized variant from its full model beside the choice-level JS, and how well each tells the flipped
     questions (`divergence.question_divergence`, `question_summary`)."""
 
     kind: ClassVar[str] = "divergence_questions"
     inputs: QuestionDivergenceInputs = None
-
-    def done(self) -> bool:
-        return self.path.is_file()
 
     def run(self, log, tasks=None, shard=None, lm=None) -> None:
         i = self.inputs
@@ -370,9 +369,6 @@ class QuestionDivergenceStep(_RunsAModel):
             out["tasks"][leaf.name] = question_summary(question_divergence(full, quant, loaded), i.bootstrap, i.seed)
         atomic_write_json(self.path, out)
         log(f"per-question divergence of {self.label()}: {len(out['tasks'])} task(s)")
-
-    def result(self) -> dict:
-        return read_optional_json(self.path, "re-run the study (`quantconf study CONFIG --out DIR`) to recompute it")
 
 
 @dataclass
