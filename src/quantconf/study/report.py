@@ -26,7 +26,8 @@ from quantconf.study.results import (StudyResults, calib_spread, collect, compar
                                      headlines, instability_table, methods_table, metrics_table, model_method_table, noise_floor_table,
                                      outliers_vs_loss,
                                      provenance, recalibration_table, recalibration_verdicts, scale_table,
-                                     FLIP_KINDS, divergence_shown, frontier_table, question_counts, question_table)
+                                     FLIP_KINDS, divergence_shown, frontier_table, question_counts, question_divergence_shown,
+                                     question_table)
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("quantconf", "templates"), autoescape=True,
@@ -360,14 +361,8 @@ def divergence_section(res: StudyResults) -> Section | None:
 
 
 def question_divergence_section(res: StudyResults) -> Section | None:
-    table = res.question_divergence
-    if table.empty:
+    if res.question_divergence.empty:
         return None
-    shown = table.copy()
-    for k in ("auroc_kld_flip", "auroc_js_flip"):
-        shown[f"{k} CI"] = [f"[{a:.3f}, {b:.3f}]" if pd.notna(a) else "" for a, b in zip(shown[f"{k}_lo"], shown[f"{k}_hi"])]
-    shown = shown[["model", "variant", "task", "n", "flipped", "correct_to_wrong", "kld_mean", "js_mean",
-                   "auroc_kld_flip", "auroc_kld_flip CI", "auroc_js_flip", "auroc_js_flip CI", "spearman_kld_js"]]
     return Section("Do questions whose answer tokens drifted flip?",
                    "Per question of each single-answer multiple-choice task, both models score every choice's "
                    "answer tokens after the question's context; kld_mean is the mean over questions of the answer "
@@ -375,7 +370,7 @@ def question_divergence_section(res: StudyResults) -> Section | None:
                    "auroc_kld_flip: the probability that a question whose answer flipped has a higher KL than one "
                    "whose answer did not (0.5: KL does not tell them apart; 95% bootstrap CI over questions); "
                    "auroc_js_flip the same for the JS distance, which is computed from the very choice "
-                   "probabilities whose argmax flips (a ceiling, not a rival).", [table_block(shown)])
+                   "probabilities whose argmax flips (a ceiling, not a rival).", [table_block(question_divergence_shown(res.question_divergence))])
 
 
 def recalibration_section(res: StudyResults) -> Section | None:

@@ -362,15 +362,17 @@ def confidence_bin_table(comparisons: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ci_text(frame: pd.DataFrame, name: str, fmt: str = ".3f") -> list[str]:
+    """Column `name`'s 95% CI (`name_lo`, `name_hi`) as shown in tables: "[lo, hi]", empty where there is none."""
+    return [f"[{a:{fmt}}, {b:{fmt}}]" if pd.notna(a) else "" for a, b in zip(frame[f"{name}_lo"], frame[f"{name}_hi"])]
+
+
 def metrics_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """The per-model metric table as shown: values and their 95% CIs as text."""
     show = metrics.copy()
-    for m in ("acc", "nll", "ece", "ace"):
+    for m in ("acc", "nll", "ece", "ace", "smece", "auroc"):
         if f"{m}_lo" in show:
-            show[f"{m} CI"] = [f"[{a:.3f}, {b:.3f}]" if pd.notna(a) else "" for a, b in zip(show[f"{m}_lo"], show[f"{m}_hi"])]
-    for m in ("smece", "auroc"):
-        if f"{m}_lo" in show:
-            show[f"{m} CI"] = [f"[{a:.3f}, {b:.3f}]" if pd.notna(a) else "" for a, b in zip(show[f"{m}_lo"], show[f"{m}_hi"])]
+            show[f"{m} CI"] = ci_text(show, m)
     cols = [c for c in ["model", "variant", "task", "n", "acc", "acc CI", "acc_norm", "nll", "nll CI", "brier", "ece",
                         "ece CI", "smece", "smece CI", "ece_sweep", "ace", "tace", "mce", "auroc", "auroc CI", "aurc",
                         "eaurc", "brier_reliability", "brier_resolution", "brier_uncertainty", "conf", "conf_true",
@@ -382,10 +384,19 @@ def divergence_shown(divergence: pd.DataFrame) -> pd.DataFrame:
     """The divergence table as shown: the headline statistics, their 95% CIs over windows as text."""
     show = divergence.copy()
     for m in ("kld_mean", "same_top", "ppl_ratio"):
-        show[f"{m} CI"] = [f"[{a:.4g}, {b:.4g}]" if pd.notna(a) else "" for a, b in zip(show[f"{m}_lo"], show[f"{m}_hi"])]
+        show[f"{m} CI"] = ci_text(show, m, ".4g")
     return show[["model", "variant", "bits_per_weight", "tokens", "windows", "kld_mean", "kld_mean CI", "kld_median",
                  "kld_p99", "kld_max", "kld_reverse_mean", "same_top", "same_top CI", "delta_p_rms", "ppl_ratio",
                  "ppl_ratio CI"]]
+
+
+def question_divergence_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The per-question divergence table as shown: the AUROCs' 95% CIs as text."""
+    show = table.copy()
+    for k in ("auroc_kld_flip", "auroc_js_flip"):
+        show[f"{k} CI"] = ci_text(show, k)
+    return show[["model", "variant", "task", "n", "flipped", "correct_to_wrong", "kld_mean", "js_mean",
+                 "auroc_kld_flip", "auroc_kld_flip CI", "auroc_js_flip", "auroc_js_flip CI", "spearman_kld_js"]]
 
 
 def calib_spread(metrics: pd.DataFrame) -> pd.DataFrame:
