@@ -1,11 +1,13 @@
 """The public API (`import quantconf as qc`): names, numpydoc docstrings, and the same results as the CLI."""
 
+import argparse
 import doctest
 import inspect
 import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -158,3 +160,50 @@ def test_readme_commands_parse_and_readme_stays_short():
     assert len(text.splitlines()) <= 150
     for link in re.findall(r"\]\((docs/[^)#]+)", text):
         assert (README.parent / link).is_file(), link
+
+
+def _choice_dir(path, seed: int, shift: float = 0.0):
+    """A predictions dir of one hand-made multiple-choice task (60 questions, 4 choices), as eval writes it."""
+    from quantconf.kinds.choice import MULTIPLE_CHOICE
+    from quantconf.predictions import record_tasks, write_predictions
+
+    rng = np.random.default_rng(seed)
+    gold = np.random.default_rng(0).integers(0, 4, 60)
+    base = np.random.default_rng(1).normal(size=(60, 4))
+    base[np.arange(60), gold] += 1.0
+    ll = base + shift * rng.normal(size=(60, 4))
+    rows = [{"doc_id": i, "task": "t", "context": f"q{i}", "choices": list("abcd"), "gold": int(g),
+             "loglik": list(map(float, ll[i])), "n_tokens": [1] * 4, "n_chars": [1] * 4, "n_bytes": [1] * 4,
+             "is_greedy": [False] * 4} for i, g in enumerate(gold)]
+    path.mkdir(parents=True)
+    write_predictions(MULTIPLE_CHOICE.frame(rows), path / "t.parquet")
+    record_tasks(path, {"t": {"file": "t.parquet", "kind": "multiple_choice", "n": 60}})
+    return str(path)
+
+
+def test_every_json_subcommand_prints_exactly_what_its_api_function_returns(tmp_path, capsys):
+    """The CLI only formats (issue 35): for every subcommand with --json, its output is the API function's return
+    printed as JSON, character for character. divergence is checked in test_divergence.py (it loads two models)."""
+    from quantconf.cli import build_parser
+
+    full = _choice_dir(tmp_path / "full", 0)
+    reps = [_choice_dir(tmp_path / f"r{i}", i + 1, shift=0.5) for i in range(2)]
+    cases = {
+        "metrics": (["metrics", full, "--bootstrap", "20"], lambda: qc.metrics(full, n_boot=20)),
+        "compare": (["compare", full, reps[0], "--bootstrap", "20"], lambda: qc.compare(full, reps[0], n_boot=20)),
+        "noise-floor": (["noise-floor", full, *reps, "--bootstrap", "30"],
+                        lambda: qc.noise_floor(full, reps, n_boot=30)),
+        "recalibrate": (["recalibrate", full, reps[0], "--bootstrap", "10"],
+                        lambda: {full: qc.recalibrate(full, n_boot=10),
+                                 reps[0]: qc.recalibrate(reps[0], n_boot=10, full=full)}),
+        "methods": (["methods"], qc.methods),
+        "measures": (["measures"], qc.measures),
+    }
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    with_json = {name for name, p in subcommands.items() if any("--json" in a.option_strings for a in p._actions)}
+    assert with_json == set(cases) | {"divergence"}, "a new --json subcommand needs its case here"
+    for name, (argv, api) in cases.items():
+        assert main([*argv, "--json"]) == 0, name
+        printed = capsys.readouterr().out
+        assert printed == json.dumps(api(), indent=2, default=float) + "\n", name

@@ -295,7 +295,8 @@ def test_question_divergence_equals_scipy_and_the_evaluation_pipeline(two_models
     from quantconf.analysis.paired import per_sample_frame
     from quantconf.cli import main
     from quantconf.divergence import question_divergence
-    from quantconf.evaluation import evaluate_task, task_requests
+    from quantconf.evaluation import evaluate_task
+    from quantconf.kinds.choice import task_requests
     from quantconf.tasks import load_task
 
     full, quant = two_models

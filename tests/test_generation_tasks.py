@@ -12,13 +12,14 @@ import pytest
 
 import quantconf as qc
 from conftest import evaluate_into, write_jsonl, folder_task_manager
+from quantconf.kinds import kind_of_task
 from quantconf.errors import QuantconfError
 from quantconf.tasks import load_task
 
 
 def test_arithmetic_gen_is_offline_seeded_and_graded_by_exact_digits():
     a, b = load_task("arithmetic_gen", seed=7, limit=30), load_task("arithmetic_gen", seed=7, limit=30)
-    assert a.source_sha256 == b.source_sha256 and a.task.generates
+    assert a.source_sha256 == b.source_sha256 and kind_of_task(a.task).name == "generation"
     assert load_task("arithmetic_gen", seed=8, limit=30).source_sha256 != a.source_sha256
     p = a.questions[0]
     assert p.context.endswith(f"Question: {p.question}\nAnswer:") and p.until == ("\n",)
@@ -171,7 +172,7 @@ def lm_eval_samples(task: str, answers: dict, include_path=None, data_dir=None, 
 def test_an_lm_eval_generate_until_task_is_graded_as_lm_eval_grades_it(tmp_path):
     folder = tiny_gen_yaml(tmp_path)
     loaded = load_task("tiny_gen", include_path=str(folder))
-    assert loaded.task.generates and loaded.task.primary_metric == "exact_match"
+    assert kind_of_task(loaded.task).name == "generation" and loaded.task.primary_metric == "exact_match"
     p = loaded.questions[0]
     assert (p.context, p.until, p.max_gen_toks, p.reference) == ("Q: 0 plus 1\nA:", ("\n",), 6, "1")
     texts = [" 1", " it is 2", "3", " 4 apples", "no idea"]

@@ -305,13 +305,13 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 def test_fuzz_lm_eval_samples_reader_gives_predictions_or_one_error(tmp_path, rows):
     from quantconf.errors import QuantconfError
     from quantconf.lmeval_import import read_samples_file
-    from quantconf.predictions import check_predictions
+    from quantconf.kinds import kind_of
 
     f = tmp_path / "samples_fuzz_2026-01-01T00-00-00.jsonl"
     f.write_text("\n".join(rows) + "\n", encoding="utf-8", errors="surrogatepass")
     try:
         df = read_samples_file(f)
-        check_predictions(df, str(f), "fix it")
+        kind_of(df).check(df, str(f), "fix it")
     except QuantconfError as e:
         assert "\n" not in str(e).strip()
         return
@@ -418,7 +418,7 @@ def test_fuzz_generation_samples_reader_gives_generations_or_one_error(tmp_path,
     0/1 correctness, one row per doc) or one QuantconfError line."""
     from quantconf.errors import QuantconfError
     from quantconf.lmeval_import import read_samples_file
-    from quantconf.predictions import is_generation_frame
+    from quantconf.kinds import kind_of
 
     f = tmp_path / "samples_gen_2026-01-01T00-00-00.jsonl"
     f.write_text("\n".join(rows + junk) + "\n", encoding="utf-8", errors="surrogatepass")
@@ -427,7 +427,7 @@ def test_fuzz_generation_samples_reader_gives_generations_or_one_error(tmp_path,
     except QuantconfError as e:
         assert "\n" not in str(e).strip()
         return
-    if is_generation_frame(df):
+    if kind_of(df).name == "generation":
         assert df["doc_id"].is_unique and df["correct"].isin([0.0, 1.0]).all()
         assert all(isinstance(t, str) for t in df["generation"]) and all(isinstance(c, str) for c in df["context"])
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from quantconf.analysis.noise_floor import (adjust_floors, align, delta_effects, holm, noise_floor, replicate_family,
+from quantconf.analysis.noise_floor import (adjust_floors, align, delta_effects, holm, noise_floor,
                                    systematic_movement, two_way_effect, verdict)
 from quantconf.quantizers import QuantConfig
 
@@ -554,8 +554,8 @@ def test_public_api_noise_floor(tmp_path):
 
 def test_replicate_family_drops_only_the_seed():
     a = QuantConfig(method="gptq", calib="pydoc", seed=3)
-    assert replicate_family(a) == "gptq-w4g128-pydoc" == replicate_family(QuantConfig(method="gptq", calib="pydoc"))
-    assert replicate_family(QuantConfig(method="rtn")) == "rtn-w4g128"
+    assert a.replicate_family() == "gptq-w4g128-pydoc" == QuantConfig(method="gptq", calib="pydoc").replicate_family()
+    assert QuantConfig(method="rtn").replicate_family() == "rtn-w4g128"
 
 
 def test_replicated_study_differs_per_replicate_and_resumes(tiny_model_dir, tmp_path, capsys):

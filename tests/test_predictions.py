@@ -67,7 +67,8 @@ def test_generation_metrics_must_be_finite_numbers():
     rather than averaged into a wrong number or written as a pyarrow traceback."""
     import pandas as pd
 
-    from quantconf.predictions import check_generations
+    from quantconf.kinds.generation import GENERATION
+    check_generations = GENERATION.check
 
     def frame(values):
         n = len(values)

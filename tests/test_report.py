@@ -187,16 +187,21 @@ def test_task_plots_cover_a_groups_subtasks_not_the_group_name():
         return pd.DataFrame({"doc_id": range(30), "task": task, "choices": [list("abcd")] * 30,
                              "gold": rng.integers(0, 4, 30), "loglik": list(ll)})
 
-    preds = {("m", "full"): {t: frame(t) for t in ("grp_a", "grp_b")},
-             ("m", "rtn"): {t: frame(t) for t in ("grp_a", "grp_b")}}
+    from quantconf.analysis.metrics import reliability_bins
+    from quantconf.kinds import kind_of
+
+    preds = {("m", label, t): frame(t) for label in ("full", "rtn") for t in ("grp_a", "grp_b")}
+    reliability = {key: reliability_bins(*kind_of(df).confidence_and_correctness(df), 10) for key, df in preds.items()}
     study = SimpleNamespace(models=["m"], tasks=["grp"], bins=10, leaf_tasks=lambda: ("grp_a", "grp_b"))
-    res = StudyResults(pd.DataFrame(), [], pd.DataFrame(), preds)
+    res = StudyResults(pd.DataFrame(), [], pd.DataFrame(), pd.DataFrame(), reliability,
+                       {key: "multiple_choice" for key in preds})
     sections = task_plot_sections(study, res)
     assert [s.title for s in sections] == ["m — grp_a", "m — grp_b"]
 
 
 def test_question_table_by_hand():
     """Two questions, gold 0: the first flips correct→wrong, the second stays wrong; replicates counted."""
+    from quantconf.kinds.choice import MULTIPLE_CHOICE
     from quantconf.study.results import question_counts, question_table
 
     def preds(ll):
@@ -207,7 +212,9 @@ def test_question_table_by_hand():
     r1 = preds([[-1.0, 0.0], [-2.0, 0.0]])
     r2 = preds([[0.0, -3.0], [-2.0, 0.0]])
     comps = [{"model": "m", "variant": v, "task": "t", "replicate_family": "fam"} for v in ("r1", "r2")]
-    q = question_table({("m", "full"): {"t": full}, ("m", "r1"): {"t": r1}, ("m", "r2"): {"t": r2}}, comps)
+    rows = {("m", label, "t"): pd.DataFrame(MULTIPLE_CHOICE.question_rows(full, quant, "t"))
+            for label, quant in (("r1", r1), ("r2", r2))}
+    q = question_table(rows, comps)
     assert q["flip"].tolist() == ["correct_to_wrong", "none", "none", "none"]
     assert q["full_answer"].tolist() == ["a", "b", "a", "b"] and q["quant_answer"].tolist() == ["b", "b", "a", "b"]
     p0 = 1 / (1 + np.exp(-1.0))  # softmax([0, -1])[0]

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from quantconf.evaluation import evaluate_task, task_requests
+from quantconf.evaluation import evaluate_task
+from quantconf.kinds.choice import task_requests
 from quantconf.scoring import encode_pair, score_requests
 from quantconf.tasks import load_task
 from conftest import write_jsonl

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from quantconf.metric_registry import MEASURES as MEASURE_REGISTRY
+from quantconf.metric_registry import METRICS as METRIC_REGISTRY
 from quantconf.analysis.noise_floor import adjust_floors
-from quantconf.analysis.tasks import compare_predictions, compare_task, task_metrics, task_noise_floor
-from quantconf.analysis.recalibration import gap_interval, gap_verdict, not_temperature_scalable, recalibrate_task
+from quantconf.kinds import compare_predictions, compare_task, kind_of, task_metrics, task_noise_floor
+from quantconf.analysis.recalibration import gap_interval, gap_verdict, recalibrate_task
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import EvalOptions, evaluate_task, evaluate_to_dir
 from quantconf.models import LoadedModel, LoadOptions
@@ -36,7 +38,7 @@ from quantconf.tasks.lm_eval_bridge import list_lm_eval_tasks
 
 __all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "noise_floor", "recalibrate",
            "run_study", "read_predictions", "report", "outliers", "perplexity", "divergence", "task_divergence", "import_lm_eval",
-           "methods", "tasks"]
+           "import_generations", "methods", "measures", "tasks"]
 
 
 def load_model(spec: str | Path, *, dtype: str = "float32", device: str = "cpu", allow_pickle: bool = False,
@@ -491,7 +493,7 @@ def recalibrate(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path
         pairs = ({t: (full[t], predictions[t], result[t]) for t in predictions if t in full}
                  if isinstance(predictions, dict) else {"": (full, predictions, result)})
         for task, (f, q, r) in pairs.items():
-            if "skipped" in r or not_temperature_scalable(f):
+            if "skipped" in r or kind_of(f).not_temperature_scalable(f):
                 continue
             name = task or (str(q["task"].iloc[0]) if len(q) else "task")
             r["gap"] = gap_interval(f, q, n_folds=n_folds, n_boot=max(n_boot, 1), seed=seed, n_bins=n_bins)
@@ -500,7 +502,7 @@ def recalibrate(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path
                                        r, gap=r["gap"])
         return result
     if isinstance(predictions, dict):
-        skipped = {task: why for task, df in predictions.items() if (why := not_temperature_scalable(df))}
+        skipped = {task: why for task, df in predictions.items() if (why := kind_of(df).not_temperature_scalable(df))}
         if len(skipped) == len(predictions):
             raise QuantconfError("no task here can be temperature-scaled: "
                                  + "; ".join(f"{t}: {why}" for t, why in skipped.items()), param="predictions")
@@ -509,7 +511,7 @@ def recalibrate(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path
                 for task, df in predictions.items()}
     if n_boot < 0:
         raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
-    why = not_temperature_scalable(predictions)
+    why = kind_of(predictions).not_temperature_scalable(predictions)
     if why:
         raise QuantconfError(f"cannot temperature-scale this task: {why}", param="predictions")
     return recalibrate_task(predictions, n_folds=n_folds, n_boot=n_boot, seed=seed, n_bins=n_bins)
@@ -922,6 +924,24 @@ def methods() -> list[dict]:
     list of dict
     """
     return [q.describe() for q in load_methods().values()]
+
+
+def measures() -> dict:
+    """The registered metrics and confidence measures (``metric_registry.py``), as ``quantconf measures``.
+
+    Returns
+    -------
+    dict
+        ``{"metrics": [{name, what, better, range, kinds, uses: {kind: [...]}, reference, computed_by}],
+        "confidence_measures": [{name, what, probability, reference, headline_rank}]}``; ``uses`` name where a
+        metric appears (``quantconf.metric_registry.USES``).
+    """
+    return {"metrics": [{"name": m.name, "what": m.what, "better": m.better, "range": m.range, "kinds": list(m.kinds),
+                         "uses": {kind: sorted(uses) for kind, uses in m.uses.items()},
+                         "reference": m.reference, "computed_by": m.computed_by} for m in METRIC_REGISTRY.values()],
+            "confidence_measures": [{"name": c.name, "what": c.what, "probability": c.probability,
+                                     "reference": c.reference, "headline_rank": c.headline_rank}
+                                    for c in MEASURE_REGISTRY.values()]}
 
 
 def tasks(lm_eval: str | None = None, *, include_path: str | Path | None = None) -> list[dict]:

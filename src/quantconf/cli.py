@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 import quantconf as qc
-from quantconf.analysis.metrics import CI_NOTE, COMPAT_MODES, NORMALIZATIONS, accuracy
+from quantconf.metric_registry import markdown_table, metric_names
+from quantconf.analysis.metrics import CI_NOTE, COMPAT_MODES, NORMALIZATIONS
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import SCORERS
+from quantconf.kinds import kind_of, kind_of_result
 from quantconf.io import LIBRARY_LOG_NAME, library_output_log
 from quantconf.model_files import read_quantize_record
 from quantconf.quantizers.base import QuantConfig
@@ -23,9 +25,8 @@ from quantconf.study import demo_study
 
 # parameters of the API whose flag is not `--<param-with-dashes>`
 FLAG_FOR_PARAM = {"n_boot": "--bootstrap", "n_bins": "--bins", "n_conf_bins": "--conf-bins", "n_folds": "--folds"}
-METRICS_TABLE = ["acc", "acc_norm", "nll", "brier", "entropy", "conf", "conf_true", "ece", "ace", "mce", "sce", "rmsce"]
-METRICS_TABLE_2 = ["smece", "ece_sweep", "tace", "auroc", "aurc", "eaurc", "brier_reliability", "brier_resolution",
-                   "brier_uncertainty"]
+METRICS_TABLE = metric_names("cli")[:12]  # the registry's (metric_registry.py), in two rows
+METRICS_TABLE_2 = metric_names("cli")[12:]
 
 
 def _csv(value: str) -> list[str]:
@@ -91,12 +92,8 @@ def cmd_eval(args) -> int:
         return 0
     print(f"{'task':<18} {'n':>6} {'acc':>8} {'acc_norm':>9}")
     for task, df in preds.items():
-        acc = accuracy(df)
-        if "generation" in df.columns:  # generation: acc is the task's primary 0/1 metric
-            metric = df["primary_metric"].iloc[0] if len(df) else "correct"
-            print(f"{task:<18} {len(df):>6} {acc['acc']:>8.4f} {'(' + metric + ')':>9}")
-            continue
-        print(f"{task:<18} {len(df):>6} {acc['acc']:>8.4f} {acc['acc_norm']:>9.4f}")
+        acc = kind_of(df).accuracy(df)
+        print(f"{task:<18} {len(df):>6} {acc['acc']:>8.4f} {kind_of(df).acc_norm_cell(df, acc):>9}")
     print(f"predictions: {args.out}")
     return 0
 
@@ -109,10 +106,10 @@ def cmd_metrics(args) -> int:
     if args.json:
         print(json.dumps(results, indent=2, default=float))
         return 0
-    generated = {t: m for t, m in results.items() if m.get("kind") == "generation"}
-    results = {t: m for t, m in results.items() if t not in generated}
-    for task, m in generated.items():
-        print_generation_metrics(task, m, args.bootstrap)
+    own = {t: text for t, m in results.items() if (text := kind_of_result(m).format_metrics(t, m, args.bootstrap))}
+    results = {t: m for t, m in results.items() if t not in own}  # the rest share one table
+    for text in own.values():
+        print(text)
     for cols in ((METRICS_TABLE, METRICS_TABLE_2) if results else ()):
         print(f"{'task':<16} {'n':>6} " + " ".join(f"{c[:9]:>9}" for c in cols))
         for task, m in results.items():
@@ -213,46 +210,6 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
                    **opt)
 
 
-GENERATION_TABLE = ["n", "conf", "ece", "smece", "brier", "nll", "auroc", "eaurc"]
-
-
-def print_generation_metrics(task: str, m: dict, bootstrap: int) -> None:
-    acc_ci = m.get("ci", {}).get("acc")
-    print(f"== {task} (generation, n={m['n']}): {m['correctness']} = {m['acc']:.4f}"
-          + (f" [{acc_ci[0]:.3f}, {acc_ci[1]:.3f}]" if acc_ci and bootstrap else ""))
-    print(f"  {'confidence measure':<18} " + " ".join(f"{c:>9}" for c in GENERATION_TABLE))
-    for name, mm in m["measures"].items():
-        vals = " ".join(f"{mm.get(c, float('nan')):>9.4f}" if c != "n" else f"{mm['n']:>9}" for c in GENERATION_TABLE)
-        print(f"  {name:<18} {vals}")
-        if "ci" in mm and bootstrap:
-            ci = " ".join(f"{'[%.2f,%.2f]' % tuple(mm['ci'][c]) if c in mm['ci'] else '':>9}" for c in GENERATION_TABLE)
-            print(f"  {'  95% CI':<18} {ci}")
-    print()
-
-
-def print_generation_comparison(task: str, c: dict) -> None:
-    print(f"== {task} (generation, n={c['n']}, correct = {c['correctness']})")
-    ci = c.get("ci", {}).get("delta_acc")
-    print(f"  acc full {c['full_acc']:.4f}  quant {c['quant_acc']:.4f}  delta {c['delta_acc']:+.4f}"
-          + (f"  95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""))
-    print(f"  answers changed {c['answer_changed']:.3f} (normalised {c['answer_changed_normalised']:.3f}); ROUGE-L "
-          f"between answers {c['rougeL_between']:.3f}; flips correct->wrong {c['flips_correct_to_wrong']}, "
-          f"wrong->correct {c['flips_wrong_to_correct']}; p McNemar {c['p_mcnemar']:.3g}")
-    for m in ("p_true", "mean_token_prob", "sequence_prob", "min_token_prob"):
-        if f"delta_ece_{m}" not in c:
-            continue
-        parts = []
-        for metric in ("conf", "ece", "auroc"):
-            ci = c.get("ci", {}).get(f"delta_{metric}_{m}")
-            parts.append(f"{metric} {c[f'full_{metric}_{m}']:.3f}->{c[f'quant_{metric}_{m}']:.3f}"
-                         + (f" [{ci[0]:+.3f},{ci[1]:+.3f}]" if ci else ""))
-        print(f"  {m:<16} " + "; ".join(parts))
-    print(f"  by full-model {c['confidence_measure']}:  conf range      n  answers changed  flip rate  delta conf")
-    for b in c["by_confidence_bin"]:
-        print(f"  {'':<26}{b['conf_lo']:.2f}-{b['conf_hi']:.2f} {b['n']:>6}  {b['answer_changed_rate']:>15.3f}"
-              f"  {b['flip_rate']:>9.3f}  {b['delta_conf']:>+10.4f}")
-
-
 def cmd_compare(args) -> int:
     res = qc.compare(Path(args.full_dir), Path(args.quant_dir), n_bins=args.bins, n_conf_bins=args.conf_bins,
                      n_boot=args.bootstrap, correctness=args.correctness)
@@ -260,24 +217,7 @@ def cmd_compare(args) -> int:
         print(json.dumps(res, indent=2, default=float))
         return 0
     for task, c in res.items():
-        if c.get("kind") == "generation":
-            print_generation_comparison(task, c)
-            continue
-        print(f"== {task} (n={c['n']})")
-        if "note" in c:
-            print(f"  {c['note']}: delta_mc2 {c['delta_mc2']:+.4f}, JS mean {c['js_mean']:.4f}")
-            continue
-        for m in ("acc", "nll", "ece", "ace", "conf_true"):
-            ci = c.get("ci", {}).get(f"delta_{m}")
-            ci_s = f"  95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
-            print(f"  {m:<10} full {c[f'full_{m}']:.4f}  quant {c[f'quant_{m}']:.4f}  delta {c[f'delta_{m}']:+.4f}{ci_s}")
-        print(f"  JS mean {c['js_mean']:.4f} median {c['js_median']:.4f}; flips correct->wrong "
-              f"{c['flips_correct_to_wrong']}, wrong->correct {c['flips_wrong_to_correct']}; p McNemar "
-              f"{c['p_mcnemar']:.3g}, p t-test {c['p_ttest']:.3g}, p Wilcoxon {c['p_wilcoxon']:.3g}")
-        print("  by full-model confidence:  conf range      n  mean|dp(gold)|  JS mean  flip rate")
-        for b in c["by_confidence_bin"]:
-            print(f"  {'':<26}{b['conf_lo']:.2f}-{b['conf_hi']:.2f} {b['n']:>6}  {b['mean_abs_delta_conf_true']:>14.4f}"
-                  f"  {b['js_mean']:>7.4f}  {b['flip_rate']:>9.3f}")
+        print(kind_of_result(c).format_comparison(task, c))
     print("CIs: paired bootstrap over the questions of this one quantized run; the quantizer's own run-to-run "
           "noise is not in them (quantize again with other seeds and use `quantconf noise-floor`)")
     return 0
@@ -418,6 +358,25 @@ def cmd_methods(args) -> int:
               f"{','.join(map(str, r['bits'])):<12} {shapes[:22]:<22} {lib:<22} {','.join(r['devices']):<9} "
               f"{r['description']}")
         print(f"{'':<7} options: {', '.join('--' + o.replace('_', '-') for o in r['options']) or 'none'}")
+    return 0
+
+
+def cmd_measures(args) -> int:
+    if args.markdown:
+        print(markdown_table(), end="")
+        return 0
+    reg = qc.measures()
+    if args.json:
+        print(json.dumps(reg, indent=2))
+        return 0
+    print(f"{'metric':<18} {'better':<7} {'range':<11} {'kinds':<26} used in")
+    for m in reg["metrics"]:
+        uses = [f"{kind}:{u}" if len(m["uses"]) > 1 else u for kind, us in m["uses"].items() for u in us]
+        print(f"{m['name']:<18} {m['better'] or '-':<7} {m['range']:<11} {','.join(m['kinds']):<26} "
+              f"{','.join(uses) or 'metrics output'}")
+    print(f"\n{'confidence measure':<18} {'probability':<12} what")
+    for c in reg["confidence_measures"]:
+        print(f"{c['name']:<18} {'yes' if c['probability'] else 'no':<12} {c['what']}")
     return 0
 
 
@@ -607,6 +566,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="the quantization methods: calibration, bits, group sizes, library, devices")
     p.add_argument("--json", action="store_true", help="a list of objects (name, needs_calibration, ...)")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("measures", help="the registered metrics and confidence measures: direction, range, where used")
+    p.add_argument("--json", action="store_true", help="{metrics: [...], confidence_measures: [...]}")
+    p.add_argument("--markdown", action="store_true", help="the tables of docs/metrics.md")
+    p.set_defaults(func=cmd_measures)
 
     p = sub.add_parser("tasks", help="list the built-in tasks (--lm-eval PATTERN: lm-eval's)")
     p.add_argument("--lm-eval", metavar="PATTERN", default=None,

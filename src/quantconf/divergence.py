@@ -24,7 +24,8 @@ import numpy as np
 
 from quantconf.analysis.paired import js_distance
 from quantconf.errors import QuantconfError
-from quantconf.evaluation import task_requests
+from quantconf.kinds import kind_of_task
+from quantconf.kinds.choice import task_requests
 from quantconf.models import LoadedModel, LoadOptions
 from quantconf.perplexity import text_ids, window_spans
 from quantconf.runtime import available_cores, set_threads
@@ -264,12 +265,11 @@ def question_divergence(full: LoadedModel, quant: LoadedModel, loaded: LoadedTas
     import pandas as pd
     import torch  # lazy: seconds to import
 
-    if loaded.task.generates:
-        raise QuantconfError(f"{loaded.task.name} is a generation task; the per-question divergence reads the answer "
-                             "tokens of multiple-choice questions", param="task")
-    if any(isinstance(q.gold, list) for q in loaded.questions):
-        raise QuantconfError(f"{loaded.task.name} has several true answers per question; the per-question divergence "
-                             "needs one gold answer (a flip is the chosen answer changing)", param="task")
+    why = kind_of_task(loaded.task).why_no_question_divergence(loaded)
+    if why:
+        raise QuantconfError(f"{loaded.task.name}: {why}; the per-question divergence reads the answer tokens of "
+                             "multiple-choice questions with one gold answer (a flip is the chosen answer changing)",
+                             param="task")
     requests = task_requests(full.tokenizer, loaded, wants_bos(full.model))
     window = max_length(full.model)
     pad = 0  # any id: padded positions are masked out and come after the real ones

@@ -1,5 +1,5 @@
-"""Evaluate a model on tasks: questions -> per-choice log-likelihoods -> predictions (multiple choice),
-or prompts -> greedy generations, graded, with their confidence (generation tasks, `generation.py`).
+"""Evaluate a model on tasks: each task's kind runs the model on its items (`kinds/`: per-choice
+log-likelihoods for multiple choice, greedy generations graded with their confidence for generation).
 
 `evaluate_task` scores one loaded task with a loaded model and returns its predictions frame (pure:
 no files). `evaluate_to_dir` is what `quantconf eval` and studies run: it loads the model only when
@@ -7,10 +7,8 @@ some task needs scoring, writes `OUT/<task>.parquet` + `OUT/manifest.json`, and 
 parquet exists and whose reuse key (model weights hash, dtype, device, task version, data hash,
 limit, seed, scorer version) matches the manifest.
 
-One row per question: doc_id, task, context, choices, gold, loglik, n_tokens, n_chars, n_bytes,
-is_greedy. `n_chars`/`n_bytes` are lengths of the choice text without the delimiter, which is what
-lm-eval's acc_norm divides by. Tasks with per-choice contexts (Winogrande-style) add `contexts` (one
-per choice; None for a question of that task without them) and `continuation`.
+What a row holds is the kind's (`kinds/choice.py`, `kinds/generation.py`); the manifest records each
+task's kind.
 """
 
 from __future__ import annotations
@@ -26,79 +24,28 @@ import pandas as pd
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_write_json, clean_stale_temp, ensure_writable_dir, locked, package_versions,
                           read_optional_json, remove_if_holds_nothing, stable_hash)
-from quantconf.analysis.metrics import accuracy
-from quantconf.generation import GENERATOR_VERSION, generate_task
 from quantconf.builtin_models import model_fingerprint
 from quantconf.models import LoadedModel, LoadOptions
 from quantconf.runtime import resolve_device, set_threads
-from quantconf.predictions import (intact, is_generation_frame, predictions_frame, read_manifest, read_prediction_file, record_tasks,
-                                   task_file_name, write_predictions)
-from quantconf.scoring import encode_pair, score_questions, score_requests, wants_bos
+from quantconf.kinds import accuracy, kind_of, kind_of_task
+from quantconf.kinds.choice import SCORER_VERSION, SCORERS
+from quantconf.predictions import intact, read_manifest, read_prediction_file, record_tasks, task_file_name, write_predictions
 from quantconf.tasks import LoadedTask, TaskOptions
-
-SCORERS = ("packed", "naive")
-# part of the reuse key: bump when the scorer's numbers can change (3: rows packed, LM head in
-# blocks; 4: prefix trees)
-SCORER_VERSION = "4"
-
-
-def task_requests(tokenizer, loaded: LoadedTask, add_bos: bool) -> list[tuple[list[int], list[int]]]:
-    delim = loaded.task.target_delimiter
-    return [encode_pair(tokenizer, ctx, cont, add_bos) for q in loaded.questions for ctx, cont in q.requests(delim)]
 
 
 def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, progress: bool = False,
                   scorer: str = "packed", shard: tuple[int, int] | None = None,
                   max_gen_toks: int | None = None) -> pd.DataFrame:
-    """Score every choice of every question (generation tasks: `generation.generate_task`, with
-    `max_gen_toks` overriding the task's token budget; a shard is every n-th prompt). `scorer`: "packed" (context once per question) or
-    "naive" (one sequence per choice); both agree to float rounding. `shard=(i, n)`: only the
-    questions of every n-th forward pass of the packed plan (bit-identical to the unsharded run;
-    naive: every n-th question, equal to float rounding)."""
+    """Run the model on a loaded task as its kind does (`kinds/`): multiple choice scores every choice of
+    every question, `scorer` "packed" (context once per question) or "naive" (one sequence per choice), both
+    equal to float rounding; generation answers every prompt, `max_gen_toks` overriding the task's token
+    budget. `shard=(i, n)`: only every n-th forward pass (batch, for generations) of the plan from the i-th;
+    the merged shards equal the unsharded run bit for bit (naive scorer: every n-th question, equal to float
+    rounding)."""
     if scorer not in SCORERS:
         raise QuantconfError(f"scorer must be one of {SCORERS}, got {scorer!r}", param="scorer")
-    if loaded.task.generates:
-        return generate_task(lm, loaded, batch_size=batch_size, max_gen_toks=max_gen_toks, progress=progress,
-                             shard=shard)
-    add_bos = wants_bos(lm.model)
-    if shard is not None and scorer == "naive":
-        loaded = LoadedTask(loaded.task, loaded.questions[shard[0]::shard[1]], loaded.source, loaded.source_sha256)
-        shard = None
-    requests = task_requests(lm.tokenizer, loaded, add_bos)
-    per_question: list[list | None] = []  # ScoredChoice per choice; None: not in this shard
-    if scorer == "naive":
-        scored = score_requests(lm.model, requests, batch_size=batch_size, progress=progress, desc=loaded.task.name)
-        k = 0
-        for q in loaded.questions:
-            per_question.append(scored[k:k + len(q.choices)])
-            k += len(q.choices)
-    else:
-        groups, k = [], 0
-        for q in loaded.questions:
-            reqs = requests[k:k + len(q.choices)]
-            k += len(q.choices)
-            shared = all(ctx == reqs[0][0] for ctx, _ in reqs)  # false only for per-choice contexts
-            groups.append((reqs[0][0] if shared else [ctx for ctx, _ in reqs], [cont for _, cont in reqs]))
-        per_question = score_questions(lm.model, groups, batch_size=batch_size, progress=progress,
-                                       desc=loaded.task.name, shard=shard)
-    rows = []
-    for q, s in zip(loaded.questions, per_question):
-        if s is None:
-            continue
-        rows.append({
-            "doc_id": q.doc_id,
-            "task": loaded.task.name,
-            "context": q.context,
-            "choices": list(q.choices),
-            "gold": q.gold,
-            "loglik": [x.loglik for x in s],
-            "n_tokens": [x.n_tokens for x in s],
-            "n_chars": [len(c) for c in q.choices],
-            "n_bytes": [len(c.encode("utf-8")) for c in q.choices],
-            "is_greedy": [x.is_greedy for x in s],
-            **({"contexts": list(q.contexts), "continuation": q.continuation} if q.contexts is not None else {}),
-        })
-    return predictions_frame(rows)
+    return kind_of_task(loaded.task).evaluate(lm, loaded, batch_size=batch_size, progress=progress, scorer=scorer,
+                                              shard=shard, max_gen_toks=max_gen_toks)
 
 
 @dataclass(frozen=True)
@@ -219,16 +166,14 @@ class EvaluationRun:
         for loaded in loaded_tasks:
             name = loaded.task.name
             fewshot = [loaded.task.num_fewshot, loaded.task.fewshot_seed] if loaded.task.lm_eval else []
-            # generation: the decoder's version and token budget change numbers; the scorer's do not
-            how = ([GENERATOR_VERSION, self.run.max_gen_toks] if loaded.task.generates else [SCORER_VERSION])
+            kind = kind_of_task(loaded.task)
+            how = kind.run_identity(self.run)  # what of the run options changes this kind's numbers
             key = stable_hash([self.fingerprint, self.load.dtype, self.load.device, name, loaded.task.version,
                                loaded.source_sha256, self.data.limit, self.data.seed, *how, *fewshot])
             path = out / task_file_name(name)
-            entry_extra = {"version": loaded.task.version, "source": loaded.source,
+            entry_extra = {"kind": kind.name, "version": loaded.task.version, "source": loaded.source,
                            "source_sha256": loaded.source_sha256, "limit": self.data.limit,
-                           **({"output_type": "generate_until", "primary_metric": loaded.task.primary_metric,
-                               "max_gen_toks": self.run.max_gen_toks, "generator_version": GENERATOR_VERSION}
-                              if loaded.task.generates else {}),
+                           **kind.manifest_fields(loaded.task, self.run),
                            **({"lm_eval_task": loaded.task.lm_eval, "num_fewshot": loaded.task.num_fewshot,
                                "fewshot_seed": loaded.task.fewshot_seed} if loaded.task.lm_eval else {})}
             with locked(out / f".{path.name}.lock", log, what=f"{name} in {out}"):
@@ -305,16 +250,11 @@ class EvaluationRun:
 
 
 def throughput(df: pd.DataFrame, seconds: float) -> dict:
-    if is_generation_frame(df):
-        return {"tokens_per_second": round(sum(map(len, df["token_ids"])) / max(seconds, 1e-9), 2)}
-    return {"choices_per_second": round(sum(map(len, df["choices"])) / max(seconds, 1e-9), 2)}
+    return kind_of(df).throughput(df, seconds)
 
 
 def accuracy_line(df: pd.DataFrame, acc: dict) -> str:
-    if is_generation_frame(df):
-        metric = df["primary_metric"].iloc[0] if len(df) else "correct"
-        return f"{metric}={acc['acc']:.4f}"
-    return f"acc={acc['acc']:.4f} acc_norm={acc['acc_norm']:.4f}"
+    return kind_of(df).accuracy_line(df, acc)
 
 
 def meta_n(meta_path: Path) -> int:

@@ -16,9 +16,9 @@ log-probability under the model and the entropy of the distribution it was drawn
 true under the fixed prompt `P_TRUE_PROMPT`, the softmax over the two option letters " A" (True) and
 " B" (False) at the position after the prompt: one extra forward pass per sample.
 
-`generate_task` runs a loaded generation task: generations, the task's own grading (lm-eval's
+`generate_rows` runs a loaded generation task: generations, the task's own grading (lm-eval's
 filters and process_results, or a built-in's), the confidence measures and P(True), one row per
-prompt (the columns are listed in `predictions.py`).
+prompt (the columns are listed in `kinds/generation.py`).
 
 A kept token is one whose text ends at or before the cut; a token that straddles the cut (its text
 runs into the stop string) is not kept, so the measures describe exactly the tokens of the answer.
@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from quantconf.errors import QuantconfError
-from quantconf.predictions import GENERATION_COLUMNS, generations_frame
 from quantconf.scoring import max_length, wants_bos
 
 # part of an evaluation's reuse key: bump when a generation's text, tokens or measures can change
@@ -297,10 +296,10 @@ def p_true_batch(lm, questions: list[str], answers: list[str], add_bos: bool = F
 CONFIDENCE_COLUMNS = ("sequence_logprob", "mean_logprob", "min_token_prob", "mean_entropy", "p_true")
 
 
-def generate_task(lm, loaded, batch_size: int = 8, max_gen_toks: int | None = None, progress: bool = False,
-                  shard: tuple[int, int] | None = None, with_p_true: bool = True):
-    """One row per prompt of a loaded generation task (`predictions.py` lists the columns).
-    `max_gen_toks` overrides the task's budget.
+def generate_rows(lm, loaded, batch_size: int = 8, max_gen_toks: int | None = None, progress: bool = False,
+                  shard: tuple[int, int] | None = None, with_p_true: bool = True) -> list[dict]:
+    """One row per prompt of a loaded generation task (`kinds/generation.py` lists the columns), the task's
+    grading of the answer under "metrics". `max_gen_toks` overrides the task's budget.
 
     The work is a plan of batches (prompts that share stop strings and budget, longest first); P(True) is
     computed per batch of that plan, so a row's numbers depend only on its batch. `shard=(i, n)` runs every
@@ -341,16 +340,13 @@ def generate_task(lm, loaded, batch_size: int = 8, max_gen_toks: int | None = No
         if primary not in metrics:
             raise QuantconfError(f"{loaded.task.name}: its grading gives {sorted(metrics)}, not its primary "
                                  f"metric {primary!r}")
-        clash = set(metrics) & set(GENERATION_COLUMNS)
-        if clash:
-            raise QuantconfError(f"{loaded.task.name}: its metrics {sorted(clash)} clash with prediction columns")
         rows.append({
             "doc_id": p.doc_id, "task": loaded.task.name, "context": p.context, "question": p.question,
             "reference": p.reference, "generation": g.text, "token_ids": list(g.token_ids),
             "token_logprobs": list(g.token_logprobs), "token_entropies": list(g.token_entropies),
             "primary_metric": primary, "correct": float(metrics[primary]),
-            **{k: float(v) if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else v
-               for k, v in metrics.items()},
+            "metrics": {k: float(v) if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else v
+                        for k, v in metrics.items()},
             **g.confidence(), "p_true": truth,
         })
-    return generations_frame(rows)
+    return rows

@@ -28,8 +28,8 @@ import pandas as pd
 from quantconf.errors import QuantconfError
 from quantconf.io import ensure_writable_dir, locked, package_versions, remove_if_holds_nothing, sha256_file
 from quantconf.lmeval_import import import_lm_eval
-from quantconf.predictions import (check_generations, generations_frame, read_manifest, record_tasks, task_file_name,
-                                   write_predictions)
+from quantconf.kinds.generation import GENERATION
+from quantconf.predictions import read_manifest, record_tasks, task_file_name, write_predictions
 from quantconf.tasks import load_task
 
 SEED_COLUMNS = ["Type", "Category", "Question", "Best Answer", "Correct Answers", "Incorrect Answers", "Source",
@@ -108,9 +108,9 @@ def seed_generations(path: Path) -> tuple[pd.DataFrame, dict]:
                      "judge_score": float(score), "judge_acc": float(label),
                      "sequence_logprob": nan, "mean_logprob": nan, "min_token_prob": nan, "mean_entropy": nan,
                      "p_true": nan})
-    frame = generations_frame(rows)
-    check_generations(frame, str(path), "fix the file")
-    entry = {"file": task_file_name("truthfulqa_gen"), "n": len(frame), "source": str(path),
+    frame = GENERATION.frame(rows)
+    GENERATION.check(frame, str(path), "fix the file")
+    entry = {"file": task_file_name("truthfulqa_gen"), "kind": GENERATION.name, "n": len(frame), "source": str(path),
              "source_sha256": sha256_file(path), "model": model, "imported_from": "seed TruthfulQA predictions CSV",
              "output_type": "generate_until", "primary_metric": primary, "version": loaded.task.version,
              "note": CONFIDENCE_NOTE}

@@ -44,8 +44,10 @@ import pandas as pd
 
 from quantconf.errors import QuantconfError
 from quantconf.io import ensure_writable_dir, locked, package_versions, remove_if_holds_nothing, sha256_file
-from quantconf.predictions import (check_generations, check_predictions, generations_frame, read_manifest, record_tasks,
-                                   is_generation_frame, predictions_frame, task_file_name, write_predictions)
+from quantconf.kinds import kind_of
+from quantconf.kinds.choice import MULTIPLE_CHOICE
+from quantconf.kinds.generation import GENERATION
+from quantconf.predictions import read_manifest, record_tasks, task_file_name, write_predictions
 from quantconf.tasks import load_task
 from quantconf.tasks.lm_eval_bridge import primary_of, raw_config, task_manager
 
@@ -233,7 +235,7 @@ def read_samples_file(path: Path, task: str | None = None) -> pd.DataFrame:
         rows.append(out)
     if not rows:
         raise QuantconfError(f"{path}: no samples")
-    return predictions_frame(rows).sort_values("doc_id").reset_index(drop=True)
+    return MULTIPLE_CHOICE.frame(rows).sort_values("doc_id").reset_index(drop=True)
 
 
 def _generation_request(row) -> tuple | None:
@@ -300,8 +302,8 @@ def _generation_frame(task: str, parsed: list[tuple[str, dict]], path: Path) -> 
                      "correct": metrics.get(primary, nan), **metrics,
                      "sequence_logprob": nan, "mean_logprob": nan, "min_token_prob": nan, "mean_entropy": nan,
                      "p_true": nan})
-    df = generations_frame(rows)
-    check_generations(df, str(path), f"its primary metric {rows[0]['primary_metric']!r} must be 0/1; import it with a "
+    df = GENERATION.frame(rows)
+    GENERATION.check(df, str(path), f"its primary metric {rows[0]['primary_metric']!r} must be 0/1; import it with a "
                                      "task whose metrics include exact_match or an *_acc metric")
     return df
 
@@ -458,8 +460,7 @@ def import_lm_eval(paths: list[Path], out: Path, data_dir=None, overwrite: bool 
         task = df["task"].iloc[0]
         if task in frames:
             raise QuantconfError(f"{f}: task {task} is also in {frames[task][0]}; import one file per task")
-        if not is_generation_frame(df):  # generation frames were checked where they were read
-            check_predictions(df, str(f), "fix the file or re-run lm-eval for this task")
+        kind_of(df).check(df, str(f), "fix the file or re-run lm-eval for this task")
         frames[task] = (f, df)
     created = not out.exists()
     out = ensure_writable_dir(out)
@@ -469,7 +470,7 @@ def import_lm_eval(paths: list[Path], out: Path, data_dir=None, overwrite: bool 
             path = out / task_file_name(task)
             with locked(out / f".{path.name}.lock", what=f"{task} in {out}"):
                 write_predictions(df, path)
-            done[task] = {"file": path.name, "source": str(f), "source_sha256": sha256_file(f), "n": len(df),
+            done[task] = {"file": path.name, "kind": kind_of(df).name, "source": str(f), "source_sha256": sha256_file(f), "n": len(df),
                           "imported_from": "lm-evaluation-harness"}
 
         def no_eval(manifest: dict) -> None:

@@ -45,26 +45,20 @@ import pandas as pd
 from quantconf.analysis.metrics import (_bin_sums, _safe_div, bootstrap_draws, equal_mass_bin, equal_width_bin,
                                         paired_difference_interval, percentile_interval, smooth_ece_at,
                                         smooth_ece_bandwidth, weighted_auroc, weighted_aurc)
+from quantconf.metric_registry import MEASURES, metric_names
 from quantconf.errors import QuantconfError
 
-PROBABILITY_MEASURES = ("p_true", "sequence_prob", "mean_token_prob", "min_token_prob")
-RANKING_MEASURES = ("neg_mean_entropy",)
-MEASURES = PROBABILITY_MEASURES + RANKING_MEASURES
-PROBABILITY_METRICS = ["acc", "conf", "ece", "ece_mass", "mce", "smece", "brier", "nll", "auroc", "aurc", "eaurc"]
-RANKING_METRICS = ["acc", "auroc", "aurc", "eaurc"]
+PROBABILITY_METRICS = metric_names("measure", kind="generation")
+RANKING_METRICS = metric_names("ranking", kind="generation")
 # the measure whose metrics are a generation task's headline (the `ece`, `auroc`, ... of its row in a
 # study's tables): P(True), the one that claims to be a probability of being right; when a file has
 # none (imports without the model), the mean token probability
-HEADLINE_MEASURES = ("p_true", "mean_token_prob")
-COMPARE_METRICS = ["ece", "smece", "brier", "auroc", "conf"]
+COMPARE_METRICS = metric_names("measure_delta", kind="generation")
 
 
 def confidence_measures(df: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The measures of the module docstring from a generation predictions frame."""
-    col = lambda name: pd.to_numeric(df[name], errors="coerce").to_numpy(float)  # noqa: E731
-    return {"p_true": col("p_true"), "sequence_prob": np.exp(col("sequence_logprob")),
-            "mean_token_prob": np.exp(col("mean_logprob")), "min_token_prob": col("min_token_prob"),
-            "neg_mean_entropy": -col("mean_entropy")}
+    """Every registered confidence measure (metric_registry.py) of a generation predictions frame."""
+    return {name: m.compute(df) for name, m in MEASURES.items()}
 
 
 def correctness_of(df: pd.DataFrame, correctness: str | None = None) -> tuple[str, np.ndarray]:
@@ -142,10 +136,11 @@ def measure_metrics(conf, y, n_bins: int = 15, n_boot: int = 1000, seed: int = 0
 
 
 def headline_measure(measures: dict[str, np.ndarray]) -> str:
-    for name in HEADLINE_MEASURES:
+    ranked = sorted((m for m in MEASURES.values() if m.headline_rank is not None), key=lambda m: m.headline_rank)
+    for name in (m.name for m in ranked):
         if np.isfinite(measures[name]).any():
             return name
-    return HEADLINE_MEASURES[0]
+    return ranked[0].name
 
 
 def generation_metrics(df: pd.DataFrame, n_bins: int = 15, n_boot: int = 1000, seed: int = 0,
@@ -161,7 +156,7 @@ def generation_metrics(df: pd.DataFrame, n_bins: int = 15, n_boot: int = 1000, s
         raise QuantconfError(f"n_bins must be >= 1, got {n_bins}", param="n_bins")
     name, y = correctness_of(df, correctness)
     measures = confidence_measures(df)
-    per = {m: measure_metrics(measures[m], y, n_bins, n_boot, seed, ranking_only=m in RANKING_MEASURES)
+    per = {m: measure_metrics(measures[m], y, n_bins, n_boot, seed, ranking_only=not MEASURES[m].probability)
            for m in MEASURES}
     head = headline_measure(measures)
     out = {"n": len(df), "kind": "generation", "correctness": name, "acc": float(y.mean()),
@@ -253,7 +248,7 @@ def compare_generations(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 1
     out["confidence_measure"] = head
     both = {m: np.isfinite(mf[m]) & np.isfinite(mq[m]) for m in MEASURES}
     structures = {}
-    for m in PROBABILITY_MEASURES:
+    for m in (name for name, measure in MEASURES.items() if measure.probability):
         k = both[m]
         out[f"full_mean_{m}"] = float(mf[m][k].mean()) if k.any() else float("nan")
         out[f"quant_mean_{m}"] = float(mq[m][k].mean()) if k.any() else float("nan")

@@ -59,12 +59,10 @@ import itertools
 
 import numpy as np
 
+from quantconf.metric_registry import computed_for
 from quantconf.errors import QuantconfError
 
-METRICS = ["acc", "acc_norm", "nll", "brier", "entropy", "entropy_bits", "conf", "conf_true",
-           "conf_correct", "conf_wrong", "ece", "ace", "mce", "sce", "rmsce", "l2_debiased",
-           "smece", "ece_sweep", "tace", "auroc", "aurc", "eaurc",
-           "brier_reliability", "brier_resolution", "brier_uncertainty", "brier_within_bin"]
+METRICS = computed_for("multiple_choice")  # every registered one (metric_registry.py), computed together
 TACE_THRESHOLD = 1e-2  # Nixon et al.'s thresholded ACE: only class probabilities above this count
 NORMALIZATIONS = ("none", "tokens", "chars", "bytes")
 
@@ -181,13 +179,10 @@ def accuracy(df) -> dict[str, float]:
     lm-eval defines them (the summary `quantconf eval` prints and records in the manifest).
 
     For multi-true rows (gold is a list), lm-eval's truthfulqa_mc2 score is reported as `acc`
-    (`mc2_mass`) and acc_norm is undefined. Generations: acc = mean of `correct` (the task's primary
-    0/1 metric), acc_norm undefined.
+    (`mc2_mass`) and acc_norm is undefined. (Either kind of task: `kinds.accuracy`.)
     """
     if len(df) == 0:
         return {"acc": float("nan"), "acc_norm": float("nan")}
-    if "generation" in df.columns:
-        return {"acc": float(np.mean(np.asarray(df["correct"], float))), "acc_norm": float("nan")}
     check_finite_logliks(df)
     accs, norms = [], []
     for ll, chars, gold in zip(df["loglik"], df["n_chars"], df["gold"]):
@@ -705,7 +700,7 @@ CI_NOTE = ("percentile bootstrap intervals over questions; those of ece, ace, mc
 def task_metrics(df, n_bins: int = 15, n_boot: int = 1000, normalize: str = "none", seed: int = 0,
                  compat: str | None = None) -> dict:
     """Metrics (+ bootstrap CIs) of one multiple-choice task's predictions DataFrame (either kind:
-    `analysis.tasks.task_metrics`)."""
+    `kinds.task_metrics`)."""
     n = len(df)
     if n == 0:
         raise ValueError("no questions")

@@ -84,11 +84,12 @@ import pandas as pd
 
 from quantconf.analysis.metrics import (bootstrap_draws, equal_mass_bin, has_several_true, log_probs_from_predictions,
                                        metric_structure, metrics_weighted)
+from quantconf.metric_registry import metric_names
 from quantconf.errors import QuantconfError
 from quantconf.analysis import generation as gen
 from quantconf.analysis.paired import js_distance
 
-EFFECT_METRICS = ["acc", "nll", "ece", "l2_debiased", "ace", "smece", "brier", "conf_true", "auroc", "aurc"]
+EFFECT_METRICS = metric_names("effect")  # the registry's (metric_registry.py)
 DESCRIPTIVE_KEYS = ["delta_acc", "delta_nll", "delta_ece", "delta_ace", "delta_smece", "delta_brier",
                     "delta_conf_true", "js_mean", "flip_rate"]
 METHOD = ("two-way: a bootstrap over questions plus the variance between replicates, Welch-Satterthwaite t; "
@@ -96,11 +97,6 @@ METHOD = ("two-way: a bootstrap over questions plus the variance between replica
 # the designs the simulations in tests/test_noise_floor.py validate; outside them `warnings` says so
 VALIDATED_REPLICATES = 5
 VALIDATED_QUESTIONS = 100
-
-
-def replicate_family(config) -> str:
-    """The label shared by replicates: a QuantConfig's label with its seed left out."""
-    return dataclasses.replace(config, seed=0).label().removesuffix("-s0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,6 +612,17 @@ CLAIMS = (  # (effect, what the words say, scale, unit, digits)
 )
 
 
+# what a significant / not significant systematic share says, per kind of floor (its "kind" field)
+SYSTEMATIC_WORDING = {
+    "multiple_choice": ("quantization moves the average answer distribution away from the full model's, beyond the "
+                        "quantizer's own run-to-run scatter",
+                        "the answer distributions are not distinguishable from the quantizer's run-to-run scatter "
+                        "around the full model"),
+    "generation": ("the replicates flip the same prompts more often than chance",
+                   "the prompts the replicates flip overlap no more than by chance"),
+}
+
+
 def verdict(nf: dict) -> str:
     """Plain sentences whose words match the tests: accuracy, calibration error (the debiased estimator:
     the plug-in ECE's bias depends on sharpness), the systematic share, and the design's warnings."""
@@ -639,18 +646,13 @@ def verdict(nf: dict) -> str:
     lo, hi = s["ci"]
     share = f"systematic share {s['estimate']:.2f} (95% CI per comparison [{lo:.2f}, {hi:.2f}]), {_p_text(s)}"
     sig = _significant(s, alpha)
-    generation = nf.get("kind") == "generation"
+    moved, not_moved = SYSTEMATIC_WORDING[nf.get("kind", "multiple_choice")]
     if sig:
-        parts.append("the replicates flip the same prompts more often than chance" if generation else
-                     "quantization moves the average answer distribution away from the full model's, beyond "
-                     "the quantizer's own run-to-run scatter")
-        parts[-1] += f" ({share})"
+        parts.append(f"{moved} ({share})")
     elif sig is None:
         parts.append(f"the systematic share has no test ({share})")
     else:
-        parts.append(("the prompts the replicates flip overlap no more than by chance" if generation else
-                      "the answer distributions are not distinguishable from the quantizer's run-to-run scatter "
-                      "around the full model") + f" ({share})")
+        parts.append(f"{not_moved} ({share})")
     text = "; ".join(parts) + "."
     if nf.get("warnings"):
         text += " Caution: " + "; ".join(nf["warnings"]) + "."
@@ -661,7 +663,7 @@ def verdict(nf: dict) -> str:
 # Generation tasks: the same questions, asked of what the replicates wrote
 
 
-GENERATION_EFFECT_METRICS = ["acc", "ece", "l2_debiased", "smece", "nll", "brier", "auroc"]
+GENERATION_EFFECT_METRICS = metric_names("effect", kind="generation")
 
 
 def generation_noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], n_bins: int = 15,

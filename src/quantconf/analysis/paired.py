@@ -21,14 +21,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from quantconf.metric_registry import metric_names
 from quantconf.errors import QuantconfError
 from quantconf.analysis.metrics import (bootstrap_draws, equal_mass_bin, has_several_true, log_probs_from_predictions,
                                        mc2_mass, metric_structure, metrics_weighted, paired_difference_interval,
                                        percentile_interval,
                                        probs_from_predictions)
 
-DELTA_METRICS = ["acc", "nll", "ece", "ace", "brier", "conf", "conf_true", "smece", "ece_sweep", "tace", "auroc",
-                 "aurc", "eaurc", "brier_reliability", "brier_resolution"]
+DELTA_METRICS = metric_names("delta")  # the registry's (metric_registry.py)
 
 
 def pair_predictions(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -77,7 +77,7 @@ def _pvalues(pf_true, pq_true, cf, cq) -> dict:
 
 def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_conf_bins: int = 5,
                  n_boot: int = 1000, seed: int = 0, task: str = "") -> dict:
-    """Full vs quantized on one multiple-choice task (either kind: `analysis.tasks.compare_task`)."""
+    """Full vs quantized on one multiple-choice task (either kind: `kinds.compare_task`)."""
     f, q = pair_predictions(full, quant, task)
     lf, mask = log_probs_from_predictions(f)
     lq, _ = log_probs_from_predictions(q)

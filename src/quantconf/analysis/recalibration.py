@@ -18,11 +18,11 @@ import pandas as pd
 from quantconf.analysis.metrics import (bootstrap_draws, calibration_metrics, check_finite_logliks, choice_log_probs,
                                        has_several_true, masked_log_softmax, metric_structure, metrics_weighted,
                                        percentile_interval)
+from quantconf.metric_registry import metric_names
 from quantconf.errors import QuantconfError
 from quantconf.analysis.paired import pair_predictions
-from quantconf.analysis.tasks import is_generation
 
-RECALIBRATION_METRICS = ["acc", "nll", "ece", "ace", "smece", "brier"]
+RECALIBRATION_METRICS = metric_names("recalibration")  # the registry's (metric_registry.py)
 # T in [0.0067, 148]. A fit at the upper bound means "flatten to uniform": the confidence ranks answers
 # no better than chance (AUROC ~0.5), so no finite temperature is better; it is flagged, not hidden
 LOG_T_BOUNDS = (-5.0, 5.0)
@@ -63,16 +63,6 @@ def cross_fitted_log_probs(ll, mask, gold, n_folds: int = 5, seed: int = 0) -> t
         out[test] = scaled_log_probs(ll[test], mask[test], t)
         temps.append(t)
     return out, temps
-
-
-def not_temperature_scalable(df: pd.DataFrame) -> str | None:
-    """Why temperature scaling does not apply to a task's predictions (None when it does)."""
-    if is_generation(df):
-        return ("a generation task: temperature scaling rescales per-choice log-likelihoods, and a generation "
-                "has no choices")
-    if has_several_true(df["gold"]):
-        return "several true answers per question (truthfulqa_mc2): temperature scaling needs one gold answer"
-    return None
 
 
 def recalibrate_task(df: pd.DataFrame, n_folds: int = 5, n_boot: int = 200, seed: int = 0, n_bins: int = 15) -> dict:

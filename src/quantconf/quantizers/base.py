@@ -15,7 +15,7 @@ options for a weight-only method fail before any work, with one line naming what
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -105,6 +105,10 @@ class QuantConfig:
         if quantizer is None or quantizer.needs_calibration:
             label += calibration_suffix(self)
         return label
+
+    def replicate_family(self) -> str:
+        """The label replicates share (quantizations that differ only in their seed): the label without the seed."""
+        return replace(self, seed=0).label().removesuffix("-s0")
 
 
 def calibration_suffix(config: QuantConfig) -> str:

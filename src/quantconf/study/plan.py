@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantconf.analysis.noise_floor import replicate_family
 from quantconf.builtin_models import model_fingerprint
 from quantconf.runtime import available_cores
 from quantconf.errors import QuantconfError
@@ -115,7 +114,7 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
             steps.append(analysis(ev, full if ev.variant else None))
         families: dict[str, list[EvalStep]] = {}
         for ev in evals:
-            families.setdefault(replicate_family(ev.variant), []).append(ev)
+            families.setdefault(ev.variant.replicate_family(), []).append(ev)
         for family, members in families.items():
             if len(members) > 1:
                 nin = NoiseFloorInputs(full=full.path.name, members=tuple(m.path.name for m in members),

@@ -20,14 +20,12 @@ from markupsafe import Markup
 import pandas as pd
 
 from quantconf.io import atomic_write_bytes, atomic_write_json, check_writable_files
-from quantconf.analysis.metrics import has_several_true, reliability_bins
-from quantconf.analysis.tasks import confidence_and_correctness, is_generation
+from quantconf.kinds import kind_named, kind_of_result
 from quantconf.study.results import (StudyResults, calib_spread, collect, comparison_table, confidence_bin_table,
                                      headlines, instability_table, methods_table, metrics_table, model_method_table, noise_floor_table,
                                      outliers_vs_loss,
-                                     provenance, recalibration_table, recalibration_verdicts, scale_table,
-                                     FLIP_KINDS, divergence_shown, frontier_table, question_counts, question_divergence_shown,
-                                     question_table)
+                                     provenance, recalibration_table, scale_table,
+                                     FLIP_KINDS, divergence_shown, frontier_table, question_counts, question_divergence_shown)
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("quantconf", "templates"), autoescape=True,
@@ -67,9 +65,10 @@ def plotly_block(fig) -> tuple[str, Markup]:
                                          config={"displaylogo": False})))
 
 
-def reliability_plot(preds, model, task, n_bins):
+def reliability_plot(res: StudyResults, model, task):
     """Interactive reliability diagram (bin accuracy with 95% Wilson intervals against bin confidence;
-    hover: the bin's range, count and numbers) beside the confidence histogram of every variant."""
+    hover: the bin's range, count and numbers) beside the confidence histogram of every variant (the bins
+    each analysis step stored)."""
     from plotly.subplots import make_subplots
     import plotly.graph_objects as go
 
@@ -77,12 +76,9 @@ def reliability_plot(preds, model, task, n_bins):
                         subplot_titles=(f"reliability: {task}", "questions per confidence bin"))
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="black", width=1),
                              name="perfect", hoverinfo="skip"), row=1, col=1)
-    variants = [(label, p[task]) for (m, label), p in preds.items()
-                if m == model and task in p and (is_generation(p[task]) or not has_several_true(p[task]["gold"]))]
-    generated = any(is_generation(df) for _, df in variants)
-    for i, (label, df) in enumerate(variants):
-        conf, correct = confidence_and_correctness(df)
-        rb = reliability_bins(conf, correct, n_bins)
+    variants = [(label, {k: np.asarray(v) for k, v in bins.items()})
+                for (m, label, t), bins in res.reliability.items() if m == model and t == task]
+    for i, (label, rb) in enumerate(variants):
         ok = rb["count"] > 0
         lo, hi = rb["edges"][:-1][ok], rb["edges"][1:][ok]
         hover = [f"{label}<br>confidence {a:.2f}–{b:.2f}: {n} questions<br>mean confidence {c:.3f}<br>"
@@ -102,8 +98,8 @@ def reliability_plot(preds, model, task, n_bins):
                              hovertemplate=f"{label}<br>confidence %{{x:.2f}}: %{{y}} questions<extra></extra>"),
                       row=1, col=2)
     fig.update_layout(barmode="group", legend=dict(font=dict(size=10)))
-    fig.update_xaxes(title_text="confidence (P(True) of its own answer)" if generated else
-                     "confidence (top-choice probability)", range=[0, 1])
+    labels = {kind_named(k).confidence_label for (m, _, t), k in res.kinds.items() if m == model and t == task}
+    fig.update_xaxes(title_text=labels.pop() if len(labels) == 1 else "confidence", range=[0, 1])
     fig.update_yaxes(title_text="accuracy (95% Wilson CI)", range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="questions", row=1, col=2)
     return plotly_block(fig)
@@ -157,8 +153,10 @@ def shift_plot(samples: pd.DataFrame, comparisons, model, task):
     sub = samples[(samples["model"] == model) & (samples["task"] == task)] if not samples.empty else samples
     if sub.empty or sub["full_p_true"].isna().all():
         return None
-    generated = sub["js"].isna().all()  # generations: P(True) moves, there is no choice distribution
-    titles = (f"confidence shift: {task} (squares: bin means)",) + (() if generated else ("JS distance full vs quantized",))
+    kind = kind_of_result(next(c for c in comparisons if c["model"] == model and c["task"] == task))
+    titles = [f"confidence shift: {task} (squares: bin means)"]
+    if kind.has_choice_distribution:  # a JS distance per question: its histogram beside the shift
+        titles.append("JS distance full vs quantized")
     fig = make_subplots(rows=1, cols=len(titles), horizontal_spacing=0.12, subplot_titles=titles)
     for i, (label, g) in enumerate(sub.groupby("variant")):
         color = COLORS[i % len(COLORS)]
@@ -174,14 +172,13 @@ def shift_plot(samples: pd.DataFrame, comparisons, model, task):
                                  name=f"{label} bin means", legendgroup=label, showlegend=False,
                                  marker=dict(color=color, symbol="square", size=8), line=dict(color=color, width=2)),
                       row=1, col=1)
-        if not generated:
+        if len(titles) > 1:
             fig.add_trace(go.Histogram(x=g["js"], nbinsx=30, name=label, legendgroup=label, showlegend=False,
                                        marker_color=color, opacity=0.6), row=1, col=2)
     fig.add_hline(y=0, line=dict(color="black", width=0.8), row=1, col=1)
-    fig.update_xaxes(title_text="full model " + ("P(True)" if generated else "confidence"), row=1, col=1)
-    fig.update_yaxes(title_text="Δ P(True) of its own answer (quant − full)" if generated else
-                     "Δ gold-choice probability (quant − full)", row=1, col=1)
-    if not generated:
+    fig.update_xaxes(title_text=kind.full_confidence_label, row=1, col=1)
+    fig.update_yaxes(title_text=kind.shift_label, row=1, col=1)
+    if len(titles) > 1:
         fig.update_layout(barmode="overlay")
         fig.update_xaxes(title_text="Jensen-Shannon distance (base 2)", row=1, col=2)
         fig.update_yaxes(title_text="questions", row=1, col=2)
@@ -300,7 +297,7 @@ def task_plot_sections(study, res: StudyResults) -> list[Section]:
     out = []
     for model in study.models:
         for task in study.leaf_tasks():
-            blocks = [reliability_plot(res.preds, model, task, study.bins)]
+            blocks = [reliability_plot(res, model, task)]
             shift = shift_plot(res.samples, res.comparisons, model, task)
             if shift:
                 blocks.append(shift)
@@ -379,7 +376,7 @@ def recalibration_section(res: StudyResults) -> Section | None:
     return Section("Can one temperature undo it?",
                    "Temperature scaling per model and task: T fitted by NLL (95% bootstrap CI), metrics before "
                    "and after, the after values on held-out folds (5-fold cross-fitting). Scaling never changes "
-                   "accuracy.", [("list", recalibration_verdicts(res.recalibration)),
+                   "accuracy.", [("list", res.recalibration_verdicts),
                                  table_block(recalibration_table(res.recalibration))])
 
 
@@ -452,7 +449,7 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
     check_writable_files(*(study_dir / name for name in REPORT_FILES))
     res = collect(study, steps)
     atomic_write_bytes(study_dir / "summary.csv", res.metrics.to_csv(index=False).encode())
-    questions = question_table(res.preds, res.comparisons)
+    questions = res.questions
     atomic_write_bytes(study_dir / "questions.csv", questions.to_csv(index=False).encode())
     atomic_write_json(study_dir / "summary.json", {"metrics": res.metrics.to_dict(orient="records"),
                                                     "comparisons": res.comparisons,

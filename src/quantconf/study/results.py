@@ -16,33 +16,29 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from quantconf.analysis.metrics import has_several_true, probs_from_predictions
-from quantconf.analysis.noise_floor import adjust_floors, replicate_family
-from quantconf.analysis.paired import js_distance, pair_predictions
-from quantconf.analysis.generation import (confidence_measures, correctness_of, headline_measure,
-                                           normalise_answer, pair_generations)
-from quantconf.analysis.tasks import is_generation, per_sample_frame
-from quantconf.analysis.recalibration import gap_verdict
+from quantconf.metric_registry import metric_names
 from quantconf.errors import QuantconfError
+from quantconf.kinds import kind_of_result
 from quantconf.model_files import read_quantize_record
-from quantconf.predictions import read_manifest, read_prediction_dir
+from quantconf.predictions import read_manifest
 from quantconf.quantizers import load_methods
 from quantconf.study.steps import (AnalysisStep, DivergenceStep, EvalStep, NoiseFloorStep, OutliersStep, PplStep,
                                    QuantizeStep, QuestionDivergenceStep)
 
-TABLE_METRICS = ["acc", "acc_norm", "nll", "brier", "ece", "ace", "mce", "conf", "conf_true", "entropy",
-                 "smece", "ece_sweep", "tace", "auroc", "aurc", "eaurc",
-                 "brier_reliability", "brier_resolution", "brier_uncertainty"]
+TABLE_METRICS = metric_names("summary")  # the registry's (metric_registry.py)
 
 
 @dataclass
 class StudyResults:
     metrics: pd.DataFrame  # one row per (model, variant, task): metrics and their CIs (summary.csv)
     comparisons: list[dict]  # one per (model, quantized variant, task): compare_task's output
-    samples: pd.DataFrame  # one row per paired question (per_sample_frame), for plots
-    preds: dict  # (model, variant label) -> {task: predictions frame}
+    samples: pd.DataFrame  # one row per paired question (the kind's per_sample_frame), for plots
+    questions: pd.DataFrame  # the question explorer: one row per (model, quantized variant, task, question)
+    reliability: dict  # (model, variant label, task) -> reliability bins of that evaluation
+    kinds: dict  # (model, variant label, task) -> the task kind's name
     outliers: dict = field(default_factory=dict)  # model -> outliers.json content + "dir"
     recalibration: list = field(default_factory=list)  # one per (model, variant, single-label task)
+    recalibration_verdicts: list = field(default_factory=list)  # one line per (model, quantized variant, task)
     noise_floors: list = field(default_factory=list)  # one per (model, replicated configuration, task)
     quantize_records: dict = field(default_factory=dict)  # (model, variant label) -> its quantize.json
     divergence: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per (model, variant): divergence_table
@@ -73,12 +69,13 @@ def collect(study, steps) -> StudyResults:
         raise QuantconfError(f"{len(unanalysed)} analysis step(s) of this study are missing (first: "
                              f"{unanalysed[0].describe()}); `quantconf report` computes them, or re-run the study")
     analysis = {id(s.evaluation): s.result() for s in steps if isinstance(s, AnalysisStep)}
-    rows, comparisons, samples, preds = [], [], [], {}
+    rows, comparisons, samples, question_rows, reliability, kinds = [], [], [], {}, {}, {}
     methods = load_methods()
     for s in evals:
         label = step_label(s)
-        preds[(s.model, label)] = read_prediction_dir(s.path)
         manifest = read_manifest(s.path)
+        kinds.update({(s.model, label, task): k for task, k in analysis[id(s)]["kinds"].items()})
+        reliability.update({(s.model, label, task): bins for task, bins in analysis[id(s)]["reliability"].items()})
         for task, m in analysis[id(s)]["metrics"].items():
             row = {"model": s.model, "variant": label, "task": task, "n": m["n"],
                    "method": s.variant.method if s.variant else "full", "bits": s.variant.bits if s.variant else 32,
@@ -94,12 +91,12 @@ def collect(study, steps) -> StudyResults:
         if s.variant is None:
             continue
         label = step_label(s)
-        full, quant = preds[(s.model, "full")], preds[(s.model, label)]
         for task, c in analysis[id(s)]["comparisons"].items():
             comparisons.append({"model": s.model, "variant": label, "task": task, **c})
-            frame = per_sample_frame(full[task], quant[task], task)
+            frame = pd.DataFrame(analysis[id(s)]["samples"][task])
             frame["model"], frame["variant"] = s.model, label
             samples.append(frame)
+            question_rows[(s.model, label, task)] = pd.DataFrame(analysis[id(s)]["questions"][task])
     ppl = {(s.model, step_label(s)): s.provenance()["perplexity"] for s in steps if isinstance(s, PplStep) and s.done()}
     metrics = pd.DataFrame(rows)
     if ppl and not metrics.empty:
@@ -109,10 +106,13 @@ def collect(study, steps) -> StudyResults:
     floors = noise_floors(evals, [s for s in steps if isinstance(s, NoiseFloorStep)], comparisons, metrics)
     recal = [{"model": s.model, "variant": step_label(s), "task": task, **r}
              for s in evals for task, r in analysis[id(s)]["recalibration"].items()]
+    recal_verdicts = [f"{s.model} / {step_label(s)} / {text}" for s in evals
+                      for text in analysis[id(s)]["recalibration_verdicts"].values()]
     records = {(s.model, step_label(s)): read_quantize_record(s.path) for s in steps
                if isinstance(s, QuantizeStep) and s.path.is_dir()}
     return StudyResults(metrics, comparisons, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
-                        preds, outliers, recal, floors, records,
+                        question_table(question_rows, comparisons), reliability, kinds, outliers, recal,
+                        recal_verdicts, floors, records,
                         divergence_table([s for s in steps if isinstance(s, DivergenceStep)], records),
                         question_divergence_table([s for s in steps if isinstance(s, QuestionDivergenceStep)]))
 
@@ -169,21 +169,20 @@ FLOOR_COLUMNS = ["delta_acc", "delta_ece", "delta_l2_debiased", "delta_nll", "de
 
 def noise_floors(evals, floor_steps, comparisons, metrics) -> list[dict]:
     """The noise floors the study's noise-floor steps computed (families in the order of `evals`,
-    tasks sorted), Holm-adjusted over the study; records `replicates`, `noise` and the two-way effects
+    tasks sorted), each Holm-adjusted over its configuration's tasks by its step; records `replicates`, `noise` and the two-way effects
     on every comparison entry and metric row (NaN/None for a single replicate)."""
     families: dict[tuple[str, str], list[str]] = {}
     for s in evals:
         if s.variant is not None:
-            families.setdefault((s.model, replicate_family(s.variant)), []).append(step_label(s))
+            families.setdefault((s.model, s.variant.replicate_family()), []).append(step_label(s))
     member_of = {(m, label): (fam, labels) for (m, fam), labels in families.items() for label in labels}
     computed = {(f.model, f.family): f for f in floor_steps}
     floors = []
     for (model, fam), labels in families.items():
         if len(labels) < 2:
             continue
-        floors += [{"model": model, "variant": fam, "members": labels, **nf}
+        floors += [{"model": model, "variant": fam, "members": labels, **nf}  # Holm-adjusted by the step
                    for nf in computed[(model, fam)].result()["floors"]]
-    adjust_floors(floors)
     by = {(f["model"], f["variant"], f["task"]): f for f in floors}
     for c in comparisons:
         fam, labels = member_of[(c["model"], c["variant"])]
@@ -276,13 +275,6 @@ def recalibration_table(recalibration: list[dict]) -> pd.DataFrame:
             row[f"{m} before"], row[f"{m} after"] = r["before"][m], r["after"][m]
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def recalibration_verdicts(recalibration: list[dict]) -> list[str]:
-    """One line per (model, quantized variant, task): does scaling close the calibration gap to full?"""
-    by = {(r["model"], r["variant"], r["task"]): r for r in recalibration}
-    return [f"{model} / {variant} / " + gap_verdict(task, by[(model, "full", task)], r, gap=r.get("gap"))
-            for (model, variant, task), r in by.items() if variant != "full" and (model, "full", task) in by]
 
 
 def comparison_table(comparisons: list[dict]) -> pd.DataFrame:
@@ -458,50 +450,13 @@ def scale_table(comparisons, metrics: pd.DataFrame) -> pd.DataFrame:
     return cdf.groupby(["variant", "model", "n_params"], as_index=False)["js_mean"].mean().sort_values("n_params")
 
 
-def generation_headline(c: dict) -> str:
-    """One line on a generation task: accuracy, changed answers, flips, and the calibration of P(True)."""
-    ci = c.get("ci", {}).get("delta_acc")
-    m = c.get("confidence_measure", "p_true")
-    ece = (f"; ECE of {m} {c[f'full_ece_{m}']:.3f} -> {c[f'quant_ece_{m}']:.3f}, AUROC {c[f'full_auroc_{m}']:.3f} -> "
-           f"{c[f'quant_auroc_{m}']:.3f}" if f"full_ece_{m}" in c else "")
-    return (f"{c['model']} / {c['variant']} / {c['task']} (generation, correct = {c['correctness']}): accuracy "
-            f"{c['full_acc']:.3f} -> {c['quant_acc']:.3f} (Δ {c['delta_acc'] * 100:+.1f} points"
-            + (f", 95% CI [{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]" if ci else "") + f"); "
-            f"{c['answer_changed'] * 100:.0f}% of answers changed; flips correct→wrong {c['flips_correct_to_wrong']}, "
-            f"wrong→correct {c['flips_wrong_to_correct']} (exact McNemar p {c['p_mcnemar']:.3g}){ece}.")
-
-
 def headlines(comparisons) -> list[str]:
-    """Plain-language answers computed from the comparison numbers, two lines per variant."""
-    lines = []
-    by_variant: dict[tuple[str, str], list[dict]] = {}
+    """Plain-language answers computed from the comparison numbers, as each task kind words them (multiple
+    choice: two lines per variant over its tasks; generation: one per task)."""
+    by_kind: dict = {}
     for c in comparisons:
-        if c.get("kind") == "generation":
-            lines.append(generation_headline(c))
-        elif "delta_acc" in c:
-            by_variant.setdefault((c["model"], c["variant"]), []).append(c)
-    for (model, variant), cs in by_variant.items():
-        def sig(key, sign):
-            return [c["task"] for c in cs if (ci := c.get("ci", {}).get(key)) and (ci[0] > 0 if sign > 0 else ci[1] < 0)]
-
-        dacc = np.mean([c["delta_acc"] for c in cs])
-        nll_up, acc_down, ece_up = sig("delta_nll", +1), sig("delta_acc", -1), sig("delta_ece", +1)
-        low = [c["by_confidence_bin"][0] for c in cs if c.get("by_confidence_bin")]
-        high = [c["by_confidence_bin"][-1] for c in cs if c.get("by_confidence_bin")]
-        js_low, js_high = np.mean([b["js_mean"] for b in low]), np.mean([b["js_mean"] for b in high])
-        flip_low, flip_high = np.mean([b["flip_rate"] for b in low]), np.mean([b["flip_rate"] for b in high])
-        lines.append(
-            f"{model} / {variant}: mean Δacc {dacc * 100:+.1f} points over {len(cs)} tasks; accuracy significantly "
-            f"lower on {', '.join(acc_down) or 'no task'}; NLL significantly higher on {', '.join(nll_up) or 'no task'}; "
-            f"ECE significantly higher on {', '.join(ece_up) or 'no task'} (95% paired bootstrap over questions"
-            + (f"; {cs[0]['replicates']} replicates, see the two-way verdicts below)." if cs[0].get("replicates", 1) > 1
-               else " of one quantization run: the quantizer's own run-to-run noise is not in it)."))
-        verdict = "yes" if js_low > js_high and flip_low >= flip_high else "no"
-        lines.append(
-            f"{model} / {variant}: low-confidence samples hit hardest? {verdict} — least-confident fifth of questions: "
-            f"mean JS {js_low:.3f}, flip rate {flip_low:.2f}; most-confident fifth: mean JS {js_high:.3f}, "
-            f"flip rate {flip_high:.2f} (averaged over tasks).")
-    return lines
+        by_kind.setdefault(kind_of_result(c), []).append(c)
+    return [line for kind, cs in by_kind.items() for line in kind.headlines(cs)]
 
 
 def provenance(study, steps) -> dict:
@@ -512,100 +467,38 @@ def provenance(study, steps) -> dict:
 
 
 FLIP_KINDS = ("correct_to_wrong", "wrong_to_correct", "none")
-QUESTION_TEXT_CHARS = 600  # the explorer shows this much of a question's context (the full text is in the parquet)
 
 
-def question_table(preds: dict, comparisons: list[dict]) -> pd.DataFrame:
-    """One row per (model, quantized variant, task, question) compared in the study: the report's
-    question explorer (and questions.csv). Per question: its text, the gold answer, both models'
-    answers and choice probabilities, the change of the gold answer's probability, the Jensen-Shannon
-    distance, the flip kind (`correct_to_wrong`, `wrong_to_correct`, `none`; always `none` where a
-    question has several true answers, as in `compare`) and, for replicated configurations, how many
-    replicates give this variant's answer ("k/R"). Row counts per flip kind equal the comparisons'
-    `flips_correct_to_wrong` / `flips_wrong_to_correct`."""
+def question_table(rows: dict, comparisons: list[dict]) -> pd.DataFrame:
+    """One row per (model, quantized variant, task, question) compared in the study: the report's question
+    explorer (and questions.csv), as each analysis step stored it (the kind's `question_rows`). Per question:
+    its text, the gold answer, both models' answers and confidences, the change of the gold answer's
+    probability, the JS distance, the flip kind (`correct_to_wrong`, `wrong_to_correct`, `none`; always `none`
+    where a question has several true answers, as in `compare`) and, for replicated configurations, how many
+    replicates give this variant's answer ("k/R", from the stored answers). Row counts per flip kind equal the
+    comparisons' `flips_correct_to_wrong` / `flips_wrong_to_correct`."""
     family_members: dict[tuple, list[str]] = {}
     for c in comparisons:
         family_members.setdefault((c["model"], c.get("replicate_family", c["variant"]), c["task"]), []).append(c["variant"])
-    answers: dict[tuple, pd.Series] = {}  # (model, label, task) -> predicted choice index by doc_id
-
-    def answer_of(model, label, task) -> pd.Series:
-        if (model, label, task) not in answers:
-            df = preds[(model, label)][task]
-            answers[(model, label, task)] = pd.Series(probs_from_predictions(df)[0].argmax(1), index=list(df["doc_id"]))
-        return answers[(model, label, task)]
-
     frames = []
     for c in comparisons:
         model, label, task = c["model"], c["variant"], c["task"]
-        if is_generation(preds[(model, "full")][task]):
-            members = family_members[(model, c.get("replicate_family", label), task)]
-            frames.append(generation_questions(preds, model, label, task, members))
-            continue
-        f, q = pair_predictions(preds[(model, "full")][task], preds[(model, label)][task], task)
-        pf, _ = probs_from_predictions(f)
-        pq, _ = probs_from_predictions(q)
-        gold_sets = [set(g) if isinstance(g, list) else {int(g)} for g in f["gold"]]
-        multi = has_several_true(f["gold"])
-        p_gold_f = np.array([p[list(g)].sum() for p, g in zip(pf, gold_sets)])
-        p_gold_q = np.array([p[list(g)].sum() for p, g in zip(pq, gold_sets)])
-        af, aq = pf.argmax(1), pq.argmax(1)
-        cf = np.array([a in g for a, g in zip(af, gold_sets)])
-        cq = np.array([a in g for a, g in zip(aq, gold_sets)])
-        flip = np.where(cf & ~cq, "correct_to_wrong", np.where(~cf & cq, "wrong_to_correct", "none"))
-        if multi:
-            flip[:] = "none"
+        frame = rows[(model, label, task)].copy()
         members = family_members[(model, c.get("replicate_family", label), task)]
+        frame["replicate_agreement"] = ""
         if len(members) > 1:
-            votes = pd.concat([answer_of(model, m, task) for m in members], axis=1).reindex(list(f["doc_id"]))
-            same = (votes.to_numpy() == aq[:, None]).sum(1)
-            agreement = [f"{k}/{len(members)}" for k in same]
-        else:
-            agreement = [""] * len(f)
-        choices = [list(ch) for ch in f["choices"]]
-        frames.append(pd.DataFrame({
-            "model": model, "variant": label, "task": task, "doc_id": list(f["doc_id"]),
-            "question": [str(t)[:QUESTION_TEXT_CHARS] + ("…" if len(str(t)) > QUESTION_TEXT_CHARS else "")
-                         for t in f["context"]],
-            "gold_answer": [" | ".join(str(ch[i]) for i in sorted(g)) for ch, g in zip(choices, gold_sets)],
-            "full_answer": [str(ch[i]) for ch, i in zip(choices, af)],
-            "quant_answer": [str(ch[i]) for ch, i in zip(choices, aq)],
-            "full_p_gold": p_gold_f, "quant_p_gold": p_gold_q, "delta_p_gold": p_gold_q - p_gold_f,
-            "full_conf": pf.max(1), "js": js_distance(pf, pq), "flip": flip, "replicate_agreement": agreement,
-            "choices": choices, "full_probs": [list(map(float, p[:len(ch)])) for p, ch in zip(pf, choices)],
-            "quant_probs": [list(map(float, p[:len(ch)])) for p, ch in zip(pq, choices)]}))
-    columns = ["model", "variant", "task", "doc_id", "question", "gold_answer", "full_answer", "quant_answer",
-               "full_p_gold", "quant_p_gold", "delta_p_gold", "full_conf", "js", "flip", "replicate_agreement",
-               "choices", "full_probs", "quant_probs"]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+            votes = pd.concat([rows[(model, m, task)].set_index("doc_id")["answer_key"] for m in members], axis=1)
+            votes = votes.reindex(list(frame["doc_id"]))
+            same = (votes.to_numpy() == frame["answer_key"].to_numpy()[:, None]).sum(1)
+            frame["replicate_agreement"] = [f"{k}/{len(members)}" for k in same]
+        frame["model"], frame["variant"], frame["task"] = model, label, task
+        frames.append(frame[QUESTION_COLUMNS])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=QUESTION_COLUMNS)
 
 
-def generation_questions(preds: dict, model: str, label: str, task: str, members: list[str]) -> pd.DataFrame:
-    """The question explorer's rows of a generation task: the two answers as written, the reference,
-    the headline confidence (P(True)) of each, the flip kind by the task's correctness, and how many
-    replicates wrote this variant's answer (modulo case and whitespace)."""
-    f, q = pair_generations(preds[(model, "full")][task], preds[(model, label)][task], task)
-    mf, mq = confidence_measures(f), confidence_measures(q)
-    head = headline_measure(mf)
-    _, yf = correctness_of(f)
-    _, yq = correctness_of(q)
-    cf, cq = yf.astype(bool), yq.astype(bool)
-    flip = np.where(cf & ~cq, "correct_to_wrong", np.where(~cf & cq, "wrong_to_correct", "none"))
-    agreement = [""] * len(f)
-    if len(members) > 1:
-        texts = [preds[(model, m)][task].set_index("doc_id")["generation"].reindex(list(f["doc_id"])) for m in members]
-        agreement = [f"{sum(normalise_answer(t.iloc[i]) == normalise_answer(a) for t in texts)}/{len(members)}"
-                     for i, a in enumerate(q["generation"])]
-    short = lambda t: str(t)[:QUESTION_TEXT_CHARS] + ("…" if len(str(t)) > QUESTION_TEXT_CHARS else "")  # noqa: E731
-    question = f["question"] if "question" in f.columns else f["context"]
-    return pd.DataFrame({
-        "model": model, "variant": label, "task": task, "doc_id": list(f["doc_id"]),
-        "question": [short(t) for t in question],
-        "gold_answer": [short(t) for t in (f["reference"] if "reference" in f.columns else [""] * len(f))],
-        "full_answer": [short(t) for t in f["generation"]], "quant_answer": [short(t) for t in q["generation"]],
-        "full_p_gold": np.nan, "quant_p_gold": np.nan, "delta_p_gold": mq[head] - mf[head],
-        "full_conf": mf[head], "js": np.nan, "flip": flip, "replicate_agreement": agreement,
-        "choices": [[] for _ in range(len(f))], "full_probs": [[] for _ in range(len(f))],
-        "quant_probs": [[] for _ in range(len(f))]})
+QUESTION_COLUMNS = ["model", "variant", "task", "doc_id", "question", "gold_answer", "full_answer", "quant_answer",
+                    "full_p_gold", "quant_p_gold", "delta_p_gold", "full_conf", "js", "flip", "replicate_agreement",
+                    "choices", "full_probs", "quant_probs"]
 
 
 def question_counts(questions: pd.DataFrame) -> dict:

@@ -27,10 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+import pandas as pd
+
 from quantconf._version import __version__
-from quantconf.analysis.metrics import has_several_true
-from quantconf.analysis.tasks import compare_task, is_generation, task_metrics, task_noise_floor
-from quantconf.analysis.recalibration import gap_interval, recalibrate_task
+from quantconf.kinds import compare_task, kind_of, kind_of_task, task_metrics, task_noise_floor
+from quantconf.analysis.metrics import reliability_bins
+from quantconf.analysis.noise_floor import adjust_floors
+from quantconf.analysis.recalibration import gap_interval, gap_verdict, recalibrate_task
 from quantconf.evaluation import EvalOptions, evaluate_to_dir
 from quantconf.errors import QuantconfError
 from quantconf.io import atomic_write_json, locked, read_optional_json, stable_hash
@@ -44,7 +48,7 @@ from quantconf.quantizers import QuantConfig, run_quantize
 from quantconf.tasks import TaskOptions
 
 # part of the analysis steps' keys: bump when the analysis of the same predictions can change
-ANALYSIS_VERSION = "2"  # 2: generation tasks
+ANALYSIS_VERSION = "3"  # 2: generation tasks; 3: what the report shows is stored (it only reads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,8 +367,9 @@ class QuestionDivergenceStep(_WritesOneFile):
         out = {"tasks": {}, "left_out": {}}
         for leaf in leaves:
             loaded = options.load(leaf)
-            if loaded.task.generates or any(isinstance(q.gold, list) for q in loaded.questions):
-                out["left_out"][leaf.name] = "a generation task" if loaded.task.generates else "several true answers"
+            why = kind_of_task(loaded.task).why_no_question_divergence(loaded)
+            if why:
+                out["left_out"][leaf.name] = why
                 continue
             out["tasks"][leaf.name] = question_summary(question_divergence(full, quant, loaded), i.bootstrap, i.seed)
         atomic_write_json(self.path, out)
@@ -438,18 +443,32 @@ class AnalysisStep(_ReadsPredictions):
         i = self.inputs
         preds = read_prediction_dir(self.evaluation.path)
         full = read_prediction_dir(self.full.path) if self.full else {}
-        out = {"inputs": self.input_hashes(), "metrics": {}, "comparisons": {}, "recalibration": {}}
+        kinds = {task: kind_of(df) for task, df in preds.items()}
+        # everything the report shows is computed here, once: the report only reads (tables, plots, explorer)
+        out = {"inputs": self.input_hashes(), "kinds": {t: k.name for t, k in kinds.items()}, "metrics": {},
+               "comparisons": {}, "recalibration": {}, "recalibration_verdicts": {}, "reliability": {},
+               "samples": {}, "questions": {}}
         for task, df in preds.items():
             out["metrics"][task] = task_metrics(df, n_bins=i.bins, n_boot=i.bootstrap)
+            if kinds[task].reliability_shown(df):
+                conf, correct = kinds[task].confidence_and_correctness(df)
+                out["reliability"][task] = {k: np.asarray(v).tolist() for k, v in
+                                            reliability_bins(conf, correct, i.bins).items()}
         for task in sorted(set(full) & set(preds)):
             out["comparisons"][task] = compare_task(full[task], preds[task], n_bins=i.bins, n_boot=i.bootstrap,
                                                     task=task)
+            out["samples"][task] = columns_of(kinds[task].per_sample_frame(full[task], preds[task], task))
+            out["questions"][task] = columns_of(pd.DataFrame(kinds[task].question_rows(full[task], preds[task], task)))
         for task, df in preds.items():
-            if is_generation(df) or has_several_true(df["gold"]):  # temperature scaling needs choice scores
+            if kinds[task].not_temperature_scalable(df):  # it needs choice scores with one gold answer
                 continue
-            r = recalibrate_task(df, n_folds=i.recalibration_folds, n_boot=min(i.bootstrap, 200), n_bins=i.bins)
+            options = dict(n_folds=i.recalibration_folds, n_boot=min(i.bootstrap, 200), n_bins=i.bins)
+            r = recalibrate_task(df, **options)
             if task in full:  # the quantized-minus-full gap before/after scaling, with paired intervals
                 r["gap"] = gap_interval(full[task], df, n_boot=max(min(i.bootstrap, 200), 1), n_bins=i.bins)
+                # the same fit the full model's own analysis step makes (same options and seed: equal numbers)
+                out["recalibration_verdicts"][task] = gap_verdict(task, recalibrate_task(full[task], **options), r,
+                                                                  gap=r["gap"])
             out["recalibration"][task] = r
         atomic_write_json(self.path, out)
         log(f"analysis of {self.label()}: {len(preds)} task(s)")
@@ -478,12 +497,18 @@ class NoiseFloorStep(_ReadsPredictions):
         members = [read_prediction_dir(m.path) for m in self.members]
         floors = []
         for task in sorted(set(full).intersection(*members)):
-            if not is_generation(full[task]) and has_several_true(full[task]["gold"]):
+            if not kind_of(full[task]).single_answer(full[task]):  # a flip needs one gold answer
                 continue
             floors.append(task_noise_floor(full[task], [m[task] for m in members], n_bins=i.bins, task=task,
                                            n_boot=i.bootstrap))
+        adjust_floors(floors)  # Holm over this configuration's tasks: one family (noise_floor.adjust_floors)
         atomic_write_json(self.path, {"inputs": self.input_hashes(), "floors": floors})
         log(f"noise floor of {self.family}: {len(floors)} task(s)")
+
+
+def columns_of(frame: pd.DataFrame) -> dict:
+    """A frame as {column: list of Python values} (JSON without numpy types; NaN stays NaN)."""
+    return {col: frame[col].tolist() for col in frame.columns}
 
 
 RESOURCE_KINDS = {"quantize": "quantize", "eval": "eval", "ppl": "ppl", "divergence": "divergence",

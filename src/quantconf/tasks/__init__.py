@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from quantconf.errors import QuantconfError
+from quantconf.kinds import kind_of_task
 from quantconf.io import read_jsonl  # re-exported: calib_data and users read task files through it
 from quantconf.tasks import lm_eval_bridge
-from quantconf.tasks.registry import REGISTRY, Prompt, Question, Task, check_gold, register_task
+from quantconf.kinds.items import Prompt, Question
+from quantconf.tasks.registry import REGISTRY, Task, register_task
 
 __all__ = ["Question", "Prompt", "Task", "register_task", "get_task", "resolve_tasks", "task_names", "load_task", "LoadedTask",
            "read_jsonl"]
@@ -258,62 +260,15 @@ def load_task(
         raise QuantconfError(f"task {task.name} has no data source; pass --data-dir DIR")
     if limit is not None:
         docs = docs[:limit]
-    to_item = _to_prompt if task.generates else _to_question
-    questions = [to_item(task, i, doc, where) for i, doc in enumerate(docs)]
+    kind = kind_of_task(task)
+    questions = [kind.item(task, i, doc, where) for i, doc in enumerate(docs)]
     if not questions:
         raise QuantconfError(f"task {task.name}: no documents in {source}")
     digest = hashlib.sha256(json.dumps(docs, sort_keys=True, default=str).encode()).hexdigest()
-    grade = (lambda prompts, texts: [task.process_results(p.doc, t) for p, t in zip(prompts, texts)]) \
-        if task.generates else None
-    return LoadedTask(task, questions, source, digest, grade)
-
-
-def _to_prompt(task: Task, doc_id: int, doc: dict, where: Path | None) -> Prompt:
-    loc = f"{where}:{doc_id + 1}" if where else f"{task.name} doc {doc_id}"
-    try:
-        context, reference = task.doc_to_text(doc), task.doc_to_reference(doc)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-        raise QuantconfError(f"{loc}: row does not fit task {task.name} ({type(e).__name__}: {e}); fix that row") from None
-    if not isinstance(context, str) or not context:
-        raise QuantconfError(f"{loc}: the prompt must be a non-empty string")
-    question = doc.get("question") if isinstance(doc.get("question"), str) else context
-    return Prompt(doc_id, context, tuple(task.until), task.max_gen_toks, str(reference), question, doc)
-
-
-def _to_question(task: Task, doc_id: int, doc: dict, where: Path | None) -> Question:
-    # jsonl rows skip blank lines, so report the row number (1-based) as the line for files
-    loc = f"{where}:{doc_id + 1}" if where else f"{task.name} doc {doc_id}"
-    try:
-        continuation = task.doc_to_continuation(doc) if task.doc_to_continuation is not None else None
-        context = task.doc_to_text(doc) if continuation is None else None
-        choices = list(task.doc_to_choices(doc))
-        gold = task.doc_to_gold(doc)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-        raise QuantconfError(f"{loc}: row does not fit task {task.name} ({type(e).__name__}: {e}); fix that row") from None
-    if continuation is not None and not isinstance(continuation, str):
-        raise QuantconfError(f"{loc}: continuation must be a string")
-    if continuation is None and not isinstance(context, str):
-        raise QuantconfError(f"{loc}: context must be a string")
-    if not choices:
-        raise QuantconfError(f"{loc}: empty choice list; every question needs at least one choice")
-    if not all(isinstance(c, str) for c in choices):
-        raise QuantconfError(f"{loc}: choices must be strings")
-    check_gold(gold, len(choices), loc)
-    if continuation is not None:  # the choices are the per-choice contexts
-        if not continuation:
-            raise QuantconfError(f"{loc}: empty continuation; it is the text every choice is scored on")
-        return Question(doc_id, os.path.commonprefix(choices), choices, gold, contexts=tuple(choices),
-                        continuation=continuation)
-    return Question(doc_id, context, choices, gold)
+    return LoadedTask(task, questions, source, digest, kind.grader(task))
 
 
 def task_texts(name: str, data_dir: str | Path | None = None, seed: int = 1234) -> Iterable[str]:
     """Plain text of a task's documents (context + gold answer), for calibration sets."""
     loaded = load_task(name, data_dir=data_dir, seed=seed)
-    if loaded.task.generates:
-        for p in loaded.questions:
-            yield f"{p.context} {p.reference}"
-        return
-    for q in loaded.questions:
-        gold = q.gold[0] if isinstance(q.gold, list) else q.gold
-        yield "".join(q.requests(loaded.task.target_delimiter)[gold])
+    yield from kind_of_task(loaded.task).texts(loaded)

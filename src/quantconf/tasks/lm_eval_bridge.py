@@ -45,10 +45,12 @@ from urllib.parse import urlparse
 from quantconf.errors import QuantconfError
 from quantconf.builtin_models import cache_dir
 from quantconf.io import atomic_write_bytes, captured_library_output, read_jsonl  # read_jsonl: the built-ins' file:line errors
-from quantconf.tasks.registry import Prompt, Question, Task, check_gold
+from quantconf.kinds import KINDS, kind_of_output_type, kind_of_task
+from quantconf.kinds.items import Prompt, Question, check_gold
+from quantconf.tasks.registry import Task
 from quantconf.tasks.lm_eval_graders import fast_process_results
 
-OUTPUT_TYPES = ("multiple_choice", "generate_until")
+OUTPUT_TYPES = tuple(t for kind in KINDS.values() for t in kind.output_types)  # what some task kind evaluates
 
 _MANAGERS: dict[str | None, object] = {}
 
@@ -316,17 +318,20 @@ def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_se
     if output_type not in OUTPUT_TYPES:
         raise QuantconfError(f"task {name} is an lm-eval {output_type!r} task; quantconf evaluates "
                              "multiple_choice and generate_until tasks", param="tasks")
+    kind = kind_of_output_type(output_type)
     per_sample, corpus = split_metrics(cfg)
-    if output_type == "generate_until" and not per_sample:
-        # a corpus-level metric (lm-eval's bleu, chrf, ter, f1, ...) has no value per answer: it failed with a
-        # TypeError after every prompt was generated
-        raise QuantconfError(f"task {name}'s metrics {corpus} are corpus-level (lm-eval aggregates the "
-                             "whole corpus, not each answer), and quantconf needs a per-answer correctness; add a "
-                             "per-sample metric such as exact_match to its metric_list", param="tasks")
-    gen_kwargs = cfg.get("generation_kwargs") or {}
-    if output_type == "generate_until" and gen_kwargs.get("do_sample"):
-        raise QuantconfError(f"task {name} samples its generations (do_sample: true); quantconf decodes "
-                             "greedily, so its confidence measures would describe another decoder", param="tasks")
+    graded = {}  # a kind whose answers the task's metrics grade: the primary metric, named in the description
+    if kind.graded_after_run:  # answers graded per sample by the task's metrics, decoded greedily
+        if not per_sample:
+            # a corpus-level metric (lm-eval's bleu, chrf, ter, f1, ...) has no value per answer: it failed with a
+            # TypeError after every prompt was generated
+            raise QuantconfError(f"task {name}'s metrics {corpus} are corpus-level (lm-eval aggregates the "
+                                 "whole corpus, not each answer), and quantconf needs a per-answer correctness; add "
+                                 "a per-sample metric such as exact_match to its metric_list", param="tasks")
+        if (cfg.get("generation_kwargs") or {}).get("do_sample"):
+            raise QuantconfError(f"task {name} samples its generations (do_sample: true); quantconf decodes "
+                                 "greedily, so its confidence measures would describe another decoder", param="tasks")
+        graded = {"primary_metric": primary_of(per_sample), "suffix": f", {kind.name}"}
     if num_fewshot is None:
         num_fewshot = int(cfg.get("num_fewshot") or 0)  # the task's own default, as lm-eval uses
     version = (cfg.get("metadata") or {}).get("version", "?")
@@ -339,9 +344,8 @@ def lm_eval_task(name: str, overrides: dict, num_fewshot: int | None, fewshot_se
         target_delimiter=cfg.get("target_delimiter") if cfg.get("target_delimiter") is not None else " ",
         num_fewshot=num_fewshot, fewshot_seed=fewshot_seed, include_path=include_path,
         description=f"lm-eval task {name}" + (f", {num_fewshot}-shot" if num_fewshot else "")
-        + (", generation" if output_type == "generate_until" else ""),
-        lm_eval_overrides=overrides or None,
-        output_type=output_type, primary_metric=primary_of(per_sample) if output_type == "generate_until" else None,
+        + graded.get("suffix", ""), lm_eval_overrides=overrides or None,
+        output_type=output_type, primary_metric=graded.get("primary_metric"),
     )
 
 
@@ -395,6 +399,7 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
     tm = task_manager(task.include_path)
     overrides = {**_group_overrides(task), "task": task.lm_eval}
     cfg = raw_config(tm, task.lm_eval, overrides)
+    kind = kind_of_task(task)
     offline = False
     own_files = _own_data_files(cfg)
     if own_files is not None:  # a YAML task reading its own local files: --data-dir is for hub datasets
@@ -430,12 +435,11 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
     for doc_id in sorted(by_doc):
         insts = sorted(by_doc[doc_id], key=lambda i: i.idx)
         doc = insts[0].doc
-        make = _prompt if task.generates else _question
-        questions.append(make(lm_task, task, doc_id, doc, [i.arguments for i in insts]))
+        questions.append(ITEM_FROM_INSTANCES[kind.name](lm_task, task, doc_id, doc, [i.arguments for i in insts]))
         record.append([doc, [list(i.arguments) for i in insts]])
     digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
     grade = _grader(lm_task, {d: insts[0] for d, insts in by_doc.items()}, set(split_metrics(cfg)[1])) \
-        if task.generates else None
+        if kind.graded_after_run else None
     return questions, source, digest, grade
 
 
@@ -619,3 +623,7 @@ def _question(lm_task, task: Task, doc_id: int, doc: dict, pairs: list[tuple[str
     if any(ctx != contexts[0] for ctx in contexts) or any(cont != delim + c for (_, cont), c in zip(pairs, choices)):
         raise QuantconfError(f"{where}: lm-eval's requests are not (context, delimiter + choice) pairs")
     return Question(doc_id, contexts[0], choices, gold)
+
+
+# how lm-eval's request instances of one document become an item, per task kind
+ITEM_FROM_INSTANCES = {"multiple_choice": _question, "generation": _prompt}

@@ -1,4 +1,4 @@
-"""What a task is (`Task`, `Question`) and the registry that built-in task files add themselves to.
+"""What a task is (`Task`; the items it becomes, `Question` and `Prompt`, are in `kinds/items.py`) and the registry that built-in task files add themselves to.
 
 A task says where its documents come from (a Hugging Face hub dataset, mirrored offline as
 `<data_dir>/<local_folder>/<split>.jsonl`; or one local file) and how a document becomes a
@@ -25,51 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from quantconf.errors import QuantconfError
-
-
-def check_gold(gold, n_choices: int, loc: str) -> int | list[int]:
-    """The gold label(s) as ints in range of the choices, or one error naming the question: every
-    reader of task data (built-in, file:, lm-eval YAML) refuses an impossible label at the door."""
-    golds = gold if isinstance(gold, list) else [gold]
-    if not golds:
-        raise QuantconfError(f"{loc}: no gold label")
-    for g in golds:
-        if isinstance(g, bool) or not isinstance(g, int):
-            raise QuantconfError(f"{loc}: gold label must be an integer index, got {g!r}")
-        if not 0 <= g < n_choices:
-            raise QuantconfError(f"{loc}: gold label {g} out of range for {n_choices} choices; fix the task's "
-                                 "data or its doc_to_target")
-    return gold
-
-
-@dataclass(frozen=True)
-class Question:
-    doc_id: int
-    context: str  # with per-choice contexts: the part all of them share (for display)
-    choices: list[str]  # what lm-eval's doc_to_choice returns; acc_norm divides by their lengths
-    gold: int | list[int]  # list of indices for multi-true tasks (truthfulqa_mc2)
-    contexts: tuple[str, ...] | None = None  # one context per choice (multiple-input tasks)
-    continuation: str | None = None  # with `contexts`: the one continuation all choices score
-
-    def requests(self, target_delimiter: str) -> list[tuple[str, str]]:
-        """(context, continuation) per choice, as lm-eval's `construct_requests` builds them."""
-        if self.contexts is not None:
-            return [(c, target_delimiter + self.continuation) for c in self.contexts]
-        return [(self.context, target_delimiter + c) for c in self.choices]
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One document of a generation task: what the model continues, and how far."""
-
-    doc_id: int
-    context: str
-    until: tuple[str, ...]  # stop strings (the text is cut at the first of them, as lm-eval cuts)
-    max_gen_toks: int
-    reference: str  # the gold answer(s) as text, for display only (grading is process_results')
-    question: str  # the question alone, for the P(True) prompt (the context may hold few-shot examples)
-    doc: dict  # the document, for process_results
 
 
 @dataclass(frozen=True)
@@ -102,10 +57,6 @@ class Task:
     primary_metric: str | None = None  # the 0/1 metric that is "correct" (e.g. exact_match, bleu_acc)
     until: tuple[str, ...] = ("\n\n",)
     max_gen_toks: int = 256
-
-    @property
-    def generates(self) -> bool:
-        return self.output_type == "generate_until"
 
 
 REGISTRY: dict[str, Task] = {}
