@@ -25,10 +25,10 @@ def main() -> int:
     args = ap.parse_args()
 
     import quantconf as qc
-    from quantconf.divergence import divergence_statistics, token_divergence
-    from quantconf.models import load_model
-    from quantconf.perplexity import perplexity, text_ids
-    from quantconf.runtime import set_threads
+    from quantconf.corpus.divergence import divergence_statistics, token_divergence
+    from quantconf.models.loading import load_model
+    from quantconf.corpus.perplexity import perplexity, text_ids
+    from quantconf.models.runtime import set_threads
     from quantconf.tasks import TaskOptions
 
     set_threads(args.threads)

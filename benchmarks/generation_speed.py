@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from quantconf.generation import greedy_generate
-from quantconf.models import load_model
-from quantconf.runtime import set_threads
+from quantconf.inference.generation import greedy_generate
+from quantconf.models.loading import load_model
+from quantconf.models.runtime import set_threads
 from quantconf.tasks.generated import generate_arithmetic
 
 

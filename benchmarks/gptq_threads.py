@@ -23,7 +23,7 @@ emit({{}})
 
 COMPARE = """
 import numpy as np, torch
-from quantconf.models import load_model
+from quantconf.models.loading import load_model
 from quantconf.evaluation import evaluate_task
 from quantconf.tasks import load_task
 torch.set_num_threads(2)

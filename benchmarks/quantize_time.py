@@ -21,7 +21,7 @@ SETUP = """
 import os, time, torch
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 torch.set_num_threads(2)
-from quantconf.builtin_models import local_model_dir
+from quantconf.models.builtin import local_model_dir
 from quantconf.quantizers.calib_data import build_calibration
 from transformers import AutoModelForCausalLM, AutoTokenizer
 src = str(local_model_dir("default"))

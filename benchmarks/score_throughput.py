@@ -11,8 +11,8 @@ from _common import SHARED_DATA, run_child
 
 CHILD = """
 import json, time, torch
-from quantconf.models import load_model
-from quantconf.runtime import set_threads
+from quantconf.models.loading import load_model
+from quantconf.models.runtime import set_threads
 from quantconf.tasks import load_task
 from quantconf.evaluation import evaluate_task
 set_threads({threads})

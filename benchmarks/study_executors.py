@@ -39,7 +39,7 @@ def main():
     ap.add_argument("--shards", type=int, default=1)
     args = ap.parse_args()
     # the float copy of the default model is made once, before any timing
-    run_child("from quantconf.models import load_model\nload_model('default')\nemit({})")
+    run_child("from quantconf.models.loading import load_model\nload_model('default')\nemit({})")
     times = {"local": [], "ray": []}
     summaries = {}
     for _ in range(args.rounds):

@@ -37,12 +37,12 @@ LM_EVAL = """
 import json, sys, time, torch
 
 torch.set_num_threads({threads})
-from quantconf.lmeval_import import write_offline_task_yamls
+from quantconf.importers.lm_eval_files import write_offline_task_yamls
 from pathlib import Path
 import lm_eval
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
-from quantconf.models import load_model
+from quantconf.models.loading import load_model
 lm = load_model("default")
 folder = Path("{tmp}")
 if {fewshot}:
@@ -74,7 +74,7 @@ from pathlib import Path
 import lm_eval
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
-from quantconf.models import load_model
+from quantconf.models.loading import load_model
 lm = load_model("default")
 folder = Path("{tmp}")
 root = Path(lm_eval.__file__).parent / "tasks"
@@ -97,8 +97,8 @@ emit({{"seconds": times, "texts": texts, "bleu_acc": [x["bleu_acc"] for x in sam
 
 QUANTCONF_GENERATE = """
 import time
-from quantconf.models import load_model
-from quantconf.runtime import set_threads
+from quantconf.models.loading import load_model
+from quantconf.models.runtime import set_threads
 from quantconf.tasks import load_task
 from quantconf.evaluation import evaluate_task
 set_threads({threads})
@@ -115,8 +115,8 @@ emit({{"seconds": times, "texts": texts, "bleu_acc": [float(x) for x in df["bleu
 
 QUANTCONF = """
 import json, time
-from quantconf.models import load_model
-from quantconf.runtime import set_threads
+from quantconf.models.loading import load_model
+from quantconf.models.runtime import set_threads
 from quantconf.tasks import load_task
 from quantconf.evaluation import evaluate_task
 set_threads({threads})
@@ -133,9 +133,9 @@ emit({{"seconds": times, "loglik": [list(map(float, x)) for x in df["loglik"]]}}
 
 DECODE_ALONE = """
 import time, numpy as np, torch
-from quantconf.models import load_model
-from quantconf.runtime import set_threads
-from quantconf.generation import greedy_generate
+from quantconf.models.loading import load_model
+from quantconf.models.runtime import set_threads
+from quantconf.inference.generation import greedy_generate
 set_threads({threads})
 lm = load_model("default")
 weight_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())

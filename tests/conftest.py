@@ -113,7 +113,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir):
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
 
     return load_model(str(tiny_model_dir))
 
@@ -139,7 +139,7 @@ def evaluate_into(model, tasks, out, log=lambda m: None, **options):
     from dataclasses import fields
 
     from quantconf import evaluation
-    from quantconf.models import LoadOptions
+    from quantconf.models.loading import LoadOptions
     from quantconf.tasks import TaskOptions
 
     split = {}

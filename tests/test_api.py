@@ -207,3 +207,19 @@ def test_every_json_subcommand_prints_exactly_what_its_api_function_returns(tmp_
         assert main([*argv, "--json"]) == 0, name
         printed = capsys.readouterr().out
         assert printed == json.dumps(api(), indent=2, default=float) + "\n", name
+
+
+def test_all_lists_every_api_function_and_no_module_shares_a_functions_name():
+    """`import quantconf.divergence` gave the function qc.divergence, not the module (the package re-exports API
+    functions under their names): no module of the package may be named like an API function; `__all__` is whole."""
+    import importlib.util
+
+    assert set(qc.__all__) == set(quantconf.api.__all__) | {"QuantconfError", "__version__"}
+    assert all(hasattr(qc, name) for name in qc.__all__)
+    public = [n for n, f in vars(quantconf.api).items() if inspect.isfunction(f) and f.__module__ == "quantconf.api"
+              and not n.startswith("_")]
+    assert set(public) <= set(quantconf.api.__all__)
+    clashes = [n for n in quantconf.api.__all__ if importlib.util.find_spec(f"quantconf.{n}") is not None]
+    # the one kept: the tasks package (what users extend, `from quantconf.tasks import register_task` works) and
+    # qc.tasks() (lists them, as qc.methods() and qc.measures() list theirs)
+    assert clashes == ["tasks"]

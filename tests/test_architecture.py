@@ -160,7 +160,7 @@ def test_one_function_writes_the_predictions_manifest(tmp_path):
                if "MANIFEST" in path.read_text() and "atomic_write_json(" in path.read_text()
                and mod != "quantconf.predictions"]
     assert writers == []
-    from quantconf.lmeval_import import import_lm_eval
+    from quantconf.importers.lm_eval_files import import_lm_eval
     from quantconf.predictions import intact, read_manifest
 
     fixture = Path(__file__).parent / "fixtures" / "lm_eval_03"

@@ -1,4 +1,4 @@
-"""divergence.py: per-token KL / top-1 / p(correct) against a direct scipy computation on tiny in-test
+"""corpus/divergence.py: per-token KL / top-1 / p(correct) against a direct scipy computation on tiny in-test
 models, the window rule shared with perplexity, and the statistics against hand computations."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from scipy.special import softmax
 from scipy.stats import entropy
 
 from conftest import CORPUS, build_tiny_model
-from quantconf.divergence import (TokenDivergence, compare_logits, divergence_statistics, token_divergence,
+from quantconf.corpus.divergence import (TokenDivergence, compare_logits, divergence_statistics, token_divergence,
                                   window_mean_interval)
 from quantconf.errors import QuantconfError
-from quantconf.perplexity import window_spans
+from quantconf.corpus.perplexity import window_spans
 
 
 @pytest.mark.parametrize("n, window, stride", [(10, 4, 2), (10, 4, 4), (11, 5, 3), (3, 8, 4), (512, 128, 100),
@@ -36,7 +36,7 @@ def test_bad_windows_are_refused():
 
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory):
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
 
     root = tmp_path_factory.mktemp("divergence")
     return (load_model(str(build_tiny_model(root / "a", seed=0))), load_model(str(build_tiny_model(root / "b", seed=1))))
@@ -213,7 +213,7 @@ def test_cli_json_is_the_api_and_a_short_text_is_one_window(two_models, tmp_path
 
 
 def test_statistics_by_the_full_models_confidence_are_those_of_each_bins_tokens():
-    from quantconf.divergence import divergence_by_confidence
+    from quantconf.corpus.divergence import divergence_by_confidence
 
     # top_p_full = p_full here: .5 and .4 fall in [.4, .6), .8 in [.8, 1.0] (closed), .2 in [.2, .4)
     td = _td([0.1, 0.3, 0.2, 0.4], [0.5, 0.4, 0.8, 0.2], [0.4, 0.4, 0.6, 0.3], [0, 0, 1, 1])
@@ -294,7 +294,7 @@ def test_question_divergence_equals_scipy_and_the_evaluation_pipeline(two_models
     import quantconf as qc
     from quantconf.analysis.paired import per_sample_frame
     from quantconf.cli import main
-    from quantconf.divergence import question_divergence
+    from quantconf.corpus.divergence import question_divergence
     from quantconf.evaluation import evaluate_task
     from quantconf.kinds.choice import task_requests
     from quantconf.tasks import load_task
@@ -333,7 +333,7 @@ def test_question_divergence_equals_scipy_and_the_evaluation_pipeline(two_models
 
 
 def test_flip_auroc_equals_a_pairwise_count_with_ties():
-    from quantconf.divergence import flip_auroc
+    from quantconf.corpus.divergence import flip_auroc
 
     rng = np.random.default_rng(3)
     score = rng.integers(0, 5, 60).astype(float)  # many ties

@@ -34,7 +34,7 @@ def gemma_tok():
     """The tokenizer users load: rebuilt by `gguf_tokenizer` once, saved beside the model's float copy."""
     from transformers import AutoTokenizer
 
-    from quantconf.builtin_models import dequantized_gguf_dir, gemma3_gguf_path
+    from quantconf.models.builtin import dequantized_gguf_dir, gemma3_gguf_path
 
     return AutoTokenizer.from_pretrained(str(dequantized_gguf_dir(gemma3_gguf_path())))
 
@@ -43,8 +43,8 @@ def gemma_tok():
 def gguf_vocab():
     """The file's vocabulary, as gguf's GGUFReader gives it (`gguf_metadata` equals GGUFReader on the default
     model's GGUF: tests/test_models.py; GGUFReader itself takes 20 s on this 262k-token vocabulary)."""
-    from quantconf.builtin_models import gemma3_gguf_path
-    from quantconf.model_files import gguf_metadata
+    from quantconf.models.builtin import gemma3_gguf_path
+    from quantconf.models.files import gguf_metadata
 
     keys = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.scores")
     metadata = gguf_metadata(gemma3_gguf_path(), keys)
@@ -88,10 +88,10 @@ def test_gemma3_model_predicts_text_and_answers_above_chance(shared_data):
 
     from quantconf.analysis.metrics import accuracy
     from quantconf.evaluation import evaluate_task
-    from quantconf.builtin_models import gemma3_gguf_path
-    from quantconf.models import load_model
-    from quantconf.runtime import set_threads
-    from quantconf.scoring import wants_bos
+    from quantconf.models.builtin import gemma3_gguf_path
+    from quantconf.models.loading import load_model
+    from quantconf.models.runtime import set_threads
+    from quantconf.inference.scoring import wants_bos
     from quantconf.tasks import load_task
 
     set_threads(2)

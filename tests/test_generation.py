@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from quantconf.errors import QuantconfError
-from quantconf.generation import Generation, cut_at_stop, greedy_generate, p_true
+from quantconf.inference.generation import Generation, cut_at_stop, greedy_generate, p_true
 
 PROMPTS = ["Question: what is 2 + 2?\nAnswer:", "The", "A much longer prompt about apples, pears and plums, then:",
            "Q: name a colour\nA:", "x"]
@@ -46,7 +46,7 @@ def test_a_shared_prompt_prefix_computed_once_equals_each_prompt_alone(tiny_lm):
     """Prompts that share a long preamble (few-shot examples) get its KV cache computed once for the batch; each
     row then sees exactly its own prompt: the same tokens and log-probabilities as a naive loop on that prompt
     alone, and as the batch without the shared cache."""
-    from quantconf import generation
+    from quantconf.inference import generation
 
     preamble = "Question: what is 2 + 2?\nAnswer: 4\n\nQuestion: name a fruit\nAnswer: a pear\n\n"
     prompts = [preamble + q for q in ("Question: what is red?\nAnswer:", "Q: x", "Question: and?\nAnswer: y")]
@@ -113,7 +113,7 @@ def test_a_generation_stops_at_its_stop_string_and_keeps_only_the_answer_tokens(
 
 
 def test_p_true_equals_a_hand_softmax(tiny_lm):
-    from quantconf.generation import P_TRUE_PROMPT
+    from quantconf.inference.generation import P_TRUE_PROMPT
 
     tok = tiny_lm.tokenizer
     ctx = tok(P_TRUE_PROMPT.format(question="What is 2 + 2?", answer="4"), add_special_tokens=False)["input_ids"]
@@ -138,7 +138,7 @@ def test_bad_generation_options_name_the_parameter(tiny_lm):
     with pytest.raises(QuantconfError, match="max_gen_toks must be >= 1"):
         greedy_generate(tiny_lm, ["x"], until=[], max_gen_toks=0)
     # a budget the window cannot hold would cut every prompt to nothing and grade the garbage: refused
-    from quantconf.generation import max_length
+    from quantconf.inference.generation import max_length
 
     window = max_length(tiny_lm.model)
     with pytest.raises(QuantconfError, match=f"leaves no room for the prompt in the model's window of {window}"):
@@ -149,7 +149,7 @@ def test_bad_generation_options_name_the_parameter(tiny_lm):
 
 def test_batched_p_true_equals_one_call_per_answer(tiny_lm):
     """The tiny tokenizer splits " B" into two tokens: p_true_batch falls back to one call per answer."""
-    from quantconf.generation import p_true_batch
+    from quantconf.inference.generation import p_true_batch
 
     questions = ["What is 2 + 2?", "Name a colour.", "x", "A much longer question about apples and pears?"]
     answers = ["4", "blue, or perhaps a deep shade of green", "", "pears"]
@@ -160,8 +160,8 @@ def test_batched_p_true_equals_one_call_per_answer(tiny_lm):
 @pytest.mark.integration
 def test_batched_p_true_equals_one_call_per_answer_on_the_default_model():
     """SmolLM2's " A" and " B" are one token each: the left-padded batch with last-position logits."""
-    from quantconf.generation import p_true_batch
-    from quantconf.models import load_model
+    from quantconf.inference.generation import p_true_batch
+    from quantconf.models.loading import load_model
 
     lm = load_model("default")
     assert [len(lm.tokenizer(x, add_special_tokens=False)["input_ids"]) for x in (" A", " B")] == [1, 1]

@@ -287,7 +287,7 @@ def test_default_model_writes_what_lm_evals_hf_backend_writes_on_truthfulqa_gen(
     from pathlib import Path
 
     from quantconf.evaluation import evaluate_task
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
 
     lm = load_model("default")
     root = Path(lm_eval.__file__).parent / "tasks"

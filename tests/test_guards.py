@@ -304,7 +304,7 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 @given(rows=st.lists(SAMPLE.map(json.dumps) | st.text(max_size=20), max_size=4))
 def test_fuzz_lm_eval_samples_reader_gives_predictions_or_one_error(tmp_path, rows):
     from quantconf.errors import QuantconfError
-    from quantconf.lmeval_import import read_samples_file
+    from quantconf.importers.lm_eval_files import read_samples_file
     from quantconf.kinds import kind_of
 
     f = tmp_path / "samples_fuzz_2026-01-01T00-00-00.jsonl"
@@ -376,7 +376,7 @@ def test_fuzz_seed_csv_reader_gives_checked_rows_or_one_error(tmp_path, header, 
     import io
 
     from quantconf.errors import QuantconfError
-    from quantconf.generation_import import read_seed_csv, split_answers
+    from quantconf.importers.generations import read_seed_csv, split_answers
 
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([header, *rows])
@@ -417,7 +417,7 @@ def test_fuzz_generation_samples_reader_gives_generations_or_one_error(tmp_path,
     """lm-eval generate_until --log_samples lines (both argument layouts): a checked generation frame (finite
     0/1 correctness, one row per doc) or one QuantconfError line."""
     from quantconf.errors import QuantconfError
-    from quantconf.lmeval_import import read_samples_file
+    from quantconf.importers.lm_eval_files import read_samples_file
     from quantconf.kinds import kind_of
 
     f = tmp_path / "samples_gen_2026-01-01T00-00-00.jsonl"

@@ -13,7 +13,7 @@ import pytest
 
 from quantconf.analysis.metrics import accuracy
 from quantconf.evaluation import evaluate_task
-from quantconf.lmeval_import import OFFLINE_TASKS, import_lm_eval, write_offline_task_yamls
+from quantconf.importers.lm_eval_files import OFFLINE_TASKS, import_lm_eval, write_offline_task_yamls
 from quantconf.predictions import read_prediction_dir
 from quantconf.tasks import load_task
 
@@ -64,7 +64,7 @@ def check_agreement(res, logs, ours, tmp_path, rtol=0.0, limit: int = LIMIT):
 
 def test_agreement_tiny_model(shared_data, tmp_path):
     from conftest import build_tiny_model
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
 
     # a window long enough for boolq passages in the tiny tokenizer's many short tokens
     lm = load_model(str(build_tiny_model(tmp_path / "tiny", max_positions=4096)))
@@ -73,8 +73,8 @@ def test_agreement_tiny_model(shared_data, tmp_path):
 
 
 def test_agreement_default_model(shared_data, tmp_path):
-    from quantconf.models import load_model
-    from quantconf.runtime import set_threads
+    from quantconf.models.loading import load_model
+    from quantconf.models.runtime import set_threads
 
     set_threads(2)
     check_agreement(*run_both(load_model("default"), shared_data, tmp_path, DEFAULT_MODEL_LIMIT), tmp_path,

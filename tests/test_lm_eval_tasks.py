@@ -17,9 +17,9 @@ from conftest import build_tiny_model, evaluate_into, write_jsonl, folder_task_m
 from quantconf import QuantconfError
 from quantconf.analysis.metrics import accuracy, mc2_mass
 from quantconf.evaluation import evaluate_task
-from quantconf.lmeval_import import BUILTIN_LM_EVAL_YAMLS, import_lm_eval, write_offline_task_yamls
+from quantconf.importers.lm_eval_files import BUILTIN_LM_EVAL_YAMLS, import_lm_eval, write_offline_task_yamls
 from quantconf.predictions import group_metrics, read_manifest, read_prediction_dir
-from quantconf.scoring import QuestionTree, score_questions, score_requests
+from quantconf.inference.scoring import QuestionTree, score_questions, score_requests
 from quantconf.tasks import Question, load_task, resolve_tasks
 
 lm_eval = pytest.importorskip("lm_eval")
@@ -44,7 +44,7 @@ WINOGRANDE_ROWS = [
 @pytest.fixture(scope="module")
 def long_lm(tmp_path_factory):
     """The tiny model with a window long enough for 5-shot prompts in its short tokens."""
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
 
     return load_model(str(build_tiny_model(tmp_path_factory.mktemp("tiny-long"), max_positions=4096)))
 
@@ -187,7 +187,7 @@ def test_truthfulqa_mc2_both_routes_equal_lm_eval_evaluator(shared_data, tmp_pat
     evaluator's mc2 on the same questions, per question and in aggregate."""
 
     from quantconf.cli import main
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
 
     limit = 5  # ~8 choices each behind a 6-shot preamble: lm-eval's runner scores each choice in full
     for route in ("truthfulqa_mc2", "lm_eval:truthfulqa_mc2"):
@@ -246,7 +246,7 @@ def test_bad_names_and_options(call, message):
 
 
 def test_missing_split_and_too_many_shots_fail_before_the_model_loads(tmp_path, tiny_model_dir, monkeypatch):
-    import quantconf.models as models
+    import quantconf.models.loading as models
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded")

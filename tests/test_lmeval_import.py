@@ -7,7 +7,7 @@ import pytest
 
 from quantconf import QuantconfError
 from quantconf.cli import main
-from quantconf.lmeval_import import import_lm_eval, read_samples_file
+from quantconf.importers.lm_eval_files import import_lm_eval, read_samples_file
 from quantconf.analysis.metrics import accuracy
 from quantconf.predictions import read_prediction_dir
 from conftest import write_jsonl
@@ -66,7 +66,7 @@ OLD_TASKS = ["boolq", "piqa", "hellaswag", "arc_easy"]
 
 @pytest.mark.parametrize("task", OLD_TASKS)
 def test_lm_eval_03_files_give_03s_own_accuracy_and_every_rows_acc(task, tmp_path):
-    from quantconf.lmeval_import import read_write_out_file
+    from quantconf.importers.lm_eval_files import read_write_out_file
 
     expected = json.loads((FIXTURES / "results.json").read_text())[task]["acc"]
     rows = json.loads((FIXTURES / f"{task}_write_out_info.json").read_text())
@@ -80,7 +80,7 @@ def test_lm_eval_03_files_give_03s_own_accuracy_and_every_rows_acc(task, tmp_pat
 
 def test_lm_eval_03_boolq_keeps_the_files_yes_no_order():
     """0.3 asked " yes" then " no" (lm-eval 0.4 orders the choices no, yes): truth " yes" is logit_0."""
-    from quantconf.lmeval_import import read_write_out_file
+    from quantconf.importers.lm_eval_files import read_write_out_file
 
     rows = json.loads((FIXTURES / "boolq_write_out_info.json").read_text())
     df = read_write_out_file(FIXTURES / "boolq_write_out_info.json")
@@ -101,7 +101,7 @@ def test_lm_eval_03_doc_ids_are_positions_after_the_seeded_shuffle():
     """With the data, each doc_id is looked up where 0.3's Random(42) shuffle took it from: the document
     found there has the file's truth as its gold and reproduces every prompt; read as a plain index
     (no unshuffle) it would be another document."""
-    from quantconf.lmeval_import import unshuffled_position
+    from quantconf.importers.lm_eval_files import unshuffled_position
     from quantconf.tasks import load_task
 
     for task in ("piqa", "hellaswag", "arc_easy"):

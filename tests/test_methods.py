@@ -20,7 +20,7 @@ PROMPT = [[5, 17, 42, 99, 130, 7, 64, 200, 31, 12, 250, 3]]
 def _logits(model_dir, ids=PROMPT):
     import torch
 
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
 
     lm = load_model(str(model_dir))
     with torch.no_grad():
@@ -96,7 +96,7 @@ def _plain_model_with_weights_of(quant_dir, like_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
 
     quant = load_model(str(quant_dir)).model
     plain = AutoModelForCausalLM.from_pretrained(str(like_dir), dtype=torch.float32)

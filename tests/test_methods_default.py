@@ -33,7 +33,7 @@ def swept(tmp_path_factory):
     import quantconf as qc
     from conftest import SHARED_DATA
     from conftest import evaluate_into
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
 
     if not SHARED_DATA.is_dir():
         pytest.skip(f"integration data {SHARED_DATA} absent (it lives in ../shared/data beside the project)")
@@ -93,7 +93,7 @@ def test_gguf_writes_a_file_transformers_loads_with_the_same_weights(swept):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from quantconf.builtin_models import default_gguf_path
+    from quantconf.models.builtin import default_gguf_path
 
     ckpt, record, _, _ = swept["gguf-Q4_0"]
     path = ckpt / "model.gguf"
@@ -118,7 +118,7 @@ def test_gguf_file_runs_in_llama_cpp(swept):
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python absent (pip install 'quantconf[llamacpp]')")
     import torch
 
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
 
     ckpt = swept["gguf-Q8_0"][0]
     llm = llama_cpp.Llama(str(ckpt / "model.gguf"), n_ctx=64, logits_all=True, verbose=False, n_threads=2)

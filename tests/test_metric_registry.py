@@ -49,8 +49,10 @@ def test_every_metric_computed_is_registered_and_every_registered_one_is_compute
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(4), 50)
     out = calibration_metrics(probs, rng.integers(0, 4, 50))
-    registered = {m.name for m in measures.METRICS.values() if "multiple_choice" in m.kinds}
-    assert set(out) == registered
+    assert set(out) == set(measures.computed_for("multiple_choice"))
+    conf, y = rng.uniform(0, 1, 50), rng.integers(0, 2, 50).astype(float)
+    binary = gen.binary_metrics_weighted(conf, y, np.ones((1, 50)), 10, gen._structure(conf, y, 10))
+    assert set(binary) == set(measures.computed_for("generation"))
 
 
 def _generations(n=60, seed=0):

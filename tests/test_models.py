@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from quantconf import QuantconfError
-from quantconf.model_files import check_safetensors
-from quantconf.models import load_model
+from quantconf.models.files import check_safetensors
+from quantconf.models.loading import load_model
 import json
 
 
@@ -64,7 +64,7 @@ def test_bad_dtype_and_device():
 FAULTS_SCRIPT = """
 import resource, sys, torch
 import torch.nn.functional as F
-from quantconf.runtime import keep_freed_memory
+from quantconf.models.runtime import keep_freed_memory
 applied = keep_freed_memory()
 torch.manual_seed(0)
 x, w_up, w_down = torch.randn(4096, 256), torch.randn(2304, 256), torch.randn(256, 2304)
@@ -111,8 +111,8 @@ def test_gguf_weight_count_and_metadata_from_the_header_equal_ggufs_reader(tmp_p
     foreign file gives None (the loader's own check names it)."""
     from gguf import GGUFReader
 
-    from quantconf.builtin_models import default_gguf_path
-    from quantconf.model_files import gguf_metadata, weight_elements
+    from quantconf.models.builtin import default_gguf_path
+    from quantconf.models.files import gguf_metadata, weight_elements
 
     path = default_gguf_path()
     reader = GGUFReader(path)
@@ -129,10 +129,10 @@ def test_gguf_weight_count_and_metadata_from_the_header_equal_ggufs_reader(tmp_p
 
 
 def test_preflight_refuses_a_model_that_will_not_fit_and_names_what_would(tiny_model_dir, monkeypatch, capsys):
-    import quantconf.models as models
-    import quantconf.runtime as runtime
+    import quantconf.models.loading as models
+    import quantconf.models.runtime as runtime
     from quantconf.cli import main
-    from quantconf.model_files import weight_elements
+    from quantconf.models.files import weight_elements
     from quantconf.errors import QuantconfError
 
     lm = models.load_model(str(tiny_model_dir))
@@ -151,8 +151,8 @@ def test_preflight_refuses_a_model_that_will_not_fit_and_names_what_would(tiny_m
 
 
 def test_null_quantization_config_is_not_a_quantized_checkpoint(tiny_model_dir, tmp_path, capsys):
-    from quantconf.model_files import is_quantized_checkpoint
-    from quantconf.models import load_model
+    from quantconf.models.files import is_quantized_checkpoint
+    from quantconf.models.loading import load_model
 
     d = tmp_path / "m"
     d.mkdir()
@@ -172,7 +172,7 @@ def test_cached_float_copy_is_built_once_under_concurrent_first_use(tmp_path, mo
     import threading
     import time
 
-    from quantconf import builtin_models
+    from quantconf.models import builtin as builtin_models
 
     monkeypatch.setenv(builtin_models.CACHE_ENV, str(tmp_path / "cache"))
     builds = []
@@ -211,7 +211,7 @@ def test_cached_float_copy_is_built_once_under_concurrent_first_use(tmp_path, mo
 def test_default_threads_follow_the_cores_the_process_may_use():
     """Under taskset, a container's cpuset or a pinned pytest-xdist worker, torch gets one thread per core the
     process may use, not per core of the machine (twice the threads on 2 cores ran slower than one worker)."""
-    code = ("import os, torch; from quantconf.runtime import set_threads; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+    code = ("import os, torch; from quantconf.models.runtime import set_threads; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
             "print(set_threads(None), torch.get_num_threads(), set_threads(3))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1", "1", "3"]

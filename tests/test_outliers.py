@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from quantconf.outliers import StreamingStats, collect_outlier_stats, jaccard
+from quantconf.activation_outliers import StreamingStats, collect_outlier_stats, jaccard
 
 
 def test_planted_outliers_are_found():

@@ -167,7 +167,7 @@ def test_js_and_kl_with_zero_probabilities():
 
 def test_pairing_errors_and_dirs(tmp_path):
     from quantconf.analysis.paired import pair_predictions
-    from quantconf.api import compare_dirs
+    from quantconf.api import _compare_dirs
     from quantconf.predictions import write_predictions
 
     a = _df([[0.0, -1.0], [-1.0, 0.0], [0.0, -2.0]], [0, 1, 0])
@@ -183,10 +183,10 @@ def test_pairing_errors_and_dirs(tmp_path):
     write_predictions(a, tmp_path / "f" / "t.parquet")
     write_predictions(b, tmp_path / "q" / "t.parquet")
     write_predictions(a.assign(task="u"), tmp_path / "u" / "u.parquet")
-    res = compare_dirs(tmp_path / "f", tmp_path / "q", n_boot=0)
+    res = _compare_dirs(tmp_path / "f", tmp_path / "q", n_boot=0)
     assert list(res) == ["t"] and res["t"]["n"] == 2
     with pytest.raises(QuantconfError, match="share no task"):
-        compare_dirs(tmp_path / "f", tmp_path / "u")
+        _compare_dirs(tmp_path / "f", tmp_path / "u")
 
 
 def test_js_is_never_nan_for_nearly_identical_distributions():
@@ -260,7 +260,7 @@ def test_kl_uses_exact_log_probabilities_where_a_probability_underflows():
 
 
 def test_compare_predictions_passes_options_and_task_names(tmp_path):
-    from quantconf.api import compare_dirs
+    from quantconf.api import _compare_dirs
     from quantconf.predictions import write_predictions
 
     a = _df([[0.0, -1.0], [-1.0, 0.0]], [0, 1])
@@ -276,8 +276,8 @@ def test_compare_predictions_passes_options_and_task_names(tmp_path):
     write_predictions(a, tmp_path / "f" / "t.parquet")
     write_predictions(a.assign(task="u"), tmp_path / "u" / "u.parquet")
     with pytest.raises(QuantconfError, match=f"^{tmp_path / 'f'} and {tmp_path / 'u'} share no task"):
-        compare_dirs(tmp_path / "f", tmp_path / "u")
-    assert "ci" not in compare_dirs(tmp_path / "f", tmp_path / "f", n_boot=0)["t"]
+        _compare_dirs(tmp_path / "f", tmp_path / "u")
+    assert "ci" not in _compare_dirs(tmp_path / "f", tmp_path / "f", n_boot=0)["t"]
 
 
 def _exact_coverage(n, p_b, p_c, level=0.95):

@@ -1,4 +1,4 @@
-"""perplexity.py: the sliding-window recipe against a direct computation; the CLI honours its flags."""
+"""corpus/perplexity.py: the sliding-window recipe against a direct computation; the CLI honours its flags."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from quantconf.cli import main
-from quantconf.perplexity import perplexity, text_perplexity
+from quantconf.corpus.perplexity import perplexity, text_perplexity
 
 
 def test_perplexity_matches_direct_computation(tiny_lm):

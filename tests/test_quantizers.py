@@ -77,7 +77,7 @@ def test_calibration_sets(tiny_lm, tmp_path):
 
 
 def test_rtn_checkpoint_roundtrip_and_out_dir_guard(tiny_model_dir, tmp_path):
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
 
     out = tmp_path / "rtn"
     rec = run_quantize(str(tiny_model_dir), QuantConfig(method="rtn", bits=4, group_size=32), out, log=lambda m: None)
@@ -121,7 +121,7 @@ def test_interrupted_quantization_leaves_nothing(tiny_model_dir, tmp_path, monke
 
 def test_gptq_on_tiny_model_reloads(tiny_model_dir, tmp_path, monkeypatch):
     from quantconf.evaluation import evaluate_task
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
     from quantconf.tasks import load_task
 
     monkeypatch.chdir(tmp_path)

@@ -4,7 +4,7 @@ import torch
 
 from quantconf.evaluation import evaluate_task
 from quantconf.kinds.choice import task_requests
-from quantconf.scoring import encode_pair, score_requests
+from quantconf.inference.scoring import encode_pair, score_requests
 from quantconf.tasks import load_task
 from conftest import write_jsonl
 
@@ -84,8 +84,8 @@ def test_evaluate_task_rows(tiny_lm, tmp_path):
 
 
 def test_packed_scorer_matches_naive_and_reference(tiny_lm, tmp_path, monkeypatch):
-    from quantconf import scoring
-    from quantconf.scoring import score_questions
+    from quantconf.inference import scoring
+    from quantconf.inference.scoring import score_questions
 
     loaded = load_task(_questions_file(tmp_path))
     naive = evaluate_task(tiny_lm, loaded, batch_size=5, scorer="naive")
@@ -106,7 +106,7 @@ def test_packed_scorer_matches_naive_and_reference(tiny_lm, tmp_path, monkeypatc
 
 
 def test_question_tree_shares_common_prefixes():
-    from quantconf.scoring import QuestionTree
+    from quantconf.inference.scoring import QuestionTree
 
     tree = QuestionTree.build([1, 2], [[3, 4, 5], [3, 8, 6], [7], [3, 4, 5]])
     # inputs: 1 2 3 4 | 1 2 3 8 | 1 2 | 1 2 3 4 -> nodes 1 2 3 4 8, token 8 branching after 3
@@ -124,7 +124,7 @@ def test_question_tree_shares_common_prefixes():
 def test_packed_scorer_shares_prefixes_and_runs_head_once_per_node(tiny_lm, monkeypatch):
     """Choices with a common start, a duplicate choice and a one-token choice give the unbatched
     reference's numbers, and the LM head runs once per predicting tree node."""
-    from quantconf import scoring
+    from quantconf.inference import scoring
 
     ctx = [5, 6, 7]
     conts = [[10, 11, 12], [10, 11, 13], [10, 14], [10, 11, 12], [15]]
@@ -142,7 +142,7 @@ def test_packed_scorer_shares_prefixes_and_runs_head_once_per_node(tiny_lm, monk
 
 
 def test_bfloat16_is_close_but_not_identical(tiny_model_dir, tmp_path):
-    from quantconf.models import load_model
+    from quantconf.models.loading import load_model
 
     loaded = load_task(_questions_file(tmp_path))
     f32 = evaluate_task(load_model(str(tiny_model_dir)), loaded)
@@ -152,7 +152,7 @@ def test_bfloat16_is_close_but_not_identical(tiny_model_dir, tmp_path):
 
 
 def test_pack_rows_first_fit_decreasing():
-    from quantconf.scoring import pack_rows
+    from quantconf.inference.scoring import pack_rows
 
     lengths = {0: 5, 1: 9, 2: 3, 3: 12, 4: 4, 5: 1}
     rows = pack_rows(lengths, row_tokens=10)
@@ -170,7 +170,7 @@ def test_token_logprobs_blocked_equals_full_log_softmax(monkeypatch, bias, softc
     whole logits matrix gives."""
     from types import SimpleNamespace
 
-    from quantconf import scoring
+    from quantconf.inference import scoring
 
     torch.manual_seed(0)
     vocab, dim, n = 103, 16, 23

@@ -18,19 +18,19 @@ from quantconf.kinds import compare_predictions, compare_task, kind_of, task_met
 from quantconf.analysis.recalibration import gap_interval, gap_verdict, recalibrate_task
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import EvalOptions, evaluate_task, evaluate_to_dir
-from quantconf.models import LoadedModel, LoadOptions
-from quantconf.models import load_model as _load_model
-from quantconf.runtime import set_threads
+from quantconf.models.loading import LoadedModel, LoadOptions
+from quantconf.models.loading import load_model as _load_model
+from quantconf.models.runtime import set_threads
 from quantconf.predictions import group_metrics, read_manifest, read_prediction_dir, read_prediction_file, task_file_name
 from quantconf.quantizers import QuantConfig, load_methods, run_quantize
 from quantconf.study.config import Study, load_study
 from quantconf.study.run import run_study as _run_study
-from quantconf.generation_import import import_generations as _import_generations
-from quantconf.lmeval_import import import_lm_eval as _import_lm_eval
-from quantconf.outliers import OutlierOptions, run_outliers
-from quantconf.perplexity import text_perplexity
-from quantconf.divergence import task_divergence as _task_divergence
-from quantconf.divergence import text_divergence
+from quantconf.importers.generations import import_generations as _import_generations
+from quantconf.importers.lm_eval_files import import_lm_eval as _import_lm_eval
+from quantconf.activation_outliers import OutlierOptions, run_outliers
+from quantconf.corpus.perplexity import text_perplexity
+from quantconf.corpus.divergence import task_divergence as _task_divergence
+from quantconf.corpus.divergence import text_divergence
 from quantconf.study.run import report_study
 from quantconf.tasks import LoadedTask, TaskOptions, get_task, task_names
 from quantconf.tasks import load_task as _load_task
@@ -419,7 +419,7 @@ def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: 
     if n_boot < 0:
         raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
     if isinstance(full, (str, Path)) and isinstance(quantized, (str, Path)):
-        return compare_dirs(Path(full), Path(quantized), **options)
+        return _compare_dirs(Path(full), Path(quantized), **options)
     if isinstance(full, (str, Path)):
         full = read_predictions(full)
     if isinstance(quantized, (str, Path)):
@@ -973,7 +973,7 @@ def tasks(lm_eval: str | None = None, *, include_path: str | Path | None = None)
     return out
 
 
-def compare_dirs(full_dir, quant_dir, **kwargs) -> dict:
+def _compare_dirs(full_dir, quant_dir, **kwargs) -> dict:
     """`compare_predictions` of two prediction directories (what ``quantconf compare`` runs)."""
     full, quant = read_prediction_dir(full_dir), read_prediction_dir(quant_dir)
     if not set(full) & set(quant):

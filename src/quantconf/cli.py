@@ -18,7 +18,7 @@ from quantconf.errors import QuantconfError
 from quantconf.evaluation import SCORERS
 from quantconf.kinds import kind_of, kind_of_result
 from quantconf.io import LIBRARY_LOG_NAME, library_output_log
-from quantconf.model_files import read_quantize_record
+from quantconf.models.files import read_quantize_record
 from quantconf.quantizers.base import QuantConfig
 from quantconf.study import demo_study
 

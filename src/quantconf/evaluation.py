@@ -24,9 +24,9 @@ import pandas as pd
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_write_json, clean_stale_temp, ensure_writable_dir, locked, package_versions,
                           read_optional_json, remove_if_holds_nothing, stable_hash)
-from quantconf.builtin_models import model_fingerprint
-from quantconf.models import LoadedModel, LoadOptions
-from quantconf.runtime import resolve_device, set_threads
+from quantconf.models.builtin import model_fingerprint
+from quantconf.models.loading import LoadedModel, LoadOptions
+from quantconf.models.runtime import resolve_device, set_threads
 from quantconf.kinds import accuracy, kind_of, kind_of_task
 from quantconf.kinds.choice import SCORER_VERSION, SCORERS
 from quantconf.predictions import intact, read_manifest, read_prediction_file, record_tasks, task_file_name, write_predictions

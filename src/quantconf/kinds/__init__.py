@@ -82,7 +82,7 @@ def check_same_kind(full: pd.DataFrame, other: pd.DataFrame, whose: str, fix: st
     """The kind both runs share; refuse a pair where they differ (the same task name, another kind)."""
     kf, ko = kind_of(full), kind_of(other)
     if kf is not ko:
-        task = task or (str(full["task"].iloc[0]) if len(full) else "?")
+        task = task or (str(full["task"].iloc[0]) if len(full) and "task" in full.columns else "?")
         raise QuantconfError(f"{task}: the full model's predictions hold {kf.held}, {whose} hold {ko.held}; {fix}")
     return kf
 

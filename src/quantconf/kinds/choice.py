@@ -18,7 +18,7 @@ import pandas as pd
 from quantconf.analysis import metrics, noise_floor, paired
 from quantconf.errors import QuantconfError
 from quantconf.kinds.base import ATTR, TaskKind, register
-from quantconf.scoring import encode_pair, score_questions, score_requests, wants_bos
+from quantconf.inference.scoring import encode_pair, score_questions, score_requests, wants_bos
 from quantconf.kinds.items import Question, check_gold
 
 COLUMNS = ("doc_id", "task", "choices", "gold", "loglik", "n_tokens", "n_chars", "n_bytes", "is_greedy")

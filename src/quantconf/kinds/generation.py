@@ -18,7 +18,7 @@ from quantconf.analysis import generation as analysis
 from quantconf.analysis import noise_floor
 from quantconf.metric_registry import MEASURES, metric_names
 from quantconf.errors import QuantconfError
-from quantconf.generation import GENERATOR_VERSION, generate_rows
+from quantconf.inference.generation import GENERATOR_VERSION, generate_rows
 from quantconf.kinds.base import ATTR, TaskKind, register
 from quantconf.kinds.choice import checked_doc_ids, flip_kinds, short
 from quantconf.kinds.items import Prompt

@@ -22,9 +22,9 @@ from pathlib import Path
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_directory, atomic_write_json, check_ours_to_replace, clean_stale_temp,
                           ensure_writable_dir, give_umask_modes, library_output_to, package_versions)
-from quantconf.builtin_models import local_model_dir, model_fingerprint
-from quantconf.model_files import QUANTIZE_RECORD, weight_elements
-from quantconf.runtime import set_threads
+from quantconf.models.builtin import local_model_dir, model_fingerprint
+from quantconf.models.files import QUANTIZE_RECORD, weight_elements
+from quantconf.models.runtime import set_threads
 from quantconf.quantizers.base import QUANTIZERS, QuantConfig, Quantizer, code_identity, load_methods
 from quantconf.quantizers.calib_data import build_calibration
 

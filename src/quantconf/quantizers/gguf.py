@@ -21,7 +21,7 @@ import json
 import time
 from pathlib import Path
 
-from quantconf.builtin_models import save_dequantized_gguf
+from quantconf.models.builtin import save_dequantized_gguf
 from quantconf.errors import QuantconfError
 from quantconf.quantizers.base import (Quantizer, fake_quantize_linears, layer_record, register_quantizer, relative_error,
                                        source_weights)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from quantconf.errors import QuantconfError
 from quantconf.io import atomic_write_json, captured_library_output, working_directory
-from quantconf.runtime import available_cores
+from quantconf.models.runtime import available_cores
 from quantconf.quantizers.base import (Quantizer, group_bits, layer_record, register_quantizer, relative_error,
                                        source_weights)
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantconf.builtin_models import model_fingerprint
-from quantconf.runtime import available_cores
+from quantconf.models.builtin import model_fingerprint
+from quantconf.models.runtime import available_cores
 from quantconf.errors import QuantconfError
 from quantconf.quantizers import load_methods
 from quantconf.quantizers.base import code_identity

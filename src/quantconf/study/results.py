@@ -19,7 +19,7 @@ import pandas as pd
 from quantconf.metric_registry import metric_names
 from quantconf.errors import QuantconfError
 from quantconf.kinds import kind_of_result
-from quantconf.model_files import read_quantize_record
+from quantconf.models.files import read_quantize_record
 from quantconf.predictions import read_manifest
 from quantconf.quantizers import load_methods
 from quantconf.study.steps import (AnalysisStep, DivergenceStep, EvalStep, NoiseFloorStep, OutliersStep, PplStep,
@@ -136,7 +136,7 @@ def question_divergence_table(steps) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# the divergence statistics of a study's table (divergence.py's names), each with its 95% CI over windows
+# the divergence statistics of a study's table (corpus/divergence.py's names), each with its 95% CI over windows
 DIVERGENCE_COLUMNS = ["kld_mean", "kld_median", "kld_p90", "kld_p99", "kld_p999", "kld_max", "kld_reverse_mean",
                       "same_top", "delta_p_mean", "delta_p_rms", "ppl_ratio"]
 

@@ -17,9 +17,9 @@ import yaml
 from quantconf.errors import QuantconfError
 from quantconf.io import (atomic_write_bytes, check_writable_files, clean_stale_temp, ensure_writable_dir, locked,
                           working_directory)
-from quantconf.builtin_models import model_fingerprint
-from quantconf.models import LoadOptions
-from quantconf.runtime import available_cores
+from quantconf.models.builtin import model_fingerprint
+from quantconf.models.loading import LoadOptions
+from quantconf.models.runtime import available_cores
 from quantconf.predictions import read_manifest
 from quantconf.study.config import Study, load_study
 from quantconf.study.executors import Job, execute

@@ -38,11 +38,11 @@ from quantconf.analysis.recalibration import gap_interval, gap_verdict, recalibr
 from quantconf.evaluation import EvalOptions, evaluate_to_dir
 from quantconf.errors import QuantconfError
 from quantconf.io import atomic_write_json, locked, read_optional_json, stable_hash
-from quantconf.model_files import QUANTIZE_RECORD, read_quantize_record
-from quantconf.models import LoadOptions
-from quantconf.outliers import OutlierOptions, run_outliers
-from quantconf.divergence import question_divergence, question_summary, text_divergence
-from quantconf.perplexity import text_perplexity
+from quantconf.models.files import QUANTIZE_RECORD, read_quantize_record
+from quantconf.models.loading import LoadOptions
+from quantconf.activation_outliers import OutlierOptions, run_outliers
+from quantconf.corpus.divergence import question_divergence, question_summary, text_divergence
+from quantconf.corpus.perplexity import text_perplexity
 from quantconf.predictions import intact, read_manifest, read_prediction_dir, task_file_name
 from quantconf.quantizers import QuantConfig, run_quantize
 from quantconf.tasks import TaskOptions

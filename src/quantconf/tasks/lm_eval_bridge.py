@@ -43,7 +43,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from quantconf.errors import QuantconfError
-from quantconf.builtin_models import cache_dir
+from quantconf.models.builtin import cache_dir
 from quantconf.io import atomic_write_bytes, captured_library_output, read_jsonl  # read_jsonl: the built-ins' file:line errors
 from quantconf.kinds import KINDS, kind_of_output_type, kind_of_task
 from quantconf.kinds.items import Prompt, Question, check_gold

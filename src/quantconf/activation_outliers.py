@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from quantconf.errors import QuantconfError
 from quantconf.io import atomic_write_json, atomic_write_parquet, ensure_writable_dir, package_versions
-from quantconf.models import LoadOptions
+from quantconf.models.loading import LoadOptions
 from quantconf.quantizers.calib_data import build_calibration
 
 MODULES = ("residual", "self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj")

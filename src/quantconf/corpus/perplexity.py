@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from quantconf.errors import QuantconfError
-from quantconf.models import LoadedModel, LoadOptions
-from quantconf.runtime import set_threads
+from quantconf.models.loading import LoadedModel, LoadOptions
+from quantconf.models.runtime import set_threads
 from quantconf.quantizers.calib_data import calib_text
 from quantconf.tasks import TaskOptions
 

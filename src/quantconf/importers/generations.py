@@ -27,7 +27,7 @@ import pandas as pd
 
 from quantconf.errors import QuantconfError
 from quantconf.io import ensure_writable_dir, locked, package_versions, remove_if_holds_nothing, sha256_file
-from quantconf.lmeval_import import import_lm_eval
+from quantconf.importers.lm_eval_files import import_lm_eval
 from quantconf.kinds.generation import GENERATION
 from quantconf.predictions import read_manifest, record_tasks, task_file_name, write_predictions
 from quantconf.tasks import load_task

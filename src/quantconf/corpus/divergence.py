@@ -26,10 +26,10 @@ from quantconf.analysis.paired import js_distance
 from quantconf.errors import QuantconfError
 from quantconf.kinds import kind_of_task
 from quantconf.kinds.choice import task_requests
-from quantconf.models import LoadedModel, LoadOptions
-from quantconf.perplexity import text_ids, window_spans
-from quantconf.runtime import available_cores, set_threads
-from quantconf.scoring import max_length, wants_bos
+from quantconf.models.loading import LoadedModel, LoadOptions
+from quantconf.corpus.perplexity import text_ids, window_spans
+from quantconf.models.runtime import available_cores, set_threads
+from quantconf.inference.scoring import max_length, wants_bos
 from quantconf.tasks import LoadedTask, TaskOptions, load_task
 
 ROWS_PER_CHUNK = 64  # float64 work arrays of 64 x vocabulary (25 MB for a 49k vocabulary)

@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from quantconf.builtin_models import BUILTIN_MODELS, builtin_gguf_path
+from quantconf.models.builtin import BUILTIN_MODELS, builtin_gguf_path
 from quantconf.errors import QuantconfError
-from quantconf.model_files import is_quantized_checkpoint, weight_elements
+from quantconf.models.files import is_quantized_checkpoint, weight_elements
 
 def available_cores() -> int:
     """The cores this process may run on: its CPU affinity (taskset, a container's cpuset, a pytest-xdist

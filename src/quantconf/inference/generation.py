@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from quantconf.errors import QuantconfError
-from quantconf.scoring import max_length, wants_bos
+from quantconf.inference.scoring import max_length, wants_bos
 
 # part of an evaluation's reuse key: bump when a generation's text, tokens or measures can change
 GENERATOR_VERSION = "2"  # 2: P(True) per generation batch (shards equal the unsharded run)
