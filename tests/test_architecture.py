@@ -122,7 +122,7 @@ def test_layers():
         if not mod.startswith(("quantconf.study", "quantconf.api", "quantconf.cli")) and mod != "quantconf":
             assert not any(d.startswith("quantconf.study") for d in deps), mod
         assert "quantconf.cli" not in deps, mod
-        if mod in ("quantconf.study.results", "quantconf.study.report"):
+        if mod in ("quantconf.study.results", "quantconf.study.tables", "quantconf.study.report"):
             assert not any(d.startswith("quantconf.analysis") for d in deps), mod
 
 

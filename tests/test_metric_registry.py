@@ -53,6 +53,9 @@ def test_every_metric_computed_is_registered_and_every_registered_one_is_compute
     conf, y = rng.uniform(0, 1, 50), rng.integers(0, 2, 50).astype(float)
     binary = gen.binary_metrics_weighted(conf, y, np.ones((1, 50)), 10, gen._structure(conf, y, 10))
     assert set(binary) == set(measures.computed_for("generation"))
+    from quantconf.analysis.helm import helm_metrics
+
+    assert set(helm_metrics(conf, y)) == set(measures.computed_for("multiple_choice", family="helm"))
 
 
 def _generations(n=60, seed=0):

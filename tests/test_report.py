@@ -1,4 +1,4 @@
-"""study/results.py and study/report.py on a study whose step outputs are written by hand (no model):
+"""study/results.py, study/tables.py and study/report.py on a study whose step outputs are written by hand (no model):
 the numbers in summary.json equal direct calls, text is escaped, provenance covers every step kind."""
 
 import base64
@@ -17,7 +17,8 @@ from quantconf.study.run import analyse_missing, run_study
 from quantconf.errors import QuantconfError
 import yaml
 from quantconf.study import load_study, plan
-from quantconf.study.results import calib_spread, collect, headlines, provenance
+from quantconf.study.results import collect, provenance
+from quantconf.study.tables import calib_spread, headlines
 
 PNG_1X1 = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
 
@@ -137,7 +138,7 @@ def test_headlines_and_spread_from_tables(finished_study):
 
 
 def test_model_method_table_averages_tasks_by_hand():
-    from quantconf.study.results import model_method_table
+    from quantconf.study.tables import model_method_table
 
     def comp(model, task, dacc, dece, js, low, high):
         return {"model": model, "variant": "rtn", "task": task, "delta_acc": dacc, "delta_ece": dece, "js_mean": js,
@@ -153,7 +154,7 @@ def test_model_method_table_averages_tasks_by_hand():
 
 
 def test_methods_table_reads_records_and_averages_tasks_by_hand():
-    from quantconf.study.results import methods_table
+    from quantconf.study.tables import methods_table
 
     def comp(variant, task, dacc, js, c2w, w2c, n=10):
         return {"model": "m", "variant": variant, "task": task, "n": n, "delta_acc": dacc, "delta_ece": 0.01,
@@ -202,7 +203,8 @@ def test_task_plots_cover_a_groups_subtasks_not_the_group_name():
 def test_question_table_by_hand():
     """Two questions, gold 0: the first flips correct→wrong, the second stays wrong; replicates counted."""
     from quantconf.kinds.choice import MULTIPLE_CHOICE
-    from quantconf.study.results import question_counts, question_table
+    from quantconf.study.results import question_table
+    from quantconf.study.tables import question_counts
 
     def preds(ll):
         return pd.DataFrame({"doc_id": [0, 1], "task": "t", "context": ["q0", "q1"], "choices": [["a", "b"]] * 2,

@@ -310,8 +310,12 @@ def metrics(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path, *,
         truthfulqa_mc2's score always uses raw log-likelihoods, as lm-eval does.
     seed : int, default=0
         Bootstrap seed.
-    compat : {"proskurina2024"}, optional
-        Also report the seed paper's own (non-standard) definitions.
+    compat : {"proskurina2024", "helm"}, optional
+        Also report the seed paper's own (non-standard) definitions (multiple choice), or HELM's
+        calibration battery (``helm``: ece_10_bin, ece_1_bin, selective_acc@10, selective_cov_acc_area,
+        platt_ece_10_bin, platt_ece_1_bin, platt_coef, platt_intercept, as the uncertainty-calibration
+        package computes them for HELM; on the top choice's probability, or a generation's headline
+        confidence measure; with bootstrap ``ci``).
     correctness : str, optional
         Generation tasks: the 0/1 column that counts as correct (default: the task's primary metric,
         e.g. ``exact_match`` or ``bleu_acc``; also ``rouge1_acc``, ``judge_acc``, ...). Ignored for
@@ -326,7 +330,7 @@ def metrics(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path, *,
         ``quantconf.analysis.generation``). Multiple-choice tasks: the keys of ``quantconf metrics --json`` for one task: ``n`` and every name in
         ``quantconf.analysis.metrics.METRICS`` (acc, acc_norm, nll, brier, entropy, conf, conf_true, ece,
         ace, mce, sce, rmsce, l2_debiased, smece, ece_sweep, tace, auroc, aurc, eaurc, the Brier
-        decomposition, ...), ``ci`` ({metric: [lo, hi]}), and ``proskurina2024`` with ``compat``;
+        decomposition, ...), ``ci`` ({metric: [lo, hi]}), and ``proskurina2024`` or ``helm`` with ``compat``;
         multi-true tasks: ``n, mc2, acc, note, ci``.
 
     Raises
@@ -371,7 +375,7 @@ def metrics(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path, *,
 
 
 def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: int = 1000, seed: int = 0,
-            correctness: str | None = None) -> dict:
+            correctness: str | None = None, compat: str | None = None) -> dict:
     """Full vs quantized, question by question: deltas with paired CIs, JS distance, flips, tests.
 
     Parameters
@@ -388,6 +392,9 @@ def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: 
     seed : int, default=0
     correctness : str, optional
         Generation tasks: the 0/1 column that counts as correct (default: the task's primary metric).
+    compat : {"helm"}, optional
+        Also HELM's calibration battery of each model and its deltas (quant - full) with paired
+        bootstrap intervals, under ``helm``: ``{n, full, quant, delta, ci}``.
 
     Returns
     -------
@@ -415,7 +422,7 @@ def compare(full, quantized, *, n_bins: int = 15, n_conf_bins: int = 5, n_boot: 
     >>> res["piqa"]["delta_acc"], res["piqa"]["js_mean"]              # doctest: +SKIP
     """
     options = {"n_bins": n_bins, "n_conf_bins": n_conf_bins, "n_boot": n_boot, "seed": seed,
-               "correctness": correctness}
+               "correctness": correctness, "compat": compat}
     if n_boot < 0:
         raise QuantconfError(f"n_boot must be >= 0, got {n_boot}", param="n_boot")
     if isinstance(full, (str, Path)) and isinstance(quantized, (str, Path)):

@@ -106,6 +106,7 @@ def cmd_metrics(args) -> int:
     if args.json:
         print(json.dumps(results, indent=2, default=float))
         return 0
+    every = dict(results)
     own = {t: text for t, m in results.items() if (text := kind_of_result(m).format_metrics(t, m, args.bootstrap))}
     results = {t: m for t, m in results.items() if t not in own}  # the rest share one table
     for text in own.values():
@@ -123,7 +124,14 @@ def cmd_metrics(args) -> int:
         print()
     if results and any("ci_note" in m for m in results.values()) and args.bootstrap:
         print(f"CIs: {CI_NOTE}\n")
-    if args.compat:
+    if args.compat == "helm":
+        keys = metric_names("helm")
+        print("helm (HELM's calibration battery, as the uncertainty-calibration package computes it)")
+        print(f"{'task':<16} {'n':>6} " + " ".join(f"{k[:11]:>11}" for k in keys))
+        for task, m in every.items():
+            if "helm" in m:
+                print(f"{task:<16} {m['helm']['n']:>6} " + " ".join(f"{m['helm'][k]:>11.4f}" for k in keys))
+    elif args.compat:
         keys = ["conf", "conf_true", "c_pos", "c_neg", "ace", "mce", "sce", "entropy"]
         print(f"{args.compat} (the paper's own definitions; see README)")
         print(f"{'task':<16} {'n used':>6} " + " ".join(f"{c:>9}" for c in keys))
@@ -212,12 +220,16 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_compare(args) -> int:
     res = qc.compare(Path(args.full_dir), Path(args.quant_dir), n_bins=args.bins, n_conf_bins=args.conf_bins,
-                     n_boot=args.bootstrap, correctness=args.correctness)
+                     n_boot=args.bootstrap, correctness=args.correctness, compat=args.compat)
     if args.json:
         print(json.dumps(res, indent=2, default=float))
         return 0
     for task, c in res.items():
         print(kind_of_result(c).format_comparison(task, c))
+        for name in (metric_names("helm") if "helm" in c else ()):
+            ci = c["helm"].get("ci", {}).get(name)
+            print(f"  helm {name:<22} full {c['helm']['full'][name]:.4f}  quant {c['helm']['quant'][name]:.4f}  "
+                  f"delta {c['helm']['delta'][name]:+.4f}" + (f"  95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""))
     print("CIs: paired bootstrap over the questions of this one quantized run; the quantizer's own run-to-run "
           "noise is not in them (quantize again with other seeds and use `quantconf noise-floor`)")
     return 0
@@ -470,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bins", type=_positive_int, default=15)
     p.add_argument("--conf-bins", type=_positive_int, default=5, help="equal-mass bins of full-model confidence")
     p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--compat", default=None, choices=["helm"],
+                   help="helm: also HELM's calibration battery of both models and its deltas with paired CIs")
     add_correctness_arg(p)
     p.set_defaults(func=cmd_compare)
 

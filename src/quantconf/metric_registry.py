@@ -31,6 +31,7 @@ USES = {
     "measure": "computed for each confidence measure of a generation",
     "ranking": "the same, for a measure that is not a probability (a ranking score)",
     "measure_delta": "full vs quantized, per confidence measure of a generation",
+    "helm": "HELM's calibration battery (`--compat helm`; analysis/helm.py), with bootstrap intervals",
 }
 
 
@@ -43,6 +44,7 @@ class Metric:
     reference: str
     uses: dict = field(default_factory=dict)  # task kind -> frozenset of USES keys: the kinds it is computed for
     computed_by: str = "metrics.metrics_weighted"
+    family: str = ""  # "" computed with every task's metrics; "helm": only with --compat helm (its own function)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -64,7 +66,8 @@ MEASURES: dict[str, ConfidenceMeasure] = {}
 
 
 def register_metric(name: str, what: str, better: str, range: str, reference: str, uses=(), generation_uses=(),
-                    kinds=("multiple_choice",), computed_by: str = "metrics.metrics_weighted") -> Metric:
+                    kinds=("multiple_choice",), computed_by: str = "metrics.metrics_weighted",
+                    family: str = "") -> Metric:
     """`uses` apply to every kind in `kinds`; `generation_uses`, to generations (which then are one of its kinds)."""
     if name in METRICS:
         raise ValueError(f"metric {name!r} registered twice")
@@ -73,7 +76,7 @@ def register_metric(name: str, what: str, better: str, range: str, reference: st
         raise ValueError(f"metric {name!r}: unknown uses {sorted(unknown)} or better={better!r}")
     by_kind = {kind: frozenset(uses) for kind in kinds}
     by_kind.update({"generation": frozenset(generation_uses)} if generation_uses else {})
-    METRICS[name] = Metric(name, what, better, range, reference, by_kind, computed_by)
+    METRICS[name] = Metric(name, what, better, range, reference, by_kind, computed_by, family)
     return METRICS[name]
 
 
@@ -92,9 +95,9 @@ def metric_names(use: str, kind: str = "multiple_choice") -> list[str]:
     return [m.name for m in METRICS.values() if use in m.uses.get(kind, ())]
 
 
-def computed_for(kind: str) -> list[str]:
-    """Every registered metric computed for a task kind, in registry order."""
-    return [m.name for m in METRICS.values() if kind in m.uses]
+def computed_for(kind: str, family: str = "") -> list[str]:
+    """Every registered metric of a family computed for a task kind, in registry order."""
+    return [m.name for m in METRICS.values() if kind in m.uses and m.family == family]
 
 
 def _column(name: str) -> Callable[[pd.DataFrame], np.ndarray]:
@@ -166,6 +169,20 @@ register_metric("brier_within_bin", "the within-bin remainder that makes Murphy'
 register_metric("ece_mass", "ECE with equal-mass bins (the full sample's bins, kept in every bootstrap replicate)",
                 "lower", "[0, 1]", NIXON, kinds=("generation",), generation_uses=("measure",),
                 computed_by="generation.binary_metrics_weighted")
+
+HELM = "HELM (Liang et al. 2022), compute_calibration_metrics, via uncertainty-calibration (Kumar et al. 2019)"
+for _name, _what, _better in (
+        ("ece_10_bin", "ECE, 10 equal-mass bins (HELM's headline calibration number)", "lower"),
+        ("ece_1_bin", "ECE with one bin: |mean confidence - accuracy|", "lower"),
+        ("selective_acc@10", "accuracy on the 10% most confident answers", "higher"),
+        ("selective_cov_acc_area", "area under the coverage-accuracy curve", "higher"),
+        ("platt_ece_10_bin", "ece_10_bin after Platt scaling fitted on the same questions", "lower"),
+        ("platt_ece_1_bin", "ece_1_bin after Platt scaling fitted on the same questions", "lower"),
+        ("platt_coef", "Platt scaling's slope on logit(confidence)", ""),
+        ("platt_intercept", "Platt scaling's intercept", "")):
+    register_metric(_name, _what, _better, "(-inf, inf)" if _name.startswith("platt_") and "ece" not in _name else
+                    "[0, 1]", HELM, uses=("helm",), generation_uses=("helm",), computed_by="helm.helm_metrics",
+                    family="helm")
 
 # ---------------------------------------------------------------------------------------------
 # Confidence measures of a generated answer (columns of a generation predictions frame)

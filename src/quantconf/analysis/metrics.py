@@ -684,7 +684,7 @@ def _proskurina2024_ace(probs, gold, n_ranges):
     return float(total / (k * n_ranges))
 
 
-COMPAT_MODES = ("proskurina2024",)
+COMPAT_MODES = ("proskurina2024", "helm")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -730,3 +730,8 @@ def task_metrics(df, n_bins: int = 15, n_boot: int = 1000, normalize: str = "non
     if compat == "proskurina2024":
         out["proskurina2024"] = proskurina2024_metrics(list(df["loglik"]), gold)
     return out
+
+
+def top_choice_confidence(probs: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the top choice's probability, whether it is gold) per question: the confidence HELM's battery reads."""
+    return probs.max(1), (probs.argmax(1) == gold).astype(float)

@@ -15,6 +15,7 @@ import pkgutil
 
 import pandas as pd
 
+from quantconf.analysis.helm import helm_deltas
 from quantconf.errors import QuantconfError
 from quantconf.kinds.base import ATTR, KINDS, TaskKind, kind_named, register
 
@@ -88,10 +89,19 @@ def check_same_kind(full: pd.DataFrame, other: pd.DataFrame, whose: str, fix: st
 
 
 def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_conf_bins: int = 5,
-                 n_boot: int = 1000, seed: int = 0, task: str = "", correctness: str | None = None) -> dict:
-    """Full vs quantized on one task, question by question."""
+                 n_boot: int = 1000, seed: int = 0, task: str = "", correctness: str | None = None,
+                 compat: str | None = None) -> dict:
+    """Full vs quantized on one task, question by question (`compat="helm"`: also HELM's battery of each model and
+    its deltas with paired intervals, under "helm")."""
     kind = check_same_kind(full, quant, "the quantized model's", "compare runs of the same task", task)
-    return kind.compare(full, quant, n_bins, n_conf_bins, n_boot, seed, task, correctness)
+    out = kind.compare(full, quant, n_bins, n_conf_bins, n_boot, seed, task, correctness)
+    if compat == "helm" and kind.single_answer(full):
+        paired = kind.paired_confidence(full, quant, task, correctness)
+        if len(paired[0]):
+            out["helm"] = helm_deltas(*paired, n_boot=n_boot, seed=seed)
+    elif compat not in (None, "none", "helm"):
+        raise QuantconfError(f"compat {compat!r} is unknown for compare; known: helm", param="compat")
+    return out
 
 
 def compare_predictions(full: dict[str, pd.DataFrame], quant: dict[str, pd.DataFrame], **kwargs) -> dict:

@@ -90,6 +90,10 @@ class TaskKind:
     def compare(self, full, quant, n_bins, n_conf_bins, n_boot, seed, task, correctness) -> dict:
         raise NotImplementedError
 
+    def paired_confidence(self, full: pd.DataFrame, quant: pd.DataFrame, task: str = "", correctness=None) -> tuple:
+        """(confidence, correct) of the full model and of the quantized one on the same questions, paired."""
+        raise NotImplementedError
+
     def per_sample_frame(self, full: pd.DataFrame, quant: pd.DataFrame, task: str = "") -> pd.DataFrame:
         raise NotImplementedError
 

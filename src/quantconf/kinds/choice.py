@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from quantconf.analysis import metrics, noise_floor, paired
+from quantconf.analysis.helm import helm_battery
 from quantconf.errors import QuantconfError
 from quantconf.kinds.base import ATTR, TaskKind, register
 from quantconf.inference.scoring import encode_pair, score_questions, score_requests, wants_bos
@@ -204,10 +205,22 @@ class MultipleChoice(TaskKind):
 
     # -- analysis
     def metrics(self, df, n_bins=15, n_boot=1000, normalize="none", seed=0, compat=None, correctness=None) -> dict:
-        return metrics.task_metrics(df, n_bins=n_bins, n_boot=n_boot, normalize=normalize, seed=seed, compat=compat)
+        out = metrics.task_metrics(df, n_bins=n_bins, n_boot=n_boot, normalize=normalize, seed=seed, compat=compat)
+        if compat == "helm" and self.single_answer(df):  # HELM's battery on the top choice's probability
+            probs, _ = metrics.probs_from_predictions(df, normalize)
+            out["helm"] = helm_battery(*metrics.top_choice_confidence(probs, np.asarray(list(df["gold"]), int)),
+                                       n_boot=n_boot, seed=seed)
+        return out
 
     def compare(self, full, quant, n_bins=15, n_conf_bins=5, n_boot=1000, seed=0, task="", correctness=None) -> dict:
         return paired.compare_task(full, quant, n_bins, n_conf_bins, n_boot, seed, task)
+
+    def paired_confidence(self, full, quant, task: str = "", correctness=None) -> tuple:
+        """The top choice's probability and whether it is gold, of each model on the paired questions."""
+        f, q = paired.pair_predictions(full, quant, task)
+        gold = np.asarray(list(f["gold"]), int)
+        return (*metrics.top_choice_confidence(metrics.probs_from_predictions(f)[0], gold),
+                *metrics.top_choice_confidence(metrics.probs_from_predictions(q)[0], gold))
 
     def per_sample_frame(self, full, quant, task: str = "") -> pd.DataFrame:
         return paired.per_sample_frame(full, quant, task)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from quantconf.analysis import generation as analysis
 from quantconf.analysis import noise_floor
+from quantconf.analysis.helm import helm_battery
 from quantconf.metric_registry import MEASURES, metric_names
 from quantconf.errors import QuantconfError
 from quantconf.inference.generation import GENERATOR_VERSION, generate_rows
@@ -163,10 +164,27 @@ class Generation(TaskKind):
 
     # -- analysis
     def metrics(self, df, n_bins=15, n_boot=1000, normalize="none", seed=0, compat=None, correctness=None) -> dict:
-        return analysis.generation_metrics(df, n_bins=n_bins, n_boot=n_boot, seed=seed, correctness=correctness)
+        out = analysis.generation_metrics(df, n_bins=n_bins, n_boot=n_boot, seed=seed, correctness=correctness)
+        if compat == "helm":  # HELM's battery on the headline confidence measure, rows that have it
+            conf = analysis.confidence_measures(df)[out["confidence_measure"]]
+            _, y = analysis.correctness_of(df, correctness)
+            keep = np.isfinite(conf)
+            if keep.any():
+                out["helm"] = helm_battery(conf[keep], y[keep], n_boot=n_boot, seed=seed)
+        return out  # proskurina2024's definitions are of choice distributions: a generation has none
 
     def compare(self, full, quant, n_bins=15, n_conf_bins=5, n_boot=1000, seed=0, task="", correctness=None) -> dict:
         return analysis.compare_generations(full, quant, n_bins, n_conf_bins, n_boot, seed, task, correctness)
+
+    def paired_confidence(self, full, quant, task: str = "", correctness=None) -> tuple:
+        """The headline confidence measure (the full model's choice, for both) and correctness on the paired
+        prompts where both models have it."""
+        f, q = analysis.pair_generations(full, quant, task)
+        mf, mq = analysis.confidence_measures(f), analysis.confidence_measures(q)
+        head = analysis.headline_measure(mf)
+        (_, yf), (_, yq) = analysis.correctness_of(f, correctness), analysis.correctness_of(q, correctness)
+        keep = np.isfinite(mf[head]) & np.isfinite(mq[head])
+        return mf[head][keep], yf[keep], mq[head][keep], yq[keep]
 
     def per_sample_frame(self, full, quant, task: str = "") -> pd.DataFrame:
         return analysis.per_generation_frame(full, quant, task)

@@ -21,11 +21,11 @@ import pandas as pd
 
 from quantconf.io import atomic_write_bytes, atomic_write_json, check_writable_files
 from quantconf.kinds import kind_named, kind_of_result
-from quantconf.study.results import (StudyResults, calib_spread, collect, comparison_table, confidence_bin_table,
-                                     headlines, instability_table, methods_table, metrics_table, model_method_table, noise_floor_table,
-                                     outliers_vs_loss,
-                                     provenance, recalibration_table, scale_table,
-                                     FLIP_KINDS, divergence_shown, frontier_table, question_counts, question_divergence_shown)
+from quantconf.study.results import StudyResults, collect, provenance
+from quantconf.study.tables import (FLIP_KINDS, calib_spread, comparison_table, confidence_bin_table, divergence_shown,
+                                    frontier_table, headlines, instability_table, methods_table, metrics_table,
+                                    model_method_table, noise_floor_table, outliers_vs_loss, question_counts,
+                                    question_divergence_shown, recalibration_table, scale_table)
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("quantconf", "templates"), autoescape=True,
