@@ -300,3 +300,21 @@ def test_report_in_a_real_browser(finished_study, tmp_path_factory):
         browser.close()
     assert errors == []
     assert len(list(shots.glob("*.png"))) >= 5
+
+
+def test_recalibration_maps_table_per_variant_with_gap_intervals(finished_study):
+    """Each (model, variant, single-answer task) has every map's held-out ECE; quantized variants their gap to the
+    full model after each map with a paired interval; the report has the section, summary.json the rows."""
+    from quantconf.analysis.recalibration_maps import MAPS
+
+    study, steps, out, _ = finished_study
+    page = write_report(study, out, steps, log=lambda m: None).read_text()
+    maps = json.loads((out / "summary.json").read_text())["recalibration_maps"]
+    assert maps and "Which recalibration map undoes it?" in page
+    for m in maps:
+        assert all(0 <= m[name]["ece_after"] <= 1 for name in MAPS) and 0 <= m["ece_before"] <= 1
+        if m["variant"] != "full":
+            assert set(m["gap"]) == {"before", *MAPS}
+            assert all(g["ci"][0] <= g["estimate"] <= g["ci"][1] for g in m["gap"].values())
+        else:
+            assert "gap" not in m

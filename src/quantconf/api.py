@@ -14,7 +14,8 @@ import pandas as pd
 from quantconf.metric_registry import MEASURES as MEASURE_REGISTRY
 from quantconf.metric_registry import METRICS as METRIC_REGISTRY
 from quantconf.analysis.noise_floor import adjust_floors
-from quantconf.kinds import compare_predictions, compare_task, kind_of, task_metrics, task_noise_floor
+from quantconf.kinds import (compare_predictions, compare_task, kind_of, task_metrics, task_noise_floor,
+                             task_recalibration_maps)
 from quantconf.analysis.recalibration import gap_interval, gap_verdict, recalibrate_task
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import EvalOptions, evaluate_task, evaluate_to_dir
@@ -38,7 +39,7 @@ from quantconf.tasks.lm_eval_bridge import list_lm_eval_tasks
 
 __all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "noise_floor", "recalibrate",
            "run_study", "read_predictions", "report", "outliers", "perplexity", "divergence", "task_divergence", "import_lm_eval",
-           "import_generations", "methods", "measures", "tasks"]
+           "import_generations", "methods", "measures", "tasks", "recalibration_maps"]
 
 
 def load_model(spec: str | Path, *, dtype: str = "float32", device: str = "cpu", allow_pickle: bool = False,
@@ -522,6 +523,65 @@ def recalibrate(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path
     if why:
         raise QuantconfError(f"cannot temperature-scale this task: {why}", param="predictions")
     return recalibrate_task(predictions, n_folds=n_folds, n_boot=n_boot, seed=seed, n_bins=n_bins)
+
+
+def recalibration_maps(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str | Path, *, n_folds: int = 5,
+                       n_boot: int = 200, seed: int = 0, n_bins: int = 15,
+                       full: pd.DataFrame | dict[str, pd.DataFrame] | str | Path | None = None) -> dict:
+    """Recalibration beyond one temperature: Platt, beta, isotonic and histogram-binning maps of the top-label
+    confidence, cross-fitted on temperature scaling's folds.
+
+    Parameters
+    ----------
+    predictions : pandas.DataFrame, dict of str to DataFrame, str or Path
+        One task's predictions, a dict by task, or a predictions directory. Multiple choice: the top choice's
+        probability; generations: the headline confidence measure (P(True)).
+    n_folds : int, default=5
+        Cross-fitting folds (the same seeded folds temperature scaling uses).
+    n_boot : int, default=200
+        Paired bootstrap resamples for the gap intervals (with ``full``).
+    seed : int, default=0
+        Fold and bootstrap seed.
+    n_bins : int, default=15
+        Equal-width bins of the top-label ECE.
+    full : pandas.DataFrame, dict, str or Path, optional
+        The full model's predictions: each map's gap (quantized - full) with a 95% paired interval.
+
+    Returns
+    -------
+    dict
+        ``{"n", "ece_before", "platt" | "beta" | "isotonic" | "histogram": {"ece_after"}, "gap": {"before" | map:
+        {"estimate", "ci"}}}`` for one task, or a dict of these by task (tasks with several true answers left out).
+
+    Raises
+    ------
+    QuantconfError
+        Too few questions for the folds, runs of different kinds, no task with one gold answer.
+
+    Examples
+    --------
+    >>> import quantconf as qc
+    >>> maps = qc.recalibration_maps("runs/gptq4", full="runs/full")   # doctest: +SKIP
+    >>> maps["piqa"]["isotonic"]["ece_after"], maps["piqa"]["gap"]["isotonic"]["ci"]   # doctest: +SKIP
+    """
+    if isinstance(predictions, (str, Path)):
+        predictions = read_predictions(predictions)
+    if isinstance(full, (str, Path)):
+        full = read_predictions(full)
+    options = dict(n_folds=n_folds, n_boot=n_boot, seed=seed, n_bins=n_bins)
+    if not isinstance(predictions, dict):
+        out = task_recalibration_maps(predictions, full, **options)
+        if out is None:
+            raise QuantconfError("several true answers per question: no single confidence to recalibrate",
+                                 param="predictions")
+        return out
+    if full is not None and not isinstance(full, dict):
+        raise QuantconfError("full and predictions must both be one task's frame or both several tasks", param="full")
+    out = {task: m for task, df in predictions.items()
+           if (m := task_recalibration_maps(df, (full or {}).get(task), task=task, **options)) is not None}
+    if not out:
+        raise QuantconfError("no task here has one gold answer per question to recalibrate", param="predictions")
+    return out
 
 
 def noise_floor(full, replicates, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, n_bins: int = 15,

@@ -13,9 +13,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import numpy as np
 import pandas as pd
 
 from quantconf.analysis.helm import helm_deltas
+from quantconf.analysis.recalibration import fold_ids
+from quantconf.analysis.recalibration_maps import maps_gap, maps_of
 from quantconf.errors import QuantconfError
 from quantconf.kinds.base import ATTR, KINDS, TaskKind, kind_named, register
 
@@ -25,7 +28,7 @@ for _module in pkgutil.iter_modules(__path__):
 
 __all__ = ["TaskKind", "KINDS", "register", "kind_named", "kind_of", "kind_of_task", "kind_of_output_type", "kind_of_result",
            "tag", "task_metrics", "compare_task", "compare_predictions", "check_same_kind", "per_sample_frame",
-           "confidence_and_correctness", "task_noise_floor", "accuracy"]
+           "confidence_and_correctness", "task_noise_floor", "task_recalibration_maps", "accuracy"]
 
 
 def kind_of_output_type(output_type: str) -> TaskKind:
@@ -120,6 +123,28 @@ def confidence_and_correctness(df: pd.DataFrame) -> tuple:
 def per_sample_frame(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") -> pd.DataFrame:
     """One row per paired question or prompt: both models' confidence and correctness (for plots)."""
     return kind_of(full).per_sample_frame(full, quant, task)
+
+
+def task_recalibration_maps(df: pd.DataFrame, full: pd.DataFrame | None = None, n_folds: int = 5, n_boot: int = 200,
+                            seed: int = 0, n_bins: int = 15, task: str = "") -> dict | None:
+    """Each recalibration map (analysis/recalibration_maps.py) on the task's confidence (top choice; a generation's
+    headline measure), cross-fitted on temperature scaling's folds: {"n", "ece_before", map: {"ece_after"}}, and
+    with `full` the gap quantized - full before and after each map ("gap", paired intervals). None where the task
+    has several true answers (no single confidence to recalibrate)."""
+    kind = kind_of(df)
+    if not kind.single_answer(df):
+        return None
+    conf, correct = kind.confidence_and_correctness(df)
+    if n_folds < 2 or n_folds > len(conf):
+        raise QuantconfError(f"n_folds must be between 2 and the number of questions ({len(conf)}), got {n_folds}",
+                             param="n_folds")
+    out = maps_of(conf, np.asarray(correct, float), fold_ids(len(conf), n_folds, seed), n_bins)
+    if full is not None:
+        check_same_kind(full, df, "the quantized model's", "compare runs of the same task", task)
+        cf, yf, cq, yq = kind.paired_confidence(full, df, task)
+        if len(cf) >= n_folds:
+            out["gap"] = maps_gap((cf, yf), (cq, yq), fold_ids(len(cf), n_folds, seed), n_boot, seed, n_bins)
+    return out
 
 
 def task_noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], **options) -> dict:

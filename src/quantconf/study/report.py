@@ -25,7 +25,7 @@ from quantconf.study.results import StudyResults, collect, provenance
 from quantconf.study.tables import (FLIP_KINDS, calib_spread, comparison_table, confidence_bin_table, divergence_shown,
                                     frontier_table, headlines, instability_table, methods_table, metrics_table,
                                     model_method_table, noise_floor_table, outliers_vs_loss, question_counts,
-                                    question_divergence_shown, recalibration_table, scale_table)
+                                    maps_table, question_divergence_shown, recalibration_table, scale_table)
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("quantconf", "templates"), autoescape=True,
@@ -380,6 +380,19 @@ def recalibration_section(res: StudyResults) -> Section | None:
                                  table_block(recalibration_table(res.recalibration))])
 
 
+def maps_section(res: StudyResults) -> Section | None:
+    if not res.recalibration_maps:
+        return None
+    return Section("Which recalibration map undoes it?",
+                   "Top-label ECE (the top answer's confidence against whether it is right; a generation's P(True)) "
+                   "before and after each map, every map fitted on four folds and scored on the fifth (Platt, beta "
+                   "calibration, isotonic regression, histogram binning; temperature scaling beside them where it "
+                   "applies), and each quantized variant's gap to the full model after the map with its 95% paired "
+                   "bootstrap interval over questions: an interval containing 0 means no calibration gap is "
+                   "detectable once mapped.",
+                   [table_block(maps_table(res.recalibration_maps, res.recalibration))])
+
+
 def scale_section(res: StudyResults) -> Section | None:
     table = scale_table(res.comparisons, res.metrics)
     if table.empty:
@@ -455,6 +468,7 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
                                                     "comparisons": res.comparisons,
                                                     "questions": question_counts(questions),
                                                     "recalibration": res.recalibration,
+                                                    "recalibration_maps": res.recalibration_maps,
                                                     "noise_floor": res.noise_floors,
                                                     "divergence": res.divergence.to_dict(orient="records"),
                                                     "question_divergence": res.question_divergence.to_dict(orient="records")})
@@ -467,7 +481,7 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
                 divergence_section(res), question_divergence_section(res), methods_section(res),
                 model_method_section(res), confidence_bin_section(res),
                 metrics_section(res),
-                calib_spread_section(spread), recalibration_section(res), *outlier_sections(res), *task_plot_sections(study, res),
+                calib_spread_section(spread), recalibration_section(res), maps_section(res), *outlier_sections(res), *task_plot_sections(study, res),
                 question_section(questions), scale_section(res), provenance_section(study, steps)]
     sections = [s for s in sections if s]
     plotly_js = None

@@ -35,6 +35,7 @@ class StudyResults:
     outliers: dict = field(default_factory=dict)  # model -> outliers.json content + "dir"
     recalibration: list = field(default_factory=list)  # one per (model, variant, single-label task)
     recalibration_verdicts: list = field(default_factory=list)  # one line per (model, quantized variant, task)
+    recalibration_maps: list = field(default_factory=list)  # one per (model, variant, single-answer task)
     noise_floors: list = field(default_factory=list)  # one per (model, replicated configuration, task)
     quantize_records: dict = field(default_factory=dict)  # (model, variant label) -> its quantize.json
     divergence: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per (model, variant): divergence_table
@@ -102,13 +103,15 @@ def collect(study, steps) -> StudyResults:
     floors = noise_floors(evals, [s for s in steps if isinstance(s, NoiseFloorStep)], comparisons, metrics)
     recal = [{"model": s.model, "variant": step_label(s), "task": task, **r}
              for s in evals for task, r in analysis[id(s)]["recalibration"].items()]
+    maps = [{"model": s.model, "variant": step_label(s), "task": task, **m}
+            for s in evals for task, m in analysis[id(s)]["recalibration_maps"].items()]
     recal_verdicts = [f"{s.model} / {step_label(s)} / {text}" for s in evals
                       for text in analysis[id(s)]["recalibration_verdicts"].values()]
     records = {(s.model, step_label(s)): read_quantize_record(s.path) for s in steps
                if isinstance(s, QuantizeStep) and s.path.is_dir()}
     return StudyResults(metrics, comparisons, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
                         question_table(question_rows, comparisons), reliability, kinds, outliers, recal,
-                        recal_verdicts, floors, records,
+                        recal_verdicts, maps, floors, records,
                         divergence_table([s for s in steps if isinstance(s, DivergenceStep)], records),
                         question_divergence_table([s for s in steps if isinstance(s, QuestionDivergenceStep)]))
 

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from quantconf._version import __version__
-from quantconf.kinds import compare_task, kind_of, kind_of_task, task_metrics, task_noise_floor
+from quantconf.kinds import (compare_task, kind_of, kind_of_task, task_metrics, task_noise_floor,
+                             task_recalibration_maps)
 from quantconf.analysis.metrics import reliability_bins
 from quantconf.analysis.noise_floor import adjust_floors
 from quantconf.analysis.recalibration import gap_interval, gap_verdict, recalibrate_task
@@ -48,7 +49,7 @@ from quantconf.quantizers import QuantConfig, run_quantize
 from quantconf.tasks import TaskOptions
 
 # part of the analysis steps' keys: bump when the analysis of the same predictions can change
-ANALYSIS_VERSION = "3"  # 2: generation tasks; 3: what the report shows is stored (it only reads)
+ANALYSIS_VERSION = "4"  # 2: generation tasks; 3: what the report shows is stored (it only reads); 4: maps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,8 +447,8 @@ class AnalysisStep(_ReadsPredictions):
         kinds = {task: kind_of(df) for task, df in preds.items()}
         # everything the report shows is computed here, once: the report only reads (tables, plots, explorer)
         out = {"inputs": self.input_hashes(), "kinds": {t: k.name for t, k in kinds.items()}, "metrics": {},
-               "comparisons": {}, "recalibration": {}, "recalibration_verdicts": {}, "reliability": {},
-               "samples": {}, "questions": {}}
+               "comparisons": {}, "recalibration": {}, "recalibration_verdicts": {}, "recalibration_maps": {},
+               "reliability": {}, "samples": {}, "questions": {}}
         for task, df in preds.items():
             out["metrics"][task] = task_metrics(df, n_bins=i.bins, n_boot=i.bootstrap)
             if kinds[task].reliability_shown(df):
@@ -460,6 +461,10 @@ class AnalysisStep(_ReadsPredictions):
             out["samples"][task] = columns_of(kinds[task].per_sample_frame(full[task], preds[task], task))
             out["questions"][task] = columns_of(pd.DataFrame(kinds[task].question_rows(full[task], preds[task], task)))
         for task, df in preds.items():
+            maps = task_recalibration_maps(df, full.get(task), n_folds=i.recalibration_folds,
+                                           n_boot=max(min(i.bootstrap, 200), 1), n_bins=i.bins, task=task)
+            if maps is not None:
+                out["recalibration_maps"][task] = maps
             if kinds[task].not_temperature_scalable(df):  # it needs choice scores with one gold answer
                 continue
             options = dict(n_folds=i.recalibration_folds, n_boot=min(i.bootstrap, 200), n_bins=i.bins)

@@ -278,3 +278,22 @@ def frontier_table(comparisons: list[dict], records: dict) -> pd.DataFrame:
                      **{f"{k}_{end}": (ci.get(k) or (np.nan, np.nan))[i] for k in ("delta_acc", "delta_ece")
                         for i, end in enumerate(("lo", "hi"))}})
     return pd.DataFrame(rows)
+
+
+def maps_table(maps: list[dict], recalibration: list[dict]) -> pd.DataFrame:
+    """Per (model, variant, task): top-label ECE before, after temperature scaling (where it applies) and after each
+    recalibration map (held-out folds); for a quantized variant, its gap to the full model after each map with the
+    95% paired interval ("is it as calibrated as the full model once mapped?")."""
+    temperature = {(r["model"], r["variant"], r["task"]): r["after"]["ece"] for r in recalibration}
+    rows = []
+    for m in maps:
+        row = {"model": m["model"], "variant": m["variant"], "task": m["task"], "n": m["n"],
+               "ECE before": m["ece_before"],
+               "after T": temperature.get((m["model"], m["variant"], m["task"]), np.nan)}
+        names = [k for k, v in m.items() if isinstance(v, dict) and "ece_after" in v]
+        row.update({f"after {name}": m[name]["ece_after"] for name in names})
+        for name in names if "gap" in m else ():
+            g = m["gap"][name]
+            row[f"gap after {name}"] = f"{g['estimate']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
