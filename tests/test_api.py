@@ -198,6 +198,7 @@ def test_every_json_subcommand_prints_exactly_what_its_api_function_returns(tmp_
                                  reps[0]: qc.recalibrate(reps[0], n_boot=10, full=full)}),
         "methods": (["methods"], qc.methods),
         "measures": (["measures"], qc.measures),
+        "plan": (["plan", full, reps[0], "--delta", "0.02", "0.05"], lambda: qc.plan((full, reps[0]), delta=[0.02, 0.05])),
     }
     parser = build_parser()
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices

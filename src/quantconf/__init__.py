@@ -11,10 +11,10 @@ it. The public API is `quantconf.api`, re-exported here:
 
 from quantconf._version import __version__
 from quantconf.api import (compare, evaluate, import_generations, import_lm_eval, load_model, load_task, measures, methods,
-                           metrics, noise_floor, outliers, perplexity, divergence, task_divergence, quantize, read_predictions, recalibrate, recalibration_maps, report, run_study, tasks)
+                           metrics, noise_floor, outliers, perplexity, divergence, task_divergence, quantize, plan, read_predictions, recalibrate, recalibration_maps, report, run_study, tasks)
 from quantconf.errors import QuantconfError
 
-__all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "noise_floor", "recalibrate", "recalibration_maps", "run_study",
+__all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "noise_floor", "recalibrate", "recalibration_maps", "plan", "run_study",
            "read_predictions", "report", "outliers", "perplexity", "divergence", "task_divergence", "import_lm_eval",
            "import_generations", "methods", "measures", "tasks",
            "QuantconfError", "__version__"]

@@ -7,6 +7,7 @@ errors to exit codes. Errors are `QuantconfError`s that name the parameter at fa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,7 @@ import pandas as pd
 from quantconf.metric_registry import MEASURES as MEASURE_REGISTRY
 from quantconf.metric_registry import METRICS as METRIC_REGISTRY
 from quantconf.analysis.noise_floor import adjust_floors
+from quantconf.analysis.power import mde_paired_acc, plan_designs, questions_for_se
 from quantconf.kinds import (compare_predictions, compare_task, kind_of, task_metrics, task_noise_floor,
                              task_recalibration_maps)
 from quantconf.analysis.recalibration import gap_interval, gap_verdict, recalibrate_task
@@ -39,7 +41,7 @@ from quantconf.tasks.lm_eval_bridge import list_lm_eval_tasks
 
 __all__ = ["load_model", "load_task", "evaluate", "quantize", "metrics", "compare", "noise_floor", "recalibrate",
            "run_study", "read_predictions", "report", "outliers", "perplexity", "divergence", "task_divergence", "import_lm_eval",
-           "import_generations", "methods", "measures", "tasks", "recalibration_maps"]
+           "import_generations", "methods", "measures", "tasks", "recalibration_maps", "plan"]
 
 
 def load_model(spec: str | Path, *, dtype: str = "float32", device: str = "cpu", allow_pickle: bool = False,
@@ -582,6 +584,84 @@ def recalibration_maps(predictions: pd.DataFrame | dict[str, pd.DataFrame] | str
     if not out:
         raise QuantconfError("no task here has one gold answer per question to recalibrate", param="predictions")
     return out
+
+
+def plan(pilot, *, delta: float | list[float] = (0.01, 0.02), delta_ece: float | None = None, alpha: float = 0.05,
+         power: float = 0.8, max_replicates: int = 10) -> dict:
+    """How many questions (and quantization replicates) a study needs to detect a given Δacc (or ΔECE).
+
+    Parameters
+    ----------
+    pilot : str or Path, or (full, quantized)
+        A finished study's output directory (its summary.json: every quantized variant and task, and the replicate
+        variance of replicated configurations), or a pair of prediction directories / frames to compare.
+    delta : float or list of float, default=(0.01, 0.02)
+        Accuracy differences to detect (fractions: 0.01 is one point).
+    delta_ece : float, optional
+        Also the questions needed to detect this ECE difference (its standard error from the pilot's paired
+        bootstrap interval, scaled by sqrt(n_pilot / n)).
+    alpha : float, default=0.05
+        Two-sided level of the test.
+    power : float, default=0.8
+        Probability of detecting an effect of exactly ``delta``.
+    max_replicates : int, default=10
+        Designs with 1..max_replicates replicates of each configuration.
+
+    Returns
+    -------
+    dict
+        ``{"alpha", "power", "designs": [{model, variant, task, n_pilot, discordance, replicate_var, mde_acc_pilot,
+        "acc": {delta: [{"replicates", "questions"}]}, "ece": {delta_ece: questions}}]}``; ``questions`` None where
+        that many replicates cannot reach the effect; ``replicate_var`` None where the pilot has one replicate
+        (then taken as 0: quantize again with other seeds to measure it).
+
+    Raises
+    ------
+    QuantconfError
+        A directory that is neither a finished study nor prediction directories; bad alpha, power or delta.
+
+    Examples
+    --------
+    >>> import quantconf as qc
+    >>> p = qc.plan("runs/demo", delta=[0.01, 0.02])                    # doctest: +SKIP
+    >>> p["designs"][0]["acc"][0.02][0]["questions"]                     # doctest: +SKIP
+    """
+    deltas = [float(d) for d in ([delta] if isinstance(delta, (int, float)) else delta)]
+    if not deltas or min(deltas) <= 0:
+        raise QuantconfError(f"delta must be positive accuracy differences, got {delta!r}", param="delta")
+    if isinstance(pilot, (str, Path)):
+        summary_path = Path(pilot) / "summary.json"
+        if not summary_path.is_file():
+            raise QuantconfError(f"{pilot} holds no summary.json: pass a finished study's output directory, or "
+                                 "(full, quantized) prediction directories", param="pilot")
+        summary = json.loads(summary_path.read_text())
+        comparisons, floors = summary.get("comparisons", []), summary.get("noise_floor", [])
+    else:
+        full, quant = pilot
+        res = compare(full, quant, n_boot=200)
+        comparisons = [{"model": "", "variant": "", "task": t, **c} for t, c in
+                       (res.items() if isinstance(next(iter(res.values())), dict) else [("", res)])]
+        floors = []
+    variance = {(f["model"], f["variant"], f["task"]): f["delta_acc"]["se_replicates"] ** 2 * f["replicates"]
+                for f in floors if f.get("delta_acc") and "se_replicates" in f["delta_acc"]}
+    designs = []
+    for c in comparisons:
+        if "discordance" not in c and "flips_correct_to_wrong" not in c:
+            continue  # several true answers: no paired accuracy difference
+        rho = c.get("discordance", (c["flips_correct_to_wrong"] + c["flips_wrong_to_correct"]) / c["n"])
+        var = variance.get((c["model"], c.get("replicate_family", c["variant"]), c["task"]))
+        design = {"model": c["model"], "variant": c["variant"], "task": c["task"], "n_pilot": c["n"],
+                  "discordance": rho, "replicate_var": var,
+                  "mde_acc_pilot": mde_paired_acc(c["n"], rho, var or 0.0, c.get("replicates", 1), alpha, power),
+                  "acc": {d: plan_designs(d, rho, var, max_replicates, alpha, power) for d in deltas}}
+        if delta_ece is not None and (c.get("ci") or {}).get("delta_ece"):
+            lo, hi = c["ci"]["delta_ece"]
+            se = (hi - lo) / (2 * 1.959964)
+            design["ece"] = {float(delta_ece): questions_for_se(float(delta_ece), se, c["n"], alpha, power)}
+        designs.append(design)
+    if not designs:
+        raise QuantconfError("the pilot holds no paired accuracy comparison to plan from", param="pilot")
+    return {"alpha": alpha, "power": power, "designs": designs}
 
 
 def noise_floor(full, replicates, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, n_bins: int = 15,

@@ -373,6 +373,32 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    pilot = args.pilot[0] if len(args.pilot) == 1 else tuple(args.pilot)
+    res = qc.plan(pilot, delta=args.delta, delta_ece=args.delta_ece, alpha=args.alpha, power=args.power,
+                  max_replicates=args.max_replicates)
+    if args.json:
+        print(json.dumps(res, indent=2, default=float))
+        return 0
+    print(f"questions needed to detect each Δacc at {res['power']:.0%} power (two-sided level {res['alpha']}), "
+          "from the pilot's discordance and replicate variance")
+    for d in res["designs"]:
+        var = ("replicate variance not measured (one replicate): taken as 0" if d["replicate_var"] is None
+               else f"replicate variance {d['replicate_var']:.2e}")
+        print(f"== {d['model']} / {d['variant']} / {d['task']}: pilot n={d['n_pilot']}, discordance "
+              f"{d['discordance']:.3f}, {var}; the pilot could detect Δacc >= {d['mde_acc_pilot'] * 100:.1f} points")
+        for delta, designs in d["acc"].items():
+            feasible = [x for x in designs if x["questions"] is not None]
+            first = (f"{feasible[0]['questions']} questions with {feasible[0]['replicates']} replicate(s)" if feasible
+                     else f"not reachable with {len(designs)} replicates")
+            more = ", ".join(f"R={x['replicates']}: {x['questions']}" for x in feasible[1:3]
+                             if d["replicate_var"] is not None)  # unmeasured: replicates change nothing here
+            print(f"  Δacc {float(delta) * 100:.1f} points: {first}" + (f" (or {more})" if more else ""))
+        for delta, m in d.get("ece", {}).items():
+            print(f"  ΔECE {float(delta):.3f}: {m} questions" if m else f"  ΔECE {float(delta):.3f}: no interval")
+    return 0
+
+
 def cmd_measures(args) -> int:
     if args.markdown:
         print(markdown_table(), end="")
@@ -580,6 +606,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="the quantization methods: calibration, bits, group sizes, library, devices")
     p.add_argument("--json", action="store_true", help="a list of objects (name, needs_calibration, ...)")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("plan", help="how many questions (and replicates) a study needs to detect a Δacc or ΔECE")
+    p.add_argument("pilot", nargs="+", help="a finished study's output dir, or FULL_DIR QUANT_DIR predictions")
+    p.add_argument("--delta", type=float, nargs="+", default=[0.01, 0.02], help="Δacc to detect (0.01 = 1 point)")
+    p.add_argument("--delta-ece", type=float, default=None, help="also the questions to detect this ΔECE")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--power", type=float, default=0.8)
+    p.add_argument("--max-replicates", type=_positive_int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("measures", help="the registered metrics and confidence measures: direction, range, where used")
     p.add_argument("--json", action="store_true", help="{metrics: [...], confidence_measures: [...]}")

@@ -8,5 +8,6 @@ its kind: `kinds/` (each kind calls the functions here that fit it).
     helm.py           HELM's calibration battery, as HELM computes it
     recalibration.py  temperature scaling, cross-fitted, and the scaling gap's intervals
     recalibration_maps.py  Platt, beta, isotonic and histogram-binning maps of the top-label confidence, cross-fitted
+    power.py          minimum detectable effects and the questions / replicates a study needs
     noise_floor.py    replicated quantizations: effects over questions and replicates, systematic share
 """

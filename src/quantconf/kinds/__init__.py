@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from quantconf.analysis.helm import helm_deltas
+from quantconf.analysis.power import mde_paired_acc, minimum_detectable
 from quantconf.analysis.recalibration import fold_ids
 from quantconf.analysis.recalibration_maps import maps_gap, maps_of
 from quantconf.errors import QuantconfError
@@ -98,6 +99,9 @@ def compare_task(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 15, n_co
     its deltas with paired intervals, under "helm")."""
     kind = check_same_kind(full, quant, "the quantized model's", "compare runs of the same task", task)
     out = kind.compare(full, quant, n_bins, n_conf_bins, n_boot, seed, task, correctness)
+    if "flips_correct_to_wrong" in out and out.get("n"):  # what this design could detect (analysis/power.py)
+        out["discordance"] = (out["flips_correct_to_wrong"] + out["flips_wrong_to_correct"]) / out["n"]
+        out["mde_acc"] = mde_paired_acc(out["n"], out["discordance"])
     if compat == "helm" and kind.single_answer(full):
         paired = kind.paired_confidence(full, quant, task, correctness)
         if len(paired[0]):
@@ -152,4 +156,7 @@ def task_noise_floor(full: pd.DataFrame, replicates: list[pd.DataFrame], **optio
     kind = kind_of(full)
     for i, rep in enumerate(replicates):
         check_same_kind(full, rep, f"replicate {i + 1}'s", "a noise floor needs every run of the same task")
-    return kind.noise_floor(full, replicates, **options)
+    floor = kind.noise_floor(full, replicates, **options)
+    if floor.get("delta_acc"):  # the smallest Δacc this design (questions and replicates) detects at 80% power
+        floor["delta_acc"]["mde"] = minimum_detectable(floor["delta_acc"]["se"], options.get("alpha", 0.05))
+    return floor
