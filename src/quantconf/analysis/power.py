@@ -36,7 +36,7 @@ def z_sum(alpha: float = 0.05, power: float = 0.8) -> float:
 
 
 def minimum_detectable(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """The smallest |effect| a two-sided level-alpha test with this standard error detects with this power."""
+    """The smallest absolute effect a two-sided level-alpha test with this standard error detects with this power."""
     return float(z_sum(alpha, power) * se) if np.isfinite(se) else float("nan")
 
 
@@ -50,7 +50,7 @@ def mde_paired_acc(n: int, discordance: float, replicate_var: float = 0.0, repli
 
 def questions_for(delta: float, discordance: float, replicate_var: float = 0.0, replicates: int = 1,
                   alpha: float = 0.05, power: float = 0.8) -> int | None:
-    """Questions needed to detect |Δacc| = delta; None when the replicates' variance alone exceeds what delta
+    """Questions needed to detect an accuracy difference of size delta; None when the replicates' variance alone exceeds what delta
     allows (more replicates are needed, not more questions)."""
     k = z_sum(alpha, power) ** 2
     room = delta ** 2 - k * replicate_var / max(replicates, 1)
@@ -69,7 +69,7 @@ def questions_for_se(delta: float, se_pilot: float, n_pilot: int, alpha: float =
 
 def plan_designs(delta: float, discordance: float, replicate_var: float | None, max_replicates: int = 10,
                  alpha: float = 0.05, power: float = 0.8) -> list[dict]:
-    """For R = 1..max_replicates: the questions needed to detect |Δacc| = delta (None: not with R replicates). An
+    """For R = 1..max_replicates: the questions needed to detect an accuracy difference delta (None: not with R replicates). An
     unmeasured replicate variance (no replicated pilot) is taken as 0, and the plan says so."""
     var = 0.0 if replicate_var is None else replicate_var
     return [{"replicates": r, "questions": questions_for(delta, discordance, var, r, alpha, power)}
