@@ -208,7 +208,7 @@ def test_task_metrics_errors_and_mc2_interval():
 
     with pytest.raises(ValueError, match="^no questions$"):
         task_metrics(_pred_df([[0.0]], [0]).iloc[:0])
-    with pytest.raises(QuantconfError, match=r"^compat 'x' is unknown; known: proskurina2024$") as e:
+    with pytest.raises(QuantconfError, match=r"^compat 'x' is unknown; known: proskurina2024, helm$") as e:
         task_metrics(_pred_df([[0.0, -1.0]], [0]), compat="x")
     assert e.value.param == "compat"
     with pytest.raises(QuantconfError, match="^n_bins must be >= 1, got 0$") as e:

@@ -345,3 +345,32 @@ def test_flip_auroc_equals_a_pairwise_count_with_ties():
     assert r["ci"][0] <= r["estimate"] <= r["ci"][1]
     none = flip_auroc(score, np.zeros(60, bool))
     assert np.isnan(none["estimate"]) and none["ci"] is None
+
+
+def test_flip_auroc_delong_variance_equals_the_pairwise_definition_and_its_interval_covers():
+    """DeLong's structural components by hand (pairwise), and the interval's coverage in 4,000 simulated studies
+    like the measured PIQA run (200 questions, ~27 flips; true AUROC .7 and .5 from shifted normal scores): within
+    Monte-Carlo error of 95% (the percentile bootstrap used before covered 92.3% and 93.7% here)."""
+    from scipy.stats import norm
+
+    from quantconf.corpus.divergence import flip_auroc
+
+    rng = np.random.default_rng(0)
+    score, flipped = rng.normal(size=50), rng.random(50) < 0.3
+    pos, neg = score[flipped], score[~flipped]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    v10, v01 = psi.mean(1), psi.mean(0)
+    var = v10.var(ddof=1) / len(pos) + v01.var(ddof=1) / len(neg)
+    a = psi.mean()
+    r = flip_auroc(score, flipped)
+    half = norm.ppf(0.975) * np.sqrt(var) / (a * (1 - a))
+    assert r["ci"] == pytest.approx([1 / (1 + np.exp(-(np.log(a / (1 - a)) + s * half))) for s in (-1, 1)], rel=1e-12)
+    for auc in (0.7, 0.5):
+        mu = np.sqrt(2) * norm.ppf(auc)  # AUROC of N(mu, 1) against N(0, 1)
+        rng = np.random.default_rng(1)
+        hits = 0
+        for _ in range(4000):
+            f = rng.random(200) < 0.135
+            ci = flip_auroc(rng.normal(size=200) + mu * f, f)["ci"]
+            hits += ci[0] <= auc <= ci[1]
+        assert abs(hits / 4000 - 0.95) <= 3 * np.sqrt(0.95 * 0.05 / 4000), (auc, hits / 4000)

@@ -312,27 +312,37 @@ def _answer_logits(model, requests, window: int, pad: int) -> list[np.ndarray]:
 
 
 def flip_auroc(score: np.ndarray, flipped: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
-    """P(score of a flipped question > score of an unflipped one), ties 1/2 (Mann-Whitney U / (n1 n0)), with a
-    percentile bootstrap interval over questions (resamples holding both kinds); estimate NaN, ci None when
-    no question (or every one) flipped."""
-    from scipy.stats import rankdata  # lazy: scipy.stats takes ~1 s to import
+    """P(score of a flipped question > score of an unflipped one), ties 1/2 (Mann-Whitney U / (n1 n0)), with DeLong's
+    variance (the structural components of each flipped and each unflipped question) and a Wald interval on the
+    logit scale, mapped back (so it stays inside (0, 1)). Its coverage, simulated (tests/test_divergence.py, 4,000
+    studies each): 94.8-95.1% with 27 flips in 200 questions at AUROC .5-.7, 93.5% with 20 flips of 400, 90% with
+    10 flips of 100 at AUROC .9; the percentile bootstrap used before covered 90.7-93.7% in the first cases. With
+    fewer than 20 questions of either kind `warning` says the interval may be too narrow. Estimate NaN and ci None
+    when no question (or every one) flipped, or with n_boot 0 (no intervals asked for; `seed` is unused: the
+    interval is not resampled)."""
+    from scipy.stats import norm, rankdata  # lazy: scipy.stats takes ~1 s to import
 
     score, flipped = np.asarray(score, float), np.asarray(flipped, bool)
-
-    def auroc(s, f):
-        n1, n0 = f.sum(), (~f).sum()
-        if n1 == 0 or n0 == 0:
-            return np.nan
-        return float((rankdata(s)[f].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-    point = auroc(score, flipped)
-    if np.isnan(point) or n_boot <= 0:
-        return {"estimate": point, "ci": None, "flipped": int(flipped.sum()), "n": int(len(score))}
-    rng = np.random.default_rng(seed)
-    draws = [auroc(score[i], flipped[i]) for i in (rng.integers(0, len(score), len(score)) for _ in range(n_boot))]
-    draws = np.array([d for d in draws if not np.isnan(d)])
-    return {"estimate": point, "ci": [float(np.quantile(draws, alpha / 2)), float(np.quantile(draws, 1 - alpha / 2))],
-            "flipped": int(flipped.sum()), "n": int(len(score))}
+    n1, n0 = int(flipped.sum()), int((~flipped).sum())
+    out = {"estimate": float("nan"), "ci": None, "flipped": n1, "n": int(len(score))}
+    if n1 == 0 or n0 == 0:
+        return out
+    ranks = rankdata(score)
+    per_flipped = (ranks[flipped] - rankdata(score[flipped])) / n0  # share of unflipped below each (ties 1/2)
+    per_unflipped = 1 - (ranks[~flipped] - rankdata(score[~flipped])) / n1  # share of flipped above each
+    out["estimate"] = float(per_flipped.mean())
+    if n_boot <= 0 or n1 < 2 or n0 < 2:
+        return out
+    var = per_flipped.var(ddof=1) / n1 + per_unflipped.var(ddof=1) / n0
+    edge = 0.5 / (n1 * n0)  # an AUROC of exactly 0 or 1 has no logit: the nearest attainable half-step
+    a = min(max(out["estimate"], edge), 1 - edge)
+    half = float(norm.ppf(1 - alpha / 2)) * np.sqrt(var) / (a * (1 - a))
+    logit = np.log(a / (1 - a))
+    out["ci"] = [float(1 / (1 + np.exp(-(logit - half)))), float(1 / (1 + np.exp(-(logit + half))))]
+    if min(n1, n0) < 20:
+        out["warning"] = (f"{min(n1, n0)} {'flipped' if n1 < n0 else 'unflipped'} questions: the interval may be "
+                          "too narrow (simulated coverage 90% with 10)")
+    return out
 
 
 def task_divergence(full: str | LoadedModel, quant: str | LoadedModel, task: str, *, n_boot: int = 1000,
