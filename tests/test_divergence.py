@@ -374,3 +374,19 @@ def test_flip_auroc_delong_variance_equals_the_pairwise_definition_and_its_inter
             ci = flip_auroc(rng.normal(size=200) + mu * f, f)["ci"]
             hits += ci[0] <= auc <= ci[1]
         assert abs(hits / 4000 - 0.95) <= 3 * np.sqrt(0.95 * 0.05 / 4000), (auc, hits / 4000)
+
+
+def test_per_question_divergence_refuses_several_true_answers_before_any_model_runs(tmp_path):
+    """A file task whose gold is a list (truthfulqa_mc2-style) is refused with one line naming the reason, and the
+    study step leaves such a task out saying why (the kind's why_no_question_divergence, the one rule both use)."""
+    from conftest import write_jsonl
+
+    from quantconf.corpus.divergence import question_divergence
+    from quantconf.kinds import kind_of_task
+    from quantconf.tasks import load_task
+
+    rows = [{"query": f"q{i}", "choices": ["a", "b", "c"], "gold": [0, 2]} for i in range(3)]
+    loaded = load_task(f"file:{write_jsonl(tmp_path / 'multi.jsonl', rows)}")
+    assert kind_of_task(loaded.task).why_no_question_divergence(loaded) == "several true answers"
+    with pytest.raises(QuantconfError, match=r"several true answers; the per-question divergence reads"):
+        question_divergence(None, None, loaded)  # refused before either model is touched
