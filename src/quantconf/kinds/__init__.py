@@ -1,11 +1,12 @@
 """Task kinds: which kind a task or a prediction frame is, and what the API, the CLI and a study's steps
 call for one task's predictions whatever its kind (metrics, comparison, noise floor, ...).
 
-Every module of this package but `base.py` defines one kind and registers it (`base.register`); they are
-imported here by name, so a new kind is one new module. `kind_of(df)` reads the kind a frame carries
+Every module of this package but `base.py` (the interface and the registry) and `items.py` (the items tasks
+become) defines one kind and registers it (`base.register`); they are imported here by name, so a new kind is one
+new module. `kind_of(df)` reads the kind a frame carries
 (`df.attrs["kind"]`: set by the kind that made the frame, stored in the parquet file's metadata and the
 predictions manifest); a frame built by hand, or a file written before kinds were recorded, is identified
-once, here, by the columns its kind requires.
+once, here, by its kind's identifying columns.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["TaskKind", "KINDS", "register", "kind_named", "kind_of", "kind_of_task", "kind_of_output_type", "kind_of_result",
-           "tag", "task_metrics", "compare_task", "compare_predictions", "check_same_kind", "per_sample_frame",
+           "task_metrics", "compare_task", "compare_predictions", "check_same_kind", "per_sample_frame",
            "confidence_and_correctness", "task_noise_floor", "task_recalibration_maps", "accuracy"]
 
 
@@ -63,11 +64,6 @@ def kind_of_result(result: dict) -> TaskKind:
     """The kind of a metrics or comparison result: the one it names (multiple-choice results name none, as
     their JSON predates kinds and is kept as it was)."""
     return kind_named(result.get("kind", "multiple_choice"))
-
-
-def tag(df: pd.DataFrame, kind: TaskKind) -> pd.DataFrame:
-    df.attrs[ATTR] = kind.name
-    return df
 
 
 def accuracy(df: pd.DataFrame) -> dict:
