@@ -6,7 +6,8 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 
 from quantconf import QuantconfError
-from quantconf.analysis.paired import compare_predictions, compare_task, js_distance, kl_divergence, per_sample_frame
+from quantconf.analysis.paired import compare_task, js_distance, kl_divergence, per_sample_frame
+from quantconf.kinds import compare_predictions
 
 
 def _df(ll, gold):

@@ -63,3 +63,23 @@ def test_plan_reads_a_studys_discordance_and_replicate_variance(tmp_path, capsys
     assert d["ece"][0.02] == questions_for_se(0.02, 0.04 / (2 * 1.959964), 500)
     assert main(["plan", str(tmp_path), "--delta", "0.02"]) == 0
     assert f"{by_r[3]} questions with 3 replicate(s)" in capsys.readouterr().out
+
+
+def test_plan_from_one_tasks_two_frames_reads_their_discordance():
+    """A pair of frames (one task) plans from their own comparison: discordance = flips / n."""
+    import numpy as np
+
+    import quantconf as qc
+    from quantconf.kinds.choice import MULTIPLE_CHOICE
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 2, 100)
+    rows = lambda ll: MULTIPLE_CHOICE.frame([{"doc_id": i, "task": "t", "context": "q", "choices": ["a", "b"],  # noqa: E731
+                                              "gold": int(g), "loglik": list(map(float, ll[i])), "n_tokens": [1, 1],
+                                              "n_chars": [1, 1], "n_bytes": [1, 1], "is_greedy": [False, False]}
+                                             for i, g in enumerate(gold)])
+    a, b = rng.normal(size=(100, 2)), rng.normal(size=(100, 2))
+    d = qc.plan((rows(a), rows(b)), delta=0.05)["designs"][0]
+    flips = ((a.argmax(1) == gold) != (b.argmax(1) == gold)).mean()
+    assert d["n_pilot"] == 100 and d["discordance"] == pytest.approx(flips)
+    assert d["acc"][0.05][0]["questions"] == questions_for(0.05, flips)

@@ -640,7 +640,7 @@ def plan(pilot, *, delta: float | list[float] = (0.01, 0.02), delta_ece: float |
         full, quant = pilot
         res = compare(full, quant, n_boot=200)
         comparisons = [{"model": "", "variant": "", "task": t, **c} for t, c in
-                       (res.items() if isinstance(next(iter(res.values())), dict) else [("", res)])]
+                       ([("", res)] if "n" in res else res.items())]  # one task's comparison, or one per task
         floors = []
     variance = {(f["model"], f["variant"], f["task"]): f["delta_acc"]["se_replicates"] ** 2 * f["replicates"]
                 for f in floors if f.get("delta_acc") and "se_replicates" in f["delta_acc"]}

@@ -92,8 +92,9 @@ def cmd_eval(args) -> int:
         return 0
     print(f"{'task':<18} {'n':>6} {'acc':>8} {'acc_norm':>9}")
     for task, df in preds.items():
-        acc = kind_of(df).accuracy(df)
-        print(f"{task:<18} {len(df):>6} {acc['acc']:>8.4f} {kind_of(df).acc_norm_cell(df, acc):>9}")
+        kind = kind_of(df)
+        acc = kind.accuracy(df)
+        print(f"{task:<18} {len(df):>6} {acc['acc']:>8.4f} {kind.acc_norm_cell(df, acc):>9}")
     print(f"predictions: {args.out}")
     return 0
 

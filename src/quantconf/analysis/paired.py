@@ -153,11 +153,3 @@ def per_sample_frame(full: pd.DataFrame, quant: pd.DataFrame, task: str = "") ->
         frame["full_p_true"], frame["quant_p_true"] = pf[rows, gold], pq[rows, gold]
         frame["full_correct"], frame["quant_correct"] = pf.argmax(1) == gold, pq.argmax(1) == gold
     return frame
-
-
-def compare_predictions(full: dict[str, pd.DataFrame], quant: dict[str, pd.DataFrame], **kwargs) -> dict:
-    """compare_task for every task both prediction sets hold, keyed by task."""
-    common = sorted(set(full) & set(quant))
-    if not common:
-        raise QuantconfError("the two prediction sets share no task; evaluate both on the same tasks")
-    return {t: compare_task(full[t], quant[t], task=t, **kwargs) for t in common}

@@ -33,13 +33,18 @@ def _logit(conf):
     return np.log(c / (1 - c))
 
 
+def _constant(correct):
+    """One class only (every fitted answer right, or every one wrong): no regression; the map predicts its rate."""
+    rate = float(correct[0])
+    return lambda c: np.full(len(c), rate)
+
+
 def _logistic(features_of):
     def fit(conf, correct):
         from sklearn.linear_model import LogisticRegression  # lazy: only the maps need scikit-learn
 
-        if correct.min() == correct.max():  # one class only: the map predicts that class's rate
-            rate = float(correct[0])
-            return lambda c: np.full(len(c), rate)
+        if correct.min() == correct.max():
+            return _constant(correct)
         clf = LogisticRegression(C=1e10, solver="lbfgs").fit(features_of(conf), correct.astype(int))
         return lambda c: clf.predict_proba(features_of(c))[:, 1]
     return fit
@@ -51,8 +56,7 @@ def fit_beta(conf, correct):
     from sklearn.linear_model import LogisticRegression
 
     if correct.min() == correct.max():
-        rate = float(correct[0])
-        return lambda c: np.full(len(c), rate)
+        return _constant(correct)
     eps = np.finfo(np.float64).eps
 
     def features(c):

@@ -471,8 +471,10 @@ class AnalysisStep(_ReadsPredictions):
             r = recalibrate_task(df, **options)
             if task in full:  # the quantized-minus-full gap before/after scaling, with paired intervals
                 r["gap"] = gap_interval(full[task], df, n_boot=max(min(i.bootstrap, 200), 1), n_bins=i.bins)
-                # the same fit the full model's own analysis step makes (same options and seed: equal numbers)
-                out["recalibration_verdicts"][task] = gap_verdict(task, recalibrate_task(full[task], **options), r,
+                # the full model's fit as its own analysis step makes it (same folds and seed: equal numbers); the
+                # verdict reads T and the before/after metrics, not T's interval, so no bootstrap of T here
+                out["recalibration_verdicts"][task] = gap_verdict(task, recalibrate_task(full[task], **{**options,
+                                                                                                  "n_boot": 0}), r,
                                                                   gap=r["gap"])
             out["recalibration"][task] = r
         atomic_write_json(self.path, out)
