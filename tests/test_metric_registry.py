@@ -36,11 +36,14 @@ def test_the_derived_lists_are_the_ones_that_were_written_by_hand():
     assert set(noise_floor.GENERATION_EFFECT_METRICS) == {"acc", "ece", "l2_debiased", "smece", "nll", "brier", "auroc"}
     assert set(recalibration.RECALIBRATION_METRICS) == {"acc", "nll", "ece", "ace", "smece", "brier"}
     assert set(gen.PROBABILITY_METRICS) == {"acc", "conf", "ece", "ece_mass", "mce", "smece", "brier", "nll", "auroc",
-                                            "aurc", "eaurc"}
-    assert gen.RANKING_METRICS == ["acc", "auroc", "aurc", "eaurc"]
-    assert set(gen.COMPARE_METRICS) == {"ece", "smece", "brier", "auroc", "conf"}
+                                            "aurc", "eaurc", "prr"}
+    assert gen.RANKING_METRICS == ["acc", "auroc", "aurc", "eaurc", "prr"]
+    assert set(gen.COMPARE_METRICS) == {"ece", "smece", "brier", "auroc", "conf", "prr"}
     assert list(measures.MEASURES) == ["p_true", "sequence_prob", "mean_token_prob", "min_token_prob",
-                                       "neg_mean_entropy"]
+                                       "neg_mean_entropy", "greedy_agreement", "neg_semantic_entropy",
+                                       "neg_discrete_semantic_entropy", "neg_num_semantic_sets", "neg_eigv",
+                                       "neg_degree", "neg_eccentricity", "neg_mc_sequence_entropy",
+                                       "neg_mc_normalized_entropy", "lexical_similarity"]
 
 
 def test_every_metric_computed_is_registered_and_every_registered_one_is_computed():

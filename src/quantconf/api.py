@@ -21,6 +21,7 @@ from quantconf.kinds import (compare_predictions, compare_task, kind_of, task_me
 from quantconf.analysis.recalibration import gap_interval, gap_verdict, recalibrate_task
 from quantconf.errors import QuantconfError
 from quantconf.evaluation import EvalOptions, evaluate_task, evaluate_to_dir
+from quantconf.inference.sampling import SamplingConfig
 from quantconf.models.loading import LoadedModel, LoadOptions
 from quantconf.models.loading import load_model as _load_model
 from quantconf.models.runtime import set_threads
@@ -143,7 +144,9 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
              scorer: str = "packed", overwrite: bool = False, allow_pickle: bool = False,
              trust_remote_code: bool = False, progress: bool = False, log=None, num_fewshot: int | None = None,
              fewshot_seed: int = 1234, include_path: str | Path | None = None,
-             shard: tuple[int, int] | None = None, max_gen_toks: int | None = None) -> dict[str, pd.DataFrame]:
+             shard: tuple[int, int] | None = None, max_gen_toks: int | None = None, samples: int | None = None,
+             temperature: float = 1.0, top_p: float = 1.0, sample_seed: int = 0,
+             equivalence: str = "auto") -> dict[str, pd.DataFrame]:
     """Score every choice of every question of ``tasks`` with ``model``, as lm-evaluation-harness does;
     for generation tasks, generate each answer greedily and grade it with the task's own metrics.
 
@@ -177,6 +180,17 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
         Receives one line per task (default: silent).
     max_gen_toks : int, optional
         Generation tasks: the most tokens an answer may have (default: each task's own, lm-eval's 256).
+    samples : int, optional
+        Generation tasks: also draw this many sampled answers per prompt (K >= 2; the prompt is read once and
+        its KV cache shared by the K continuations) for the sampling-based confidence measures (semantic
+        entropy, EigV, ...: :func:`measures`); the greedy answer is still the one graded.
+    temperature, top_p, sample_seed
+        How the samples are drawn; each sample's random stream is seeded by (sample_seed, task, doc_id, k), so
+        a sample does not depend on batching or sharding.
+    equivalence : str, default="auto"
+        Which samples count as the same answer: ``answer`` (the task's normalised answer: exact-match tasks),
+        ``rouge[:T]`` (ROUGE-L >= T, default 0.5), ``nli:MODEL`` (bidirectional entailment under a Hugging Face
+        NLI model), ``auto`` (``answer`` where the task has one, else ``rouge``).
     shard : (int, int), optional
         ``(i, n)``, 0-based, with ``out``: score only shard i of n of each task (every n-th forward
         pass); the shard that finds all n done merges them into ``OUT/<task>.parquet``, identical to
@@ -211,8 +225,10 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
                        trust_remote_code=trust_remote_code)
     data = TaskOptions(data_dir=data_dir, limit=limit, seed=seed, num_fewshot=num_fewshot, fewshot_seed=fewshot_seed,
                        include_path=str(include_path) if include_path is not None else None)
+    sampling = (SamplingConfig(k=samples, temperature=temperature, top_p=top_p, seed=sample_seed,
+                               equivalence=equivalence) if samples is not None else None)
     run = EvalOptions(batch_size=batch_size, scorer=scorer, progress=progress, overwrite=overwrite, shard=shard,
-                      max_gen_toks=max_gen_toks)
+                      max_gen_toks=max_gen_toks, sampling=sampling)
     run.check()
     log = log or (lambda message: None)
     if out is not None:
@@ -226,7 +242,7 @@ def evaluate(model: str | Path | LoadedModel, tasks: str | list[str], *, data_di
     set_threads(threads)
     lm = model if isinstance(model, LoadedModel) else load.load(model)
     return {t.task.name: evaluate_task(lm, t, batch_size=batch_size, progress=progress, scorer=scorer,
-                                       max_gen_toks=max_gen_toks) for t in loaded_tasks}
+                                       max_gen_toks=max_gen_toks, sampling=sampling) for t in loaded_tasks}
 
 
 def quantize(model: str | Path | LoadedModel, out: str | Path, *, method: str = "gptq", overwrite: bool = False,

@@ -86,6 +86,8 @@ def cmd_eval(args) -> int:
         trust_remote_code=args.trust_remote_code, progress=not args.quiet, scorer=args.scorer,
         log=lambda m: print(m, file=sys.stderr), num_fewshot=args.num_fewshot, fewshot_seed=args.fewshot_seed,
         include_path=args.include_path, shard=args.shard, max_gen_toks=args.max_gen_toks,
+        samples=args.samples, temperature=args.temperature, top_p=args.top_p, sample_seed=args.sample_seed,
+        equivalence=args.equivalence,
     )
     if args.shard and not preds:
         print(f"shard {args.shard[0] + 1}/{args.shard[1]} written; the last shard to finish merges them into {args.out}")
@@ -468,6 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "naive: one sequence per choice")
     p.add_argument("--max-gen-toks", type=_positive_int, default=None,
                    help="generation tasks: at most this many tokens per answer (default: each task's own; lm-eval: 256)")
+    p.add_argument("--samples", type=_positive_int, default=None, metavar="K",
+                   help="generation tasks: also K sampled answers per prompt (K >= 2; one prefill shared by the K) "
+                        "for the sampling-based measures: semantic entropy, EigV, Deg, Ecc, ... (quantconf measures)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --samples)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --samples)")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the samples' random streams (with --samples)")
+    p.add_argument("--equivalence", default="auto", metavar="RULE",
+                   help="which samples are the same answer: answer (the task's normalised answer), rouge[:T] "
+                        "(ROUGE-L >= T, default 0.5), nli:MODEL (bidirectional entailment), auto (default: answer "
+                        "where the task has one, else rouge)")
     add_model_args(p)
     p.set_defaults(func=cmd_eval)
 

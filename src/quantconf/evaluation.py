@@ -29,23 +29,25 @@ from quantconf.models.loading import LoadedModel, LoadOptions
 from quantconf.models.runtime import resolve_device, set_threads
 from quantconf.kinds import accuracy, kind_of, kind_of_task
 from quantconf.kinds.choice import SCORER_VERSION, SCORERS
+from quantconf.inference.sampling import SamplingConfig
 from quantconf.predictions import intact, read_manifest, read_prediction_file, record_tasks, task_file_name, write_predictions
 from quantconf.tasks import LoadedTask, TaskOptions
 
 
 def evaluate_task(lm: LoadedModel, loaded: LoadedTask, batch_size: int = 16, progress: bool = False,
                   scorer: str = "packed", shard: tuple[int, int] | None = None,
-                  max_gen_toks: int | None = None) -> pd.DataFrame:
+                  max_gen_toks: int | None = None, sampling=None) -> pd.DataFrame:
     """Run the model on a loaded task as its kind does (`kinds/`): multiple choice scores every choice of
     every question, `scorer` "packed" (context once per question) or "naive" (one sequence per choice), both
     equal to float rounding; generation answers every prompt, `max_gen_toks` overriding the task's token
-    budget. `shard=(i, n)`: only every n-th forward pass (batch, for generations) of the plan from the i-th;
+    budget and `sampling` (a SamplingConfig) adding K sampled answers per prompt. `shard=(i, n)`: only
+    every n-th forward pass (batch, for generations) of the plan from the i-th;
     the merged shards equal the unsharded run bit for bit (naive scorer: every n-th question, equal to float
     rounding)."""
     if scorer not in SCORERS:
         raise QuantconfError(f"scorer must be one of {SCORERS}, got {scorer!r}", param="scorer")
     return kind_of_task(loaded.task).evaluate(lm, loaded, batch_size=batch_size, progress=progress, scorer=scorer,
-                                              shard=shard, max_gen_toks=max_gen_toks)
+                                              shard=shard, max_gen_toks=max_gen_toks, sampling=sampling)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class EvalOptions:
     overwrite: bool = False  # recompute tasks whose predictions are already there
     shard: tuple[int, int] | None = None  # (i, n): only every n-th forward pass, from pass i
     max_gen_toks: int | None = None  # generation tasks: tokens at most per answer (None: each task's own)
+    sampling: SamplingConfig | None = None  # generation tasks: K sampled answers per prompt beside the greedy one
 
     def check(self) -> None:
         """The options checked before any work, naming the parameter at fault."""
@@ -199,7 +202,8 @@ class EvaluationRun:
         name = loaded.task.name
         t0 = time.perf_counter()
         df = evaluate_task(self.model(), loaded, batch_size=self.run.batch_size, progress=self.run.progress,
-                           scorer=self.run.scorer, max_gen_toks=self.run.max_gen_toks)
+                           scorer=self.run.scorer, max_gen_toks=self.run.max_gen_toks,
+                           sampling=self.run.sampling)
         seconds = time.perf_counter() - t0
         write_predictions(df, path)  # before the checks below: a broken model's scores stay inspectable
         acc = accuracy(df)
@@ -218,7 +222,8 @@ class EvaluationRun:
         if overwrite or meta.get("key") != key or not shard_path.is_file():
             t0 = time.perf_counter()
             df = evaluate_task(self.model(), loaded, batch_size=self.run.batch_size, progress=self.run.progress,
-                               scorer=self.run.scorer, shard=self.run.shard, max_gen_toks=self.run.max_gen_toks)
+                               scorer=self.run.scorer, shard=self.run.shard, max_gen_toks=self.run.max_gen_toks,
+                               sampling=self.run.sampling)
             seconds = time.perf_counter() - t0
             shard_path.parent.mkdir(parents=True, exist_ok=True)
             write_predictions(df, shard_path)

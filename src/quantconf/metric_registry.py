@@ -21,6 +21,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from quantconf.analysis import sampling_estimators
+
 # where a metric appears: the values of Metric.uses
 USES = {
     "summary": "a study's metric tables and summary.csv / summary.json",
@@ -59,6 +61,7 @@ class ConfidenceMeasure:
     compute: Callable[[pd.DataFrame], np.ndarray]
     reference: str
     headline_rank: int | None = None  # the headline measure of a task: the lowest rank it has values for
+    needs: tuple[str, ...] = ()  # columns a frame must have for the measure to exist (sampling: "samples")
 
 
 METRICS: dict[str, Metric] = {}
@@ -81,10 +84,10 @@ def register_metric(name: str, what: str, better: str, range: str, reference: st
 
 
 def register_measure(name: str, what: str, probability: bool, compute: Callable[[pd.DataFrame], np.ndarray],
-                     reference: str, headline_rank: int | None = None) -> ConfidenceMeasure:
+                     reference: str, headline_rank: int | None = None, needs: tuple[str, ...] = ()) -> ConfidenceMeasure:
     if name in MEASURES:
         raise ValueError(f"confidence measure {name!r} registered twice")
-    MEASURES[name] = ConfidenceMeasure(name, what, probability, compute, reference, headline_rank)
+    MEASURES[name] = ConfidenceMeasure(name, what, probability, compute, reference, headline_rank, tuple(needs))
     return MEASURES[name]
 
 
@@ -149,6 +152,11 @@ register_metric("aurc", "area under the risk-coverage curve", "lower", "[0, 1]",
                 uses=("summary", "cli", "delta", "effect"), generation_uses=("measure", "ranking"))
 register_metric("eaurc", "excess AURC over a perfect ranking of the same accuracy", "lower", "[0, 1]", GEIFMAN,
                 uses=("summary", "cli", "delta"), generation_uses=("cli", "measure", "ranking"))
+register_metric("prr", "prediction rejection ratio: (AURC of a random order - AURC) / (random - perfect order); 1 "
+                "perfect, 0 no better than chance", "higher", "(-inf, 1]",
+                "Malinin et al. 2017; LM-Polygraph's PRR (PredictionRejectionArea, normalised)", kinds=("generation",),
+                generation_uses=("cli", "measure", "ranking", "measure_delta"),
+                computed_by="generation.binary_metrics_weighted")
 register_metric("brier_reliability", "Murphy's reliability term of the Brier score (binned)", "lower", "[0, 1]",
                 MURPHY, uses=("summary", "cli", "delta"))
 register_metric("brier_resolution", "Murphy's resolution term of the Brier score (binned)", "higher", "[0, 1]",
@@ -188,15 +196,45 @@ for _name, _what, _better in (
 # Confidence measures of a generated answer (columns of a generation predictions frame)
 
 register_measure("p_true", "P(True) of the model for its own answer", True, _column("p_true"),
-                 "Kadavath et al. 2022, Language Models (Mostly) Know What They Know", headline_rank=0)
+                 "Kadavath et al. 2022, Language Models (Mostly) Know What They Know", headline_rank=0, needs=("p_true",))
 register_measure("sequence_prob", "exp(sum of the answer tokens' log-probabilities)", True,
-                 lambda df: np.exp(_column("sequence_logprob")(df)), "Malinin & Gales 2021")
+                 lambda df: np.exp(_column("sequence_logprob")(df)), "Malinin & Gales 2021",
+                 needs=("sequence_logprob",))
 register_measure("mean_token_prob", "exp(mean token log-probability): the geometric-mean token probability", True,
-                 lambda df: np.exp(_column("mean_logprob")(df)), "Malinin & Gales 2021", headline_rank=1)
+                 lambda df: np.exp(_column("mean_logprob")(df)), "Malinin & Gales 2021", headline_rank=1,
+                 needs=("mean_logprob",))
 register_measure("min_token_prob", "the smallest token probability of the answer", True, _column("min_token_prob"),
-                 "Varshney et al. 2023")
+                 "Varshney et al. 2023", needs=("min_token_prob",))
 register_measure("neg_mean_entropy", "minus the mean next-token entropy (not a probability: ranking metrics only)",
-                 False, lambda df: -_column("mean_entropy")(df), "Malinin & Gales 2021")
+                 False, lambda df: -_column("mean_entropy")(df), "Malinin & Gales 2021", needs=("mean_entropy",))
+
+# Sampling-based: from the K sampled answers a run kept per prompt (`--samples K`; analysis/sampling_estimators.py
+# defines each, equal to LM-Polygraph's estimator of the same name). They exist for frames with samples only.
+POLYGRAPH = "LM-Polygraph (Fadeeva et al. 2023)"
+SAMPLED = ("samples",)
+register_measure("greedy_agreement", "share of the K samples equivalent to the greedy answer", True,
+                 sampling_estimators.stored("greedy_agreement"), "Manakul et al. 2023 (SelfCheckGPT's consistency)",
+                 needs=SAMPLED)
+for _name, _what, _ref in (
+        ("semantic_entropy", "semantic entropy, cluster probabilities from the samples' likelihoods",
+         "Kuhn et al. 2023, Semantic Uncertainty; " + POLYGRAPH + " SemanticEntropy"),
+        ("discrete_semantic_entropy", "semantic entropy, cluster probabilities from the samples' frequencies",
+         "Farquhar et al. 2024; " + POLYGRAPH + " SemanticEntropyEmpirical"),
+        ("num_semantic_sets", "number of clusters of equivalent samples", "Lin et al. 2023; " + POLYGRAPH + " NumSemSets"),
+        ("eigv", "sum of the similarity graph Laplacian's eigenvalues below 1 (as 1 - lambda)",
+         "Lin et al. 2023; " + POLYGRAPH + " EigValLaplacian"),
+        ("degree", "mean dissimilarity of the samples (degree matrix)", "Lin et al. 2023; " + POLYGRAPH + " DegMat"),
+        ("eccentricity", "spread of the samples in the Laplacian's spectral embedding",
+         "Lin et al. 2023; " + POLYGRAPH + " Eccentricity"),
+        ("mc_sequence_entropy", "Monte-Carlo sequence entropy: mean -log p(sample)",
+         "Kuhn et al. 2023; " + POLYGRAPH + " MonteCarloSequenceEntropy"),
+        ("mc_normalized_entropy", "the same, each sample's log-probability divided by its length",
+         POLYGRAPH + " MonteCarloNormalizedSequenceEntropy")):
+    register_measure(f"neg_{_name}", f"minus the {_what} (ranking only)", False, sampling_estimators.negated(_name),
+                     _ref, needs=SAMPLED)
+register_measure("lexical_similarity", "mean ROUGE-L between pairs of samples (ranking only)", False,
+                 sampling_estimators.stored("lexical_similarity"), POLYGRAPH + " LexicalSimilarity (rougeL)",
+                 needs=SAMPLED)
 
 
 def markdown_table() -> str:

@@ -23,6 +23,12 @@ For the four probabilities, with conf_i the measure and y_i the correctness::
   nll        -mean(y log conf + (1 - y) log(1 - conf)), conf clipped to [1e-12, 1 - 1e-12]
   auroc      P(conf of a right answer > conf of a wrong one) + P(tie) / 2
   aurc, eaurc  area under the risk-coverage curve and its excess over a perfect ranking
+  prr        prediction rejection ratio (LM-Polygraph's PRR, max_rejection 1): (AURC_random - AURC) /
+             (AURC_random - AURC_perfect), AURC_random = 1 - acc, the expected AURC of a random order
+             (LM-Polygraph estimates it from 1,000 shuffles; this is its exact value), AURC_perfect = AURC - E-AURC.
+             Its rejection-curve area is 1 - AURC; ties in the measure are in random order, expectation taken
+             (LM-Polygraph's order of ties is numpy's unstable argsort). Undefined (NaN) when every answer is
+             right or every one wrong.
 
 The interval of delta_acc (quant - full) is Bonett & Price's paired interval
 (`metrics.paired_difference_interval`), the one a multiple-choice comparison uses: near-nominal
@@ -30,7 +36,7 @@ exact coverage (enumerated in tests/test_paired.py). A percentile bootstrap did 
 few flips (four one-way flips in 24 prompts: it excluded 0 while McNemar's exact p was 0.125); the
 Clopper-Pearson x Bonferroni interval used before covered 97.8-99.85% while saying 95%.
 
-neg_mean_entropy gets auroc, aurc, eaurc only. Rows where a measure is NaN (an empty answer has no
+A ranking-only measure (neg_mean_entropy, the sampling estimators) gets auroc, aurc, eaurc, prr only. Rows where a measure is NaN (an empty answer has no
 tokens; an imported file has no model) are left out of that measure's metrics, and its `n` says how
 many remained. Intervals: percentile bootstrap over prompts (`bootstrap_draws`), paired for deltas.
 """
@@ -58,7 +64,7 @@ COMPARE_METRICS = metric_names("measure_delta", kind="generation")
 
 def confidence_measures(df: pd.DataFrame) -> dict[str, np.ndarray]:
     """Every registered confidence measure (metric_registry.py) of a generation predictions frame."""
-    return {name: m.compute(df) for name, m in MEASURES.items()}
+    return {name: m.compute(df) for name, m in MEASURES.items() if set(m.needs) <= set(df.columns)}
 
 
 def correctness_of(df: pd.DataFrame, correctness: str | None = None) -> tuple[str, np.ndarray]:
@@ -89,6 +95,10 @@ def binary_metrics_weighted(conf, y, weights, n_bins: int, structure: dict, rank
     out = {"acc": (w @ y) / total}
     out["auroc"] = weighted_auroc(conf, y, w)
     out["aurc"], out["eaurc"] = weighted_aurc(conf, y, w)
+    random_aurc, best = 1 - out["acc"], out["aurc"] - out["eaurc"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["prr"] = np.where(np.abs(random_aurc - best) > 1e-12, (random_aurc - out["aurc"]) / (random_aurc - best),
+                              np.nan)
     if ranking_only:
         return out
     out["conf"] = (w @ conf) / total
@@ -157,7 +167,7 @@ def generation_metrics(df: pd.DataFrame, n_bins: int = 15, n_boot: int = 1000, s
     name, y = correctness_of(df, correctness)
     measures = confidence_measures(df)
     per = {m: measure_metrics(measures[m], y, n_bins, n_boot, seed, ranking_only=not MEASURES[m].probability)
-           for m in MEASURES}
+           for m in measures}
     head = headline_measure(measures)
     out = {"n": len(df), "kind": "generation", "correctness": name, "acc": float(y.mean()),
            "confidence_measure": head,
@@ -246,18 +256,25 @@ def compare_generations(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 1
     mf, mq = confidence_measures(f), confidence_measures(q)
     head = headline_measure(mf)
     out["confidence_measure"] = head
-    both = {m: np.isfinite(mf[m]) & np.isfinite(mq[m]) for m in MEASURES}
-    structures = {}
-    for m in (name for name, measure in MEASURES.items() if measure.probability):
-        k = both[m]
-        out[f"full_mean_{m}"] = float(mf[m][k].mean()) if k.any() else float("nan")
-        out[f"quant_mean_{m}"] = float(mq[m][k].mean()) if k.any() else float("nan")
-        out[f"delta_mean_{m}"] = out[f"quant_mean_{m}"] - out[f"full_mean_{m}"]
+    shared = [m for m in mf if m in mq]  # sampling estimators: only when both runs kept samples
+    both = {m: np.isfinite(mf[m]) & np.isfinite(mq[m]) for m in shared}
+    structures = {}  # measure -> (full's, quant's) structure, None for a ranking-only measure
+
+    def compared(m):  # the metrics compared for a measure: a ranking-only one has no calibration
+        return COMPARE_METRICS if MEASURES[m].probability else [x for x in COMPARE_METRICS if x in RANKING_METRICS]
+
+    for m in shared:
+        k, ranking = both[m], not MEASURES[m].probability
+        if not ranking:
+            out[f"full_mean_{m}"] = float(mf[m][k].mean()) if k.any() else float("nan")
+            out[f"quant_mean_{m}"] = float(mq[m][k].mean()) if k.any() else float("nan")
+            out[f"delta_mean_{m}"] = out[f"quant_mean_{m}"] - out[f"full_mean_{m}"]
         if k.sum() >= 2:
-            structures[m] = (_structure(mf[m][k], yf[k], n_bins), _structure(mq[m][k], yq[k], n_bins))
-            a = binary_metrics_weighted(mf[m][k], yf[k], np.ones((1, k.sum())), n_bins, structures[m][0])
-            z = binary_metrics_weighted(mq[m][k], yq[k], np.ones((1, k.sum())), n_bins, structures[m][1])
-            for metric in COMPARE_METRICS:
+            structures[m] = (None, None) if ranking else (_structure(mf[m][k], yf[k], n_bins),
+                                                          _structure(mq[m][k], yq[k], n_bins))
+            a = binary_metrics_weighted(mf[m][k], yf[k], np.ones((1, k.sum())), n_bins, structures[m][0], ranking)
+            z = binary_metrics_weighted(mq[m][k], yq[k], np.ones((1, k.sum())), n_bins, structures[m][1], ranking)
+            for metric in compared(m):
                 out[f"full_{metric}_{m}"], out[f"quant_{metric}_{m}"] = float(a[metric][0]), float(z[metric][0])
                 out[f"delta_{metric}_{m}"] = float(z[metric][0] - a[metric][0])
     # the headline measure's deltas under the names a multiple-choice comparison uses (study tables)
@@ -270,10 +287,10 @@ def compare_generations(full: pd.DataFrame, quant: pd.DataFrame, n_bins: int = 1
         def paired(w):
             res = {"answer_changed": (w @ changed) / w.sum(axis=1)}
             for m, (sa, sz) in structures.items():
-                k = both[m]
-                a = binary_metrics_weighted(mf[m][k], yf[k], w[:, k], n_bins, sa)
-                z = binary_metrics_weighted(mq[m][k], yq[k], w[:, k], n_bins, sz)
-                for metric in COMPARE_METRICS:
+                k, ranking = both[m], not MEASURES[m].probability
+                a = binary_metrics_weighted(mf[m][k], yf[k], w[:, k], n_bins, sa, ranking)
+                z = binary_metrics_weighted(mq[m][k], yq[k], w[:, k], n_bins, sz, ranking)
+                for metric in compared(m):
                     res[f"delta_{metric}_{m}"] = z[metric] - a[metric]
             return res
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from quantconf.errors import QuantconfError
+from quantconf.inference import equivalence
+from quantconf.inference.sampling import GumbelSampler, sample_stream_seed
 from quantconf.inference.scoring import max_length, wants_bos
 
 # part of an evaluation's reuse key: bump when a generation's text, tokens or measures can change
@@ -148,12 +150,21 @@ def left_padded(rows: list[list[int]], tok, device):
     return ids.to(device), mask.to(device)
 
 
-def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks: int) -> list[Generation]:
+def _greedy(logp, rows: list[int]):
+    return logp.argmax(-1)
+
+
+def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks: int, copies: int = 1,
+                    choose=_greedy) -> list[Generation]:
+    """Continuations of a batch of prompts. `copies` > 1 (sampling: K answers per prompt) repeats each prompt's
+    KV cache after its one prefill, so row r continues prompt r // copies; `choose(logp, rows)` picks each
+    active row's next token from its next-token log-probabilities (float32; `rows`: the row numbers, for
+    per-row random streams)."""
     import torch
 
     model, tok = lm.model, lm.tokenizer
     device = next(model.parameters()).device
-    n = len(prompts)
+    n = len(prompts) * copies
     stops = stop_token_ids(lm)
     tokens = [[] for _ in range(n)]
     logprobs = [[] for _ in range(n)]
@@ -161,13 +172,16 @@ def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks
     active = list(range(n))  # the rows still generating; finished rows leave the batch and its KV cache
     with torch.no_grad():
         past, step_ids, mask = _prefill_shared_prefix(model, tok, prompts, device)
-        for _ in range(max_gen_toks):
+        for step in range(max_gen_toks):
             position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
             result, logits = last_logits(model, input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
                                          past_key_values=past, use_cache=True)
             past = result.past_key_values
+            if step == 0 and copies > 1:  # the prompts were read once; each now continues `copies` times
+                past = _repeat_rows(past, copies)
+                logits, mask = logits.repeat_interleave(copies, 0), mask.repeat_interleave(copies, 0)
             logp = torch.log_softmax(logits.float(), dim=-1)
-            choice = logp.argmax(-1)
+            choice = choose(logp, active)
             entropy = -(logp.exp() * logp).nan_to_num().sum(-1)
             keep = []
             for i, r in enumerate(active):
@@ -192,6 +206,14 @@ def _generate_batch(lm, prompts: list[list[int]], until: list[str], max_gen_toks
             step_ids = choice[:, None]
             mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
     return [_kept(tok, t, lp, e, until) for t, lp, e in zip(tokens, logprobs, entropies)]
+
+
+def _repeat_rows(past, copies: int):
+    """The KV cache with each row repeated `copies` times in place (row r -> rows r*copies .. r*copies+copies-1)."""
+    if hasattr(past, "batch_repeat_interleave"):
+        past.batch_repeat_interleave(copies)
+        return past
+    return tuple(tuple(x.repeat_interleave(copies, 0) for x in layer) for layer in past)  # legacy tuple caches
 
 
 SHARED_PREFIX_MIN = 16  # tokens: a shorter common prefix is not worth a forward pass of its own
@@ -296,10 +318,14 @@ def p_true_batch(lm, questions: list[str], answers: list[str], add_bos: bool = F
 CONFIDENCE_COLUMNS = ("sequence_logprob", "mean_logprob", "min_token_prob", "mean_entropy", "p_true")
 
 
+SAMPLE_ROWS = 64  # sampled continuations decoded together at most (prompts x K): bounds the repeated KV cache
+
+
 def generate_rows(lm, loaded, batch_size: int = 8, max_gen_toks: int | None = None, progress: bool = False,
-                  shard: tuple[int, int] | None = None, with_p_true: bool = True) -> list[dict]:
+                  shard: tuple[int, int] | None = None, with_p_true: bool = True, sampling=None) -> list[dict]:
     """One row per prompt of a loaded generation task (`kinds/generation.py` lists the columns), the task's
-    grading of the answer under "metrics". `max_gen_toks` overrides the task's budget.
+    grading of the answer under "metrics". `max_gen_toks` overrides the task's budget. `sampling` (a
+    `sampling.SamplingConfig`) adds K sampled answers per prompt and their grouping (`_sampled_columns`).
 
     The work is a plan of batches (prompts that share stop strings and budget, longest first); P(True) is
     computed per batch of that plan, so a row's numbers depend only on its batch. `shard=(i, n)` runs every
@@ -327,16 +353,18 @@ def generate_rows(lm, loaded, batch_size: int = 8, max_gen_toks: int | None = No
             gens = _generate_batch(lm, encoded, list(until), budget)
             truths = (p_true_batch(lm, [all_prompts[i].question for i in idx], [g.text for g in gens], add_bos,
                                    batch_size=len(idx)) if with_p_true else [float("nan")] * len(idx))
-            done.update({i: (g, t) for i, g, t in zip(idx, gens, truths)})
+            samples = _samples(lm, loaded, [all_prompts[i] for i in idx], encoded, list(until), budget, sampling)
+            done.update({i: (g, t, s) for i, g, t, s in zip(idx, gens, truths, samples)})
             bar.update(len(idx))
     order = sorted(done)
     prompts = [all_prompts[i] for i in order]
     generations = [done[i][0] for i in order]
     truths = [done[i][1] for i in order]
     graded = loaded.grade(prompts, [g.text for g in generations]) if prompts else []
+    sampled = _sampled_columns(loaded, prompts, generations, [done[i][2] for i in order], sampling)
     primary = loaded.task.primary_metric
     rows = []
-    for p, g, metrics, truth in zip(prompts, generations, graded, truths):
+    for p, g, metrics, truth, extra in zip(prompts, generations, graded, truths, sampled):
         if primary not in metrics:
             raise QuantconfError(f"{loaded.task.name}: its grading gives {sorted(metrics)}, not its primary "
                                  f"metric {primary!r}")
@@ -347,6 +375,53 @@ def generate_rows(lm, loaded, batch_size: int = 8, max_gen_toks: int | None = No
             "primary_metric": primary, "correct": float(metrics[primary]),
             "metrics": {k: float(v) if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else v
                         for k, v in metrics.items()},
-            **g.confidence(), "p_true": truth,
+            **g.confidence(), "p_true": truth, **extra,
         })
+    return rows
+
+
+def _samples(lm, loaded, prompts, encoded, until, budget, sampling) -> list:
+    """K sampled answers of each prompt of a batch (None each without `sampling`), decoded SAMPLE_ROWS rows at
+    a time; each sample's stream is seeded by what identifies it (`sampling.sample_stream_seed`)."""
+    if sampling is None:
+        return [None] * len(prompts)
+    per_call = max(1, SAMPLE_ROWS // sampling.k)
+    out = []
+    for start in range(0, len(prompts), per_call):
+        group = prompts[start:start + per_call]
+        seeds = [[sample_stream_seed(sampling.seed, loaded.task.name, p.doc_id, k) for k in range(sampling.k)]
+                 for p in group]
+        out += sample_generate(lm, encoded[start:start + per_call], seeds, until, budget, sampling)
+    return out
+
+
+def sample_generate(lm, encoded: list[list[int]], stream_seeds: list[list[int]], until: list[str], max_gen_toks: int,
+                    config) -> list[list[Generation]]:
+    """K samples of each encoded prompt (inference/sampling.py), the prompts read once and each KV cache shared by
+    its K continuations; `stream_seeds[i][k]` seeds sample k of prompt i."""
+    sampler = GumbelSampler(config, [s for seeds in stream_seeds for s in seeds])
+    flat = _generate_batch(lm, encoded, until, max_gen_toks, copies=config.k, choose=sampler)
+    return [flat[i * config.k:(i + 1) * config.k] for i in range(len(encoded))]
+
+
+def _sampled_columns(loaded, prompts, generations, samples, sampling) -> list[dict]:
+    """Per prompt: the samples (texts, token ids, the model's token log-probabilities) and their grouping
+    under the run's equivalence rule (inference/equivalence.py): clusters, the K x K similarity, the share of
+    samples equivalent to the greedy answer, the lexical similarity; `{}` per prompt without `sampling`."""
+    if sampling is None:
+        return [{} for _ in prompts]
+    rule, arg = equivalence.parse(sampling.equivalence, loaded.answer_key is not None)
+    judge = equivalence.NLIJudge(arg) if rule == "nli" else None
+    named = f"{rule}:{arg}" if arg else rule
+    rows = []
+    for p, g, ss in zip(prompts, generations, samples):
+        texts = [s.text for s in ss]
+        keys = loaded.answer_key([p] * len(texts), texts) if rule == "answer" else None
+        greedy_key = loaded.answer_key([p], [g.text])[0] if rule == "answer" else None
+        grouped = equivalence.group(rule, arg, g.text, texts, keys, greedy_key, judge)
+        rows.append({"samples": texts, "sample_token_ids": [list(s.token_ids) for s in ss],
+                     "sample_token_logprobs": [list(s.token_logprobs) for s in ss],
+                     "sample_clusters": grouped.clusters, "sample_similarity": grouped.similarity,
+                     "greedy_agreement": grouped.greedy_agreement, "lexical_similarity": grouped.lexical_similarity,
+                     "equivalence": named})
     return rows

@@ -48,7 +48,8 @@ class TaskKind:
         """Plain text of each item with its gold answer (calibration sets)."""
         raise NotImplementedError
 
-    def evaluate(self, lm, loaded, batch_size: int, progress: bool, scorer: str, shard, max_gen_toks) -> pd.DataFrame:
+    def evaluate(self, lm, loaded, batch_size: int, progress: bool, scorer: str, shard, max_gen_toks,
+                 sampling=None) -> pd.DataFrame:
         raise NotImplementedError
 
     def run_identity(self, run) -> list:

@@ -107,8 +107,8 @@ class MultipleChoice(TaskKind):
             yield "".join(q.requests(loaded.task.target_delimiter)[gold])
 
     def evaluate(self, lm, loaded, batch_size: int = 16, progress: bool = False, scorer: str = "packed",
-                 shard=None, max_gen_toks=None) -> pd.DataFrame:
-        """Score every choice of every question. `scorer`: "packed" (context once per question) or "naive"
+                 shard=None, max_gen_toks=None, sampling=None) -> pd.DataFrame:
+        """Score every choice of every question (`sampling` is for generation tasks: nothing to sample here). `scorer`: "packed" (context once per question) or "naive"
         (one sequence per choice); both agree to float rounding. `shard=(i, n)`: only the questions of every
         n-th forward pass of the packed plan (bit-identical to the unsharded run; naive: every n-th question,
         equal to float rounding)."""

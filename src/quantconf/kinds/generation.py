@@ -27,8 +27,13 @@ from quantconf.kinds.items import Prompt
 COLUMNS = ("doc_id", "task", "context", "generation", "token_ids", "token_logprobs", "primary_metric",
            "correct", "sequence_logprob", "mean_logprob", "min_token_prob", "mean_entropy", "p_true")
 LIST_COLUMNS = ("token_ids", "token_logprobs", "token_entropies")
+# a run with --samples K: per prompt the K sampled answers and their grouping (inference/generation.py's
+# _sampled_columns): lists of K (sample_token_ids / sample_token_logprobs: K lists), the K x K similarity
+# row-major, and two numbers
+SAMPLE_LIST_COLUMNS = ("samples", "sample_token_ids", "sample_token_logprobs", "sample_clusters", "sample_similarity")
+SAMPLE_COLUMNS = (*SAMPLE_LIST_COLUMNS, "greedy_agreement", "lexical_similarity", "equivalence")
 # columns of a generation frame that are not grading metrics (confidence measures may be NaN: an empty answer)
-NOT_METRIC_COLUMNS = {*COLUMNS, *LIST_COLUMNS, "question", "reference"} - {"correct"}
+NOT_METRIC_COLUMNS = {*COLUMNS, *LIST_COLUMNS, *SAMPLE_COLUMNS, "question", "reference"} - {"correct"}
 GENERATION_TABLE = ["n", *metric_names("cli", kind="generation")]  # the registry's (metric_registry.py)
 
 
@@ -79,11 +84,12 @@ class Generation(TaskKind):
             yield f"{p.context} {p.reference}"
 
     def evaluate(self, lm, loaded, batch_size: int = 8, progress: bool = False, scorer: str = "packed",
-                 shard=None, max_gen_toks=None) -> pd.DataFrame:
+                 shard=None, max_gen_toks=None, sampling=None) -> pd.DataFrame:
         """Greedy answers (`generation.generate_rows`, `max_gen_toks` overriding the task's budget; a shard
-        is every n-th batch of the plan), graded by the task, with their confidence measures and P(True)."""
+        is every n-th batch of the plan), graded by the task, with their confidence measures and P(True);
+        with `sampling`, K sampled answers per prompt beside them (SAMPLE_COLUMNS)."""
         rows = generate_rows(lm, loaded, batch_size=batch_size, max_gen_toks=max_gen_toks, progress=progress,
-                             shard=shard)
+                             shard=shard, sampling=sampling)
         for row in rows:
             clash = set(row["metrics"]) & set(COLUMNS)
             if clash:
@@ -91,11 +97,13 @@ class Generation(TaskKind):
         return self.frame([_spread_metrics(r) for r in rows])
 
     def run_identity(self, run) -> list:
-        return [GENERATOR_VERSION, run.max_gen_toks]  # the decoder's version and token budget change answers
+        # the decoder's version and token budget change answers; sampling adds columns (a run without keeps its key)
+        return [GENERATOR_VERSION, run.max_gen_toks] + ([run.sampling.as_dict()] if run.sampling else [])
 
     def manifest_fields(self, task, run) -> dict:
         return {"output_type": "generate_until", "primary_metric": task.primary_metric,
-                "max_gen_toks": run.max_gen_toks, "generator_version": GENERATOR_VERSION}
+                "max_gen_toks": run.max_gen_toks, "generator_version": GENERATOR_VERSION,
+                **({"sampling": run.sampling.as_dict()} if run.sampling else {})}
 
     # -- prediction frames
     def frame(self, rows: list[dict]) -> pd.DataFrame:
@@ -142,6 +150,10 @@ class Generation(TaskKind):
         for col in LIST_COLUMNS:
             if col in df.columns:
                 df[col] = df[col].map(lambda v: [] if v is None else list(v))
+        for col in SAMPLE_LIST_COLUMNS:  # parquet gives arrays (of arrays): lists, as the run wrote them
+            if col in df.columns:
+                df[col] = df[col].map(lambda v: None if v is None else
+                                      [list(x) if hasattr(x, "__len__") and not isinstance(x, str) else x for x in v])
         self.check(df, source, fix)
         return df
 
@@ -246,17 +258,18 @@ class Generation(TaskKind):
     # -- printing
     def format_metrics(self, task: str, m: dict, bootstrap: int) -> str:
         acc_ci = m.get("ci", {}).get("acc")
+        width = max([18, *map(len, m["measures"])])
         lines = [f"== {task} (generation, n={m['n']}): {m['correctness']} = {m['acc']:.4f}"
                  + (f" [{acc_ci[0]:.3f}, {acc_ci[1]:.3f}]" if acc_ci and bootstrap else ""),
-                 f"  {'confidence measure':<18} " + " ".join(f"{c:>9}" for c in GENERATION_TABLE)]
+                 f"  {'confidence measure':<{width}} " + " ".join(f"{c:>9}" for c in GENERATION_TABLE)]
         for name, mm in m["measures"].items():
             vals = " ".join(f"{mm.get(c, float('nan')):>9.4f}" if c != "n" else f"{mm['n']:>9}"
                             for c in GENERATION_TABLE)
-            lines.append(f"  {name:<18} {vals}")
+            lines.append(f"  {name:<{width}} {vals}")
             if "ci" in mm and bootstrap:
                 ci = " ".join(f"{'[%.2f,%.2f]' % tuple(mm['ci'][c]) if c in mm['ci'] else '':>9}"
                               for c in GENERATION_TABLE)
-                lines.append(f"  {'  95% CI':<18} {ci}")
+                lines.append(f"  {'  95% CI':<{width}} {ci}")
         return "\n".join(lines) + "\n"
 
     def format_comparison(self, task: str, c: dict) -> str:
@@ -268,15 +281,15 @@ class Generation(TaskKind):
                      f"ROUGE-L between answers {c['rougeL_between']:.3f}; flips correct->wrong "
                      f"{c['flips_correct_to_wrong']}, wrong->correct {c['flips_wrong_to_correct']}; p McNemar "
                      f"{c['p_mcnemar']:.3g}")
-        for m in (name for name, measure in MEASURES.items() if measure.probability):
-            if f"delta_ece_{m}" not in c:
+        for m, measure in MEASURES.items():
+            if f"delta_auroc_{m}" not in c:
                 continue
             parts = []
-            for metric in ("conf", "ece", "auroc"):
+            for metric in ("conf", "ece", "auroc") if measure.probability else ("auroc", "prr"):
                 ci = c.get("ci", {}).get(f"delta_{metric}_{m}")
                 parts.append(f"{metric} {c[f'full_{metric}_{m}']:.3f}->{c[f'quant_{metric}_{m}']:.3f}"
                              + (f" [{ci[0]:+.3f},{ci[1]:+.3f}]" if ci else ""))
-            lines.append(f"  {m:<16} " + "; ".join(parts))
+            lines.append(f"  {m:<29} " + "; ".join(parts))
         lines.append(f"  by full-model {c['confidence_measure']}:  conf range      n  answers changed  flip rate  "
                      "delta conf")
         for b in c["by_confidence_bin"]:

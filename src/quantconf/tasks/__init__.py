@@ -192,9 +192,12 @@ class LoadedTask:
     source_sha256: str  # hash of the documents as loaded
     # generation tasks: (prompts, generations) -> per-sample metrics, the task's own grading
     grade: Callable[[list, list[str]], list[dict]] | None = None
+    # generation tasks graded by exact match: (prompts, generations) -> each answer normalised as the grading
+    # compares it (two answers with one key are the same answer: sampling's `--equivalence answer`)
+    answer_key: Callable[[list, list[str]], list[str]] | None = None
 
     def subset(self, questions: list) -> "LoadedTask":
-        return LoadedTask(self.task, questions, self.source, self.source_sha256, self.grade)
+        return LoadedTask(self.task, questions, self.source, self.source_sha256, self.grade, self.answer_key)
 
 
 def _local_file(task: Task, data_dir: Path | None) -> Path | None:
@@ -244,11 +247,11 @@ def load_task(
     data_dir = resolve_data_dir(data_dir)
     if task.lm_eval is not None:
         builtin = REGISTRY.get(task.name)
-        questions, source, digest, grade = lm_eval_bridge.load_lm_eval_questions(
+        questions, source, digest, grade, answer_key = lm_eval_bridge.load_lm_eval_questions(
             task, data_dir, limit, builtin.local_folder if builtin is not None else None)
         if not questions:
             raise QuantconfError(f"task {task.name}: no documents in {source}")
-        return LoadedTask(task, questions, source, digest, grade)
+        return LoadedTask(task, questions, source, digest, grade, answer_key)
     local = _local_file(task, data_dir)
     if task.generate is not None:
         docs, where, source = task.generate(seed), None, f"generated:seed={seed}"
@@ -265,7 +268,9 @@ def load_task(
     if not questions:
         raise QuantconfError(f"task {task.name}: no documents in {source}")
     digest = hashlib.sha256(json.dumps(docs, sort_keys=True, default=str).encode()).hexdigest()
-    return LoadedTask(task, questions, source, digest, kind.grader(task))
+    answer_key = (lambda prompts, texts: [task.answer_key(p.doc, t) for p, t in zip(prompts, texts)]) \
+        if task.answer_key is not None else None
+    return LoadedTask(task, questions, source, digest, kind.grader(task), answer_key)
 
 
 def task_texts(name: str, data_dir: str | Path | None = None, seed: int = 1234) -> Iterable[str]:

@@ -81,7 +81,7 @@ register_task(Task(
     name="arithmetic_gen", version="1.0", output_type="generate_until",
     doc_to_text=lambda d: f"{ARITHMETIC_GEN_SHOTS}Question: {d['question']}\nAnswer:",
     doc_to_reference=lambda d: d["answer"],
-    process_results=exact_match_answer, primary_metric="exact_match",
+    process_results=exact_match_answer, primary_metric="exact_match", answer_key=lambda doc, text: text.strip(),
     until=("\n",), max_gen_toks=8,
     generate=generate_arithmetic_gen,
     description="generated arithmetic, the model writes the answer (exact match; 3 grades, offline)",

@@ -393,9 +393,10 @@ def _group_overrides(task: Task) -> dict:
 
 
 def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
-                           builtin_folder: str | None = None) -> tuple[list, str, str, object]:
+                           builtin_folder: str | None = None) -> tuple[list, str, str, object, object]:
     """Questions (or generation prompts) of an lm-eval task through lm-eval's own request builder:
-    (questions, source, sha256, grade); `grade(prompts, generations)` is None for multiple choice."""
+    (questions, source, sha256, grade, answer_key); `grade(prompts, generations)` and
+    `answer_key(prompts, generations)` (`_answer_keyer`) are None for multiple choice."""
     tm = task_manager(task.include_path)
     overrides = {**_group_overrides(task), "task": task.lm_eval}
     cfg = raw_config(tm, task.lm_eval, overrides)
@@ -438,9 +439,55 @@ def load_lm_eval_questions(task: Task, data_dir: Path | None, limit: int | None,
         questions.append(ITEM_FROM_INSTANCES[kind.name](lm_task, task, doc_id, doc, [i.arguments for i in insts]))
         record.append([doc, [list(i.arguments) for i in insts]])
     digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
-    grade = _grader(lm_task, {d: insts[0] for d, insts in by_doc.items()}, set(split_metrics(cfg)[1])) \
-        if kind.graded_after_run else None
-    return questions, source, digest, grade
+    firsts = {d: insts[0] for d, insts in by_doc.items()}
+    grade = _grader(lm_task, firsts, set(split_metrics(cfg)[1])) if kind.graded_after_run else None
+    answer_key = _answer_keyer(lm_task, firsts) if kind.graded_after_run else None
+    return questions, source, digest, grade, answer_key
+
+
+def _answer_keyer(lm_task, instances: dict):
+    """For a task graded by exact match: (prompts, generations) -> each answer as its exact_match compares it
+    (the first filter's response, then the metric's own regexes_to_ignore / ignore_case / ignore_punctuation /
+    ignore_numbers, as lm-eval's exact_match_hf_evaluate applies them): two answers with the same key are
+    the same answer to the task. None for a task graded otherwise."""
+    import copy
+    import re
+    import string
+
+    entries = [m for m in (lm_task.config.metric_list or []) if isinstance(m, dict) and m.get("metric") == "exact_match"]
+    if not entries:
+        return None
+    options = entries[0]
+    filters = list(getattr(lm_task, "_filters", []))[:1]
+
+    def normalise(text: str) -> str:
+        for pattern in options.get("regexes_to_ignore") or []:
+            text = re.sub(pattern, "", text)
+        if options.get("ignore_case"):
+            text = text.lower()
+        if options.get("ignore_punctuation"):
+            text = text.translate(str.maketrans("", "", string.punctuation))
+        if options.get("ignore_numbers"):
+            text = text.translate(str.maketrans("", "", string.digits))
+        return text
+
+    def keys(prompts: list[Prompt], generations: list[str]) -> list[str]:
+        insts = []
+        for p, text in zip(prompts, generations):
+            inst = copy.copy(instances[p.doc_id])
+            inst.resps, inst.filtered_resps = [text], {}
+            insts.append(inst)
+        with captured_library_output():
+            for ensemble in filters:
+                ensemble.apply(insts)
+        out = []
+        for inst, text in zip(insts, generations):
+            response = next(iter(inst.filtered_resps.values()), text)
+            response = response[0] if isinstance(response, (list, tuple)) else response
+            out.append(normalise(str(response)))
+        return out
+
+    return keys
 
 
 def _own_data_files(cfg: dict) -> list[str] | None:

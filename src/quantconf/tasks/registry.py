@@ -57,6 +57,8 @@ class Task:
     primary_metric: str | None = None  # the 0/1 metric that is "correct" (e.g. exact_match, bleu_acc)
     until: tuple[str, ...] = ("\n\n",)
     max_gen_toks: int = 256
+    # (doc, generation) -> the answer as the task's grading compares it (exact-match tasks), or None
+    answer_key: Callable[[dict, str], str] | None = None
 
 
 REGISTRY: dict[str, Task] = {}
