@@ -222,3 +222,46 @@ def test_an_evaluation_with_samples_keeps_them_and_shards_equal_the_whole(tiny_m
     for name in ("neg_semantic_entropy", "neg_eigv", "lexical_similarity"):
         assert f"delta_auroc_{name}" in c and f"delta_prr_{name}" in c["ci"]
         assert c[f"delta_auroc_{name}"] == pytest.approx(c[f"quant_auroc_{name}"] - c[f"full_auroc_{name}"])
+
+
+def test_a_study_with_samples_reports_every_estimator_and_its_change(tiny_model_dir, tmp_path):
+    """`samples: 3` in a study: the eval steps keep samples, summary.json's confidence_measures hold each
+    estimator's AUROC / PRR with intervals equal to a direct compare of the two prediction dirs, and the report
+    has the section and its risk-coverage plot; a study without samples keeps its eval step keys."""
+    import json
+
+    from quantconf.kinds import compare_task
+    from quantconf.predictions import read_prediction_dir
+    from quantconf.study import load_study, run_study
+    from quantconf.study.plan import plan
+    from quantconf.study.steps import EvalStep
+
+    config = {"models": [str(tiny_model_dir)], "tasks": ["arithmetic_gen"], "limit": 10, "bootstrap": 30,
+              "threads": 1, "max_gen_toks": 3, "samples": 3, "variants": [{"method": "rtn", "bits": 2, "group_size": 32}]}
+    study = load_study(data=config)
+    out = tmp_path / "s"
+    report = run_study(study, out, log=lambda m: None).read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {(r["variant"], r["measure"]): r for r in summary["confidence_measures"]}
+    evals = [s for s in plan(study, out) if isinstance(s, EvalStep)]
+    full, quant = (read_prediction_dir(s.path)["arithmetic_gen"] for s in evals)
+    assert "samples" in full.columns and "samples" in quant.columns
+    direct = compare_task(full, quant, n_bins=15, n_boot=30, task="arithmetic_gen")
+    (variant,) = {v for v, _ in rows if v != "full"}
+    for name in ("neg_semantic_entropy", "neg_eigv", "greedy_agreement"):
+        r = rows[(variant, name)]
+        assert r["delta_prr"] == direct.get(f"delta_prr_{name}") or (np.isnan(r["delta_prr"]) and
+                                                                   np.isnan(direct.get(f"delta_prr_{name}", np.nan)))
+        assert ("full", name) in rows
+    assert "Which confidence measures detect wrong answers" in report and "risk-coverage" in report
+    # adding `samples` changed only the eval steps' keys that sample; without it the keys are those of before
+    plain = plan(load_study(data={**config, "samples": None}), out)
+    assert all(s.inputs.sampling is None for s in plain if isinstance(s, EvalStep))
+    assert {s.path for s in plain if isinstance(s, EvalStep)}.isdisjoint({s.path for s in evals})
+    import dataclasses
+
+    from quantconf.io import stable_hash
+
+    for s in (s for s in plain if isinstance(s, EvalStep)):  # the key as it was hashed before `sampling` existed
+        fields = {f.name: getattr(s.inputs, f.name) for f in dataclasses.fields(s.inputs) if f.name != "sampling"}
+        assert s.inputs.key() == stable_hash(["EvalInputs", fields])[:16]

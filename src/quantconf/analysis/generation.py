@@ -145,6 +145,21 @@ def measure_metrics(conf, y, n_bins: int = 15, n_boot: int = 1000, seed: int = 0
     return out
 
 
+def risk_coverage_curve(conf, y, points: int = 41) -> dict:
+    """The risk-coverage curve of a measure (Geifman & El-Yaniv 2017): answers taken most confident first, the
+    error rate of the first k at coverage k / n, at `points` coverages from 1/n to 1 (ties in stable order: a
+    picture, not a metric; `aurc` is the tie-invariant area)."""
+    keep = np.isfinite(conf)
+    conf, y = np.asarray(conf, float)[keep], np.asarray(y, float)[keep]
+    n = len(conf)
+    if n == 0:
+        return {"coverage": [], "risk": [], "aurc": float("nan")}
+    wrong = np.cumsum(1 - y[np.argsort(-conf, kind="stable")])
+    k = np.unique(np.linspace(1, n, min(points, n)).round().astype(int))
+    return {"coverage": (k / n).tolist(), "risk": (wrong[k - 1] / k).tolist(),
+            "aurc": float(weighted_aurc(conf, y, np.ones((1, n)))[0][0])}
+
+
 def headline_measure(measures: dict[str, np.ndarray]) -> str:
     ranked = sorted((m for m in MEASURES.values() if m.headline_rank is not None), key=lambda m: m.headline_rank)
     for name in (m.name for m in ranked):

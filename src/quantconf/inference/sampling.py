@@ -50,6 +50,11 @@ class SamplingConfig:
         if not 0 < self.top_p <= 1:
             raise QuantconfError(f"top_p must be in (0, 1], got {self.top_p!r}", param="top_p")
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> "SamplingConfig":
+        """The config `as_dict` wrote (its sampler_version is a record, not a setting)."""
+        return cls(**{k: v for k, v in fields.items() if k != "sampler_version"})
+
     def as_dict(self) -> dict:
         return {"k": self.k, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
                 "equivalence": self.equivalence, "sampler_version": SAMPLER_VERSION}

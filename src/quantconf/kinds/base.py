@@ -116,6 +116,10 @@ class TaskKind:
         """Whether a reliability diagram of these predictions means something."""
         return True
 
+    def risk_coverage(self, df: pd.DataFrame) -> dict:
+        """{confidence measure: its risk-coverage curve} for the report (empty: the kind shows none)."""
+        return {}
+
     def headlines(self, comparisons: list[dict]) -> list[str]:
         """Plain-language lines on this kind's full-vs-quantized comparisons (the report's headlines)."""
         raise NotImplementedError

@@ -209,6 +209,12 @@ class Generation(TaskKind):
         keep = np.isfinite(conf)
         return conf[keep], y[keep].astype(bool)
 
+    def risk_coverage(self, df: pd.DataFrame) -> dict:
+        """Every confidence measure's risk-coverage curve (error rate of the answers it is most confident in)."""
+        _, y = analysis.correctness_of(df)
+        return {name: analysis.risk_coverage_curve(conf, y) for name, conf in analysis.confidence_measures(df).items()
+                if np.isfinite(conf).any()}
+
     def noise_floor(self, full, replicates, **options) -> dict:
         return noise_floor.generation_noise_floor(full, replicates, **options)
 

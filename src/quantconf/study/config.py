@@ -13,6 +13,11 @@ Config (YAML):
     include_path: null                # a folder of your own lm-eval task YAML files
     limit: 100                        # questions per task (null: all)
     max_gen_toks: null                # generation tasks (truthfulqa_gen, arithmetic_gen): tokens per answer at most
+    samples: null                     # generation tasks: K sampled answers per prompt (semantic entropy, EigV, ...)
+    temperature: 1.0                  #   how they are drawn (with samples)
+    top_p: 1.0
+    sample_seed: 0
+    equivalence: auto                 #   which samples are the same answer: answer, rouge[:T], nli:MODEL, auto
     data_dir: ../shared/data          # null: $QUANTCONF_DATA_DIR, else the hub
     batch_size: 16
     threads: null
@@ -120,6 +125,11 @@ class Study(BaseModel):
     include_path: str | None = None  # a folder of your own lm-eval task YAML files
     limit: int | None = Field(100, gt=0)  # questions per task (None: all)
     max_gen_toks: int | None = Field(None, gt=0)  # generation tasks: tokens per answer at most (None: the task's)
+    samples: int | None = Field(None, ge=2)  # generation tasks: K sampled answers per prompt (None: greedy only)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    sample_seed: int = 0
+    equivalence: str = "auto"  # answer, rouge[:T], nli:MODEL, auto (inference/equivalence.py)
     data_dir: str | None = None  # None: $QUANTCONF_DATA_DIR, else the hub
     batch_size: int = Field(16, gt=0)
     threads: int | None = Field(None, gt=0)

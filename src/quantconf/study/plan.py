@@ -27,6 +27,7 @@ from quantconf.study.steps import (AnalysisInputs, AnalysisStep, EvalInputs, Eva
                                    DivergenceInputs, DivergenceStep, QuestionDivergenceInputs,
                                    QuestionDivergenceStep,
                                    QuantizeStep, Step)
+from quantconf.inference.sampling import SamplingConfig
 from quantconf.tasks import TaskOptions
 
 
@@ -50,11 +51,15 @@ def plan(study: Study, study_dir: Path) -> list[Step]:
     at = Path(study_dir) / "steps"
     execution = Execution(threads=study.threads, batch_size=study.batch_size)
 
+    sampling = (SamplingConfig(k=study.samples, temperature=study.temperature, top_p=study.top_p,
+                               seed=study.sample_seed, equivalence=study.equivalence).as_dict()
+                if study.samples is not None else None)
+
     def eval_inputs(model: str, identity: str) -> EvalInputs:
         return EvalInputs(model=model, identity=identity, tasks=tuple(study.tasks), limit=study.limit,
                           data_dir=study.data_dir, seed=study.seed, dtype=study.dtype, num_fewshot=study.num_fewshot,
                           fewshot_seed=study.fewshot_seed, include_path=study.include_path,
-                          max_gen_toks=study.max_gen_toks)
+                          max_gen_toks=study.max_gen_toks, sampling=sampling)
 
     def ppl_inputs(model: str, identity: str) -> PplInputs:
         return PplInputs(model=model, identity=identity, text=study.ppl_text, text_sha256=text_identity(study.ppl_text),

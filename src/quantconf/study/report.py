@@ -25,7 +25,8 @@ from quantconf.study.results import StudyResults, collect, provenance
 from quantconf.study.tables import (FLIP_KINDS, calib_spread, comparison_table, confidence_bin_table, divergence_shown,
                                     frontier_table, headlines, instability_table, methods_table, metrics_table,
                                     model_method_table, noise_floor_table, outliers_vs_loss, question_counts,
-                                    maps_table, question_divergence_shown, recalibration_table, scale_table)
+                                    maps_table, measures_shown, question_divergence_shown, recalibration_table,
+                                    scale_table)
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("quantconf", "templates"), autoescape=True,
@@ -370,6 +371,51 @@ def question_divergence_section(res: StudyResults) -> Section | None:
                    "probabilities whose argmax flips (a ceiling, not a rival).", [table_block(question_divergence_shown(res.question_divergence))])
 
 
+# shown at first in a risk-coverage plot (the others one click away in its legend)
+RISK_COVERAGE_SHOWN = ("p_true", "mean_token_prob", "neg_semantic_entropy", "greedy_agreement")
+
+
+def risk_coverage_plot(res: StudyResults, model, task):
+    """Risk against coverage of every confidence measure and variant of one (model, generation task): the error
+    rate of the answers a measure is most confident in. Lower is better; a flat line at the error rate is chance."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    variants = [v for (m, v, t) in res.risk_coverage if m == model and t == task]
+    dashes = ["solid", "dash", "dot", "dashdot", "longdash"]
+    for vi, variant in enumerate(variants):
+        for mi, (name, curve) in enumerate(res.risk_coverage[(model, variant, task)].items()):
+            fig.add_trace(go.Scatter(
+                x=curve["coverage"], y=curve["risk"], mode="lines", name=f"{name} · {variant}",
+                line=dict(color=COLORS[mi % len(COLORS)], dash=dashes[vi % len(dashes)]),
+                visible=True if name in RISK_COVERAGE_SHOWN else "legendonly",
+                hovertemplate=f"{name} · {variant}<br>coverage %{{x:.2f}}<br>risk %{{y:.3f}}<br>AURC "
+                              f"{curve['aurc']:.3f}<extra></extra>"))
+    fig.update_layout(title=f"{model} · {task}: risk-coverage (answers kept most confident first)",
+                      xaxis_title="coverage (share of answers kept)", yaxis_title="risk (error rate of those kept)",
+                      legend=dict(font=dict(size=10)))
+    return plotly_block(fig)
+
+
+def measures_section(res: StudyResults) -> Section | None:
+    if res.measures.empty:
+        return None
+    sampled = res.measures["measure"].isin(["neg_semantic_entropy", "greedy_agreement"]).any()
+    keys = sorted({(m, t) for (m, v, t) in res.risk_coverage}, key=str)
+    return Section("Which confidence measures detect wrong answers, and what did quantization do to them?",
+                   "For each generation task, every confidence measure of an answer as a detector of the answer being "
+                   "wrong: AUROC (0.5: chance) and PRR, the prediction rejection ratio (share of the oracle's gain "
+                   "in accuracy that rejecting the least confident answers achieves; 0: chance, 1: perfect), each "
+                   "with its 95% bootstrap interval over prompts, and for each quantized variant the change from "
+                   "the full model (paired bootstrap over prompts)."
+                   + (" The sampling-based measures (greedy_agreement, semantic entropy, EigV, Deg, Ecc, lexical "
+                      "similarity, Monte-Carlo entropies) read the K sampled answers per prompt (study key "
+                      "`samples`); each equals LM-Polygraph's estimator of that name, negated so higher means "
+                      "more confident." if sampled else "")
+                   + " Below, the risk-coverage curves (a few measures shown; the legend adds the others).",
+                   [table_block(measures_shown(res.measures))] + [risk_coverage_plot(res, m, t) for m, t in keys])
+
+
 def recalibration_section(res: StudyResults) -> Section | None:
     if not res.recalibration:
         return None
@@ -471,7 +517,8 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
                                                     "recalibration_maps": res.recalibration_maps,
                                                     "noise_floor": res.noise_floors,
                                                     "divergence": res.divergence.to_dict(orient="records"),
-                                                    "question_divergence": res.question_divergence.to_dict(orient="records")})
+                                                    "question_divergence": res.question_divergence.to_dict(orient="records"),
+                                                    "confidence_measures": res.measures.to_dict(orient="records")})
     if not res.divergence.empty:
         atomic_write_bytes(study_dir / "divergence.csv", res.divergence.to_csv(index=False).encode())
     spread = calib_spread(res.metrics)
@@ -480,7 +527,7 @@ def write_report(study, study_dir: Path, steps, log=print) -> Path:
     sections = [headline_section(res), noise_floor_section(res), comparison_section(res), frontier_section(res),
                 divergence_section(res), question_divergence_section(res), methods_section(res),
                 model_method_section(res), confidence_bin_section(res),
-                metrics_section(res),
+                metrics_section(res), measures_section(res),
                 calib_spread_section(spread), recalibration_section(res), maps_section(res), *outlier_sections(res), *task_plot_sections(study, res),
                 question_section(questions), scale_section(res), provenance_section(study, steps)]
     sections = [s for s in sections if s]

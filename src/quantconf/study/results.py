@@ -40,6 +40,10 @@ class StudyResults:
     quantize_records: dict = field(default_factory=dict)  # (model, variant label) -> its quantize.json
     divergence: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per (model, variant): divergence_table
     question_divergence: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (model, variant, task)
+    # generation tasks: one row per (model, variant, task, confidence measure): its AUROC / PRR with intervals and,
+    # for a quantized variant, their change from the full model (paired intervals): measure_table
+    measures: pd.DataFrame = field(default_factory=pd.DataFrame)
+    risk_coverage: dict = field(default_factory=dict)  # (model, variant label, task) -> {measure: curve}
 
 
 def step_label(step) -> str:
@@ -109,11 +113,38 @@ def collect(study, steps) -> StudyResults:
                       for text in analysis[id(s)]["recalibration_verdicts"].values()]
     records = {(s.model, step_label(s)): read_quantize_record(s.path) for s in steps
                if isinstance(s, QuantizeStep) and s.path.is_dir()}
+    curves = {(s.model, step_label(s), task): c for s in evals for task, c in analysis[id(s)].get("risk_coverage", {}).items()}
+    measures = measure_table([(s.model, step_label(s), analysis[id(s)]["metrics"]) for s in evals], comparisons)
     return StudyResults(metrics, comparisons, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
                         question_table(question_rows, comparisons), reliability, kinds, outliers, recal,
                         recal_verdicts, maps, floors, records,
                         divergence_table([s for s in steps if isinstance(s, DivergenceStep)], records),
-                        question_divergence_table([s for s in steps if isinstance(s, QuestionDivergenceStep)]))
+                        question_divergence_table([s for s in steps if isinstance(s, QuestionDivergenceStep)]),
+                        measures, curves)
+
+
+MEASURE_COLUMNS = ("auroc", "prr", "aurc")
+
+
+def measure_table(metrics: list[tuple], comparisons: list[dict]) -> pd.DataFrame:
+    """One row per (model, variant, generation task, confidence measure): n, AUROC, PRR, AURC with their 95%
+    intervals, and for a quantized variant delta_auroc / delta_prr (quantized - full, paired bootstrap over
+    prompts) from its comparison. `metrics`: (model, variant label, {task: the analysis step's metrics})."""
+    deltas = {(c["model"], c["variant"], c["task"]): c for c in comparisons}
+    rows = []
+    for model, label, by_task in metrics:
+        for task, m in by_task.items():
+            for name, mm in m.get("measures", {}).items():
+                row = {"model": model, "variant": label, "task": task, "measure": name, "n": mm.get("n")}
+                for k in MEASURE_COLUMNS:
+                    row[k] = mm.get(k, np.nan)
+                    row[f"{k}_lo"], row[f"{k}_hi"] = mm.get("ci", {}).get(k, (np.nan, np.nan))
+                c = deltas.get((model, label, task), {})
+                for k in ("auroc", "prr"):
+                    row[f"delta_{k}"] = c.get(f"delta_{k}_{name}", np.nan)
+                    row[f"delta_{k}_lo"], row[f"delta_{k}_hi"] = c.get("ci", {}).get(f"delta_{k}_{name}", (np.nan, np.nan))
+                rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def question_divergence_table(steps) -> pd.DataFrame:

@@ -37,6 +37,7 @@ from quantconf.analysis.metrics import reliability_bins
 from quantconf.analysis.noise_floor import adjust_floors
 from quantconf.analysis.recalibration import gap_interval, gap_verdict, recalibrate_task
 from quantconf.evaluation import EvalOptions, evaluate_to_dir
+from quantconf.inference.sampling import SamplingConfig
 from quantconf.errors import QuantconfError
 from quantconf.io import atomic_write_json, locked, read_optional_json, stable_hash
 from quantconf.models.files import QUANTIZE_RECORD, read_quantize_record
@@ -49,7 +50,8 @@ from quantconf.quantizers import QuantConfig, run_quantize
 from quantconf.tasks import TaskOptions
 
 # part of the analysis steps' keys: bump when the analysis of the same predictions can change
-ANALYSIS_VERSION = "4"  # 2: generation tasks; 3: what the report shows is stored (it only reads); 4: maps
+ANALYSIS_VERSION = "5"  # 2: generation tasks; 3: what the report shows is stored (it only reads); 4: maps;
+# 5: PRR and risk-coverage curves of every generation confidence measure (the sampling estimators among them)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,8 +64,12 @@ class StepInputs:
     fields are two steps). A QuantConfig field counts by `key_fields()` (a method field left at its default is
     not part of it, so adding a method option does not re-run every study)."""
 
+    # fields added after studies were run: left out of the key while None, so existing steps keep their keys
+    KEYED_WHEN_SET: ClassVar[tuple[str, ...]] = ()
+
     def key(self) -> str:
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if not (f.name in self.KEYED_WHEN_SET and getattr(self, f.name) is None)}
         plain = {k: v.key_fields() if isinstance(v, QuantConfig) else v for k, v in fields.items()}
         return stable_hash([type(self).__name__, plain])[:16]
 
@@ -102,6 +108,8 @@ class EvalInputs(StepInputs):
     include_path: str | None = None
     max_gen_toks: int | None = None
     version: str = __version__
+    sampling: dict | None = None  # generation tasks: SamplingConfig fields (K samples per prompt), or None
+    KEYED_WHEN_SET: ClassVar[tuple[str, ...]] = ("sampling",)
 
     def task_options(self) -> TaskOptions:
         return TaskOptions(data_dir=self.data_dir, limit=self.limit, seed=self.seed, num_fewshot=self.num_fewshot,
@@ -286,7 +294,8 @@ class EvalStep(_RunsAModel):
         evaluate_to_dir(lm or self.target(), list(tasks or i.tasks), self.path,
                         load=LoadOptions(dtype=i.dtype, threads=self.execution.threads), data=i.task_options(),
                         run=EvalOptions(batch_size=self.execution.batch_size, progress=False, shard=shard,
-                                        max_gen_toks=i.max_gen_toks), log=log)
+                                        max_gen_toks=i.max_gen_toks,
+                                        sampling=SamplingConfig.from_dict(i.sampling) if i.sampling else None), log=log)
 
     def provenance(self) -> dict:
         man = read_manifest(self.path)
@@ -448,9 +457,12 @@ class AnalysisStep(_ReadsPredictions):
         # everything the report shows is computed here, once: the report only reads (tables, plots, explorer)
         out = {"inputs": self.input_hashes(), "kinds": {t: k.name for t, k in kinds.items()}, "metrics": {},
                "comparisons": {}, "recalibration": {}, "recalibration_verdicts": {}, "recalibration_maps": {},
-               "reliability": {}, "samples": {}, "questions": {}}
+               "reliability": {}, "samples": {}, "questions": {}, "risk_coverage": {}}
         for task, df in preds.items():
             out["metrics"][task] = task_metrics(df, n_bins=i.bins, n_boot=i.bootstrap)
+            curves = kinds[task].risk_coverage(df)
+            if curves:
+                out["risk_coverage"][task] = curves
             if kinds[task].reliability_shown(df):
                 conf, correct = kinds[task].confidence_and_correctness(df)
                 out["reliability"][task] = {k: np.asarray(v).tolist() for k, v in

@@ -176,6 +176,16 @@ def divergence_shown(divergence: pd.DataFrame) -> pd.DataFrame:
                  "ppl_ratio CI"]]
 
 
+def measures_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The confidence-measure table as shown: AUROC and PRR with their 95% intervals as text, and each quantized
+    variant's change from the full model with its paired interval."""
+    show = table.copy()
+    for k in ("auroc", "prr", "delta_auroc", "delta_prr"):
+        show[f"{k} CI"] = ci_text(show, k)
+    return show[["model", "task", "measure", "variant", "n", "auroc", "auroc CI", "prr", "prr CI", "delta_auroc",
+                 "delta_auroc CI", "delta_prr", "delta_prr CI"]].sort_values(["model", "task", "measure"], kind="stable")
+
+
 def question_divergence_shown(table: pd.DataFrame) -> pd.DataFrame:
     """The per-question divergence table as shown: the AUROCs' 95% CIs as text."""
     show = table.copy()
