@@ -247,6 +247,8 @@ def test_study_divergence_steps_equal_the_api_and_reach_the_report(tiny_model_di
     assert list(table["variant"]) == ["rtn-w2g32", "rtn-w8g32"]
     assert table["kld_mean"].iloc[0] > table["kld_mean"].iloc[1] > 0
     assert (table["tokens"] == 1099).all() and (table["windows"] == 4).all()
+    # the two variants' divergence steps ran the full model once: its pass is one cached file
+    assert len(list((out / "steps" / "cache").glob("full-pass-*.safetensors"))) == 1
     steps = {s.label(): s for s in plan(load_study(data=config), out) if s.kind == "divergence"}
     for row in table.to_dict("records"):
         api = qc.divergence(str(tiny_model_dir), steps[row["variant"]].source.path, "pydoc", tokens=1100, n_boot=50,
@@ -390,3 +392,39 @@ def test_per_question_divergence_refuses_several_true_answers_before_any_model_r
     assert kind_of_task(loaded.task).why_no_question_divergence(loaded) == "several true answers"
     with pytest.raises(QuantconfError, match=r"several true answers; the per-question divergence reads"):
         question_divergence(None, None, loaded)  # refused before either model is touched
+
+
+def test_the_full_models_pass_is_cached_once_and_read_by_the_next_variant(two_models, tmp_path):
+    """Two variants of one model: the first divergence run writes the full model's pass (LM-head inputs of the
+    scored rows), the second reads it and runs the full model zero times; both give the numbers of an
+    uncached run to float rounding, and the cached ones bit for bit alike."""
+    from quantconf.corpus.divergence import full_pass_file, token_divergence
+
+    from quantconf.models.loading import load_model
+
+    full, quant = (m.model for m in two_models)
+    quant2 = load_model(str(build_tiny_model(tmp_path / "c", seed=2))).model
+    ids = two_models[0].tokenizer(" ".join(CORPUS[:20]))["input_ids"][:300]
+    cache = full_pass_file(tmp_path, "fp", ids, 128, 64, "float32")
+    plain = token_divergence(full, quant, ids, window=128, stride=64)
+    first = token_divergence(full, quant, ids, window=128, stride=64, full_cache=cache)
+    assert cache.is_file()
+    calls = []
+    handle = full.register_forward_pre_hook(lambda module, args, kwargs: calls.append(1), with_kwargs=True)
+    try:
+        again = token_divergence(full, quant, ids, window=128, stride=64, full_cache=cache)
+        other = token_divergence(full, quant2, ids, window=128, stride=64, full_cache=cache)
+    finally:
+        handle.remove()
+    assert calls == []  # the second (and third) run did one model pass per window: the quantized one
+    for f in ("kld", "kld_reverse", "p_full", "entropy_full", "top_p_full"):
+        np.testing.assert_array_equal(getattr(first, f), getattr(again, f))
+        np.testing.assert_allclose(getattr(first, f), getattr(plain, f), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(first.p_full, other.p_full)
+    assert not np.array_equal(first.kld, other.kld)
+    # another window, text or model is another file; a torn file is recomputed, not trusted
+    assert full_pass_file(tmp_path, "fp", ids, 64, 64, "float32") != cache
+    assert full_pass_file(tmp_path, "fp2", ids, 128, 64, "float32") != cache
+    cache.write_bytes(cache.read_bytes()[:100])
+    torn = token_divergence(full, quant, ids, window=128, stride=64, full_cache=cache)
+    np.testing.assert_array_equal(torn.kld, first.kld)

@@ -265,3 +265,25 @@ def test_a_study_with_samples_reports_every_estimator_and_its_change(tiny_model_
     for s in (s for s in plain if isinstance(s, EvalStep)):  # the key as it was hashed before `sampling` existed
         fields = {f.name: getattr(s.inputs, f.name) for f in dataclasses.fields(s.inputs) if f.name != "sampling"}
         assert s.inputs.key() == stable_hash(["EvalInputs", fields])[:16]
+
+
+def test_the_cli_evaluates_with_samples_and_prints_each_estimator(tiny_model_dir, tmp_path, capsys):
+    from quantconf.cli import main
+
+    out = tmp_path / "e"
+    assert main(["eval", str(tiny_model_dir), "--tasks", "arithmetic_gen", "--limit", "4", "--samples", "2",
+                 "--temperature", "0.8", "--top-p", "0.9", "--sample-seed", "3", "--equivalence", "rouge:0.6",
+                 "--max-gen-toks", "3", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["metrics", str(out), "--bootstrap", "0"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("neg_semantic_entropy", "neg_eigv", "greedy_agreement", "lexical_similarity", "prr"):
+        assert name in printed
+    from quantconf.predictions import read_manifest, read_prediction_file
+
+    assert read_manifest(out)["tasks"]["arithmetic_gen"]["sampling"] == {
+        "k": 2, "temperature": 0.8, "top_p": 0.9, "seed": 3, "equivalence": "rouge:0.6", "sampler_version": "1"}
+    assert set(read_prediction_file(out / "arithmetic_gen.parquet")["equivalence"]) == {"rouge:0.6"}
+    assert main(["eval", str(tiny_model_dir), "--tasks", "arithmetic_gen", "--limit", "4", "--samples", "1",
+                 "--out", str(tmp_path / "bad"), "--quiet"]) != 0
+    assert "samples must be an integer >= 2" in capsys.readouterr().err

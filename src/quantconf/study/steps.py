@@ -349,7 +349,8 @@ class DivergenceStep(_WritesOneFile):
         record = text_divergence(i.model, self.target(), i.text, window=i.window, stride=i.stride,
                                  max_tokens=i.tokens, n_boot=i.bootstrap,
                                  load=LoadOptions(dtype=i.dtype, threads=self.execution.threads),
-                                 data=TaskOptions(data_dir=i.data_dir, seed=i.seed))
+                                 data=TaskOptions(data_dir=i.data_dir, seed=i.seed),
+                                 cache_dir=self.path.parent / "cache")  # the full model's pass, once per model
         atomic_write_json(self.path, {k: v for k, v in record.items() if k not in ("full", "quant")})
         log(f"divergence of {self.label()}: KL mean {record['kld_mean']['estimate']:.4f} nats, "
             f"same top token {record['same_top']['estimate']:.1f}%")
