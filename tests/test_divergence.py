@@ -258,15 +258,16 @@ def test_study_divergence_steps_equal_the_api_and_reach_the_report(tiny_model_di
             assert [row[f"{k}_lo"], row[f"{k}_hi"]] == pytest.approx(api[k]["ci"], rel=1e-12), k
     summary = json.loads((out / "summary.json").read_text())
     assert [d["variant"] for d in summary["divergence"]] == list(table["variant"])
-    # per question (divergence_questions): the study's numbers are qc.task_divergence's on the same checkpoint;
-    # the generation task is left out and says why
+    # per question (divergence_questions): the study's numbers are qc.task_divergence's on the same checkpoint,
+    # for the choice task and the generation task alike
     per_question = {s.label(): s for s in plan(load_study(data=config), out) if s.kind == "divergence_questions"}
-    assert [(r["variant"], r["task"]) for r in summary["question_divergence"]] == [("rtn-w2g32", "arithmetic"),
-                                                                                   ("rtn-w8g32", "arithmetic")]
+    assert sorted((r["variant"], r["task"]) for r in summary["question_divergence"]) == [
+        ("rtn-w2g32", "arithmetic"), ("rtn-w2g32", "arithmetic_gen"), ("rtn-w8g32", "arithmetic"),
+        ("rtn-w8g32", "arithmetic_gen")]
     for r in summary["question_divergence"]:
         step = per_question[r["variant"]]
-        api = qc.task_divergence(str(tiny_model_dir), step.source.path, "arithmetic", limit=10, n_boot=50, seed=1234)
-        assert step.result()["left_out"] == {"arithmetic_gen": "a generation task"}
+        api = qc.task_divergence(str(tiny_model_dir), step.source.path, r["task"], limit=10, n_boot=50, seed=1234)
+        assert step.result()["left_out"] == {}
         assert (r["n"], r["flipped"]) == (api["n"], api["flipped"])
         assert r["kld_mean"] == pytest.approx(api["kld_mean"], rel=1e-9)
         assert r["auroc_kld_flip"] == pytest.approx(api["auroc_kld_flip"]["estimate"], nan_ok=True)
@@ -330,8 +331,40 @@ def test_question_divergence_equals_scipy_and_the_evaluation_pipeline(two_models
                  "--bootstrap", "200", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(
         {**r, "full": full.info["spec"], "quant": quant.info["spec"]}))
-    with pytest.raises(QuantconfError, match="generation task"):
-        question_divergence(full, quant, load_task("arithmetic_gen", limit=2))
+
+
+def test_a_generation_tasks_per_question_kl_is_that_of_the_full_models_answer_tokens(two_models):
+    """Generation: both models answer greedily; the KL is over the full model's answer tokens after the prompt,
+    each model run once on prompt + answer without padding (scipy), and a flip is the answer changing."""
+    import torch
+
+    from quantconf.analysis.generation import normalise_answer
+    from quantconf.corpus.divergence import question_divergence, question_summary
+    from quantconf.inference.generation import greedy_generate
+    from quantconf.tasks import load_task
+
+    full, quant = two_models
+    loaded = load_task("arithmetic_gen", limit=6)
+    df = question_divergence(full, quant, loaded)
+    p0 = loaded.questions[0]
+    gens = [greedy_generate(m, [p.context for p in loaded.questions], list(p0.until), p0.max_gen_toks)
+            for m in (full, quant)]
+    for p, row, gf, gq in zip(loaded.questions, df.itertuples(), *gens):
+        assert row.flipped == (normalise_answer(gf.text) != normalise_answer(gq.text))
+        assert row.answer_tokens == len(gf.token_ids)
+        if not gf.token_ids:
+            assert np.isnan(row.kld)
+            continue
+        ctx = full.tokenizer(p.context, add_special_tokens=False)["input_ids"]
+        x = torch.tensor([ctx + gf.token_ids])
+        with torch.no_grad():
+            lf, lq = (m.model(input_ids=x).logits[0].double().numpy() for m in (full, quant))
+        rows = range(len(ctx) - 1, len(ctx) + len(gf.token_ids) - 1)
+        expected = np.mean([entropy(softmax(lf[t]), softmax(lq[t])) for t in rows])
+        assert row.kld == pytest.approx(expected, abs=1e-6)
+    assert df["js"].isna().all() and (df["choice_full"] == -1).all()
+    summary = question_summary(df, n_boot=50)
+    assert np.isnan(summary["auroc_js_flip"]["estimate"]) and summary["n"] == 6
 
 
 def test_flip_auroc_equals_a_pairwise_count_with_ties():

@@ -993,7 +993,9 @@ def task_divergence(full: str | Path | LoadedModel, quant: str | Path | LoadedMo
     full, quant : str, Path or LoadedModel
         Model specs or loaded models; they must share a vocabulary.
     task : str
-        A single-answer multiple-choice task (built-in, lm-eval name or ``file:PATH``).
+        A single-answer multiple-choice task or a generation task (built-in, lm-eval name or ``file:PATH``); for a
+        generation task both models answer greedily and the KL is over the full model's answer tokens, a flip
+        being the answer changing.
     limit, seed, data_dir
         As in :func:`evaluate` (``seed`` also seeds the bootstrap).
     n_boot : int, default=1000

@@ -587,8 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("full")
     p.add_argument("quant")
     p.add_argument("--text", default="pydoc", help="any calibration-set name (pydoc, file:PATH, wikitext2:PATH, ...)")
-    p.add_argument("--task", default=None, help="instead of a text: per question of this multiple-choice task, the "
-                                                  "answer tokens' KL beside the choice-level JS and the flips")
+    p.add_argument("--task", default=None, help="instead of a text: per question of this multiple-choice (or "
+                                                  "generation) task, the answer tokens' KL beside the choice-level JS "
+                                                  "and the flips")
     p.add_argument("--limit", type=_positive_int, default=None, help="with --task: questions (default all)")
     p.add_argument("--window", type=_positive_int, default=512)
     p.add_argument("--stride", type=_positive_int, default=None, help="default: half the window")

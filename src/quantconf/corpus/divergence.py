@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantconf.analysis.generation import normalise_answer
 from quantconf.analysis.paired import js_distance
 from quantconf.errors import QuantconfError
 from quantconf.kinds import kind_of_task
@@ -29,6 +30,7 @@ from quantconf.kinds.choice import task_requests
 from quantconf.models.loading import LoadedModel, LoadOptions
 from quantconf.corpus.perplexity import text_ids, window_spans
 from quantconf.models.runtime import available_cores, set_threads
+from quantconf.inference.generation import encode_prompts, generate_rows
 from quantconf.inference.scoring import max_length, wants_bos
 from quantconf.tasks import LoadedTask, TaskOptions, load_task
 
@@ -356,6 +358,17 @@ def text_divergence(full: str | LoadedModel, quant: str | LoadedModel, text: str
 
 
 def question_divergence(full: LoadedModel, quant: LoadedModel, loaded: LoadedTask):
+    """Per question of a task, the KL of its answer tokens and whether the answer flipped: one row per question
+    (doc_id, kld, kld_gold, answer_tokens, choice_full, choice_quant, flipped, correct_to_wrong, js), as the
+    task's kind defines them (`_choice_question_divergence`, `_generation_question_divergence`)."""
+    why = kind_of_task(loaded.task).why_no_question_divergence(loaded)
+    if why:
+        raise QuantconfError(f"{loaded.task.name}: {why}; the per-question divergence reads the answer tokens of "
+                             "questions with one gold answer (a flip is the chosen answer changing)", param="task")
+    return QUESTION_DIVERGENCE[kind_of_task(loaded.task).name](full, quant, loaded)
+
+
+def _choice_question_divergence(full: LoadedModel, quant: LoadedModel, loaded: LoadedTask):
     """Per question of a multiple-choice task, both models score every choice's answer tokens after the
     question's context (lm-eval's requests, one sequence per choice, left-truncated to the window); per
     answer token the KL(full || quant) over the whole vocabulary. One row per question: doc_id, kld (mean
@@ -365,11 +378,6 @@ def question_divergence(full: LoadedModel, quant: LoadedModel, loaded: LoadedTas
     import pandas as pd
     import torch  # lazy: seconds to import
 
-    why = kind_of_task(loaded.task).why_no_question_divergence(loaded)
-    if why:
-        raise QuantconfError(f"{loaded.task.name}: {why}; the per-question divergence reads the answer tokens of "
-                             "multiple-choice questions with one gold answer (a flip is the chosen answer changing)",
-                             param="task")
     requests = task_requests(full.tokenizer, loaded, wants_bos(full.model))
     window = max_length(full.model)
     pad = 0  # any id: padded positions are masked out and come after the real ones
@@ -394,6 +402,38 @@ def question_divergence(full: LoadedModel, quant: LoadedModel, loaded: LoadedTas
                          "correct_to_wrong": choice_full == gold != choice_quant,
                          "js": float(js_distance((pf / pf.sum())[None], (pq / pq.sum())[None])[0])})
     return pd.DataFrame(rows)
+
+
+def _generation_question_divergence(full: LoadedModel, quant: LoadedModel, loaded: LoadedTask):
+    """Per prompt of a generation task: both models answer greedily (`generate_rows`, P(True) left out), then both
+    score the *full* model's answer tokens after the prompt (as the full model read it), and kld is the mean KL(full
+    || quant) over those tokens (NaN for an empty answer). flipped: the two answers differ modulo case and
+    whitespace; correct_to_wrong: the task's grading says the full answer is right and the quantized one wrong.
+    A generation has no choices: kld_gold and js are NaN, choice_full / choice_quant -1."""
+    import pandas as pd
+    import torch
+
+    answers = [{r["doc_id"]: r for r in generate_rows(m, loaded, with_p_true=False)} for m in (full, quant)]
+    add_bos, window = wants_bos(full.model), max_length(full.model)
+    rows = []
+    with torch.inference_mode():
+        for p in loaded.questions:
+            f, q = answers[0][p.doc_id], answers[1][p.doc_id]
+            answer = list(f["token_ids"])
+            kld = float("nan")
+            if answer:
+                context = encode_prompts(full, [p.context], len(answer), add_bos)[0]
+                logits = [_answer_logits(m.model, [(context, answer)], window, 0)[0] for m in (full, quant)]
+                kld = float(compare_logits(*logits, answer, workers=torch.get_num_threads())["kld"].mean())
+            rows.append({"doc_id": p.doc_id, "kld": kld, "kld_gold": float("nan"), "answer_tokens": len(answer),
+                         "choice_full": -1, "choice_quant": -1,
+                         "flipped": normalise_answer(f["generation"]) != normalise_answer(q["generation"]),
+                         "correct_to_wrong": bool(f["correct"] == 1 and q["correct"] == 0), "js": float("nan")})
+    return pd.DataFrame(rows)
+
+
+QUESTION_DIVERGENCE = {"multiple_choice": _choice_question_divergence,  # by task kind (kinds/): what a flip is
+                       "generation": _generation_question_divergence}
 
 
 def _answer_logits(model, requests, window: int, pad: int) -> list[np.ndarray]:
@@ -463,9 +503,15 @@ def question_summary(df, n_boot: int = 1000, seed: int = 0) -> dict:
     from scipy.stats import spearmanr  # lazy: scipy.stats takes ~1 s to import
 
     flipped = df["flipped"].to_numpy()
+
+    def auroc(column):  # over the questions that have the score (an empty answer has no KL; a generation no JS)
+        keep = np.isfinite(df[column].to_numpy(float))
+        return flip_auroc(df[column].to_numpy(float)[keep], flipped[keep], n_boot, seed)
+
+    both = np.isfinite(df["kld"].to_numpy(float)) & np.isfinite(df["js"].to_numpy(float))
     return {"n": len(df), "flipped": int(flipped.sum()), "correct_to_wrong": int(df["correct_to_wrong"].sum()),
             "kld_mean": float(df["kld"].mean()), "js_mean": float(df["js"].mean()),
-            "auroc_kld_flip": flip_auroc(df["kld"].to_numpy(), flipped, n_boot, seed),
-            "auroc_js_flip": flip_auroc(df["js"].to_numpy(), flipped, n_boot, seed),
-            "spearman_kld_js": float(spearmanr(df["kld"], df["js"]).statistic) if len(df) > 2 else float("nan"),
+            "auroc_kld_flip": auroc("kld"), "auroc_js_flip": auroc("js"),
+            "spearman_kld_js": float(spearmanr(df["kld"][both], df["js"][both]).statistic) if both.sum() > 2
+            else float("nan"),
             "questions": df.to_dict(orient="records")}

@@ -209,6 +209,9 @@ class Generation(TaskKind):
         keep = np.isfinite(conf)
         return conf[keep], y[keep].astype(bool)
 
+    def why_no_question_divergence(self, loaded) -> str | None:
+        return None  # the full model's answer tokens, scored by both models; a flip is the answer changing
+
     def risk_coverage(self, df: pd.DataFrame) -> dict:
         """Every confidence measure's risk-coverage curve (error rate of the answers it is most confident in)."""
         _, y = analysis.correctness_of(df)

@@ -25,7 +25,7 @@ Config (YAML):
     ppl_text: null                    # e.g. pydoc or file:PATH: held-out perplexity of every model/variant
     ppl_tokens: 4096                  #   tokens of that text (windows of 512, stride 256)
     divergence: false                 # true: token-level divergence of each variant from its full model on ppl_text
-    divergence_questions: false       # true: per question of each single-answer choice task, the answer tokens' KL and flips
+    divergence_questions: false       # true: per question of each single-answer choice or generation task: answer tokens' KL, flips
     outliers: false                   # true: activation-outlier stats of each calibration set (full model)
     outlier_samples: 8
     executor: local                   # or ray: every step a Ray task (--executor/--ray-address override)
@@ -140,7 +140,7 @@ class Study(BaseModel):
     ppl_text: str | None = None  # e.g. pydoc or file:PATH: held-out perplexity of every model/variant
     ppl_tokens: int = Field(4096, gt=0)
     divergence: bool = False  # token-level divergence (KL, same top token, ...) of each variant on ppl_text
-    divergence_questions: bool = False  # per question of each single-answer choice task: answer tokens' KL, flips
+    divergence_questions: bool = False  # per question of each single-answer choice or generation task: KL, flips
     outliers: bool = False  # activation-outlier stats of each calibration set (full model)
     outlier_samples: int = Field(8, gt=0)
     # how the steps run (none of these change a result, so none is part of a step's key)

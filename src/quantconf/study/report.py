@@ -363,7 +363,8 @@ def question_divergence_section(res: StudyResults) -> Section | None:
         return None
     return Section("Do questions whose answer tokens drifted flip?",
                    "Per question of each single-answer multiple-choice task, both models score every choice's "
-                   "answer tokens after the question's context; kld_mean is the mean over questions of the answer "
+                   "answer tokens after the question's context (of a generation task: the full model's answer "
+                   "tokens after the prompt, a flip being the answer changing, and no JS); kld_mean is the mean over questions of the answer "
                    "tokens' KL(full‖quant) over the whole vocabulary, js_mean the choice-level JS distance. "
                    "auroc_kld_flip: the probability that a question whose answer flipped has a higher KL than one "
                    "whose answer did not (0.5: KL does not tell them apart; 95% bootstrap CI over questions); "

@@ -153,7 +153,7 @@ class QuestionDivergenceInputs(StepInputs):
     model: str  # the full model's spec
     full_identity: str  # its weights hash
     identity: str  # the quantize step's key (the variant's checkpoint)
-    tasks: tuple[str, ...]  # as configured; generation and several-true-answer tasks are left out
+    tasks: tuple[str, ...]  # as configured; several-true-answer tasks are left out
     limit: int | None
     data_dir: str | None
     seed: int  # generated tasks' seed and the bootstrap's
@@ -362,7 +362,7 @@ class DivergenceStep(_WritesOneFile):
 
 @dataclass
 class QuestionDivergenceStep(_WritesOneFile):
-    """Per question of each single-answer multiple-choice task of the study, the answer tokens' KL of one
+    """Per question of each single-answer multiple-choice or generation task of the study, the answer tokens' KL of one
     quantized variant from its full model beside the choice-level JS, and how well each tells the flipped
     questions (`divergence.question_divergence`, `question_summary`)."""
 
