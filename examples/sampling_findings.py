@@ -74,8 +74,9 @@ def render(facts: dict) -> str:
         detect = [m for m in measures if (by[(full, m)].get("auroc_lo") or 0) > 0.5]
         best = max(measures, key=lambda m: by[(full, m)]["auroc"] if by[(full, m)]["auroc"] == by[(full, m)]["auroc"]
                    else -1)
-        moved = [(v, m) for v in quants for m in measures if by.get((v, m)) and by[(v, m)].get("delta_auroc_lo") is not None
-                 and (by[(v, m)]["delta_auroc_lo"] > 0 or by[(v, m)]["delta_auroc_hi"] < 0)]
+        compared = [(v, m) for v in quants for m in measures if by.get((v, m))
+                    and by[(v, m)].get("delta_auroc_lo") is not None and by[(v, m)]["delta_auroc_lo"] == by[(v, m)]["delta_auroc_lo"]]
+        moved = [(v, m) for v, m in compared if by[(v, m)]["delta_auroc_lo"] > 0 or by[(v, m)]["delta_auroc_hi"] < 0]
         sampled_detect = [m for m in detect if m in SAMPLED]
         lines += ["", f"Reading ({task}): on the full model, {len(detect)} of {len(measures)} measures detect wrong "
                   f"answers (AUROC interval above 0.5)"
@@ -86,7 +87,10 @@ def render(facts: dict) -> str:
                      "interval: " + ", ".join(f"{v} `{m}` ({by[(v, m)]['delta_auroc']:+.2f})" for v, m in moved) + "."
                      if moved else "No quantized variant changed any measure's AUROC beyond its paired 95% "
                      "interval: at this number of prompts, quantization's effect on how well these measures "
-                     "detect wrong answers is smaller than the sampling noise of the comparison."), ""]
+                     "detect wrong answers is smaller than the sampling noise of the comparison.")
+                  + f" Of {len(compared)} paired intervals here, about {0.05 * len(compared):.1f} would exclude 0 by "
+                  "chance alone if quantization changed nothing (no multiplicity adjustment); each model's AUROC is "
+                  "against its own answers' correctness.", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
