@@ -19,12 +19,14 @@ questions, beside the choice-level JS distance and whether the answer flipped (`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from quantconf.analysis.generation import normalise_answer
 from quantconf.analysis.paired import js_distance
 from quantconf.errors import QuantconfError
+from quantconf.io import atomic_write_bytes, stable_hash
 from quantconf.kinds import kind_of_task
 from quantconf.kinds.choice import task_requests
 from quantconf.models.loading import LoadedModel, LoadOptions
@@ -135,10 +137,6 @@ def _forward_params(model) -> set:
 
 def full_pass_file(cache_dir, full_fingerprint: str, ids: list[int], window: int, stride: int, dtype: str):
     """Where the full model's pass over these token ids is cached: content-addressed by everything it depends on."""
-    from pathlib import Path
-
-    from quantconf.io import stable_hash
-
     key = stable_hash([FULL_PASS_VERSION, full_fingerprint, stable_hash(list(map(int, ids))), window, stride, dtype])
     return Path(cache_dir) / f"full-pass-{key[:20]}.safetensors"
 
@@ -191,8 +189,6 @@ def token_divergence(full_model, quant_model, ids: list[int], window: int = 512,
 
 def _read_full_pass(path):
     """The cached hidden states ({window<i>: tensor}), or None when there is no (readable) cache file."""
-    from pathlib import Path
-
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -205,11 +201,7 @@ def _read_full_pass(path):
 
 
 def _write_full_pass(path, tensors: dict) -> None:
-    from pathlib import Path
-
     from safetensors.torch import save
-
-    from quantconf.io import atomic_write_bytes
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(Path(path), save(tensors, metadata={"what": "quantconf full-model pass (LM head inputs)"}))
