@@ -193,6 +193,15 @@ def test_cli_json_is_the_api_and_a_short_text_is_one_window(two_models, tmp_path
     assert main(["divergence", full, quant, "--text", f"file:{text}", "--window", "64", "--stride", "32",
                  "--tokens", "150", "--bootstrap", "50", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(api))
+    # --cache-dir: the full model's pass is kept; a second call reads it (same statistics to float rounding)
+    assert main(["divergence", full, quant, "--text", f"file:{text}", "--window", "64", "--stride", "32",
+                 "--tokens", "150", "--bootstrap", "50", "--json", "--cache-dir", str(tmp_path / "cache")]) == 0
+    cached = json.loads(capsys.readouterr().out)
+    assert len(list((tmp_path / "cache").glob("full-pass-*.safetensors"))) == 1
+    assert cached["kld_mean"]["estimate"] == pytest.approx(api["kld_mean"]["estimate"], rel=1e-5)
+    again = qc.divergence(full, quant, f"file:{text}", window=64, stride=32, tokens=150, n_boot=50,
+                          cache_dir=tmp_path / "cache")
+    assert json.loads(json.dumps(again)) == cached
     assert api["tokens"] == 149 and api["windows"] == 4 and 0 < api["kld_mean"]["estimate"]
     lo, hi = api["kld_mean"]["ci"]
     assert lo <= api["kld_mean"]["estimate"] <= hi

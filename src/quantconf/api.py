@@ -936,7 +936,8 @@ def perplexity(model: str | Path | LoadedModel, text: str = "pydoc", *, window: 
 def divergence(full: str | Path | LoadedModel, quant: str | Path | LoadedModel, text: str = "pydoc", *,
                window: int = 512, stride: int | None = None, tokens: int = 16 * 512, n_boot: int = 1000, seed: int = 0,
                data_dir: str | Path | None = None, dtype: str = "float32", device: str = "cpu",
-               threads: int | None = None, allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
+               threads: int | None = None, allow_pickle: bool = False, trust_remote_code: bool = False,
+               cache_dir: str | Path | None = None) -> dict:
     """Token-level divergence of a quantized model from the full one on a text set (llama.cpp's KLD statistics).
 
     Both models score the same windows of the text (the windows of :func:`perplexity`); per token, the
@@ -960,6 +961,9 @@ def divergence(full: str | Path | LoadedModel, quant: str | Path | LoadedModel, 
         The draw from the text set and the bootstrap's seed.
     data_dir, dtype, device, threads, allow_pickle, trust_remote_code
         As in :func:`evaluate`.
+    cache_dir : str or Path, optional
+        Keep the full model's pass over this text here (its LM-head inputs, content-addressed): a later call with
+        another quantized variant of the same model reads it and runs only the variant (same numbers, bit for bit).
 
     Returns
     -------
@@ -974,7 +978,8 @@ def divergence(full: str | Path | LoadedModel, quant: str | Path | LoadedModel, 
     return text_divergence(*models, text, window=window, stride=stride or max(1, window // 2), max_tokens=tokens, n_boot=n_boot,
                            load=LoadOptions(dtype=dtype, device=device, threads=threads, allow_pickle=allow_pickle,
                                             trust_remote_code=trust_remote_code),
-                           data=TaskOptions(data_dir=None if data_dir is None else str(data_dir), seed=seed))
+                           data=TaskOptions(data_dir=None if data_dir is None else str(data_dir), seed=seed),
+                           cache_dir=cache_dir)
 
 
 def task_divergence(full: str | Path | LoadedModel, quant: str | Path | LoadedModel, task: str, *,

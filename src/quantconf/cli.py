@@ -309,7 +309,8 @@ def cmd_divergence(args) -> int:
     record = qc.divergence(args.full, args.quant, args.text, window=args.window, stride=args.stride,
                            tokens=args.tokens, n_boot=args.bootstrap, seed=args.seed or 0, data_dir=args.data_dir,
                            dtype=args.dtype, device=args.device, threads=args.threads,
-                           allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+                           allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code,
+                           cache_dir=args.cache_dir)
     if args.json:
         print(json.dumps(record))
         return 0
@@ -598,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resamples of whole windows (with --task: of questions) for the intervals")
     p.add_argument("--seed", type=int, default=None, help="text draw and bootstrap seed (default 0; with --task 1234)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="keep the full model's pass over the text in DIR: the next variant of the same model reads it "
+                        "and runs only its own model (same numbers)")
     p.add_argument("--json", action="store_true")
     add_model_args(p)
     p.set_defaults(func=cmd_divergence)
