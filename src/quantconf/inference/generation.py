@@ -416,9 +416,8 @@ def _sampled_columns(loaded, prompts, generations, samples, sampling) -> list[di
     rows = []
     for p, g, ss in zip(prompts, generations, samples):
         texts = [s.text for s in ss]
-        keys = loaded.answer_key([p] * len(texts), texts) if rule == "answer" else None
-        greedy_key = loaded.answer_key([p], [g.text])[0] if rule == "answer" else None
-        grouped = equivalence.group(rule, arg, g.text, texts, keys, greedy_key, judge)
+        keys = loaded.answer_key([p] * (len(texts) + 1), texts + [g.text]) if rule == "answer" else [None]
+        grouped = equivalence.group(rule, arg, g.text, texts, keys[:-1], keys[-1], judge)
         rows.append({"samples": texts, "sample_token_ids": [list(s.token_ids) for s in ss],
                      "sample_token_logprobs": [list(s.token_logprobs) for s in ss],
                      "sample_clusters": grouped.clusters, "sample_similarity": grouped.similarity,

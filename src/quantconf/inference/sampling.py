@@ -97,12 +97,16 @@ class GumbelSampler:
         u = torch.rand(vocab, generator=self.streams[row], dtype=torch.float64)
         return -torch.log(-torch.log(u.clamp(min=1e-300)))
 
-    def __call__(self, logp, rows: list[int]):
+    def perturbed(self, logp, rows: list[int]):
+        """Tempered, top-p-filtered log-probabilities (rows, vocab) plus each row's next Gumbel draw: their argmax
+        is the sample (one definition for the batched decoder and the `generate` processor)."""
         import torch
 
         scores = warp(logp, self.config.temperature, self.config.top_p).double()
-        noise = torch.stack([self.gumbel(r, logp.shape[-1]) for r in rows]).to(scores.device)
-        return (scores + noise).argmax(-1)
+        return scores + torch.stack([self.gumbel(r, logp.shape[-1]) for r in rows]).to(scores.device)
+
+    def __call__(self, logp, rows: list[int]):
+        return self.perturbed(logp, rows).argmax(-1)
 
     def processor(self, row: int = 0):
         """A transformers LogitsProcessor drawing like row `row` of this sampler, for
@@ -114,8 +118,6 @@ class GumbelSampler:
 
         class _Gumbel(LogitsProcessor):
             def __call__(self, input_ids, scores):
-                logp = torch.log_softmax(scores.float(), dim=-1)
-                warped = warp(logp, sampler.config.temperature, sampler.config.top_p).double()
-                return warped + sampler.gumbel(row, scores.shape[-1]).to(scores.device)[None]
+                return sampler.perturbed(torch.log_softmax(scores.float(), dim=-1), [row])
 
         return _Gumbel()
