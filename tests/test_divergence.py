@@ -447,7 +447,8 @@ def test_the_full_models_pass_is_cached_once_and_read_by_the_next_variant(two_mo
     full, quant = (m.model for m in two_models)
     quant2 = load_model(str(build_tiny_model(tmp_path / "c", seed=2))).model
     ids = two_models[0].tokenizer(" ".join(CORPUS[:20]))["input_ids"][:300]
-    cache = full_pass_file(tmp_path, "fp", ids, 128, 64, "float32")
+    info = {"fingerprint": "fp", "dtype": "float32", "device": "cpu", "transformers": "5"}
+    cache = full_pass_file(tmp_path, info, ids, 128, 64)
     plain = token_divergence(full, quant, ids, window=128, stride=64)
     first = token_divergence(full, quant, ids, window=128, stride=64, full_cache=cache)
     assert cache.is_file()
@@ -465,8 +466,10 @@ def test_the_full_models_pass_is_cached_once_and_read_by_the_next_variant(two_mo
     np.testing.assert_array_equal(first.p_full, other.p_full)
     assert not np.array_equal(first.kld, other.kld)
     # another window, text or model is another file; a torn file is recomputed, not trusted
-    assert full_pass_file(tmp_path, "fp", ids, 64, 64, "float32") != cache
-    assert full_pass_file(tmp_path, "fp2", ids, 128, 64, "float32") != cache
+    assert full_pass_file(tmp_path, info, ids, 64, 64) != cache
+    assert full_pass_file(tmp_path, info, ids[:-1], 128, 64) != cache
+    for k, v in (("fingerprint", "fp2"), ("dtype", "bfloat16"), ("device", "cuda"), ("transformers", "6")):
+        assert full_pass_file(tmp_path, {**info, k: v}, ids, 128, 64) != cache, k
     cache.write_bytes(cache.read_bytes()[:100])
     torn = token_divergence(full, quant, ids, window=128, stride=64, full_cache=cache)
     np.testing.assert_array_equal(torn.kld, first.kld)

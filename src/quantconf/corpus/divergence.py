@@ -135,9 +135,13 @@ def _forward_params(model) -> set:
     return set(inspect.signature(model.forward).parameters)
 
 
-def full_pass_file(cache_dir, full_fingerprint: str, ids: list[int], window: int, stride: int, dtype: str):
-    """Where the full model's pass over these token ids is cached: content-addressed by everything it depends on."""
-    key = stable_hash([FULL_PASS_VERSION, full_fingerprint, stable_hash(list(map(int, ids))), window, stride, dtype])
+def full_pass_file(cache_dir, model_info: dict, ids: list[int], window: int, stride: int):
+    """Where the full model's pass over these token ids is cached: content-addressed by everything it depends on
+    (the model's weights hash, dtype and device, the torch and transformers that ran it, the ids, the windows)."""
+    import torch
+
+    identity = [model_info[k] for k in ("fingerprint", "dtype", "device", "transformers")] + [torch.__version__]
+    key = stable_hash([FULL_PASS_VERSION, identity, stable_hash(list(map(int, ids))), window, stride])
     return Path(cache_dir) / f"full-pass-{key[:20]}.safetensors"
 
 
@@ -337,8 +341,7 @@ def text_divergence(full: str | LoadedModel, quant: str | LoadedModel, text: str
     ids, source = text_ids(models[0].tokenizer, text, max_tokens, data)
     if len(ids) < 2:
         raise QuantconfError(f"text {text} has {len(ids)} token(s); at least 2 are needed", param="text")
-    cache = (full_pass_file(cache_dir, models[0].info["fingerprint"], ids, window, stride, models[0].info["dtype"])
-             if cache_dir is not None else None)
+    cache = full_pass_file(cache_dir, models[0].info, ids, window, stride) if cache_dir is not None else None
     td = token_divergence(models[0].model, models[1].model, ids, window=window, stride=stride, full_cache=cache)
     return {"full": models[0].info["spec"], "quant": models[1].info["spec"], "text": text, "source": source,
             "window": window, "stride": stride, **divergence_statistics(td, n_boot=n_boot, seed=data.seed),
